@@ -1,0 +1,136 @@
+"""Build, move, read: a resolved LabSpec becomes a LabReport, every fact read from a live module."""
+
+from __future__ import annotations
+
+from functools import cache
+from types import CodeType
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from app.lab import codegen
+from app.lab.presets import PRESETS
+from app.lab.spec import LabSpec
+from app.lab.styles import STYLES
+
+_NAMESPACE = {"torch": torch, "nn": nn}
+
+
+class ParameterRow(BaseModel):
+    name: str
+    shape: list[int] = Field(examples=[[3, 3]])
+    dtype: str = Field(examples=["float32"])
+    device: str = Field(examples=["cpu"])
+    requires_grad: bool
+
+
+class BufferRow(BaseModel):
+    name: str
+    shape: list[int]
+    dtype: str
+    device: str
+    persistent: bool = Field(description="True when the buffer is saved in state_dict().")
+
+
+class StateRow(BaseModel):
+    name: str
+    shape: list[int]
+    dtype: str
+    device: str
+
+
+class MemberRow(BaseModel):
+    name: str
+    style: str
+    in_parameters: bool
+    in_buffers: bool
+    in_state_dict: bool
+    device_before: str = Field(description="Device of the member right after construction (always cpu).")
+    device_after: str = Field(description="Device of the member after model.to(device).")
+
+
+class LabReport(BaseModel):
+    spec: LabSpec
+    named_parameters: list[ParameterRow]
+    named_buffers: list[BufferRow]
+    state_dict: list[StateRow]
+    members: list[MemberRow]
+    code: str = Field(description="A self-contained Python script that reproduces this report.")
+    torch_version: str = Field(description="The torch that produced this report.")
+
+
+@cache
+def _compiled(expr: str, mode: str = "eval") -> CodeType:
+    return compile(expr, f"<preset {expr[:40]}>", mode)
+
+
+def _evaluate(expr: str) -> object:
+    return eval(_compiled(expr), dict(_NAMESPACE))  # our own preset text, never user input
+
+
+@cache
+def module_class(preset_id: str) -> type[nn.Module]:
+    """An nn.Module subclass named like the preset's class, with the preset's forward."""
+    preset = PRESETS[preset_id]
+    namespace = dict(_NAMESPACE)
+    exec(_compiled(codegen.forward_source(preset), "exec"), namespace)
+    return type(preset.class_name, (nn.Module,), {"forward": namespace["forward"]})
+
+
+def build(spec: LabSpec) -> nn.Module:
+    """The module of a resolved spec, on the CPU, seeded: layers first, then members in order."""
+    preset = PRESETS[spec.preset]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(codegen.SEED)  # the seed the script sets: same values
+        model = module_class(preset.id)()
+        for layer in preset.layers:
+            setattr(model, layer.name, _evaluate(layer.expr))
+        for member in preset.members:
+            STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init))
+    return model
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _where(t: torch.Tensor) -> dict:
+    return {"shape": list(t.shape), "dtype": dtype_name(t.dtype), "device": str(t.device)}
+
+
+def _member_device(model: nn.Module, name: str) -> str:
+    value = getattr(model, name, None)
+    return str(value.device) if isinstance(value, torch.Tensor) else "none"
+
+
+def inspect(spec: LabSpec) -> LabReport:
+    """Build the module, note each member's device, move it, and read every table back."""
+    model = build(spec)
+    before = {name: _member_device(model, name) for name in spec.styles}
+    model.to(spec.device)
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    state = model.state_dict(keep_vars=True)
+    return LabReport(
+        spec=spec,
+        named_parameters=[
+            ParameterRow(name=n, requires_grad=p.requires_grad, **_where(p)) for n, p in params.items()
+        ],
+        named_buffers=[BufferRow(name=n, persistent=n in state, **_where(b)) for n, b in buffers.items()],
+        state_dict=[StateRow(name=n, **_where(t)) for n, t in state.items()],
+        members=[
+            MemberRow(
+                name=name,
+                style=style,
+                in_parameters=name in params,
+                in_buffers=name in buffers,
+                in_state_dict=name in state,
+                device_before=before[name],
+                device_after=_member_device(model, name),
+            )
+            for name, style in spec.styles.items()
+        ],
+        code=codegen.script(spec),
+        torch_version=torch.__version__,
+    )

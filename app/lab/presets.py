@@ -1,0 +1,112 @@
+"""Demo modules. A preset is declared as the source text a student would write; the lab
+evaluates that very text to build the live module, so the generated code and the module shown
+can never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.lab.styles import STYLES
+
+EN = "en"
+ZH = "zh-CN"
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    expr: str  # e.g. "nn.Linear(3, 3)"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    init: str  # torch expression for the initial tensor, e.g. "torch.ones(10, 10)"
+    default_style: str
+    styles: tuple[str, ...] = tuple(STYLES)
+
+
+@dataclass(frozen=True)
+class Preset:
+    id: str
+    class_name: str
+    title: dict[str, str]
+    description: dict[str, str]
+    layers: tuple[Layer, ...]
+    members: tuple[Member, ...]
+    forward: str  # body of ``forward(self, x)``
+    sample_input: str  # torch expression for a batch ``forward`` accepts
+    source: str = ""  # where the preset comes from
+    member_names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "member_names", tuple(m.name for m in self.members))
+
+    def member(self, name: str) -> Member | None:
+        return next((m for m in self.members if m.name == name), None)
+
+
+PRESETS: dict[str, Preset] = {
+    p.id: p
+    for p in (
+        Preset(
+            id="mymodule",
+            class_name="MyModule",
+            title={EN: "MyModule (register_parameter tutorial)", ZH: "MyModule（register_parameter 教程）"},
+            description={
+                EN: "Two bias-free convolutions plus a 10x10 'weight' of ones and a 10-element 'bias' of "
+                "zeros, registered with register_parameter as in the tutorial. Switch them to buffers to "
+                "see them leave named_parameters() but stay in state_dict().",
+                ZH: "两个无偏置卷积层，加上全 1 的 10x10 'weight' 和全 0 的 10 维 'bias'，"
+                "按教程用 register_parameter 注册。把它们换成 buffer，"
+                "可以看到它们离开 named_parameters()，但仍留在 state_dict() 中。",
+            },
+            layers=(
+                Layer(
+                    "conv1",
+                    "nn.Conv2d(in_channels=3, out_channels=6, kernel_size=3, stride=1, padding=1, "
+                    "bias=False)",
+                ),
+                Layer(
+                    "conv2",
+                    "nn.Conv2d(in_channels=6, out_channels=9, kernel_size=3, stride=1, padding=1, "
+                    "bias=False)",
+                ),
+            ),
+            members=(
+                Member("weight", "torch.ones(10, 10)", "register_parameter"),
+                Member("bias", "torch.zeros(10)", "register_parameter"),
+            ),
+            forward="x = self.conv1(x)\nx = self.conv2(x)\nx = x * self.weight + self.bias\nreturn x",
+            sample_input="torch.randn(1, 3, 10, 10)",
+            source="seeds/000: register_buffer / register_parameter (bilibili, Enzo_Mi)",
+        ),
+        Preset(
+            id="testmodel",
+            class_name="TestModel",
+            title={EN: "TestModel (parameters vs buffers tutorial)", ZH: "TestModel（参数与缓冲区教程）"},
+            description={
+                EN: "A 3x3 linear layer with two parameters (attribute and register_parameter), a plain "
+                "tensor attribute 'buffer1' and a registered buffer 'buffer2'. Move it to another device: "
+                "buffer1 stays behind, buffer2 follows.",
+                ZH: "一个 3x3 线性层，两个参数（属性赋值与 register_parameter），"
+                "一个普通张量属性 'buffer1' 和一个注册的缓冲区 'buffer2'。"
+                "把模型移到其他设备：buffer1 留在原地，buffer2 跟着移动。",
+            },
+            layers=(Layer("linear", "nn.Linear(3, 3)"),),
+            members=(
+                Member("parameter1", "torch.randn(3)", "parameter"),
+                Member("parameter2", "torch.randn(3)", "register_parameter"),
+                Member("buffer1", "torch.randn(3)", "plain_tensor"),
+                Member("buffer2", "torch.randn(3)", "buffer"),
+            ),
+            # The tutorial's forward used self.parameter1 in a class that never defined it; here all
+            # four members exist, so it adds all four.
+            forward="self.buffer1 += 1\nself.buffer2 += 1\n"
+            "return self.linear(x) + self.parameter1 + self.parameter2 + self.buffer1 + self.buffer2",
+            sample_input="torch.randn(2, 3)",
+            source="seeds/001: register parameter / register_buffer (TestModel)",
+        ),
+    )
+}

@@ -1,0 +1,106 @@
+"""LabSpec: the whole state of a lab. It is the JSON request, the page URL and the cache key.
+
+Validation has two layers: pydantic checks the form (types, sizes), ``resolve`` checks it against
+the presets, styles and devices that exist and fills in every member's default style, which
+gives each lab exactly one canonical spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.lab.presets import PRESETS
+
+STYLE_PREFIX = "style."
+# Caps keep a hostile request cheap to reject; real presets are far below them.
+MAX_NAME = 64
+MAX_MEMBERS = 64
+
+
+class SpecError(ValueError):
+    """A spec that names something which does not exist; ``loc`` is the offending field."""
+
+    def __init__(self, loc: Sequence[str], message: str) -> None:
+        super().__init__(message)
+        self.loc = tuple(loc)
+        self.message = message
+
+
+class UnknownPreset(SpecError):
+    pass
+
+
+class LabSpec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"preset": "testmodel", "device": "meta", "styles": {"buffer1": "buffer"}}]
+        },
+    )
+
+    preset: str = Field(max_length=MAX_NAME, description="Preset id, see GET /api/presets.")
+    device: str = Field(
+        "cpu", max_length=MAX_NAME, description="Device to move the module to, see GET /api/devices."
+    )
+    styles: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=MAX_MEMBERS,
+        description="Registration style per member; members left out keep the preset's default.",
+    )
+
+    def query(self) -> str:
+        """Canonical query string (``preset=..&device=..&style.NAME=..``) in member order."""
+        pairs = [("preset", self.preset), ("device", self.device)]
+        pairs += [(STYLE_PREFIX + name, style) for name, style in self.styles.items()]
+        return urlencode(pairs)
+
+
+def resolve(spec: LabSpec, devices: Iterable[str]) -> LabSpec:
+    """The canonical form of ``spec``: every member present, in the preset's order."""
+    preset = PRESETS.get(spec.preset)
+    if preset is None:
+        raise UnknownPreset(("preset",), f"unknown preset {spec.preset!r}; known: {', '.join(PRESETS)}")
+    devices = tuple(devices)
+    if spec.device not in devices:
+        raise SpecError(
+            ("device",), f"device {spec.device!r} is not available here; available: {', '.join(devices)}"
+        )
+    for name, style in spec.styles.items():
+        member = preset.member(name)
+        if member is None:
+            raise SpecError(
+                ("styles", name),
+                f"preset {preset.id!r} has no member {name!r}; members: {', '.join(preset.member_names)}",
+            )
+        if style not in member.styles:
+            raise SpecError(
+                ("styles", name), f"unknown style {style!r} for {name!r}; styles: {', '.join(member.styles)}"
+            )
+    styles = {m.name: spec.styles.get(m.name, m.default_style) for m in preset.members}
+    return LabSpec(preset=preset.id, device=spec.device, styles=styles)
+
+
+def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) -> LabSpec:
+    """Read a spec from query pairs; other keys are refused unless listed in ``allowed``."""
+    fields: dict[str, str] = {}
+    styles: dict[str, str] = {}
+    ignored = set(allowed)
+    for key, value in items:
+        if key in ignored:
+            continue
+        if key.startswith(STYLE_PREFIX):
+            target, name = styles, key.removeprefix(STYLE_PREFIX)
+        elif key in ("preset", "device"):
+            target, name = fields, key
+        else:
+            message = f"unknown query parameter {key!r}; use preset, device, style.<member>"
+            raise SpecError(("query", key), message)
+        if name in target:
+            raise SpecError(("query", key), f"query parameter {key!r} given more than once")
+        target[name] = value
+    if "preset" not in fields:
+        raise SpecError(("query", "preset"), "query parameter 'preset' is required")
+    return LabSpec(**fields, styles=styles)

@@ -1,0 +1,51 @@
+"""create_app(): routers, error handlers, limits. ``app = create_app()`` is the ASGI app."""
+
+from __future__ import annotations
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from app import api
+from app.lab.spec import SpecError, UnknownPreset
+from app.limits import BodyLimit
+from app.settings import Settings, get_settings
+
+
+def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+def _spec_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SpecError)
+    error = {"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}
+    return JSONResponse({"detail": [error]}, status_code=422)
+
+
+def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    # A LabSpec built from query pairs inside a dependency: same 422 shape as FastAPI's own.
+    assert isinstance(exc, ValidationError)
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    detail = [{**e, "loc": ["query", *e["loc"]]} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    torch.set_num_threads(settings.torch_threads)
+    app = FastAPI(
+        title="Module Registration Explorer",
+        version="1",
+        summary="What nn.Module does with every tensor attached to it, read live from torch.",
+    )
+    app.state.settings = settings
+    app.add_exception_handler(UnknownPreset, _unknown_preset)
+    app.add_exception_handler(SpecError, _spec_error)
+    app.add_exception_handler(ValidationError, _invalid)
+    app.include_router(api.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+app = create_app()

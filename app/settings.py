@@ -1,0 +1,25 @@
+"""All configuration in one place, read from the environment with the MRE_ prefix."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MRE_")
+
+    host: str = "127.0.0.1"  # loopback by default; set 0.0.0.0 to serve a classroom network
+    port: int = 8000
+    workers: int = 1  # the server is stateless, so more workers simply serve more students
+    default_device: str = "cpu"
+    # A lab spec is a few hundred bytes; anything far larger is a mistake or an attack.
+    max_body_bytes: int = 16 * 1024
+    # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
+    torch_threads: int = 1
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

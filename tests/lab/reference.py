@@ -1,0 +1,98 @@
+"""The reference: the tutorials' modules written out directly with torch, independent of app.lab.
+
+Every report the app produces is compared with what these modules say.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def attach(module: nn.Module, name: str, tensor: torch.Tensor, style: str) -> None:
+    """Attach ``tensor`` the way ``style`` says, with plain torch calls."""
+    match style:
+        case "parameter":
+            setattr(module, name, nn.Parameter(tensor))
+        case "register_parameter":
+            module.register_parameter(name, nn.Parameter(tensor))
+        case "frozen_parameter":
+            setattr(module, name, nn.Parameter(tensor, requires_grad=False))
+        case "buffer":
+            module.register_buffer(name, tensor)
+        case "non_persistent_buffer":
+            module.register_buffer(name, tensor, persistent=False)
+        case "nn_buffer":
+            setattr(module, name, nn.Buffer(tensor))
+        case "plain_tensor":
+            setattr(module, name, tensor)
+        case _:
+            raise AssertionError(f"no reference for style {style!r}")
+
+
+class MyModule(nn.Module):
+    """Seed 1 (register_parameter / register_buffer tutorial)."""
+
+    def __init__(self, styles: dict[str, str]) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels=3, out_channels=6, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(in_channels=6, out_channels=9, kernel_size=3, stride=1, padding=1, bias=False)
+        attach(self, "weight", torch.ones(10, 10), styles["weight"])
+        attach(self, "bias", torch.zeros(10), styles["bias"])
+
+
+class TestModel(nn.Module):
+    """Seed 2 (parameters vs buffers tutorial), both of its listings merged."""
+
+    def __init__(self, styles: dict[str, str]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        attach(self, "parameter1", torch.randn(3), styles["parameter1"])
+        attach(self, "parameter2", torch.randn(3), styles["parameter2"])
+        attach(self, "buffer1", torch.randn(3), styles["buffer1"])
+        attach(self, "buffer2", torch.randn(3), styles["buffer2"])
+
+
+REFERENCES: dict[str, type[nn.Module]] = {"mymodule": MyModule, "testmodel": TestModel}
+TUTORIAL_DEFAULTS = {
+    "mymodule": {"weight": "register_parameter", "bias": "register_parameter"},
+    "testmodel": {
+        "parameter1": "parameter",
+        "parameter2": "register_parameter",
+        "buffer1": "plain_tensor",
+        "buffer2": "buffer",
+    },
+}
+
+
+def reference(preset: str, styles: dict[str, str]) -> nn.Module:
+    torch.manual_seed(0)
+    return REFERENCES[preset](styles)
+
+
+def _row(t: torch.Tensor) -> dict:
+    return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "device": str(t.device)}
+
+
+def _persistent(model: nn.Module, qualified: str) -> bool:
+    # Read from the owning module's registry, a different route than the app's state_dict check.
+    owner, _, leaf = qualified.rpartition(".")
+    return leaf not in model.get_submodule(owner)._non_persistent_buffers_set
+
+
+def tables(preset: str, styles: dict[str, str], device: str) -> dict:
+    """What torch says about the reference module moved to ``device``: the report's tables."""
+    model = reference(preset, styles)
+    before = {name: str(getattr(model, name).device) for name in styles}
+    model.to(device)
+    return {
+        "named_parameters": [
+            {"name": n, "requires_grad": p.requires_grad, **_row(p)} for n, p in model.named_parameters()
+        ],
+        "named_buffers": [
+            {"name": n, "persistent": _persistent(model, n), **_row(b)} for n, b in model.named_buffers()
+        ],
+        "state_dict": [{"name": n, **_row(t)} for n, t in model.state_dict().items()],
+        "devices_before": before,
+        "devices_after": {name: str(getattr(model, name).device) for name in styles},
+    }

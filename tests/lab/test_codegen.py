@@ -1,0 +1,87 @@
+"""The generated script, run with plain python, prints exactly what the report says."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.lab.devices import device_ids
+from app.lab.inspect import inspect
+from app.lab.presets import PRESETS
+from app.lab.spec import LabSpec, resolve
+from app.lab.styles import STYLES
+
+# Every style on every member of both presets (on meta, so devices move), plus the tutorials' defaults.
+SPECS = [
+    LabSpec(preset=p, device="meta", styles=dict.fromkeys(PRESETS[p].member_names, s))
+    for p in PRESETS
+    for s in STYLES
+] + [LabSpec(preset=p, device="cpu") for p in PRESETS]
+
+
+def parse(output: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("*" * 20):
+            current = sections.setdefault(line.strip("* "), [])
+        else:
+            current.append(line)
+    return sections
+
+
+def expected(report: dict) -> dict[str, list[str]]:
+    device = report["spec"]["device"]
+    members = report["members"]
+
+    def row(r: dict, extra: str | None = None) -> str:
+        text = f"{r['name']} {r['shape']} torch.{r['dtype']} {r['device']}"
+        return f"{text} {extra}" if extra is not None else text
+
+    return {
+        f"devices before model.to({device!r})": [f"{m['name']} {m['device_before']}" for m in members],
+        "named_parameters": [row(r, str(r["requires_grad"])) for r in report["named_parameters"]],
+        "named_buffers": [
+            row(r, "persistent" if r["persistent"] else "non-persistent") for r in report["named_buffers"]
+        ],
+        "state_dict": [row(r) for r in report["state_dict"]],
+        f"devices after model.to({device!r})": [f"{m['name']} {m['device_after']}" for m in members],
+    }
+
+
+def run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, tuple[dict, subprocess.CompletedProcess]]:
+    reports = [inspect(resolve(s, device_ids())).model_dump() for s in SPECS]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(run, [r["code"] for r in reports]))
+    return {LabSpec(**r["spec"]).query(): (r, out) for r, out in zip(reports, results, strict=True)}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.query() for s in SPECS])
+def test_script_reproduces_report(runs: dict, spec: LabSpec) -> None:
+    report, result = runs[resolve(spec, device_ids()).query()]
+    assert result.returncode == 0, result.stderr
+    assert parse(result.stdout) == expected(report)
+
+
+def test_script_leaves_model_at_top_level() -> None:
+    report = inspect(resolve(LabSpec(preset="testmodel"), device_ids()))
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(report.code, "<generated>", "exec"), namespace)
+    model = namespace["model"]
+    assert [n for n, _ in model.named_parameters()] == [r.name for r in report.named_parameters]
+
+
+def test_script_reads_like_the_tutorial() -> None:
+    code = inspect(resolve(LabSpec(preset="mymodule"), device_ids())).code
+    assert "class MyModule(nn.Module):" in code
+    assert "def forward(self, x):" in code
+    assert 'self.register_parameter("weight", nn.Parameter(torch.ones(10, 10)))' in code
+    assert "for name, param in model.named_parameters():" in code

@@ -1,0 +1,123 @@
+"""Bad input: a clear 4xx naming what is wrong, never a 500."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+def detail(response) -> str:
+    return str(response.json()["detail"])
+
+
+def test_unknown_preset_is_404(client: TestClient) -> None:
+    for response in (
+        client.get("/api/lab", params={"preset": "nope"}),
+        client.post("/api/lab", json={"preset": "nope"}),
+    ):
+        assert response.status_code == 404
+        assert "nope" in detail(response) and "testmodel" in detail(response)
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"preset": "testmodel", "style.buffer1": "bogus"}, "bogus"),
+        ({"preset": "testmodel", "style.nothere": "buffer"}, "nothere"),
+        ({"preset": "testmodel", "styles.buffer1": "buffer"}, "styles.buffer1"),
+        ({"device": "cpu"}, "preset"),
+        ({"preset": "x" * 65}, "preset"),
+    ],
+)
+def test_bad_query_is_422_naming_the_field(client: TestClient, query: dict, named: str) -> None:
+    response = client.get("/api/lab", params=query)
+    assert response.status_code == 422
+    assert named in detail(response)
+
+
+def test_repeated_query_parameter_is_422(client: TestClient) -> None:
+    response = client.get("/api/lab?preset=testmodel&preset=mymodule")
+    assert response.status_code == 422 and "more than once" in detail(response)
+
+
+@pytest.mark.parametrize("device", ["cuda:7", "tpu", "cpu:0", ""])
+def test_missing_device_is_422_listing_the_devices(client: TestClient, device: str) -> None:
+    for response in (
+        client.get("/api/lab", params={"preset": "mymodule", "device": device}),
+        client.post("/api/lab", json={"preset": "mymodule", "device": device}),
+    ):
+        assert response.status_code == 422
+        assert "cpu, meta" in detail(response)
+        assert response.json()["detail"][0]["loc"] == ["device"]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ('{"preset": ', ["body", 11]),
+        ('{"preset": 3}', ["body", "preset"]),
+        ("[]", ["body"]),
+        ('{"preset": "mymodule", "styles": {"weight": 5}}', ["body", "styles", "weight"]),
+        ('{"preset": "mymodule", "styles": ["weight"]}', ["body", "styles"]),
+        ('{"preset": "mymodule", "colour": "red"}', ["body", "colour"]),
+        ('{"preset": "mymodule", "styles": {"weight": "bogus"}}', ["styles", "weight"]),
+        ('{"preset": "mymodule", "styles": {"nothere": "buffer"}}', ["styles", "nothere"]),
+    ],
+)
+def test_bad_json_is_422_naming_the_field(client: TestClient, body: str, loc: list) -> None:
+    response = client.post("/api/lab", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+
+
+def test_too_many_members_is_422(client: TestClient) -> None:
+    styles = {f"m{i}": "buffer" for i in range(65)}
+    response = client.post("/api/lab", json={"preset": "mymodule", "styles": styles})
+    assert response.status_code == 422
+
+
+def test_oversized_body_is_413_with_its_limit(client: TestClient) -> None:
+    response = client.post("/api/lab", content=b" " * 20_000, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "16384" in detail(response)
+
+
+def test_oversized_streamed_body_is_413(client: TestClient) -> None:
+    chunks = (b" " * 4096 for _ in range(8))  # no Content-Length: counted while it streams
+    response = client.post("/api/lab", content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "16384" in detail(response)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xff\xfe\x00",
+        b"null",
+        b'"testmodel"',
+        b'{"preset": "testmodel", "device": null}',
+        b'{"preset": "testmodel", "styles": {"buffer1": null}}',
+        b'{"preset": {"a": 1}}',
+        '{"preset": "测试"}'.encode(),
+        b'{"preset": "testmodel", "device": "cuda:99999999999999999999"}',
+        b'{"preset": "testmodel", "styles": {"": ""}}',
+        b'{"preset": "testmodel", "styles": {"buffer1": "buffer"}, "styles": 1}',
+    ],
+)
+def test_odd_bodies_are_4xx(client: TestClient, body: bytes) -> None:
+    response = client.post("/api/lab", content=body, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/lab?preset=%00",
+        "/api/lab?preset=testmodel&style.=buffer",
+        "/api/lab?preset=testmodel&device=%F0%9F%94%A5",
+        "/api/lab?preset=testmodel&style.buffer1",
+        "/api/lab?" + "&".join(f"style.m{i}=buffer" for i in range(200)) + "&preset=testmodel",
+    ],
+)
+def test_odd_queries_are_4xx(client: TestClient, url: str) -> None:
+    response = client.get(url)
+    assert 400 <= response.status_code < 500, response.text
