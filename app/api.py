@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from app.lab import devices
 from app.lab.inspect import LabReport, inspect
-from app.lab.presets import EN, PRESETS, ZH
+from app.lab.langs import EN, ZH
+from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, from_query, resolve
 from app.lab.styles import STYLES
 
@@ -31,11 +32,17 @@ class DeviceOut(BaseModel):
     allocated_memory: int | None = Field(None, description="Bytes allocated by this server's tensors.")
 
 
+class StyleText(BaseModel):
+    title: str
+    explanation: str
+
+
 class StyleOut(BaseModel):
     id: str = Field(examples=["buffer"])
     title: str = Field(examples=["register_buffer()"])
     explanation: str
     code: str = Field(examples=['self.register_buffer("x", t)'])
+    translations: dict[str, StyleText] = Field(description="Title and explanation per language, e.g. zh-CN.")
 
 
 class Text(BaseModel):
@@ -87,7 +94,16 @@ def list_devices() -> list[DeviceOut]:
 
 @router.get("/styles")
 def list_styles() -> list[StyleOut]:
-    return [StyleOut(id=s.id, title=s.title, explanation=s.explanation, code=s.code) for s in STYLES.values()]
+    return [
+        StyleOut(
+            id=s.id,
+            title=s.title[EN],
+            explanation=s.explanation[EN],
+            code=s.code,
+            translations={ZH: StyleText(title=s.title[ZH], explanation=s.explanation[ZH])},
+        )
+        for s in STYLES.values()
+    ]
 
 
 @router.get("/presets")

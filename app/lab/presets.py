@@ -7,10 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.lab.langs import EN, ZH
 from app.lab.styles import STYLES
-
-EN = "en"
-ZH = "zh-CN"
 
 
 @dataclass(frozen=True)

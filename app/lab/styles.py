@@ -12,14 +12,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from app.lab.langs import EN, ZH
+
 Attach = Callable[[nn.Module, str, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
 class Style:
     id: str
-    title: str
-    explanation: str
+    title: dict[str, str]  # per language (EN, ZH)
+    explanation: dict[str, str]
     # Code line with ``{name}`` and ``{value}`` placeholders; the same text codegen writes.
     template: str
     attach: Attach
@@ -30,6 +32,7 @@ class Style:
 
     @property
     def code(self) -> str:
+        """The code line for a tensor ``t`` attached as ``x``."""
         return self.line("x", "t")
 
 
@@ -43,50 +46,71 @@ STYLES: dict[str, Style] = {
     for s in (
         Style(
             "parameter",
-            "nn.Parameter attribute",
-            "Assigning an nn.Parameter to an attribute registers it as a learnable parameter.",
+            {EN: "nn.Parameter attribute", ZH: "nn.Parameter 属性"},
+            {
+                EN: "Assigning an nn.Parameter to an attribute registers it as a learnable parameter.",
+                ZH: "把 nn.Parameter 赋值给属性，就注册了一个可学习参数。",
+            },
             "self.{name} = nn.Parameter({value})",
             lambda m, n, t: _set(m, n, nn.Parameter(t)),
         ),
         Style(
             "register_parameter",
-            "register_parameter()",
-            "The explicit form of the attribute assignment: same result, and the name may be computed.",
+            {EN: "register_parameter()", ZH: "register_parameter()"},
+            {
+                EN: "The explicit form of the attribute assignment: same result; the name may be computed.",
+                ZH: "属性赋值的显式写法：结果相同，名字可以在运行时计算。",
+            },
             'self.register_parameter("{name}", nn.Parameter({value}))',
             lambda m, n, t: m.register_parameter(n, nn.Parameter(t)),
         ),
         Style(
             "frozen_parameter",
-            "Frozen parameter",
-            "A parameter with requires_grad=False: still in parameters() and state_dict(), gets no grad.",
+            {EN: "Frozen parameter", ZH: "冻结的参数"},
+            {
+                EN: "requires_grad=False: still in parameters() and state_dict(), but it gets no grad.",
+                ZH: "requires_grad=False 的参数：仍在 parameters() 和 state_dict() 中，但不会得到梯度。",
+            },
             "self.{name} = nn.Parameter({value}, requires_grad=False)",
             lambda m, n, t: _set(m, n, nn.Parameter(t, requires_grad=False)),
         ),
         Style(
             "buffer",
-            "register_buffer()",
-            "A buffer: saved in state_dict() and moved by .to(), but not a parameter.",
+            {EN: "register_buffer()", ZH: "register_buffer()"},
+            {
+                EN: "A buffer: saved in state_dict() and moved by .to(), but not a parameter.",
+                ZH: "缓冲区：保存在 state_dict() 中，随 .to() 移动，但不是参数。",
+            },
             'self.register_buffer("{name}", {value})',
             lambda m, n, t: m.register_buffer(n, t),
         ),
         Style(
             "non_persistent_buffer",
-            "Non-persistent buffer",
-            "A buffer moved by .to() but left out of state_dict(), so checkpoints do not carry it.",
+            {EN: "Non-persistent buffer", ZH: "非持久缓冲区"},
+            {
+                EN: "A buffer moved by .to() but left out of state_dict(), so checkpoints do not carry it.",
+                ZH: "随 .to() 移动，但不进入 state_dict()，因此检查点里没有它。",
+            },
             'self.register_buffer("{name}", {value}, persistent=False)',
             lambda m, n, t: m.register_buffer(n, t, persistent=False),
         ),
         Style(
             "nn_buffer",
-            "nn.Buffer attribute",
-            "Assigning an nn.Buffer to an attribute registers a buffer, like register_buffer().",
+            {EN: "nn.Buffer attribute", ZH: "nn.Buffer 属性"},
+            {
+                EN: "Assigning an nn.Buffer to an attribute registers a buffer, like register_buffer().",
+                ZH: "把 nn.Buffer 赋值给属性，就注册了一个缓冲区，与 register_buffer() 相同。",
+            },
             "self.{name} = nn.Buffer({value})",
             lambda m, n, t: _set(m, n, nn.Buffer(t)),
         ),
         Style(
             "plain_tensor",
-            "Plain tensor attribute",
-            "A bare tensor attribute: torch does not track it, so .to() and state_dict() ignore it.",
+            {EN: "Plain tensor attribute", ZH: "普通张量属性"},
+            {
+                EN: "A bare tensor attribute: torch does not track it, so .to() and state_dict() ignore it.",
+                ZH: "普通的张量属性：torch 不跟踪它，.to() 和 state_dict() 都会忽略它。",
+            },
             "self.{name} = {value}",
             _set,
         ),

@@ -7,7 +7,8 @@ import torch
 
 from app.lab.devices import device_ids
 from app.lab.inspect import build
-from app.lab.presets import EN, PRESETS, ZH
+from app.lab.langs import EN, ZH
+from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference

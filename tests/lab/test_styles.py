@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from app.lab.langs import LANGS
 from app.lab.styles import STYLES
 from tests.lab.reference import attach
 
@@ -27,7 +28,8 @@ def test_the_seven_ids() -> None:
 @pytest.mark.parametrize("style", DESIGN_IDS)
 def test_each_style_has_text(style: str) -> None:
     s = STYLES[style]
-    assert s.title and s.explanation and "x" in s.code and "t" in s.code
+    assert all(s.title[lang] and s.explanation[lang] for lang in LANGS)
+    assert "x" in s.code and "t" in s.code
 
 
 def _listing(module: nn.Module) -> tuple:
