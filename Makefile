@@ -8,7 +8,11 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+CHROMIUM := /usr/bin/chromium
+# Root in CI and containers; sudo on a workstation.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install run test lint i18n screenshots clean
 
 install: $(STAMP)
 
@@ -21,9 +25,24 @@ $(STAMP): pyproject.toml Makefile
 run: install
 	$(BIN)/python -m app
 
-test: install
+test: install $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Debian's chromium for the browser tests (Playwright's own browser download cannot work offline).
+$(CHROMIUM):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+# After changing UI text in a template: extract it and merge it into every catalog.
+i18n: install
+	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o app/locale/messages.pot .
+	$(BIN)/pybabel update -i app/locale/messages.pot -d app/locale --no-fuzzy-matching --width 110
+
+# A CJK font, so the Chinese screenshot shows glyphs rather than boxes.
+screenshots: install $(CHROMIUM)
+	fc-list | grep -qi wenquanyi || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei
+	$(BIN)/python -m tests.browser.screenshots
 
 lint: install
 	$(BIN)/ruff check .

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from app import api
+from app import api, pages
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit
+from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
+
+STATIC = Path(__file__).parent.parent / "static"
 
 
 def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
@@ -44,7 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
     app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

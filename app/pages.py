@@ -1,0 +1,159 @@
+"""HTML pages. htmx requests get the named blocks of the page, every other request the full page.
+
+The page's form fields are named like the API query (``preset``, ``device``, ``style.<member>``),
+so a page URL is a permalink and the same spec the JSON API takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
+
+from app import i18n
+from app.lab import devices
+from app.lab.diff import compare
+from app.lab.inspect import LabReport, inspect
+from app.lab.langs import LANGS
+from app.lab.presets import PRESETS
+from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, resolve
+from app.lab.styles import STYLES
+
+TEMPLATES = Path(__file__).parent.parent / "templates"
+PAGE_PARAMS = ("lang", "present")  # view options that are not part of the spec
+DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
+
+router = APIRouter(include_in_schema=False)
+
+
+@cache
+def environment(lang: str) -> Environment:
+    """One Jinja environment per language: templates compiled once, translations fixed."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def render(lang: str, blocks: tuple[str, ...] | None, context: dict, status: int = 200) -> HTMLResponse:
+    """The whole page, or only ``blocks`` of it (htmx fragments), in ``lang``."""
+    template = environment(lang).get_template("lab.html")
+    if blocks is None:
+        html = template.render(context)
+    else:
+        ctx = template.new_context(context)
+        html = "".join("".join(template.blocks[b](ctx)) for b in blocks)
+    return HTMLResponse(html, status, headers={"Vary": "HX-Request, Accept-Language"})
+
+
+@dataclass(frozen=True)
+class View:
+    """How the page is shown, apart from the spec: language and projector mode."""
+
+    lang: str
+    lang_chosen: bool  # given in the URL (kept in links), rather than taken from Accept-Language
+    present: bool
+    htmx: bool  # an htmx swap rather than a full page load
+
+
+def get_view(request: Request) -> View:
+    query = request.query_params
+    headers = request.headers
+    return View(
+        lang=i18n.choose(query.get("lang"), headers.get("accept-language")),
+        lang_chosen=query.get("lang") in LANGS,
+        present=query.get("present") == "1",
+        # A history restore after a cache miss wants the full page, not a fragment.
+        htmx=headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true",
+    )
+
+
+ViewDep = Annotated[View, Depends(get_view)]
+
+
+def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
+    """The page's spec, and the ``style.*`` members it ignored.
+
+    Choosing another module in the form (or submitting it without JavaScript) still sends the old
+    module's members; the page drops those and says so, where the API would refuse them.
+    """
+    if not any(key == "preset" for key, _ in query):
+        query = [("preset", DEFAULT_PRESET), *query]
+    spec = from_query(query, allowed=PAGE_PARAMS)
+    preset = PRESETS.get(spec.preset)
+    ignored = [name for name in spec.styles if preset and preset.member(name) is None]
+    kept = {name: style for name, style in spec.styles.items() if name not in ignored}
+    return resolve(spec.model_copy(update={"styles": kept}), devices.device_ids()), ignored
+
+
+def previous_report(request: Request) -> LabReport | None:
+    """The report the page showed before this htmx request (from HX-Current-URL), if readable."""
+    url = request.headers.get("hx-current-url")
+    if not url:
+        return None
+    try:
+        return inspect(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True))[0])
+    except (SpecError, ValidationError):
+        return None
+
+
+def link(spec: LabSpec, view: View, **changes: str | bool) -> str:
+    """A URL for this spec and view, with some view options changed."""
+    lang = changes.get("lang", view.lang if view.lang_chosen else None)
+    present = changes.get("present", view.present)
+    pairs = [("lang", lang)] if lang else []
+    pairs += [("present", "1")] if present else []
+    extra = urlencode(pairs)
+    return "/?" + spec.query() + ("&" + extra if extra else "")
+
+
+def context(
+    view: View, spec: LabSpec | None = None, previous: LabReport | None = None, **extra: object
+) -> dict:
+    report = inspect(spec) if spec else None
+    return {
+        "spec": spec,
+        "report": report,
+        "diff": compare(previous, report) if report else None,
+        "view": view,
+        "presets": PRESETS,
+        "styles": STYLES,
+        "devices": devices.available(),
+        "link": lambda **changes: link(spec, view, **changes) if spec else "/",
+        "langs": LANGS,
+        "error": None,
+        "ignored": (),
+        **extra,
+    }
+
+
+@router.get("/", response_class=HTMLResponse)
+def lab_page(request: Request, view: ViewDep) -> HTMLResponse:
+    try:
+        spec, ignored = spec_of(request.query_params.multi_items())
+    except (SpecError, ValidationError) as exc:
+        status = 404 if isinstance(exc, UnknownPreset) else 422
+        message = exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
+        return render(view.lang, None, context(view, error=message), status)
+    ctx = context(view, spec, previous_report(request) if view.htmx else None, ignored=ignored)
+    blocks = None
+    if view.htmx:
+        blocks = ("results", "controls", "announce", "links")
+        if ctx["diff"].preset:
+            # The form still sent the old module's members: expected to go, so not reported.
+            ctx["ignored"] = ()
+    response = render(view.lang, blocks, ctx)
+    response.headers["HX-Push-Url"] = link(spec, view)  # the canonical permalink, not the form's order
+    return response

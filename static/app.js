@@ -1,0 +1,71 @@
+// Module Registration Explorer: keyboard shortcuts, help dialog, copy button. No inline scripts
+// anywhere, so a strict Content-Security-Policy holds; the page works without this file.
+"use strict";
+
+(function () {
+  function cycle(select, step) {
+    if (!select) return;
+    const n = select.options.length;
+    select.selectedIndex = (select.selectedIndex + step + n) % n;
+    select.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+
+  function help() {
+    return document.getElementById("help");
+  }
+
+  function typing(target) {
+    return target.closest && target.closest("input, select, textarea, [contenteditable], dialog[open]");
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
+    const step = event.shiftKey ? -1 : 1;
+    if (event.key === "?") {
+      help().showModal();
+    } else if (event.code === "KeyP") {
+      cycle(document.getElementById("preset"), step);
+    } else if (event.code === "KeyD") {
+      cycle(document.getElementById("device"), step);
+    } else if (event.code === "KeyT") {
+      const toggle = document.querySelector("a[aria-keyshortcuts='t']");
+      if (toggle) window.location.href = toggle.href;
+    } else if (/^Digit[1-9]$/.test(event.code)) {
+      const selects = document.querySelectorAll("#members select");
+      cycle(selects[Number(event.code.slice(5)) - 1], step);
+    } else {
+      return;
+    }
+    event.preventDefault();
+  });
+
+  function copy(button) {
+    const text = document.getElementById(button.dataset.copy).textContent;
+    const status = button.parentElement.querySelector(".copy-status");
+    const done = function () { status.textContent = button.dataset.copied || "✓"; };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { status.textContent = "✗"; });
+    } else {
+      // Plain http on a classroom network is not a secure context: select the code instead.
+      const range = document.createRange();
+      range.selectNodeContents(document.getElementById(button.dataset.copy));
+      window.getSelection().removeAllRanges();
+      window.getSelection().addRange(range);
+      if (document.execCommand("copy")) done();
+    }
+  }
+
+  document.addEventListener("click", function (event) {
+    const target = event.target.closest("button");
+    if (!target) return;
+    if (target.classList.contains("copy")) copy(target);
+    if (target.classList.contains("help-open")) help().showModal();
+  });
+
+  // Controls that need this script stay hidden without it.
+  function reveal() {
+    document.querySelectorAll("button.copy, button.help-open").forEach(function (b) { b.hidden = false; });
+  }
+  document.addEventListener("DOMContentLoaded", reveal);
+  document.addEventListener("htmx:afterSettle", reveal);
+})();

@@ -1,0 +1,219 @@
+"""The lab page in a real browser: live htmx swaps, permalinks, languages, projector mode,
+keyboard use, accessibility. Tables are checked against the torch reference modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import Watch, open_context
+from tests.lab.reference import TUTORIAL_DEFAULTS, tables
+
+AXE = Path(__file__).parent / "vendor" / "axe-core-4.14.1.min.js"
+TABLES = {
+    "named-parameters": "named_parameters",
+    "named-buffers": "named_buffers",
+    "state-dict": "state_dict",
+}
+
+
+def names(page: Page, table_id: str) -> list[str]:
+    return page.locator(f"#{table_id} tbody tr[data-name]").evaluate_all(
+        "rows => rows.map(r => r.dataset.name)"
+    )
+
+
+def devices_of(page: Page, table_id: str) -> list[str]:
+    return page.locator(f"#{table_id} tbody tr[data-name]").evaluate_all(
+        "rows => rows.map(r => r.dataset.device)"
+    )
+
+
+def assert_tables_match_torch(page: Page, preset: str, styles: dict[str, str], device: str) -> None:
+    ref = tables(preset, styles, device)
+    for table_id, key in TABLES.items():
+        assert names(page, table_id) == [row["name"] for row in ref[key]], table_id
+        assert devices_of(page, table_id) == [row["device"] for row in ref[key]], table_id
+
+
+def mark_page(page: Page) -> None:
+    """A marker that a full page load would wipe out."""
+    page.evaluate("window.__noReload = true")
+
+
+def still_same_page(page: Page) -> bool:
+    return page.evaluate("window.__noReload === true")
+
+
+def test_first_load_matches_torch(page: Page) -> None:
+    page.goto("/")
+    assert_tables_match_torch(page, "testmodel", TUTORIAL_DEFAULTS["testmodel"], "cpu")
+    expect(page.locator("#code-text")).to_contain_text("class TestModel(nn.Module):")
+
+
+def test_style_change_swaps_tables_without_reload(page: Page) -> None:
+    page.goto("/?preset=testmodel")
+    mark_page(page)
+    page.select_option("#style-buffer1", "buffer")
+    expect(page.locator("#named-buffers tr[data-name='buffer1']")).to_have_count(1)
+    assert still_same_page(page)
+    styles = {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "buffer"}
+    assert_tables_match_torch(page, "testmodel", styles, "cpu")
+    assert "style.buffer1=buffer" in page.url
+    # The rows that appeared are marked (class and a text badge, not colour alone) and announced.
+    expect(page.locator("#named-buffers tr[data-name='buffer1']")).to_have_class("row-added")
+    expect(page.locator("#named-buffers tr[data-name='buffer1'] .badge")).to_have_text("new")
+    expect(page.locator("#announce")).to_contain_text("buffer1: plain_tensor → buffer")
+
+
+def test_device_change_moves_all_but_plain_tensors(page: Page) -> None:
+    page.goto("/?preset=testmodel")
+    mark_page(page)
+    page.select_option("#device", "meta")
+    expect(page.locator("#state-dict tr[data-name='buffer2']")).to_have_attribute("data-device", "meta")
+    assert still_same_page(page)
+    assert_tables_match_torch(page, "testmodel", TUTORIAL_DEFAULTS["testmodel"], "meta")
+    expect(page.locator("#state-dict tr[data-name='buffer2']")).to_have_class("row-moved")
+    after = page.locator("#members-table tr[data-name='buffer1'] td").last
+    expect(after).to_contain_text("cpu")
+
+
+def test_preset_change_replaces_member_controls(page: Page) -> None:
+    page.goto("/?preset=testmodel")
+    page.select_option("#preset", "mymodule")
+    expect(page.locator("#style-weight")).to_have_value("register_parameter")
+    expect(page.locator("#style-buffer1")).to_have_count(0)
+    assert_tables_match_torch(page, "mymodule", TUTORIAL_DEFAULTS["mymodule"], "cpu")
+    assert "style.buffer1" not in page.url and "preset=mymodule" in page.url
+
+
+def test_permalink_and_back_button_restore_the_view(page: Page) -> None:
+    page.goto("/?preset=testmodel")
+    page.select_option("#style-parameter1", "frozen_parameter")
+    page.wait_for_url(lambda url: "style.parameter1=frozen_parameter" in url)
+    page.select_option("#device", "meta")
+    page.wait_for_url(lambda url: "device=meta" in url)
+    permalink = page.url
+
+    page.go_back()
+    expect(page.locator("#device")).to_have_value("cpu")
+    expect(page.locator("#style-parameter1")).to_have_value("frozen_parameter")
+    styles = {**TUTORIAL_DEFAULTS["testmodel"], "parameter1": "frozen_parameter"}
+    assert_tables_match_torch(page, "testmodel", styles, "cpu")
+    page.go_forward()
+    expect(page.locator("#device")).to_have_value("meta")
+
+    fresh = page.context.new_page()
+    fresh.goto(permalink)
+    expect(fresh.locator("#device")).to_have_value("meta")
+    expect(fresh.locator("#style-parameter1")).to_have_value("frozen_parameter")
+    assert_tables_match_torch(fresh, "testmodel", styles, "meta")
+
+
+def test_chinese_from_query(page: Page) -> None:
+    page.goto("/?lang=zh-CN")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.locator("label[for='device']")).to_have_text("移动到设备")
+    # Torch's names and the code stay as torch prints them.
+    expect(page.locator("#code-text")).to_contain_text("for name, param in model.named_parameters():")
+    # The language sticks through htmx changes.
+    page.select_option("#device", "meta")
+    page.wait_for_url(lambda url: "lang=zh-CN" in url and "device=meta" in url)
+    expect(page.locator("label[for='device']")).to_have_text("移动到设备")
+
+
+def test_chinese_from_accept_language(browser: Browser, base_url: str, watch: Watch) -> None:
+    context = open_context(browser, base_url, watch, locale="zh-CN")
+    page = context.new_page()
+    page.goto("/")
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(page.locator("h1")).to_have_text("模块注册浏览器")
+    page.click("a[hreflang='en']")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    context.close()
+
+
+def test_projector_mode(page: Page) -> None:
+    page.goto("/?preset=mymodule")
+    normal = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td')).fontSize)")
+    page.keyboard.press("t")
+    expect(page.locator("html")).to_have_class("present")
+    assert "present=1" in page.url
+    big = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td')).fontSize)")
+    assert big >= 1.5 * normal
+    expect(page.locator(".code")).to_be_hidden()
+    # Shortcuts: d cycles the device, 1 the first member's style, ? opens the help.
+    page.keyboard.press("d")
+    expect(page.locator("#device")).to_have_value("meta")
+    page.keyboard.press("1")
+    expect(page.locator("#style-weight")).to_have_value("frozen_parameter")
+    expect(page.locator("#named-parameters tr[data-name='weight'] td").last).to_have_text("False")
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#help")).to_be_hidden()
+    assert "present=1" in page.url
+
+
+def test_keyboard_only(page: Page) -> None:
+    page.goto("/?preset=testmodel")
+    for _ in range(40):  # tab through the page until the buffer2 control has focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "style-buffer2":
+            break
+    else:
+        pytest.fail("style-buffer2 is not reachable with Tab")
+    focus = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert focus != "none"
+    page.keyboard.press("ArrowDown")
+    expect(page.locator("#style-buffer2")).to_have_value("non_persistent_buffer")
+    expect(page.locator("#named-buffers tr[data-name='buffer2'] td").last).to_have_text("False")
+    expect(page.locator("#state-dict tr[data-name='buffer2']")).to_have_count(0)
+    assert page.evaluate("document.activeElement.id") == "style-buffer2"  # focus survives the swap
+    expect(page.locator("#announce")).to_contain_text("buffer2: buffer → non_persistent_buffer")
+
+
+def test_without_javascript_the_form_still_works(browser: Browser, base_url: str, watch: Watch) -> None:
+    context = open_context(browser, base_url, watch, java_script_enabled=False)
+    page = context.new_page()
+    page.goto("/?preset=testmodel")
+    page.select_option("#style-buffer1", "nn_buffer")
+    page.select_option("#device", "meta")
+    page.click("form#lab-form button[type=submit]")
+    page.wait_for_url(lambda url: "device=meta" in url)
+    styles = {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "nn_buffer"}
+    assert_tables_match_torch(page, "testmodel", styles, "meta")
+    context.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("query", ["/?preset=testmodel&device=meta", "/?lang=zh-CN&present=1"])
+def test_axe_finds_no_serious_violations(
+    browser: Browser, base_url: str, watch: Watch, scheme: str, query: str
+):
+    # bypass_csp only lets the test inject axe; the app's own pages never need it.
+    context = open_context(browser, base_url, watch, bypass_csp=True, color_scheme=scheme)
+    page = context.new_page()
+    page.goto(query)
+    page.select_option("#device", "cpu")  # a swap has happened, so highlighted rows are scanned too
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    serious = [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == []
+    context.close()
+
+
+def test_assets_are_local_and_csp_is_strict(page: Page) -> None:
+    response = page.goto("/")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    sources = page.locator("script").evaluate_all("s => s.map(x => x.getAttribute('src'))")
+    assert sources and all(src and src.startswith("/static/") for src in sources)
+    assert page.evaluate("typeof htmx.version") == "string"
+    favicon = page.request.get(page.locator("link[rel=icon]").get_attribute("href"))
+    assert favicon.ok

@@ -1,0 +1,108 @@
+"""The lab page over HTTP: full page vs htmx fragments, permalinks, languages, errors."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+HX = {"HX-Request": "true"}
+
+
+def test_full_page_has_the_form_contract(client: TestClient) -> None:
+    response = client.get("/", params={"preset": "testmodel", "device": "meta"})
+    assert response.status_code == 200
+    html = response.text
+    assert html.startswith("<!doctype html>") and '<html lang="en"' in html
+    for field in ('name="preset"', 'name="device"', 'name="style.buffer1"', 'action="/" method="get"'):
+        assert field in html
+    for table in ("named-parameters", "named-buffers", "state-dict"):
+        assert f'id="{table}"' in html
+    assert 'data-name="linear.weight"' in html
+    assert "<script>" not in html and " style=" not in html  # nothing inline: a strict CSP holds
+    assert "HX-Request" in response.headers["vary"]
+
+
+def swap(client: TestClient, current: str, **params: str):
+    """An htmx request from a page showing ``current`` (a query string)."""
+    headers = {**HX, "HX-Current-URL": "http://testserver/?" + current}
+    return client.get("/", params=params, headers=headers)
+
+
+def test_htmx_request_gets_only_the_named_blocks(client: TestClient) -> None:
+    response = swap(client, "preset=testmodel", preset="testmodel", **{"style.buffer1": "buffer"})
+    html = response.text
+    assert "<html" not in html and "<form" not in html
+    assert html.count('id="results"') == 1 and 'id="controls" class="controls" hx-swap-oob="true"' in html
+    assert 'hx-swap-oob="innerHTML"' in html and "buffer1: plain_tensor → buffer" in html
+    assert 'data-name="buffer1" data-device="cpu" class="row-added"' in html
+    assert response.headers["HX-Push-Url"] == (
+        "/?preset=testmodel&device=cpu&style.parameter1=parameter&style.parameter2=register_parameter"
+        "&style.buffer1=buffer&style.buffer2=buffer"
+    )
+
+
+def test_history_restore_gets_the_full_page(client: TestClient) -> None:
+    response = client.get("/", headers={**HX, "HX-History-Restore-Request": "true"})
+    assert "<html" in response.text
+
+
+def test_removed_rows_are_listed(client: TestClient) -> None:
+    response = swap(client, "preset=mymodule", preset="mymodule", **{"style.weight": "plain_tensor"})
+    assert "Gone from named_parameters():" in response.text and "<code>weight</code>" in response.text
+
+
+def test_other_modules_members_are_dropped_and_said(client: TestClient) -> None:
+    response = client.get("/", params={"preset": "mymodule", "style.buffer1": "buffer"})
+    assert response.status_code == 200
+    assert "Ignored" in response.text and "style.buffer1" in response.text
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "text"),
+    [
+        ({"preset": "nope"}, 404, "unknown preset"),
+        ({"preset": "testmodel", "style.buffer1": "bogus"}, 422, "unknown style"),
+        ({"preset": "testmodel", "device": "cuda:9"}, 422, "available: cpu, meta"),
+        ({"preset": "testmodel", "colour": "red"}, 422, "colour"),
+    ],
+)
+def test_bad_page_queries_get_an_html_error(client: TestClient, params: dict, status: int, text: str) -> None:
+    response = client.get("/", params=params)
+    assert response.status_code == status
+    assert "text/html" in response.headers["content-type"] and text in response.text
+
+
+@pytest.mark.parametrize(
+    ("header", "lang"),
+    [
+        ("zh-CN,zh;q=0.9,en;q=0.8", "zh-CN"),
+        ("en-US,en;q=0.9,zh-CN;q=0.8", "en"),
+        ("zh-TW", "zh-CN"),
+        ("fr-FR, zh;q=0.5", "zh-CN"),
+        ("en;q=0.1, zh;q=0.2", "zh-CN"),
+        ("zh;q=0, en", "en"),
+        ("de", "en"),
+        ("zh;q=abc", "en"),
+        ("", "en"),
+    ],
+)
+def test_accept_language(client: TestClient, header: str, lang: str) -> None:
+    response = client.get("/", headers={"Accept-Language": header})
+    assert f'<html lang="{lang}"' in response.text
+
+
+def test_lang_query_beats_the_header(client: TestClient) -> None:
+    response = client.get("/", params={"lang": "en"}, headers={"Accept-Language": "zh-CN"})
+    assert '<html lang="en"' in response.text and "lang=en" in response.text
+
+
+def test_chinese_page_is_translated(client: TestClient) -> None:
+    html = client.get("/", params={"lang": "zh-CN"}).text
+    assert "模块注册浏览器" in html and "移动到设备" in html
+    assert "Move to device" not in html
+
+
+def test_static_assets(client: TestClient) -> None:
+    assert client.get("/static/htmx-2.0.11.min.js").status_code == 200
+    assert client.get("/static/favicon.svg").status_code == 200
+    assert client.get("/static/app.css").status_code == 200
