@@ -37,7 +37,7 @@ $(CHROMIUM):
 # After changing UI text in a template: extract it and merge it into every catalog.
 i18n: install
 	$(BIN)/pybabel extract -F babel.cfg --no-location --omit-header -o app/locale/messages.pot .
-	$(BIN)/pybabel update -i app/locale/messages.pot -d app/locale --no-fuzzy-matching --width 110
+	$(BIN)/pybabel update -i app/locale/messages.pot -d app/locale --no-fuzzy-matching --ignore-obsolete --width 110
 
 # A CJK font, so the Chinese screenshot shows glyphs rather than boxes.
 screenshots: install $(CHROMIUM)

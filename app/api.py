@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from app.lab import devices
-from app.lab.inspect import LabReport, inspect
+from app.http_cache import ResponseCache
+from app.lab import devices, memo
+from app.lab.inspect import LabReport
 from app.lab.langs import EN, ZH
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, from_query, resolve
@@ -66,34 +68,44 @@ class PresetOut(BaseModel):
     translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
 
 
-def spec_from_query(
-    request: Request,
-    preset: Annotated[str, Query(description="Preset id.", examples=["testmodel"])],
-    device: Annotated[str, Query(description="Target device.", examples=["meta"])] = "cpu",
-) -> LabSpec:
-    """``preset``, ``device`` and one ``style.<member>=<style id>`` per member to change."""
-    return from_query(request.query_params.multi_items())
-
-
 def resolved(spec: LabSpec) -> LabSpec:
     return resolve(spec, devices.device_ids())
 
 
-QuerySpec = Annotated[LabSpec, Depends(spec_from_query)]
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+# The query is read by hand (so a repeated spec costs one dict lookup); this documents it.
+LAB_QUERY = [
+    {"name": "preset", "in": "query", "required": True, "schema": {"type": "string"}, "example": "testmodel"},
+    {"name": "device", "in": "query", "schema": {"type": "string", "default": "cpu"}, "example": "meta"},
+    {
+        "name": "style.{member}",
+        "in": "query",
+        "description": "One per member to change, e.g. style.buffer1=buffer; see GET /api/presets.",
+        "schema": {"type": "string"},
+    },
+]
+LAB_RESPONSES: dict = {
+    404: {"description": "Unknown preset"},
+    413: {"description": "Request body over the limit"},
+    422: {"description": "Malformed spec, unknown member or style, or a device that is not here"},
+}
 
 
 @router.get("/health")
-def health() -> Health:
+async def health() -> Health:
     return Health(status="ok", torch_version=torch.__version__, devices=list(devices.device_ids()))
 
 
 @router.get("/devices")
-def list_devices() -> list[DeviceOut]:
+async def list_devices() -> list[DeviceOut]:
     return [DeviceOut(**vars(d)) for d in devices.available()]
 
 
 @router.get("/styles")
-def list_styles() -> list[StyleOut]:
+async def list_styles() -> list[StyleOut]:
     return [
         StyleOut(
             id=s.id,
@@ -107,7 +119,7 @@ def list_styles() -> list[StyleOut]:
 
 
 @router.get("/presets")
-def list_presets() -> list[PresetOut]:
+async def list_presets() -> list[PresetOut]:
     return [
         PresetOut(
             id=p.id,
@@ -123,13 +135,30 @@ def list_presets() -> list[PresetOut]:
 
 @router.get(
     "/lab",
+    response_model=LabReport,
+    responses=LAB_RESPONSES,
+    openapi_extra={"parameters": LAB_QUERY},
     description="The lab report for a spec in the query: `preset`, `device`, and `style.<member>=<style>` "
-    "for each member to change, e.g. `/api/lab?preset=testmodel&device=meta&style.buffer1=buffer`.",
+    "for each member to change, e.g. `/api/lab?preset=testmodel&device=meta&style.buffer1=buffer`. "
+    "Answers carry a strong ETag; send it back in If-None-Match for a 304.",
 )
-def lab_get(spec: QuerySpec) -> LabReport:
-    return inspect(resolved(spec))
+async def lab_get(request: Request) -> Response:
+    # Async, no thread hop: a repeated query is a cache hit; a new one costs about a millisecond.
+    def build() -> tuple[bytes, int, dict[str, str]]:
+        return memo.report_json(resolved(from_query(request.query_params.multi_items()))), 200, {}
+
+    return responses(request).respond(request, ("api", request.url.query), build, "application/json")
 
 
-@router.post("/lab", description="The same report as GET /api/lab, for a JSON spec.")
-def lab_post(spec: Annotated[LabSpec, Body()]) -> LabReport:
-    return inspect(resolved(spec))
+@router.post(
+    "/lab",
+    response_model=LabReport,
+    responses=LAB_RESPONSES,
+    description="The same report as GET /api/lab, for a JSON spec.",
+)
+async def lab_post(spec: Annotated[LabSpec, Body()]) -> Response:
+    return _json(memo.report_json(resolved(spec)))
+
+
+def responses(request: Request) -> ResponseCache:
+    return request.app.state.responses

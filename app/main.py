@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
 from app import api, pages
+from app.assets import static_assets
+from app.http_cache import ResponseCache
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
-
-STATIC = Path(__file__).parent.parent / "static"
 
 
 def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
@@ -46,12 +43,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="What nn.Module does with every tensor attached to it, read live from torch.",
     )
     app.state.settings = settings
+    app.state.responses = ResponseCache(settings.response_cache_entries)
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
     app.include_router(api.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_route(
+        "/static/{name:path}", static_assets().serve, methods=["GET", "HEAD"], include_in_schema=False
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     return app

@@ -13,20 +13,22 @@ from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from app import i18n
-from app.lab import devices
+from app.assets import static_assets
+from app.lab import devices, memo
 from app.lab.diff import compare
-from app.lab.inspect import LabReport, inspect
+from app.lab.inspect import LabReport
 from app.lab.langs import LANGS
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, resolve
 from app.lab.styles import STYLES
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
+VARY = "HX-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
 PAGE_PARAMS = ("lang", "present")  # view options that are not part of the spec
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
 
@@ -44,18 +46,17 @@ def environment(lang: str) -> Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["asset"] = static_assets().url  # content-hashed URLs, cached for a year
     return env
 
 
-def render(lang: str, blocks: tuple[str, ...] | None, context: dict, status: int = 200) -> HTMLResponse:
+def render(lang: str, blocks: tuple[str, ...] | None, context: dict) -> bytes:
     """The whole page, or only ``blocks`` of it (htmx fragments), in ``lang``."""
     template = environment(lang).get_template("lab.html")
     if blocks is None:
-        html = template.render(context)
-    else:
-        ctx = template.new_context(context)
-        html = "".join("".join(template.blocks[b](ctx)) for b in blocks)
-    return HTMLResponse(html, status, headers={"Vary": "HX-Request, Accept-Language"})
+        return template.render(context).encode()
+    ctx = template.new_context(context)
+    return "".join("".join(template.blocks[b](ctx)) for b in blocks).encode()
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def previous_report(request: Request) -> LabReport | None:
     if not url:
         return None
     try:
-        return inspect(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True))[0])
+        return memo.report(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True))[0])
     except (SpecError, ValidationError):
         return None
 
@@ -122,7 +123,7 @@ def link(spec: LabSpec, view: View, **changes: str | bool) -> str:
 def context(
     view: View, spec: LabSpec | None = None, previous: LabReport | None = None, **extra: object
 ) -> dict:
-    report = inspect(spec) if spec else None
+    report = memo.report(spec) if spec else None
     return {
         "spec": spec,
         "report": report,
@@ -139,21 +140,31 @@ def context(
     }
 
 
-@router.get("/", response_class=HTMLResponse)
-def lab_page(request: Request, view: ViewDep) -> HTMLResponse:
+def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
+    """The page (or its htmx blocks) for a request: body, status and headers."""
     try:
         spec, ignored = spec_of(request.query_params.multi_items())
     except (SpecError, ValidationError) as exc:
         status = 404 if isinstance(exc, UnknownPreset) else 422
         message = exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
-        return render(view.lang, None, context(view, error=message), status)
+        return render(view.lang, None, context(view, error=message)), status, {}
     ctx = context(view, spec, previous_report(request) if view.htmx else None, ignored=ignored)
     blocks = None
     if view.htmx:
-        blocks = ("results", "controls", "announce", "links")
+        blocks = ("results", "announce", "links")
         if ctx["diff"].preset:
+            blocks += ("controls",)  # another module has other members
             # The form still sent the old module's members: expected to go, so not reported.
             ctx["ignored"] = ()
-    response = render(view.lang, blocks, ctx)
-    response.headers["HX-Push-Url"] = link(spec, view)  # the canonical permalink, not the form's order
-    return response
+    # The canonical permalink goes into the address bar, not the form's field order.
+    return render(view.lang, blocks, ctx), 200, {"HX-Push-Url": link(spec, view)}
+
+
+@router.get("/", response_class=HTMLResponse)
+async def lab_page(request: Request, view: ViewDep) -> Response:
+    # Everything the answer depends on is in the key, so a cached page is exactly a fresh one.
+    current = urlsplit(request.headers.get("hx-current-url", "")).query if view.htmx else None
+    key = ("page", request.url.query, view, current)
+    return request.app.state.responses.respond(
+        request, key, lambda: lab_html(request, view), "text/html; charset=utf-8", VARY
+    )

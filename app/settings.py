@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     default_device: str = "cpu"
     # A lab spec is a few hundred bytes; anything far larger is a mistake or an attack.
     max_body_bytes: int = 16 * 1024
+    # Finished responses kept per process (bounded, so memory stays flat under any traffic).
+    response_cache_entries: int = 2048
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
     torch_threads: int = 1
 

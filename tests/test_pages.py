@@ -32,7 +32,7 @@ def test_htmx_request_gets_only_the_named_blocks(client: TestClient) -> None:
     response = swap(client, "preset=testmodel", preset="testmodel", **{"style.buffer1": "buffer"})
     html = response.text
     assert "<html" not in html and "<form" not in html
-    assert html.count('id="results"') == 1 and 'id="controls" class="controls" hx-swap-oob="true"' in html
+    assert html.count('id="results"') == 1 and 'id="controls"' not in html  # the user's selects stay
     assert 'hx-swap-oob="innerHTML"' in html and "buffer1: plain_tensor → buffer" in html
     assert 'data-name="buffer1" data-device="cpu" class="row-added"' in html
     assert response.headers["HX-Push-Url"] == (
@@ -106,3 +106,9 @@ def test_static_assets(client: TestClient) -> None:
     assert client.get("/static/htmx-2.0.11.min.js").status_code == 200
     assert client.get("/static/favicon.svg").status_code == 200
     assert client.get("/static/app.css").status_code == 200
+
+
+def test_module_change_swaps_the_member_controls(client: TestClient) -> None:
+    response = swap(client, "preset=testmodel", preset="mymodule", **{"style.buffer1": "buffer"})
+    assert 'id="controls" class="controls" hx-swap-oob="true"' in response.text
+    assert 'name="style.weight"' in response.text and "Ignored" not in response.text
