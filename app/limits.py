@@ -29,9 +29,14 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
+            return
+        if b"transfer-encoding" not in headers and declared in (b"", b"0"):
+            # No body can follow (RFC 9112 6.3): nothing to count, so no wrapper on the hot path.
+            await self.app(scope, receive, send)
             return
         received = 0
         started = False

@@ -9,11 +9,14 @@ from pydantic import ValidationError
 
 from app import api, pages
 from app.assets import static_assets
-from app.http_cache import ResponseCache
+from app.http_cache import HttpCache, ResponseStore
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
+
+# GET routes whose answer is a pure function of path, query and the headers they name in Vary.
+CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets")
 
 
 def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
@@ -43,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="What nn.Module does with every tensor attached to it, read live from torch.",
     )
     app.state.settings = settings
-    app.state.responses = ResponseCache(settings.response_cache_entries)
+    app.state.responses = ResponseStore(settings.response_cache_entries)
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
@@ -54,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    # Outermost of ours: a hit is answered before any other middleware or routing runs.
+    app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/static/",))
     return app
 
 

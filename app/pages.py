@@ -28,7 +28,7 @@ from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, resolve
 from app.lab.styles import STYLES
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
-VARY = "HX-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
+VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
 PAGE_PARAMS = ("lang", "present")  # view options that are not part of the spec
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
 
@@ -69,7 +69,7 @@ class View:
     htmx: bool  # an htmx swap rather than a full page load
 
 
-def get_view(request: Request) -> View:
+async def get_view(request: Request) -> View:
     query = request.query_params
     headers = request.headers
     return View(
@@ -162,9 +162,6 @@ def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
 
 @router.get("/", response_class=HTMLResponse)
 async def lab_page(request: Request, view: ViewDep) -> Response:
-    # Everything the answer depends on is in the key, so a cached page is exactly a fresh one.
-    current = urlsplit(request.headers.get("hx-current-url", "")).query if view.htmx else None
-    key = ("page", request.url.query, view, current)
-    return request.app.state.responses.respond(
-        request, key, lambda: lab_html(request, view), "text/html; charset=utf-8", VARY
-    )
+    body, status, headers = lab_html(request, view)
+    # Vary names every header the page depends on: the HTTP cache keys stored pages by them.
+    return HTMLResponse(body, status, headers={**headers, "Vary": VARY})
