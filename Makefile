@@ -9,10 +9,11 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
+WRK := /usr/bin/wrk
 # Root in CI and containers; sudo on a workstation.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test lint i18n screenshots clean
+.PHONY: install run test bench lint i18n screenshots clean
 
 install: $(STAMP)
 
@@ -28,6 +29,14 @@ run: install
 test: install $(CHROMIUM)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Throughput against a fixed-bytes baseline, cold cost, startup, memory, page weight.
+bench: install $(CHROMIUM) $(WRK)
+	$(BIN)/python -m bench.run
+
+$(WRK):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 
 # Debian's chromium for the browser tests (Playwright's own browser download cannot work offline).
 $(CHROMIUM):

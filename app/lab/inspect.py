@@ -82,7 +82,9 @@ def build(spec: LabSpec) -> nn.Module:
     """The module of a resolved spec, on the CPU, seeded: layers first, then members in order."""
     preset = PRESETS[spec.preset]
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(codegen.SEED)  # the seed the script sets: same values
+        # The CPU generator only: torch.manual_seed would also queue a lazy CUDA seeding with a
+        # captured stack trace on every build, a third of the cost of a cold report.
+        torch.default_generator.manual_seed(codegen.SEED)  # the seed the script sets: same values
         model = module_class(preset.id)()
         for layer in preset.layers:
             setattr(model, layer.name, _evaluate(layer.expr))
