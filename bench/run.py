@@ -28,7 +28,7 @@ import torch
 
 from app.lab.presets import PRESETS
 from app.lab.styles import STYLES
-from tests.browser.harness import free_port
+from tests.browser.harness import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -60,14 +60,7 @@ def server(module: str) -> tuple[str, int, float]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                urllib.request.urlopen(base + health, timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{module} did not start") from None
-                time.sleep(0.02)
+        wait_healthy(proc, base + health)
         yield base, proc.pid, time.perf_counter() - start
     finally:
         proc.terminate()

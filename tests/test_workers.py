@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.browser.harness import ROOT, free_port
+from tests.browser.harness import ROOT, free_port, wait_healthy
 
 
 def children(pid: int) -> list[int]:
@@ -26,14 +26,7 @@ def test_several_workers_serve_the_same_answers() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(base + "/api/health", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
+        wait_healthy(proc, base + "/api/health")
         # Both workers up: uvicorn's supervisor has one child process per worker (spawned, not
         # forked, so no CUDA state is ever inherited).
         deadline = time.monotonic() + 30

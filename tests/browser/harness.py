@@ -32,6 +32,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, url: str, seconds: float = 60) -> None:
+    """Poll ``url`` until it answers; fail if the server process dies or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server at {url} did not start") from None
+            time.sleep(0.02)
+
+
 @contextmanager
 def live_server() -> Iterator[str]:
     """The app under uvicorn on a free loopback port; yields its base URL."""
@@ -40,19 +53,10 @@ def live_server() -> Iterator[str]:
         [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/api/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}") from None
-                time.sleep(0.1)
+        wait_healthy(proc, base + "/api/health")
         yield base
     finally:
         proc.terminate()
