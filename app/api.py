@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.lab import devices, memo
+from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
 from app.lab.inspect import LabReport
 from app.lab.langs import EN, ZH
+from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, from_query, resolve
+from app.lab.spec import LabSpec, SpecError, from_query, resolve
 from app.lab.styles import STYLES
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -154,3 +156,111 @@ async def lab_get(request: Request) -> Response:
 )
 async def lab_post(spec: Annotated[LabSpec, Body()]) -> Response:
     return _json(memo.report_json(resolved(spec)))
+
+
+class ExperimentOut(BaseModel):
+    id: str = Field(examples=["step"])
+    title: str
+    description: str
+    params: dict[str, list[str]] = Field(
+        description="Options and their allowed values; the first is the default."
+    )
+
+
+class ExperimentRequest(LabSpec):
+    params: dict[str, str] = Field(
+        default_factory=dict, description='Experiment options, e.g. {"dtype": "half"}.'
+    )
+    into: dict[str, str] = Field(
+        default_factory=dict,
+        description="load_into only: member styles of the module the state_dict is loaded into.",
+    )
+
+
+def experiment_or_404(experiment_id: str) -> Experiment:
+    if experiment_id not in EXPERIMENTS:
+        raise HTTPException(404, f"unknown experiment {experiment_id!r}; known: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[experiment_id]
+
+
+def run_resolved(experiment: Experiment, request: ExperimentRequest) -> bytes:
+    spec = resolved(LabSpec(preset=request.preset, device=request.device, styles=request.styles))
+    for name, value in request.params.items():
+        allowed = experiment.params.get(name)
+        if allowed is None:
+            raise SpecError(
+                ("params", name),
+                f"{experiment.id!r} takes no option {name!r}; options: "
+                f"{', '.join(experiment.params) or 'none'}",
+            )
+        if value not in allowed:
+            raise SpecError(("params", name), f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    other = None
+    if request.into:
+        if experiment.id != "load_into":
+            raise SpecError(("into",), "only load_into takes the styles of another module")
+        try:
+            other = resolved(LabSpec(preset=request.preset, device=request.device, styles=request.into))
+        except SpecError as exc:
+            raise SpecError(("into", *exc.loc[1:]), exc.message) from exc
+    return run_experiment(experiment.id, spec, other, **request.params).model_dump_json().encode()
+
+
+@router.get("/experiments")
+async def list_experiments() -> list[ExperimentOut]:
+    return [
+        ExperimentOut(
+            id=e.id,
+            title=e.title,
+            description=e.description,
+            params={k: list(v) for k, v in e.params.items()},
+        )
+        for e in EXPERIMENTS.values()
+    ]
+
+
+@router.get(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentResult,
+    responses=LAB_RESPONSES,
+    openapi_extra={"parameters": LAB_QUERY},
+    description="Run an experiment on the module of the spec in the query (as for /api/lab). Options go "
+    "in the query by name (e.g. `dtype=half`); for load_into, `into.<member>=<style>` gives the module "
+    "the state_dict is loaded into.",
+)
+async def experiment_get(experiment_id: str, request: Request) -> Response:
+    experiment = experiment_or_404(experiment_id)
+    spec_items, params, into = [], {}, {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("into."):
+            into[key.removeprefix("into.")] = value
+        elif key in experiment.params:
+            params[key] = value
+        else:
+            spec_items.append((key, value))
+    spec = from_query(spec_items)
+    body = ExperimentRequest(**spec.model_dump(), params=params, into=into)
+    return _json(run_resolved(experiment, body))
+
+
+@router.post(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentResult,
+    responses=LAB_RESPONSES,
+    description="The same result as the GET form, for a JSON body.",
+)
+async def experiment_post(experiment_id: str, request: Annotated[ExperimentRequest, Body()]) -> Response:
+    return _json(run_resolved(experiment_or_404(experiment_id), request))
+
+
+@router.get(
+    "/matrix",
+    response_model=Matrix,
+    responses=LAB_RESPONSES,
+    openapi_extra={"parameters": LAB_QUERY},
+    description="The tutorials' table, complete: one row per member, every cell computed by running the "
+    "experiments on this spec's module (spec in the query, as for /api/lab).",
+)
+async def matrix_get(request: Request) -> Response:
+    spec = resolved(from_query(request.query_params.multi_items()))
+    return _json(matrix(spec).model_dump_json().encode())

@@ -16,7 +16,7 @@ from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
-CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets")
+CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
 
 
 def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     # Outermost of ours: a hit is answered before any other middleware or routing runs.
-    app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/static/",))
+    app.add_middleware(
+        HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/static/", "/api/experiments/")
+    )
     return app
 
 

@@ -40,6 +40,11 @@ class MyModule(nn.Module):
         attach(self, "weight", torch.ones(10, 10), styles["weight"])
         attach(self, "bias", torch.zeros(10), styles["bias"])
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.conv2(x)
+        return x * self.weight + self.bias
+
 
 class TestModel(nn.Module):
     """Seed 2 (parameters vs buffers tutorial), both of its listings merged."""
@@ -51,6 +56,11 @@ class TestModel(nn.Module):
         attach(self, "parameter2", torch.randn(3), styles["parameter2"])
         attach(self, "buffer1", torch.randn(3), styles["buffer1"])
         attach(self, "buffer2", torch.randn(3), styles["buffer2"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.buffer1 += 1
+        self.buffer2 += 1
+        return self.linear(x) + self.parameter1 + self.parameter2 + self.buffer1 + self.buffer2
 
 
 REFERENCES: dict[str, type[nn.Module]] = {"mymodule": MyModule, "testmodel": TestModel}

@@ -1,0 +1,340 @@
+"""Experiments: what torch does to each tensor of a module when you train, save, load, cast and move.
+
+Each experiment builds the module of a resolved spec, notes every tensor, runs real torch steps and
+notes every tensor again. When torch refuses a step, its exception type and message are part of
+the result, not an error of the app.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from app.lab.inspect import build, dtype_name
+from app.lab.presets import PRESETS
+from app.lab.spec import LabSpec
+
+CASTS = {"half": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64}
+
+
+class TorchError(BaseModel):
+    step: str = Field(description="The step torch refused, as code.")
+    type: str = Field(examples=["RuntimeError"])
+    message: str
+
+
+class Observation(BaseModel):
+    name: str
+    kind: str = Field(description="parameter, buffer or tensor (a plain attribute torch does not track)")
+    device_before: str
+    device_after: str
+    dtype_before: str
+    dtype_after: str
+    requires_grad_before: bool
+    requires_grad_after: bool
+    has_grad: bool = Field(description="A .grad is present after the experiment.")
+    changed: bool | None = Field(description="Values differ after the experiment; null where not comparable.")
+    same_object: bool = Field(description="Still the same Python object under the same name.")
+
+
+class ExperimentResult(BaseModel):
+    experiment: str
+    spec: LabSpec
+    steps: list[str] = Field(description="What was run, as code, in order.")
+    tensors: list[Observation]
+    facts: dict[str, list[str] | bool | str] = Field(default_factory=dict)
+    error: TorchError | None = None
+
+
+def tensors(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
+    """Every tensor reachable in the module, by qualified name, with its kind."""
+    found: dict[str, tuple[str, torch.Tensor]] = {}
+    for prefix, module in model.named_modules():
+        dot = prefix + "." if prefix else ""
+        for name, p in module._parameters.items():
+            if p is not None:
+                found.setdefault(dot + name, ("parameter", p))
+        for name, b in module._buffers.items():
+            if b is not None:
+                found.setdefault(dot + name, ("buffer", b))
+        for name, value in vars(module).items():
+            if isinstance(value, torch.Tensor):
+                found.setdefault(dot + name, ("tensor", value))
+    return found
+
+
+@dataclass
+class Snapshot:
+    kind: str
+    obj: torch.Tensor
+    device: str
+    dtype: str
+    requires_grad: bool
+    values: torch.Tensor | None  # a copy; None on meta, which has no data
+
+
+def snapshot(model: nn.Module) -> dict[str, Snapshot]:
+    return {
+        name: Snapshot(
+            kind,
+            t,
+            str(t.device),
+            dtype_name(t.dtype),
+            t.requires_grad,
+            None if t.is_meta else t.detach().clone(),
+        )
+        for name, (kind, t) in tensors(model).items()
+    }
+
+
+def _changed(before: Snapshot, after: torch.Tensor) -> bool | None:
+    if before.values is None or after.is_meta:
+        return None
+    if before.values.shape != after.shape:
+        return True
+    # Compare as float64 on the CPU, so a cast alone (exactly representable values) is not a change.
+    return not torch.equal(before.values.cpu().double(), after.detach().cpu().double())
+
+
+def observe(before: dict[str, Snapshot], model: nn.Module) -> list[Observation]:
+    now = tensors(model)
+    rows = []
+    for name, b in before.items():
+        _, t = now.get(name, (b.kind, b.obj))
+        rows.append(
+            Observation(
+                name=name,
+                kind=b.kind,
+                device_before=b.device,
+                device_after=str(t.device),
+                dtype_before=b.dtype,
+                dtype_after=dtype_name(t.dtype),
+                requires_grad_before=b.requires_grad,
+                requires_grad_after=t.requires_grad,
+                has_grad=t.grad is not None,
+                changed=_changed(b, t),
+                same_object=t is b.obj,
+            )
+        )
+    return rows
+
+
+class Refused(Exception):
+    """Torch refused a step; the experiment stops there and reports it."""
+
+    def __init__(self, step: str, error: Exception) -> None:
+        super().__init__(step)
+        self.error = TorchError(step=step, type=type(error).__name__, message=str(error))
+
+
+class Run:
+    """One experiment in progress: the module watched, the steps taken as code, what was found."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.facts: dict[str, list[str] | bool | str] = {}
+        self.model: nn.Module | None = None
+        self.before: dict[str, Snapshot] = {}
+
+    def watch(self, model: nn.Module, before: nn.Module | None = None) -> nn.Module:
+        """Observe ``model`` at the end, against a snapshot of ``before`` (itself, by default) now."""
+        self.model = model
+        self.before = snapshot(before if before is not None else model)
+        return model
+
+    def do(self, code: str, action: Callable[[], object]) -> object:
+        self.steps.append(code)
+        try:
+            return action()
+        except Exception as exc:  # torch's own refusal is the result
+            raise Refused(code, exc) from exc
+
+    def attempt(self, key: str, code: str, action: Callable[[], object]) -> None:
+        """A step torch may refuse without ending the experiment: its outcome becomes a fact."""
+        try:
+            self.do(code, action)
+            self.facts[key] = "ok"
+        except Refused as refused:
+            self.facts[key] = f"{refused.error.type}: {refused.error.message}"
+
+
+def sample_input(spec: LabSpec) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(1)
+        return eval(PRESETS[spec.preset].sample_input, {"torch": torch}).to(spec.device)
+
+
+def placed(spec: LabSpec) -> nn.Module:
+    return build(spec).to(spec.device)
+
+
+def _forward(run: Run, model: nn.Module, spec: LabSpec, mode: str = "train") -> torch.Tensor:
+    run.do(f"model.{mode}()", getattr(model, mode))
+    x = sample_input(spec)
+    code = f"out = model({PRESETS[spec.preset].sample_input}.to({spec.device!r}))"
+    return run.do(code, lambda: model(x))  # type: ignore[return-value]
+
+
+def forward(run: Run, spec: LabSpec, mode: str = "train", **_: object) -> None:
+    model = run.watch(placed(spec))
+    with torch.no_grad():
+        _forward(run, model, spec, mode)
+
+
+def step(run: Run, spec: LabSpec, **_: object) -> None:
+    model = run.watch(placed(spec))
+    code = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)"
+    optimizer = run.do(code, lambda: torch.optim.SGD(model.parameters(), lr=0.1))
+    names = {id(p): n for n, p in model.named_parameters()}
+    run.facts["in_optimizer"] = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]  # type: ignore[attr-defined]
+    out = _forward(run, model, spec)
+    run.do("out.sum().backward()", lambda: out.sum().backward())
+    mid = snapshot(model)  # forward may change buffers too: tell the optimizer's own changes apart
+    run.do("optimizer.step()", optimizer.step)  # type: ignore[attr-defined]
+    now = tensors(model)
+    run.facts["changed_by_optimizer"] = [n for n, b in mid.items() if _changed(b, now[n][1])]
+
+
+def cast(run: Run, spec: LabSpec, dtype: str = "half", **_: object) -> None:
+    model = run.watch(placed(spec))
+    run.do(f"model.{dtype}()", getattr(model, dtype))
+
+
+def save_load(run: Run, spec: LabSpec, **_: object) -> None:
+    """Change the module with a forward, save its state_dict, load it into a fresh module.
+
+    Observed against the saved module: "changed" means "did not come back from the checkpoint".
+    """
+    trained = run.watch(placed(spec))
+    with torch.no_grad():
+        _forward(run, trained, spec)
+    buffer = io.BytesIO()
+    run.do("torch.save(model.state_dict(), buffer)", lambda: torch.save(trained.state_dict(), buffer))
+    fresh = run.watch(placed(spec), before=trained)
+    run.steps.append("fresh = " + PRESETS[spec.preset].class_name + "()")
+    buffer.seek(0)
+    state = run.do(
+        "state = torch.load(buffer, weights_only=True)", lambda: torch.load(buffer, weights_only=True)
+    )
+    result = run.do("fresh.load_state_dict(state)", lambda: fresh.load_state_dict(state))  # type: ignore[arg-type]
+    run.facts["missing_keys"] = list(result.missing_keys)  # type: ignore[attr-defined]
+    run.facts["unexpected_keys"] = list(result.unexpected_keys)  # type: ignore[attr-defined]
+
+
+def load_into(run: Run, spec: LabSpec, other: LabSpec | None = None, **_: object) -> None:
+    """Save with ``spec``, load into the module of ``other``: strict first, then strict=False."""
+    source = placed(spec)
+    target = run.watch(placed(other or spec))
+    state = run.do("state = model.state_dict()", source.state_dict)
+    run.attempt("strict", "other.load_state_dict(state)", lambda: target.load_state_dict(state))  # type: ignore[arg-type]
+    code = "other.load_state_dict(state, strict=False)"
+    result = run.do(code, lambda: target.load_state_dict(state, strict=False))  # type: ignore[arg-type]
+    run.facts["missing_keys"] = list(result.missing_keys)  # type: ignore[attr-defined]
+    run.facts["unexpected_keys"] = list(result.unexpected_keys)  # type: ignore[attr-defined]
+
+
+def identity(run: Run, spec: LabSpec, **_: object) -> None:
+    """Which tensors stay the same Python object through .to(device) and .to(float64)."""
+    model = run.watch(build(spec))
+    code = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # made before the moves"
+    optimizer = run.do(code, lambda: torch.optim.SGD(model.parameters(), lr=0.1))
+    run.do(f"model.to({spec.device!r})", lambda: model.to(spec.device))
+    run.do("model.to(torch.float64)", lambda: model.to(torch.float64))
+    held = [p for g in optimizer.param_groups for p in g["params"]]  # type: ignore[attr-defined]
+    current = {id(p) for p in model.parameters()}
+    run.facts["optimizer_holds_model_parameters"] = all(id(p) in current for p in held)
+    run.facts["optimizer_param_dtypes"] = sorted({dtype_name(p.dtype) for p in held})
+
+
+def meta_roundtrip(run: Run, spec: LabSpec, **_: object) -> None:
+    """To meta, back with .to() (torch refuses), then to_empty(): which tensors need re-initialising."""
+    model = run.watch(build(spec))
+    run.do('model.to("meta")', lambda: model.to("meta"))
+    run.attempt("to_cpu", 'model.to("cpu")', lambda: model.to("cpu"))
+    run.do('model.to_empty(device="cpu")', lambda: model.to_empty(device="cpu"))
+    # to_empty allocates without initialising: every tensor it touched holds garbage until re-init.
+    run.facts["needs_reinit"] = [n for n, (kind, _) in tensors(model).items() if kind != "tensor"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    id: str
+    title: str
+    description: str
+    run: Callable[..., None]
+    params: dict[str, tuple[str, ...]]  # option name -> allowed values (first is the default)
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    e.id: e
+    for e in (
+        Experiment(
+            "forward",
+            "Forward pass",
+            "The preset's forward on a sample input.",
+            forward,
+            {"mode": ("train", "eval")},
+        ),
+        Experiment(
+            "step", "One SGD step", "Forward, backward, one SGD step over model.parameters().", step, {}
+        ),
+        Experiment(
+            "cast", "Dtype cast", "model.half(), .bfloat16() or .double().", cast, {"dtype": tuple(CASTS)}
+        ),
+        Experiment(
+            "save_load",
+            "Save and load",
+            "A forward changes the module; its state_dict is saved and "
+            "loaded into a fresh module: what comes back?",
+            save_load,
+            {},
+        ),
+        Experiment(
+            "load_into",
+            "Load into another spec",
+            "Save with this spec, load into another: strict and strict=False.",
+            load_into,
+            {},
+        ),
+        Experiment(
+            "identity",
+            "Object identity",
+            "Which tensors stay the same object through .to(device) and "
+            ".to(float64), and what that means for an optimizer made before.",
+            identity,
+            {},
+        ),
+        Experiment(
+            "meta_roundtrip",
+            "Meta and back",
+            "To meta, .to('cpu') refused, then to_empty().",
+            meta_roundtrip,
+            {},
+        ),
+    )
+}
+
+
+def run_experiment(
+    experiment_id: str, spec: LabSpec, other: LabSpec | None = None, **params: str
+) -> ExperimentResult:
+    """Run one experiment on the module of a resolved spec."""
+    run = Run()
+    error = None
+    try:
+        EXPERIMENTS[experiment_id].run(run, spec, other=other, **params)
+    except Refused as refused:
+        error = refused.error
+    return ExperimentResult(
+        experiment=experiment_id,
+        spec=spec,
+        steps=run.steps,
+        tensors=observe(run.before, run.model) if run.model is not None else [],
+        facts=run.facts,
+        error=error,
+    )

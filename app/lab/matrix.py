@@ -1,0 +1,75 @@
+"""The tutorials' table, complete and live: one row per member, every cell computed by running
+the lab and the experiments on the module of the spec, never looked up."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from app.lab.devices import device_ids
+from app.lab.experiments import run_experiment
+from app.lab.memo import report
+from app.lab.spec import LabSpec, resolve
+
+COLUMNS = {
+    "in_parameters": "in parameters()",
+    "in_buffers": "in named_buffers()",
+    "in_state_dict": "in state_dict()",
+    "moves_with_to": "moves with .to()",
+    "cast_by_half": "cast by .half()",
+    "gets_grad": "gets a grad",
+    "changed_by_step": "changed by an optimizer step",
+    "restored_by_load": "restored by load_state_dict",
+}
+
+
+class MatrixRow(BaseModel):
+    member: str
+    style: str
+    cells: dict[str, bool | None] = Field(
+        description="Column id -> answer; null where torch refused the step."
+    )
+
+
+class Matrix(BaseModel):
+    spec: LabSpec
+    columns: dict[str, str]
+    rows: list[MatrixRow]
+    refusals: dict[str, str] = Field(description="Experiment -> torch's refusal, for the columns left null.")
+
+
+def matrix(spec: LabSpec) -> Matrix:
+    """Computed on the CPU (values) and on meta (the move), whatever device the spec names."""
+    cpu = resolve(spec.model_copy(update={"device": "cpu"}), device_ids())
+    moved = report(spec.model_copy(update={"device": "meta"}))
+    lab = {m.name: m for m in report(cpu).members}
+    runs = {
+        e: run_experiment(e, cpu, **({"dtype": "half"} if e == "cast" else {}))
+        for e in ("cast", "step", "save_load")
+    }
+    seen = {e: {t.name: t for t in r.tensors} for e, r in runs.items()}
+    refusals = {e: f"{r.error.type}: {r.error.message}" for e, r in runs.items() if r.error}
+    rows = []
+    for member in moved.members:
+        cast, step, load = (seen[e][member.name] for e in ("cast", "step", "save_load"))
+        rows.append(
+            MatrixRow(
+                member=member.name,
+                style=member.style,
+                cells={
+                    "in_parameters": lab[member.name].in_parameters,
+                    "in_buffers": lab[member.name].in_buffers,
+                    "in_state_dict": lab[member.name].in_state_dict,
+                    "moves_with_to": member.device_after == "meta",
+                    "cast_by_half": cast.dtype_after != cast.dtype_before,
+                    "gets_grad": None if "step" in refusals else step.has_grad,
+                    "changed_by_step": None
+                    if "step" in refusals
+                    else member.name in runs["step"].facts["changed_by_optimizer"],
+                    # Back from the checkpoint: carried by it, and equal to the saved value after loading.
+                    "restored_by_load": None
+                    if "save_load" in refusals
+                    else lab[member.name].in_state_dict and load.changed is False,
+                },
+            )
+        )
+    return Matrix(spec=spec, columns=COLUMNS, rows=rows, refusals=refusals)

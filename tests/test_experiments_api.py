@@ -1,0 +1,66 @@
+"""Experiments and the matrix over HTTP: listed, run by GET and POST alike, refusals as content."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from app.lab.experiments import EXPERIMENTS
+
+
+def test_list(client: TestClient) -> None:
+    body = client.get("/api/experiments").json()
+    assert [e["id"] for e in body] == list(EXPERIMENTS)
+    assert {e["id"]: e["params"] for e in body}["cast"] == {"dtype": ["half", "bfloat16", "double"]}
+
+
+def test_get_and_post_agree(client: TestClient) -> None:
+    got = client.get(
+        "/api/experiments/cast", params={"preset": "testmodel", "device": "meta", "dtype": "double"}
+    )
+    posted = client.post(
+        "/api/experiments/cast", json={"preset": "testmodel", "device": "meta", "params": {"dtype": "double"}}
+    )
+    assert got.status_code == posted.status_code == 200
+    assert got.json() == posted.json()
+    dtypes = {t["name"]: t["dtype_after"] for t in got.json()["tensors"]}
+    assert dtypes["buffer1"] == "float32" and dtypes["buffer2"] == "float64"  # plain tensors are not cast
+
+
+def test_torch_refusal_is_content(client: TestClient) -> None:
+    response = client.get(
+        "/api/experiments/step", params={"preset": "testmodel", "style.buffer1": "parameter"}
+    )
+    assert response.status_code == 200
+    error = response.json()["error"]
+    assert error["type"] == "RuntimeError" and "in-place operation" in error["message"]
+    assert error["step"].startswith("out = model(")
+
+
+def test_load_into_a_non_persistent_buffer(client: TestClient) -> None:
+    query = {"preset": "testmodel", "into.buffer2": "non_persistent_buffer"}
+    facts = client.get("/api/experiments/load_into", params=query).json()["facts"]
+    assert facts["strict"].startswith("RuntimeError: Error(s) in loading state_dict for TestModel")
+    assert facts["unexpected_keys"] == ["buffer2"]
+
+
+def test_bad_experiment_requests(client: TestClient) -> None:
+    assert client.get("/api/experiments/nope", params={"preset": "testmodel"}).status_code == 404
+    bad_option = client.get("/api/experiments/cast", params={"preset": "testmodel", "dtype": "int8"})
+    assert bad_option.status_code == 422 and bad_option.json()["detail"][0]["loc"] == ["params", "dtype"]
+    stray = client.get("/api/experiments/cast", params={"preset": "testmodel", "mode": "eval"})
+    assert stray.status_code == 422
+    wrong_into = client.get(
+        "/api/experiments/load_into", params={"preset": "testmodel", "into.nothere": "buffer"}
+    )
+    assert wrong_into.status_code == 422 and wrong_into.json()["detail"][0]["loc"] == ["into", "nothere"]
+    into_elsewhere = client.post(
+        "/api/experiments/cast", json={"preset": "testmodel", "into": {"buffer2": "buffer"}}
+    )
+    assert into_elsewhere.status_code == 422
+
+
+def test_matrix_route(client: TestClient) -> None:
+    body = client.get("/api/matrix", params={"preset": "mymodule", "style.bias": "plain_tensor"}).json()
+    cells = {r["member"]: r["cells"] for r in body["rows"]}
+    assert cells["bias"]["moves_with_to"] is False and cells["weight"]["gets_grad"] is True
+    assert client.get("/api/matrix", params={"preset": "nope"}).status_code == 404
