@@ -162,6 +162,7 @@ class ExperimentOut(BaseModel):
     id: str = Field(examples=["step"])
     title: str
     description: str
+    translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
     params: dict[str, list[str]] = Field(
         description="Options and their allowed values; the first is the default."
     )
@@ -211,8 +212,9 @@ async def list_experiments() -> list[ExperimentOut]:
     return [
         ExperimentOut(
             id=e.id,
-            title=e.title,
-            description=e.description,
+            title=e.title[EN],
+            description=e.description[EN],
+            translations={ZH: Text(title=e.title[ZH], description=e.description[ZH])},
             params={k: list(v) for k, v in e.params.items()},
         )
         for e in EXPERIMENTS.values()

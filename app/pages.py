@@ -6,6 +6,7 @@ so a page URL is a permalink and the same spec the JSON API takes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,15 +22,20 @@ from app import i18n
 from app.assets import static_assets
 from app.lab import devices, memo
 from app.lab.diff import compare
+from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.inspect import LabReport
 from app.lab.langs import LANGS
+from app.lab.matrix import matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, resolve
 from app.lab.styles import STYLES
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
-PAGE_PARAMS = ("lang", "present")  # view options that are not part of the spec
+# The experiment to run and its options ride in the URL beside the spec, named like the API's.
+EXPERIMENT_PARAMS = ("experiment", *sorted({name for e in EXPERIMENTS.values() for name in e.params}))
+PAGE_PARAMS = ("lang", "present", *EXPERIMENT_PARAMS)  # not part of the spec
+INTO = "into."  # load_into: the member styles of the module loaded into
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
 
 router = APIRouter(include_in_schema=False)
@@ -90,6 +96,7 @@ def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
     Choosing another module in the form (or submitting it without JavaScript) still sends the old
     module's members; the page drops those and says so, where the API would refuse them.
     """
+    query = [(key, value) for key, value in query if not key.startswith(INTO)]
     if not any(key == "preset" for key, _ in query):
         query = [("preset", DEFAULT_PRESET), *query]
     spec = from_query(query, allowed=PAGE_PARAMS)
@@ -110,29 +117,57 @@ def previous_report(request: Request) -> LabReport | None:
         return None
 
 
-def link(spec: LabSpec, view: View, **changes: str | bool) -> str:
-    """A URL for this spec and view, with some view options changed."""
+def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[ExperimentResult | None, list]:
+    """The experiment the page asks for, run on ``spec``, and its canonical query pairs.
+
+    Like ``lang``, an option the page does not know falls back to its default.
+    """
+    asked = dict(query)
+    experiment = EXPERIMENTS.get(asked.get("experiment", ""))
+    if experiment is None:
+        return None, []
+    params = {name: asked[name] for name, allowed in experiment.params.items() if asked.get(name) in allowed}
+    pairs = [("experiment", experiment.id), *params.items()]
+    other = None
+    if experiment.id == "load_into":
+        into = {k.removeprefix(INTO): v for k, v in query if k.startswith(INTO)}
+        try:
+            target = LabSpec(preset=spec.preset, device=spec.device, styles=into)
+            other = resolve(target, devices.device_ids())
+            pairs += [(INTO + member, style) for member, style in other.styles.items()]
+        except (SpecError, ValidationError):
+            other = None
+    return run_experiment(experiment.id, spec, other, **params), pairs
+
+
+def link(spec: LabSpec, view: View, extra: Sequence[tuple[str, str]] = (), **changes: str | bool) -> str:
+    """A URL for this spec, experiment and view, with some view options changed."""
     lang = changes.get("lang", view.lang if view.lang_chosen else None)
     present = changes.get("present", view.present)
-    pairs = [("lang", lang)] if lang else []
+    pairs = list(extra)
+    pairs += [("lang", lang)] if lang else []
     pairs += [("present", "1")] if present else []
-    extra = urlencode(pairs)
-    return "/?" + spec.query() + ("&" + extra if extra else "")
+    tail = urlencode(pairs)
+    return "/?" + spec.query() + ("&" + tail if tail else "")
 
 
 def context(
     view: View, spec: LabSpec | None = None, previous: LabReport | None = None, **extra: object
 ) -> dict:
     report = memo.report(spec) if spec else None
+    pairs = extra.get("experiment_pairs", ())
     return {
         "spec": spec,
         "report": report,
+        "matrix": matrix(spec) if spec else None,
+        "experiments": EXPERIMENTS,
+        "experiment": None,
         "diff": compare(previous, report) if report else None,
         "view": view,
         "presets": PRESETS,
         "styles": STYLES,
         "devices": devices.available(),
-        "link": lambda **changes: link(spec, view, **changes) if spec else "/",
+        "link": lambda **changes: link(spec, view, pairs, **changes) if spec else "/",
         "langs": LANGS,
         "error": None,
         "ignored": (),
@@ -148,16 +183,19 @@ def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
         status = 404 if isinstance(exc, UnknownPreset) else 422
         message = exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
         return render(view.lang, None, context(view, error=message)), status, {}
-    ctx = context(view, spec, previous_report(request) if view.htmx else None, ignored=ignored)
+    query = request.query_params.multi_items()
+    experiment, pairs = experiment_of(query, spec)
+    previous = previous_report(request) if view.htmx else None
+    ctx = context(view, spec, previous, ignored=ignored, experiment=experiment, experiment_pairs=pairs)
     blocks = None
     if view.htmx:
-        blocks = ("results", "announce", "links")
+        blocks = ("results", "announce", "links", "experiment_controls")
         if ctx["diff"].preset:
             blocks += ("controls",)  # another module has other members
             # The form still sent the old module's members: expected to go, so not reported.
             ctx["ignored"] = ()
     # The canonical permalink goes into the address bar, not the form's field order.
-    return render(view.lang, blocks, ctx), 200, {"HX-Push-Url": link(spec, view)}
+    return render(view.lang, blocks, ctx), 200, {"HX-Push-Url": link(spec, view, pairs)}
 
 
 @router.get("/", response_class=HTMLResponse)

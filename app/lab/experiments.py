@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from app.lab.inspect import build, dtype_name
+from app.lab.langs import EN, ZH
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec
 
@@ -264,8 +265,8 @@ def meta_roundtrip(run: Run, spec: LabSpec, **_: object) -> None:
 @dataclass(frozen=True)
 class Experiment:
     id: str
-    title: str
-    description: str
+    title: dict[str, str]  # per language (EN, ZH)
+    description: dict[str, str]
     run: Callable[..., None]
     params: dict[str, tuple[str, ...]]  # option name -> allowed values (first is the default)
 
@@ -275,44 +276,67 @@ EXPERIMENTS: dict[str, Experiment] = {
     for e in (
         Experiment(
             "forward",
-            "Forward pass",
-            "The preset's forward on a sample input.",
+            {EN: "Forward pass", ZH: "前向传播"},
+            {EN: "The preset's forward on a sample input.", ZH: "在示例输入上运行模块的 forward。"},
             forward,
             {"mode": ("train", "eval")},
         ),
         Experiment(
-            "step", "One SGD step", "Forward, backward, one SGD step over model.parameters().", step, {}
+            "step",
+            {EN: "One SGD step", ZH: "一步 SGD"},
+            {
+                EN: "Forward, backward, one SGD step over model.parameters().",
+                ZH: "前向、反向传播，再对 model.parameters() 做一步 SGD。",
+            },
+            step,
+            {},
         ),
         Experiment(
-            "cast", "Dtype cast", "model.half(), .bfloat16() or .double().", cast, {"dtype": tuple(CASTS)}
+            "cast",
+            {EN: "Dtype cast", ZH: "类型转换"},
+            {EN: "model.half(), .bfloat16() or .double().", ZH: "model.half()、.bfloat16() 或 .double()。"},
+            cast,
+            {"dtype": tuple(CASTS)},
         ),
         Experiment(
             "save_load",
-            "Save and load",
-            "A forward changes the module; its state_dict is saved and "
-            "loaded into a fresh module: what comes back?",
+            {EN: "Save and load", ZH: "保存与加载"},
+            {
+                EN: "A forward changes the module; its state_dict is saved and loaded into a fresh module.",
+                ZH: "一次前向传播改变模块；保存它的 state_dict，再加载到一个新模块中。",
+            },
             save_load,
             {},
         ),
         Experiment(
             "load_into",
-            "Load into another spec",
-            "Save with this spec, load into another: strict and strict=False.",
+            {EN: "Load into another module", ZH: "加载到另一个模块"},
+            {
+                EN: "Save with this spec, load into another: strict, then strict=False.",
+                ZH: "用当前设置保存，加载到另一种设置的模块：先 strict，再 strict=False。",
+            },
             load_into,
             {},
         ),
         Experiment(
             "identity",
-            "Object identity",
-            "Which tensors stay the same object through .to(device) and "
-            ".to(float64), and what that means for an optimizer made before.",
+            {EN: "Object identity", ZH: "对象身份"},
+            {
+                EN: "Which tensors stay the same object through .to(device) and .to(float64), and what that "
+                "means for an optimizer made before.",
+                ZH: "哪些张量在 .to(device) 和 .to(float64) 之后仍是同一个对象，"
+                "以及这对之前创建的优化器意味着什么。",
+            },
             identity,
             {},
         ),
         Experiment(
             "meta_roundtrip",
-            "Meta and back",
-            "To meta, .to('cpu') refused, then to_empty().",
+            {EN: "Meta and back", ZH: "移到 meta 再移回"},
+            {
+                EN: "To meta, .to('cpu') refused, then to_empty(): which tensors need re-initialising.",
+                ZH: "移到 meta，.to('cpu') 被拒绝，再用 to_empty()：哪些张量需要重新初始化。",
+            },
             meta_roundtrip,
             {},
         ),

@@ -189,7 +189,10 @@ def test_without_javascript_the_form_still_works(browser: Browser, base_url: str
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-@pytest.mark.parametrize("query", ["/?preset=testmodel&device=meta", "/?lang=zh-CN&present=1"])
+@pytest.mark.parametrize(
+    "query",
+    ["/?preset=testmodel&device=meta", "/?lang=zh-CN&present=1", "/?style.buffer1=parameter&experiment=step"],
+)
 def test_axe_finds_no_serious_violations(
     browser: Browser, base_url: str, watch: Watch, scheme: str, query: str
 ):
@@ -217,3 +220,23 @@ def test_assets_are_local_and_csp_is_strict(page: Page) -> None:
     assert page.evaluate("typeof htmx.version") == "string"
     favicon = page.request.get(page.locator("link[rel=icon]").get_attribute("href"))
     assert favicon.ok
+
+
+def test_experiment_shows_torch_refusal_and_matrix(page: Page) -> None:
+    page.goto("/?preset=testmodel&style.buffer1=parameter")
+    mark_page(page)
+    expect(page.locator("#matrix tr[data-name='buffer1'] td").nth(5)).to_contain_text("refused")
+    page.click("label[for='experiment-step']")
+    expect(page.locator(".refusal")).to_contain_text(
+        "RuntimeError: a leaf Variable that requires grad is being used in an in-place operation."
+    )
+    assert still_same_page(page)
+    assert "experiment=step" in page.url
+    page.click("label[for='experiment-cast']")
+    page.select_option("#option-dtype", "double")
+    expect(page.locator("#experiment tr[data-name='buffer2'] td").nth(2)).to_have_text("float32 → float64")
+    expect(page.locator("#experiment tr[data-name='buffer1'] td").nth(2)).to_have_text("float32 → float64")
+    page.select_option("#style-buffer1", "plain_tensor")  # the experiment re-runs on the new spec
+    expect(page.locator("#experiment tr[data-name='buffer1'] td").nth(2)).to_have_text("float32")
+    page.reload()
+    expect(page.locator("#option-dtype")).to_have_value("double")
