@@ -103,7 +103,7 @@ def test_styles(client: TestClient) -> None:
 
 def test_presets(client: TestClient) -> None:
     body = {p["id"]: p for p in client.get("/api/presets").json()}
-    assert list(body) == ["mymodule", "testmodel"]
+    assert list(body) == ["mymodule", "testmodel", "batchnorm", "positional_encoding", "tied_weights"]
     testmodel = body["testmodel"]
     assert [(m["name"], m["default_style"]) for m in testmodel["members"]] == list(
         TUTORIAL_DEFAULTS["testmodel"].items()

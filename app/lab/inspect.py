@@ -50,12 +50,21 @@ class MemberRow(BaseModel):
     device_after: str = Field(description="Device of the member after model.to(device).")
 
 
+class ParameterCount(BaseModel):
+    unique: int = Field(description="Elements in model.parameters(): a shared (tied) tensor counts once.")
+    with_duplicates: int = Field(description="Elements over named_parameters(remove_duplicate=False).")
+    state_dict: int = Field(
+        description="Elements over state_dict() entries, where a tied tensor appears twice."
+    )
+
+
 class LabReport(BaseModel):
     spec: LabSpec
     named_parameters: list[ParameterRow]
     named_buffers: list[BufferRow]
     state_dict: list[StateRow]
     members: list[MemberRow]
+    parameter_count: ParameterCount
     code: str = Field(description="A self-contained Python script that reproduces this report.")
     torch_version: str = Field(description="The torch that produced this report.")
 
@@ -65,8 +74,9 @@ def _compiled(expr: str, mode: str = "eval") -> CodeType:
     return compile(expr, f"<preset {expr[:40]}>", mode)
 
 
-def _evaluate(expr: str) -> object:
-    return eval(_compiled(expr), dict(_NAMESPACE))  # our own preset text, never user input
+def _evaluate(expr: str, model: nn.Module) -> object:
+    # Our own preset text, never user input; ``self`` lets a layer refer to another (tied weights).
+    return eval(_compiled(expr), {**_NAMESPACE, "self": model})
 
 
 @cache
@@ -87,9 +97,10 @@ def build(spec: LabSpec) -> nn.Module:
         torch.default_generator.manual_seed(codegen.SEED)  # the seed the script sets: same values
         model = module_class(preset.id)()
         for layer in preset.layers:
-            setattr(model, layer.name, _evaluate(layer.expr))
+            owner, _, attr = layer.name.rpartition(".")  # "head.weight" assigns inside self.head
+            setattr(model.get_submodule(owner), attr, _evaluate(layer.expr, model))
         for member in preset.members:
-            STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init))
+            STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init, model))
     return model
 
 
@@ -133,6 +144,11 @@ def inspect(spec: LabSpec) -> LabReport:
             )
             for name, style in spec.styles.items()
         ],
+        parameter_count=ParameterCount(
+            unique=sum(p.numel() for p in model.parameters()),
+            with_duplicates=sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False)),
+            state_dict=sum(t.numel() for t in state.values()),
+        ),
         code=codegen.script(spec),
         torch_version=torch.__version__,
     )

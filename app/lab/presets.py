@@ -106,5 +106,68 @@ PRESETS: dict[str, Preset] = {
             sample_input="torch.randn(2, 3)",
             source="seeds/001: register parameter / register_buffer (TestModel)",
         ),
+        Preset(
+            id="batchnorm",
+            class_name="NormModel",
+            title={EN: "BatchNorm: running statistics", ZH: "BatchNorm：运行统计量"},
+            description={
+                EN: "A linear layer and a BatchNorm1d, whose running_mean, running_var and int64 "
+                "num_batches_tracked are buffers: forward in train mode updates them, eval mode does not, "
+                "and .half() leaves the integer counter alone. 'scale' is a member to restyle.",
+                ZH: "一个线性层和一个 BatchNorm1d，其 running_mean、running_var 和 int64 的 "
+                "num_batches_tracked 都是缓冲区：train 模式的前向传播会更新它们，eval 模式不会，"
+                ".half() 不会改变整数计数器。'scale' 是可以改变注册方式的成员。",
+            },
+            layers=(Layer("linear", "nn.Linear(4, 3)"), Layer("bn", "nn.BatchNorm1d(3)")),
+            members=(Member("scale", "torch.ones(3)", "parameter"),),
+            forward="return self.bn(self.linear(x)) * self.scale",
+            sample_input="torch.randn(8, 4)",
+            source="BatchNorm's buffers, as the buffer tutorial mentions",
+        ),
+        Preset(
+            id="positional_encoding",
+            class_name="PositionalEncoding",
+            title={EN: "Positional encoding table", ZH: "位置编码表"},
+            description={
+                EN: "A fixed sinusoidal table 'pe' added to token embeddings. It must move with the model "
+                "but never train, which is why it is a buffer; persistent or not decides whether checkpoints "
+                "carry it, and loading an old checkpoint into a non-persistent version fails strictly.",
+                ZH: "一个固定的正弦位置编码表 'pe'，加到词向量上。它必须随模型移动但不能训练，"
+                "所以是缓冲区；是否持久决定了检查点是否包含它，把旧检查点严格加载到非持久版本会失败。",
+            },
+            layers=(Layer("embed", "nn.Embedding(10, 4)"),),
+            members=(
+                Member(
+                    "pe",
+                    # The sinusoidal table in one expression: cos(a) is sin(a + pi/2) on odd columns.
+                    "torch.sin(torch.arange(8.0)[:, None] / 10000 ** (torch.arange(4) // 2 * 2 / 4)"
+                    " + torch.arange(4) % 2 * torch.pi / 2)",
+                    "buffer",
+                ),
+            ),
+            forward="return self.embed(x) + self.pe[: x.shape[1]]",
+            sample_input="torch.randint(0, 10, (2, 8))",
+            source="the buffer tutorial's position-encoding example",
+        ),
+        Preset(
+            id="tied_weights",
+            class_name="TiedLM",
+            title={EN: "Tied embedding and output weights", ZH: "共享的词嵌入与输出权重"},
+            description={
+                EN: "An embedding and an output layer share one weight: named_parameters() lists it once, "
+                "state_dict() twice, so parameter counts differ with and without de-duplication.",
+                ZH: "词嵌入层和输出层共享同一个权重：named_parameters() 只列出一次，state_dict() 列出两次，"
+                "因此去重与不去重的参数数量不同。",
+            },
+            layers=(
+                Layer("embed", "nn.Embedding(10, 4)"),
+                Layer("head", "nn.Linear(4, 10, bias=False)"),
+                Layer("head.weight", "self.embed.weight"),
+            ),
+            members=(Member("bias", "torch.zeros(10)", "parameter"),),
+            forward="return self.head(self.embed(x)) + self.bias",
+            sample_input="torch.randint(0, 10, (2, 5))",
+            source="weight tying in language models",
+        ),
     )
 }

@@ -63,7 +63,63 @@ class TestModel(nn.Module):
         return self.linear(x) + self.parameter1 + self.parameter2 + self.buffer1 + self.buffer2
 
 
-REFERENCES: dict[str, type[nn.Module]] = {"mymodule": MyModule, "testmodel": TestModel}
+class NormModel(nn.Module):
+    def __init__(self, styles: dict[str, str]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3)
+        attach(self, "scale", torch.ones(3), styles["scale"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.linear(x)) * self.scale
+
+
+def sinusoidal_table(positions: int, dim: int) -> torch.Tensor:
+    """The textbook construction, written independently of the preset's one-line expression."""
+    table = torch.zeros(positions, dim)
+    position = torch.arange(positions, dtype=torch.float32)[:, None]
+    div = 10000 ** (torch.arange(0, dim, 2) / dim)
+    table[:, 0::2] = torch.sin(position / div)
+    table[:, 1::2] = torch.cos(position / div)
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    def __init__(self, styles: dict[str, str]) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        attach(self, "pe", sinusoidal_table(8, 4), styles["pe"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x) + self.pe[: x.shape[1]]
+
+
+class TiedLM(nn.Module):
+    def __init__(self, styles: dict[str, str]) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+        attach(self, "bias", torch.zeros(10), styles["bias"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x)) + self.bias
+
+
+REFERENCES: dict[str, type[nn.Module]] = {
+    "mymodule": MyModule,
+    "testmodel": TestModel,
+    "batchnorm": NormModel,
+    "positional_encoding": PositionalEncoding,
+    "tied_weights": TiedLM,
+}
+INPUTS = {
+    "mymodule": lambda: torch.randn(1, 3, 10, 10),
+    "testmodel": lambda: torch.randn(2, 3),
+    "batchnorm": lambda: torch.randn(8, 4),
+    "positional_encoding": lambda: torch.randint(0, 10, (2, 8)),
+    "tied_weights": lambda: torch.randint(0, 10, (2, 5)),
+}
 TUTORIAL_DEFAULTS = {
     "mymodule": {"weight": "register_parameter", "bias": "register_parameter"},
     "testmodel": {
@@ -72,6 +128,9 @@ TUTORIAL_DEFAULTS = {
         "buffer1": "plain_tensor",
         "buffer2": "buffer",
     },
+    "batchnorm": {"scale": "parameter"},
+    "positional_encoding": {"pe": "buffer"},
+    "tied_weights": {"bias": "parameter"},
 }
 
 
@@ -82,6 +141,11 @@ def reference(preset: str, styles: dict[str, str]) -> nn.Module:
 
 def _row(t: torch.Tensor) -> dict:
     return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "device": str(t.device)}
+
+
+def sample(preset: str, device: str) -> torch.Tensor:
+    torch.manual_seed(1)
+    return INPUTS[preset]().to(device)
 
 
 def _persistent(model: nn.Module, qualified: str) -> bool:

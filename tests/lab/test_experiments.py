@@ -13,22 +13,17 @@ from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
-from tests.lab.reference import reference
+from tests.lab.reference import reference, sample
 
-INPUTS = {"mymodule": (1, 3, 10, 10), "testmodel": (2, 3)}
 CASES = [(p, s, d) for p in PRESETS for s in STYLES for d in ("cpu", "meta")]
 
 
 def named(model: nn.Module, members: list[str]) -> dict[str, torch.Tensor]:
-    found = dict(model.named_parameters())
-    found.update(model.named_buffers())
+    # Every name, a tied tensor under each of its names (as state_dict() lists it).
+    found = dict(model.named_parameters(remove_duplicate=False))
+    found.update(model.named_buffers(remove_duplicate=False))
     found.update({m: getattr(model, m) for m in members if m not in found})
     return found
-
-
-def sample(preset: str, device: str) -> torch.Tensor:
-    torch.manual_seed(1)
-    return torch.randn(*INPUTS[preset]).to(device)
 
 
 def changed(before: torch.Tensor, after: torch.Tensor) -> bool | None:
