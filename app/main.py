@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
 from app import api, pages
@@ -15,6 +16,7 @@ from app.limits import BodyLimit
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 
+SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
 
@@ -37,10 +39,23 @@ def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+async def _docs(request: Request) -> HTMLResponse:
+    assets = static_assets()
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="Module Registration Explorer - API",
+        swagger_js_url=assets.url(f"{SWAGGER}/swagger-ui-bundle.js"),
+        swagger_css_url=assets.url(f"{SWAGGER}/swagger-ui.css"),
+        swagger_favicon_url=assets.url("favicon.svg"),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     torch.set_num_threads(settings.torch_threads)
     app = FastAPI(
+        docs_url=None,  # served below from vendored Swagger UI: no CDN
+        redoc_url=None,
         title="Module Registration Explorer",
         version="1",
         summary="What nn.Module does with every tensor attached to it, read live from torch.",
@@ -52,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ValidationError, _invalid)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route(
         "/static/{name:path}", static_assets().serve, methods=["GET", "HEAD"], include_in_schema=False
     )

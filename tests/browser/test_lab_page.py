@@ -240,3 +240,19 @@ def test_experiment_shows_torch_refusal_and_matrix(page: Page) -> None:
     expect(page.locator("#experiment tr[data-name='buffer1'] td").nth(2)).to_have_text("float32")
     page.reload()
     expect(page.locator("#option-dtype")).to_have_value("double")
+
+
+def test_api_docs_work_offline(page: Page) -> None:
+    page.goto("/docs")
+    expect(page.locator(".opblock").first).to_be_visible()
+    assert page.locator(".opblock").count() >= 10  # every route, rendered from local files
+
+
+def test_copy_button(browser: Browser, base_url: str, watch: Watch) -> None:
+    context = open_context(browser, base_url, watch, permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto("/?preset=mymodule")
+    page.click("button.copy")
+    expect(page.locator(".copy-status")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == page.locator("#code-text").text_content()
+    context.close()
