@@ -3,12 +3,16 @@ the lab and the experiments on the module of the spec, never looked up."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+from urllib.parse import parse_qsl
+
+import torch
 from pydantic import BaseModel, Field
 
 from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
 from app.lab.memo import report
-from app.lab.spec import LabSpec, resolve
+from app.lab.spec import LabSpec, from_query, resolve
 
 COLUMNS = {
     "in_parameters": "in parameters()",
@@ -38,8 +42,19 @@ class Matrix(BaseModel):
 
 
 def matrix(spec: LabSpec) -> Matrix:
-    """Computed on the CPU (values) and on meta (the move), whatever device the spec names."""
-    cpu = resolve(spec.model_copy(update={"device": "cpu"}), device_ids())
+    """Computed on the CPU (values) and on meta (the move), whatever device the spec names.
+
+    Memoised like reports: a pure function of the styles (and of torch), so every htmx swap that
+    lands on the same spec reuses it instead of running three experiments again.
+    """
+    cached = _matrix(spec.model_copy(update={"device": "cpu"}).query(), torch.__version__)
+    return cached.model_copy(update={"spec": spec})
+
+
+@lru_cache(maxsize=256)
+def _matrix(query: str, torch_version: str) -> Matrix:
+    spec = from_query(parse_qsl(query))
+    cpu = resolve(spec, device_ids())
     moved = report(spec.model_copy(update={"device": "meta"}))
     lab = {m.name: m for m in report(cpu).members}
     runs = {

@@ -53,3 +53,10 @@ def test_tutorial_table() -> None:
     assert rows["parameter2"]["moves_with_to"] and rows["buffer2"]["moves_with_to"]
     assert not rows["buffer1"]["moves_with_to"] and not rows["buffer1"]["in_state_dict"]
     assert not rows["buffer1"]["restored_by_load"] and rows["buffer2"]["restored_by_load"]
+
+
+def test_matrix_is_the_same_whatever_the_device_and_keeps_the_spec() -> None:
+    on_cpu = matrix(resolve(LabSpec(preset="testmodel"), device_ids()))
+    on_meta = matrix(resolve(LabSpec(preset="testmodel", device="meta"), device_ids()))
+    assert on_meta.spec.device == "meta" and on_cpu.spec.device == "cpu"
+    assert on_meta.rows == on_cpu.rows
