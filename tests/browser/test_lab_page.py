@@ -140,6 +140,7 @@ def test_projector_mode(page: Page) -> None:
     normal = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td')).fontSize)")
     page.keyboard.press("t")
     expect(page.locator("html")).to_have_class("present")
+    page.wait_for_load_state("load")  # the new page's stylesheet applied, not just its DOM parsed
     assert "present=1" in page.url
     big = page.evaluate("parseFloat(getComputedStyle(document.querySelector('td')).fontSize)")
     assert big >= 1.5 * normal
