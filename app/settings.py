@@ -13,7 +13,6 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"  # loopback by default; set 0.0.0.0 to serve a classroom network
     port: int = 8000
     workers: int = 1  # the server is stateless, so more workers simply serve more students
-    default_device: str = "cpu"
     # A lab spec is a few hundred bytes; anything far larger is a mistake or an attack.
     max_body_bytes: int = 16 * 1024
     # Finished responses kept per process (bounded, so memory stays flat under any traffic).
