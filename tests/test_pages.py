@@ -112,3 +112,14 @@ def test_module_change_swaps_the_member_controls(client: TestClient) -> None:
     response = swap(client, "preset=testmodel", preset="mymodule", **{"style.buffer1": "buffer"})
     assert 'id="controls" class="controls" hx-swap-oob="true"' in response.text
     assert 'name="style.weight"' in response.text and "Ignored" not in response.text
+
+
+@pytest.mark.parametrize("url", ["/", "/api/lab?preset=testmodel", "/docs", "/static/app.css"])
+def test_security_headers_everywhere(client: TestClient, url: str) -> None:
+    headers = client.get(url).headers
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY" and headers["referrer-policy"] == "no-referrer"
+    csp = headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    inline = "'unsafe-inline'" in csp
+    assert inline is (url == "/docs")  # only Swagger UI's start-up script, and only there
