@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from app.lab import codegen
 from app.lab.inspect import build, dtype_name
 from app.lab.langs import EN, ZH
 from app.lab.presets import PRESETS
@@ -50,6 +51,9 @@ class ExperimentResult(BaseModel):
     tensors: list[Observation]
     facts: dict[str, list[str] | bool | str] = Field(default_factory=dict)
     error: TorchError | None = None
+    code: str = Field(
+        "", description="A runnable script of this experiment that prints the same observations."
+    )
 
 
 def tensors(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
@@ -102,7 +106,9 @@ def _changed(before: Snapshot, after: torch.Tensor) -> bool | None:
     return not torch.equal(before.values.cpu().double(), after.detach().cpu().double())
 
 
-def observe(before: dict[str, Snapshot], model: nn.Module) -> list[Observation]:
+def observe(
+    before: dict[str, Snapshot], model: nn.Module, garbage: set[str] = frozenset()
+) -> list[Observation]:
     now = tensors(model)
     rows = []
     for name, b in before.items():
@@ -118,7 +124,7 @@ def observe(before: dict[str, Snapshot], model: nn.Module) -> list[Observation]:
                 requires_grad_before=b.requires_grad,
                 requires_grad_after=t.requires_grad,
                 has_grad=t.grad is not None,
-                changed=_changed(b, t),
+                changed=None if name in garbage else _changed(b, t),
                 same_object=t is b.obj,
             )
         )
@@ -141,12 +147,21 @@ class Run:
         self.facts: dict[str, list[str] | bool | str] = {}
         self.model: nn.Module | None = None
         self.before: dict[str, Snapshot] = {}
+        self.uninitialised: set[str] = set()  # values not comparable: to_empty() left them garbage
 
-    def watch(self, model: nn.Module, before: nn.Module | None = None) -> nn.Module:
+    def watch(
+        self, model: nn.Module, name: str = "model", before: tuple[nn.Module, str] | None = None
+    ) -> nn.Module:
         """Observe ``model`` at the end, against a snapshot of ``before`` (itself, by default) now."""
+        source, source_name = before if before is not None else (model, name)
         self.model = model
-        self.before = snapshot(before if before is not None else model)
+        self.before = snapshot(source)
+        self.steps.append(f"watched, before = {name}, snapshot({source_name})")
         return model
+
+    def setup(self, code: str) -> None:
+        """A line the script needs that cannot fail (making a module, an input, a buffer)."""
+        self.steps.append(code)
 
     def do(self, code: str, action: Callable[[], object]) -> object:
         self.steps.append(code)
@@ -158,10 +173,14 @@ class Run:
     def attempt(self, key: str, code: str, action: Callable[[], object]) -> None:
         """A step torch may refuse without ending the experiment: its outcome becomes a fact."""
         try:
-            self.do(code, action)
+            action()
             self.facts[key] = "ok"
-        except Refused as refused:
-            self.facts[key] = f"{refused.error.type}: {refused.error.message}"
+        except Exception as exc:  # torch's refusal, recorded; the experiment goes on
+            self.facts[key] = f"{type(exc).__name__}: {exc}"
+        self.steps.append(
+            f"try:\n    {code}\nexcept Exception as error:  # torch may refuse this; the experiment goes on\n"
+            f"    print({key!r}, type(error).__name__, error)"
+        )
 
 
 def sample_input(spec: LabSpec) -> torch.Tensor:
@@ -170,25 +189,34 @@ def sample_input(spec: LabSpec) -> torch.Tensor:
         return eval(PRESETS[spec.preset].sample_input, {"torch": torch}).to(spec.device)
 
 
-def placed(spec: LabSpec) -> nn.Module:
-    return build(spec).to(spec.device)
+def made(run: Run, spec: LabSpec, name: str = "model", move: bool = True, cls: str = "") -> nn.Module:
+    """The module of ``spec`` (moved to its device), and the script lines that make it."""
+    run.setup(f"torch.manual_seed(0)\n{name} = {cls or PRESETS[spec.preset].class_name}()")
+    if not move:
+        return build(spec, cls)
+    run.setup(f"{name}.to({spec.device!r})")
+    return build(spec, cls).to(spec.device)
 
 
-def _forward(run: Run, model: nn.Module, spec: LabSpec, mode: str = "train") -> torch.Tensor:
+def _forward(
+    run: Run, model: nn.Module, spec: LabSpec, mode: str = "train", grad: bool = True
+) -> torch.Tensor:
     run.do(f"model.{mode}()", getattr(model, mode))
+    run.setup(f"torch.manual_seed(1)\nx = {PRESETS[spec.preset].sample_input}.to({spec.device!r})")
     x = sample_input(spec)
-    code = f"out = model({PRESETS[spec.preset].sample_input}.to({spec.device!r}))"
-    return run.do(code, lambda: model(x))  # type: ignore[return-value]
+    if grad:
+        return run.do("out = model(x)", lambda: model(x))  # type: ignore[return-value]
+    with torch.no_grad():
+        return run.do("with torch.no_grad():\n    out = model(x)", lambda: model(x))  # type: ignore[return-value]
 
 
 def forward(run: Run, spec: LabSpec, mode: str = "train", **_: object) -> None:
-    model = run.watch(placed(spec))
-    with torch.no_grad():
-        _forward(run, model, spec, mode)
+    model = run.watch(made(run, spec))
+    _forward(run, model, spec, mode, grad=False)
 
 
 def step(run: Run, spec: LabSpec, **_: object) -> None:
-    model = run.watch(placed(spec))
+    model = run.watch(made(run, spec))
     code = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)"
     optimizer = run.do(code, lambda: torch.optim.SGD(model.parameters(), lr=0.1))
     names = {id(p): n for n, p in model.named_parameters()}
@@ -202,7 +230,7 @@ def step(run: Run, spec: LabSpec, **_: object) -> None:
 
 
 def cast(run: Run, spec: LabSpec, dtype: str = "half", **_: object) -> None:
-    model = run.watch(placed(spec))
+    model = run.watch(made(run, spec))
     run.do(f"model.{dtype}()", getattr(model, dtype))
 
 
@@ -211,14 +239,14 @@ def save_load(run: Run, spec: LabSpec, **_: object) -> None:
 
     Observed against the saved module: "changed" means "did not come back from the checkpoint".
     """
-    trained = run.watch(placed(spec))
-    with torch.no_grad():
-        _forward(run, trained, spec)
+    trained = run.watch(made(run, spec))
+    _forward(run, trained, spec, grad=False)
     buffer = io.BytesIO()
+    run.setup("buffer = io.BytesIO()")
     run.do("torch.save(model.state_dict(), buffer)", lambda: torch.save(trained.state_dict(), buffer))
-    fresh = run.watch(placed(spec), before=trained)
-    run.steps.append("fresh = " + PRESETS[spec.preset].class_name + "()")
+    fresh = run.watch(made(run, spec, "fresh"), "fresh", before=(trained, "model"))
     buffer.seek(0)
+    run.setup("buffer.seek(0)")
     state = run.do(
         "state = torch.load(buffer, weights_only=True)", lambda: torch.load(buffer, weights_only=True)
     )
@@ -229,8 +257,9 @@ def save_load(run: Run, spec: LabSpec, **_: object) -> None:
 
 def load_into(run: Run, spec: LabSpec, other: LabSpec | None = None, **_: object) -> None:
     """Save with ``spec``, load into the module of ``other``: strict first, then strict=False."""
-    source = placed(spec)
-    target = run.watch(placed(other or spec))
+    source = made(run, spec)
+    into = PRESETS[spec.preset].class_name + "Into"
+    target = run.watch(made(run, other or spec, "other", cls=into), "other")
     state = run.do("state = model.state_dict()", source.state_dict)
     run.attempt("strict", "other.load_state_dict(state)", lambda: target.load_state_dict(state))  # type: ignore[arg-type]
     code = "other.load_state_dict(state, strict=False)"
@@ -241,7 +270,7 @@ def load_into(run: Run, spec: LabSpec, other: LabSpec | None = None, **_: object
 
 def identity(run: Run, spec: LabSpec, **_: object) -> None:
     """Which tensors stay the same Python object through .to(device) and .to(float64)."""
-    model = run.watch(build(spec))
+    model = run.watch(made(run, spec, move=False))
     code = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # made before the moves"
     optimizer = run.do(code, lambda: torch.optim.SGD(model.parameters(), lr=0.1))
     run.do(f"model.to({spec.device!r})", lambda: model.to(spec.device))
@@ -254,12 +283,15 @@ def identity(run: Run, spec: LabSpec, **_: object) -> None:
 
 def meta_roundtrip(run: Run, spec: LabSpec, **_: object) -> None:
     """To meta, back with .to() (torch refuses), then to_empty(): which tensors need re-initialising."""
-    model = run.watch(build(spec))
+    model = run.watch(made(run, spec, move=False))
     run.do('model.to("meta")', lambda: model.to("meta"))
     run.attempt("to_cpu", 'model.to("cpu")', lambda: model.to("cpu"))
     run.do('model.to_empty(device="cpu")', lambda: model.to_empty(device="cpu"))
-    # to_empty allocates without initialising: every tensor it touched holds garbage until re-init.
+    # to_empty allocates without initialising: every tensor it touched holds garbage until re-init,
+    # so whether its values "changed" is left unsaid (it would differ from run to run).
     run.facts["needs_reinit"] = [n for n, (kind, _) in tensors(model).items() if kind != "tensor"]
+    run.uninitialised = set(run.facts["needs_reinit"])
+    run.setup('uninitialised = {n for n, (kind, _) in tensors(model).items() if kind != "tensor"}')
 
 
 @dataclass(frozen=True)
@@ -358,7 +390,8 @@ def run_experiment(
         experiment=experiment_id,
         spec=spec,
         steps=run.steps,
-        tensors=observe(run.before, run.model) if run.model is not None else [],
+        tensors=observe(run.before, run.model, run.uninitialised) if run.model is not None else [],
         facts=run.facts,
         error=error,
+        code=codegen.experiment_script(spec, experiment_id, run.steps, other),
     )

@@ -88,14 +88,23 @@ def module_class(preset_id: str) -> type[nn.Module]:
     return type(preset.class_name, (nn.Module,), {"forward": namespace["forward"]})
 
 
-def build(spec: LabSpec) -> nn.Module:
-    """The module of a resolved spec, on the CPU, seeded: layers first, then members in order."""
+@cache
+def _renamed(preset_id: str, class_name: str) -> type[nn.Module]:
+    return type(class_name, (module_class(preset_id),), {})
+
+
+def build(spec: LabSpec, class_name: str = "") -> nn.Module:
+    """The module of a resolved spec, on the CPU, seeded: layers first, then members in order.
+
+    ``class_name`` names a second module of the same preset apart (torch's messages quote it).
+    """
     preset = PRESETS[spec.preset]
+    cls = _renamed(preset.id, class_name) if class_name else module_class(preset.id)
     with torch.random.fork_rng(devices=[]):
         # The CPU generator only: torch.manual_seed would also queue a lazy CUDA seeding with a
         # captured stack trace on every build, a third of the cost of a cold report.
         torch.default_generator.manual_seed(codegen.SEED)  # the seed the script sets: same values
-        model = module_class(preset.id)()
+        model = cls()
         for layer in preset.layers:
             owner, _, attr = layer.name.rpartition(".")  # "head.weight" assigns inside self.head
             setattr(model.get_submodule(owner), attr, _evaluate(layer.expr, model))

@@ -134,9 +134,13 @@ TUTORIAL_DEFAULTS = {
 }
 
 
-def reference(preset: str, styles: dict[str, str]) -> nn.Module:
+def reference(preset: str, styles: dict[str, str], into: bool = False) -> nn.Module:
+    """The reference module; ``into`` names it like the module a state_dict is loaded into."""
     torch.manual_seed(0)
-    return REFERENCES[preset](styles)
+    cls = REFERENCES[preset]
+    if into:
+        cls = type(cls.__name__ + "Into", (cls,), {})
+    return cls(styles)
 
 
 def _row(t: torch.Tensor) -> dict:

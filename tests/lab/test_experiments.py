@@ -126,7 +126,7 @@ def test_load_into_another_spec(preset: str, into: str) -> None:
     spec, styles = spec_of(preset, "buffer", "cpu")
     other, other_styles = spec_of(preset, into, "cpu")
     state = reference(preset, styles).state_dict()
-    target = reference(preset, other_styles)
+    target = reference(preset, other_styles, into=True)
     strict = refusal(lambda: target.load_state_dict(state))
     loose = target.load_state_dict(state, strict=False)
     result = run_experiment("load_into", spec, other)

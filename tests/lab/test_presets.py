@@ -112,7 +112,7 @@ def test_batchnorm_running_stats_in_train_not_eval(mode: str, moves: bool) -> No
 def test_positional_encoding_persistence_breaks_strict_loading() -> None:
     old, new = spec("positional_encoding"), spec("positional_encoding", pe="non_persistent_buffer")
     facts = run_experiment("load_into", old, new).facts
-    model = reference("positional_encoding", {"pe": "non_persistent_buffer"})
+    model = reference("positional_encoding", {"pe": "non_persistent_buffer"}, into=True)
     state = reference("positional_encoding", {"pe": "buffer"}).state_dict()
     with pytest.raises(RuntimeError) as raised:
         model.load_state_dict(state)
