@@ -17,6 +17,7 @@ from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, from_query, resolve
 from app.lab.styles import STYLES
+from app.settings import get_settings
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -65,12 +66,13 @@ class PresetOut(BaseModel):
     title: str
     description: str
     class_name: str = Field(examples=["MyModule"])
+    custom: bool = Field(False, description="Members come from the spec: style.NAME and shape.NAME.")
     members: list[MemberOut]
     translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
 
 
 def resolved(spec: LabSpec) -> LabSpec:
-    return resolve(spec, devices.device_ids())
+    return resolve(spec, devices.device_ids(), get_settings().custom_max_elements)
 
 
 def _json(body: bytes) -> Response:
@@ -84,7 +86,8 @@ LAB_QUERY = [
     {
         "name": "style.{member}",
         "in": "query",
-        "description": "One per member to change, e.g. style.buffer1=buffer; see GET /api/presets.",
+        "description": "One per member to change, e.g. style.buffer1=buffer; see GET /api/presets. "
+        "For the custom preset also shape.{member}=3x4.",
         "schema": {"type": "string"},
     },
 ]
@@ -127,6 +130,7 @@ async def list_presets() -> list[PresetOut]:
             title=p.title[EN],
             description=p.description[EN],
             class_name=p.class_name,
+            custom=p.custom,
             members=[MemberOut(**vars(m)) for m in p.members],
             translations={ZH: Text(title=p.title[ZH], description=p.description[ZH])},
         )

@@ -27,8 +27,9 @@ from app.lab.inspect import LabReport
 from app.lab.langs import LANGS
 from app.lab.matrix import matrix
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, resolve
+from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, members, resolve
 from app.lab.styles import STYLES
+from app.settings import get_settings
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
@@ -101,9 +102,10 @@ def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
         query = [("preset", DEFAULT_PRESET), *query]
     spec = from_query(query, allowed=PAGE_PARAMS)
     preset = PRESETS.get(spec.preset)
-    ignored = [name for name in spec.styles if preset and preset.member(name) is None]
+    ignored = [name for name in spec.styles if preset and not preset.custom and preset.member(name) is None]
     kept = {name: style for name, style in spec.styles.items() if name not in ignored}
-    return resolve(spec.model_copy(update={"styles": kept}), devices.device_ids()), ignored
+    limit = get_settings().custom_max_elements
+    return resolve(spec.model_copy(update={"styles": kept}), devices.device_ids(), limit), ignored
 
 
 def previous_report(request: Request) -> LabReport | None:
@@ -160,6 +162,7 @@ def context(
         "spec": spec,
         "report": report,
         "matrix": matrix(spec) if spec else None,
+        "members": {m.name: m for m in members(spec)} if spec else {},
         "experiments": EXPERIMENTS,
         "experiment": None,
         "diff": compare(previous, report) if report else None,

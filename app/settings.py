@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     workers: int = 1  # the server is stateless, so more workers simply serve more students
     # A lab spec is a few hundred bytes; anything far larger is a mistake or an attack.
     max_body_bytes: int = 16 * 1024
+    # The custom module: most elements one member's tensor may have.
+    custom_max_elements: int = 4096
     # Finished responses kept per process (bounded, so memory stays flat under any traffic).
     response_cache_entries: int = 2048
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.

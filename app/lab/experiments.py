@@ -193,9 +193,9 @@ def made(run: Run, spec: LabSpec, name: str = "model", move: bool = True, cls: s
     """The module of ``spec`` (moved to its device), and the script lines that make it."""
     run.setup(f"torch.manual_seed(0)\n{name} = {cls or PRESETS[spec.preset].class_name}()")
     if not move:
-        return build(spec, cls)
+        return build(spec, cls, refusals={})
     run.setup(f"{name}.to({spec.device!r})")
-    return build(spec, cls).to(spec.device)
+    return build(spec, cls, refusals={}).to(spec.device)
 
 
 def _forward(

@@ -11,7 +11,7 @@ from torch import nn
 
 from app.lab import codegen
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec
+from app.lab.spec import LabSpec, members
 from app.lab.styles import STYLES
 
 _NAMESPACE = {"torch": torch, "nn": nn}
@@ -48,6 +48,9 @@ class MemberRow(BaseModel):
     in_state_dict: bool
     device_before: str = Field(description="Device of the member right after construction (always cpu).")
     device_after: str = Field(description="Device of the member after model.to(device).")
+    refused: str | None = Field(
+        None, description="Torch's refusal to attach it (custom names), type: message."
+    )
 
 
 class ParameterCount(BaseModel):
@@ -93,10 +96,11 @@ def _renamed(preset_id: str, class_name: str) -> type[nn.Module]:
     return type(class_name, (module_class(preset_id),), {})
 
 
-def build(spec: LabSpec, class_name: str = "") -> nn.Module:
+def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None = None) -> nn.Module:
     """The module of a resolved spec, on the CPU, seeded: layers first, then members in order.
 
     ``class_name`` names a second module of the same preset apart (torch's messages quote it).
+    A member torch refuses is left out and, when ``refusals`` is given, noted there.
     """
     preset = PRESETS[spec.preset]
     cls = _renamed(preset.id, class_name) if class_name else module_class(preset.id)
@@ -108,8 +112,13 @@ def build(spec: LabSpec, class_name: str = "") -> nn.Module:
         for layer in preset.layers:
             owner, _, attr = layer.name.rpartition(".")  # "head.weight" assigns inside self.head
             setattr(model.get_submodule(owner), attr, _evaluate(layer.expr, model))
-        for member in preset.members:
-            STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init, model))
+        for member in members(spec):
+            try:
+                STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init, model))
+            except Exception as exc:  # a name torch refuses ("a.b", "", "training"): part of the result
+                if refusals is None:
+                    raise
+                refusals[member.name] = f"{type(exc).__name__}: {exc}"
     return model
 
 
@@ -128,7 +137,8 @@ def _member_device(model: nn.Module, name: str) -> str:
 
 def inspect(spec: LabSpec) -> LabReport:
     """Build the module, note each member's device, move it, and read every table back."""
-    model = build(spec)
+    refusals: dict[str, str] = {}
+    model = build(spec, refusals=refusals)
     before = {name: _member_device(model, name) for name in spec.styles}
     model.to(spec.device)
     params = dict(model.named_parameters())
@@ -150,6 +160,7 @@ def inspect(spec: LabSpec) -> LabReport:
                 in_state_dict=name in state,
                 device_before=before[name],
                 device_after=_member_device(model, name),
+                refused=refusals.get(name),
             )
             for name, style in spec.styles.items()
         ],

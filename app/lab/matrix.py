@@ -65,6 +65,9 @@ def _matrix(query: str, torch_version: str) -> Matrix:
     refusals = {e: f"{r.error.type}: {r.error.message}" for e, r in runs.items() if r.error}
     rows = []
     for member in moved.members:
+        if member.refused:  # torch never attached it: nothing to ask of it
+            rows.append(MatrixRow(member=member.name, style=member.style, cells=dict.fromkeys(COLUMNS)))
+            continue
         cast, step, load = (seen[e][member.name] for e in ("cast", "step", "save_load"))
         rows.append(
             MatrixRow(

@@ -36,6 +36,7 @@ class Preset:
     forward: str  # body of ``forward(self, x)``
     sample_input: str  # torch expression for a batch ``forward`` accepts
     source: str = ""  # where the preset comes from
+    custom: bool = False  # members come from the spec (names, shapes, styles), not from the preset
     member_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +169,24 @@ PRESETS: dict[str, Preset] = {
             forward="return self.head(self.embed(x)) + self.bias",
             sample_input="torch.randint(0, 10, (2, 5))",
             source="weight tying in language models",
+        ),
+        Preset(
+            id="custom",
+            class_name="CustomModule",
+            title={EN: "Custom module: your own members", ZH: "自定义模块：你自己的成员"},
+            description={
+                EN: "Name the members, give their shapes and styles (style.NAME=STYLE&shape.NAME=3x4). "
+                "Names go to torch unfiltered, so its own refusals (a name with '.', an empty name, a name "
+                "that already exists) show as results.",
+                ZH: "自己命名成员，给出形状和注册方式（style.NAME=STYLE&shape.NAME=3x4）。"
+                "名字原样交给 torch，所以它自己的拒绝（含 '.' 的名字、空名字、已存在的名字）会作为结果显示。",
+            },
+            layers=(Layer("linear", "nn.Linear(3, 3)"),),
+            members=(),
+            forward="return self.linear(x)",
+            sample_input="torch.randn(2, 3)",
+            source="issue 3: a module of the user's own",
+            custom=True,
         ),
     )
 }

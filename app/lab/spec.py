@@ -8,16 +8,24 @@ gives each lab exactly one canonical spec.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from math import prod
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.lab.presets import PRESETS
+from app.lab.presets import PRESETS, Member
+from app.lab.styles import STYLES
 
 STYLE_PREFIX = "style."
+SHAPE_PREFIX = "shape."
 # Caps keep a hostile request cheap to reject; real presets are far below them.
 MAX_NAME = 64
 MAX_MEMBERS = 64
+# The custom module: a handful of small tensors is all a lesson needs.
+MAX_CUSTOM_MEMBERS = 16
+MAX_ELEMENTS = 4096  # per tensor; the app passes its setting
+MAX_DIMS = 4
+DEFAULT_SHAPE = (3,)
 
 
 class SpecError(ValueError):
@@ -50,15 +58,49 @@ class LabSpec(BaseModel):
         max_length=MAX_MEMBERS,
         description="Registration style per member; members left out keep the preset's default.",
     )
+    shapes: dict[str, list[int]] = Field(
+        default_factory=dict,
+        max_length=MAX_MEMBERS,
+        description="custom preset only: the shape of each member's tensor (default [3]).",
+    )
 
     def query(self) -> str:
         """Canonical query string (``preset=..&device=..&style.NAME=..``) in member order."""
         pairs = [("preset", self.preset), ("device", self.device)]
         pairs += [(STYLE_PREFIX + name, style) for name, style in self.styles.items()]
+        pairs += [(SHAPE_PREFIX + name, "x".join(map(str, dims))) for name, dims in self.shapes.items()]
         return urlencode(pairs)
 
 
-def resolve(spec: LabSpec, devices: Iterable[str]) -> LabSpec:
+def members(spec: LabSpec) -> tuple[Member, ...]:
+    """The members of a resolved spec: the preset's, or the custom module's own."""
+    preset = PRESETS[spec.preset]
+    if not preset.custom:
+        return preset.members
+    return tuple(
+        Member(name, f"torch.randn({', '.join(map(str, spec.shapes[name]))})", style)
+        for name, style in spec.styles.items()
+    )
+
+
+def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
+    """Check a custom module's members; names are left to torch, which may refuse them."""
+    if len(spec.styles) > MAX_CUSTOM_MEMBERS:
+        raise SpecError(("styles",), f"at most {MAX_CUSTOM_MEMBERS} members in a custom module")
+    for name, style in spec.styles.items():
+        if style not in STYLES:
+            raise SpecError(("styles", name), f"unknown style {style!r}; styles: {', '.join(STYLES)}")
+    for name, dims in spec.shapes.items():
+        if name not in spec.styles:
+            raise SpecError(("shapes", name), f"shape for {name!r}, which has no style: add style.{name}")
+        if not 1 <= len(dims) <= MAX_DIMS or any(d < 1 for d in dims):
+            raise SpecError(("shapes", name), f"a shape has 1 to {MAX_DIMS} sizes, each at least 1")
+        if prod(dims) > max_elements:
+            raise SpecError(("shapes", name), f"{prod(dims)} elements; at most {max_elements} per tensor")
+    return {name: list(spec.shapes.get(name, DEFAULT_SHAPE)) for name in spec.styles}
+
+
+def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int = MAX_ELEMENTS) -> LabSpec:
     """The canonical form of ``spec``: every member present, in the preset's order."""
     preset = PRESETS.get(spec.preset)
     if preset is None:
@@ -68,6 +110,11 @@ def resolve(spec: LabSpec, devices: Iterable[str]) -> LabSpec:
         raise SpecError(
             ("device",), f"device {spec.device!r} is not available here; available: {', '.join(devices)}"
         )
+    if preset.custom:
+        shapes = _custom(spec, max_elements)
+        return LabSpec(preset=preset.id, device=spec.device, styles=dict(spec.styles), shapes=shapes)
+    if spec.shapes:
+        raise SpecError(("shapes",), "only the custom preset takes shapes")
     for name, style in spec.styles.items():
         member = preset.member(name)
         if member is None:
@@ -87,12 +134,17 @@ def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) ->
     """Read a spec from query pairs; other keys are refused unless listed in ``allowed``."""
     fields: dict[str, str] = {}
     styles: dict[str, str] = {}
+    shapes: dict[str, str] = {}
     ignored = set(allowed)
     for key, value in items:
         if key in ignored:
             continue
         if key.startswith(STYLE_PREFIX):
             target, name = styles, key.removeprefix(STYLE_PREFIX)
+        elif key.startswith(SHAPE_PREFIX):
+            target, name = shapes, key.removeprefix(SHAPE_PREFIX)
+            if not all(part.isdigit() for part in value.split("x")):
+                raise SpecError(("query", key), f"{key} must look like 3x4, not {value!r}")
         elif key in ("preset", "device"):
             target, name = fields, key
         else:
@@ -103,4 +155,5 @@ def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) ->
         target[name] = value
     if "preset" not in fields:
         raise SpecError(("query", "preset"), "query parameter 'preset' is required")
-    return LabSpec(**fields, styles=styles)
+    dims = {name: [int(part) for part in value.split("x")] for name, value in shapes.items()}
+    return LabSpec(**fields, styles=styles, shapes=dims)

@@ -6,8 +6,10 @@ in this file only: every other part of the app (API, pages, codegen, tests) iter
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from keyword import iskeyword
 
 import torch
 from torch import nn
@@ -28,7 +30,13 @@ class Style:
 
     def line(self, name: str, value: str) -> str:
         """The Python line that attaches ``value`` (source text) as ``name`` inside ``__init__``."""
-        return self.template.format(name=name, value=value)
+        if self.template.startswith("self.{name} = ") and not (name.isidentifier() and not iskeyword(name)):
+            # "a.b" or "" cannot be written as an attribute: setattr is the same call, spelled out.
+            rest = self.template.removeprefix("self.{name} = ").format(value=value)
+            return f"setattr(self, {name!r}, {rest})"
+        return self.template.format(
+            name=json.dumps(name)[1:-1] if '"' in self.template else name, value=value
+        )
 
     @property
     def code(self) -> str:

@@ -106,12 +106,24 @@ class TiedLM(nn.Module):
         return self.head(self.embed(x)) + self.bias
 
 
+class CustomModule(nn.Module):
+    def __init__(self, styles: dict[str, str], shapes: dict[str, list[int]] | None = None) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        for name, style in styles.items():
+            attach(self, name, torch.randn(*(shapes or {}).get(name, [3])), style)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
 REFERENCES: dict[str, type[nn.Module]] = {
     "mymodule": MyModule,
     "testmodel": TestModel,
     "batchnorm": NormModel,
     "positional_encoding": PositionalEncoding,
     "tied_weights": TiedLM,
+    "custom": CustomModule,
 }
 INPUTS = {
     "mymodule": lambda: torch.randn(1, 3, 10, 10),
@@ -119,6 +131,7 @@ INPUTS = {
     "batchnorm": lambda: torch.randn(8, 4),
     "positional_encoding": lambda: torch.randint(0, 10, (2, 8)),
     "tied_weights": lambda: torch.randint(0, 10, (2, 5)),
+    "custom": lambda: torch.randn(2, 3),
 }
 TUTORIAL_DEFAULTS = {
     "mymodule": {"weight": "register_parameter", "bias": "register_parameter"},
@@ -131,16 +144,19 @@ TUTORIAL_DEFAULTS = {
     "batchnorm": {"scale": "parameter"},
     "positional_encoding": {"pe": "buffer"},
     "tied_weights": {"bias": "parameter"},
+    "custom": {},
 }
 
 
-def reference(preset: str, styles: dict[str, str], into: bool = False) -> nn.Module:
+def reference(
+    preset: str, styles: dict[str, str], shapes: dict[str, list[int]] | None = None, into: bool = False
+) -> nn.Module:
     """The reference module; ``into`` names it like the module a state_dict is loaded into."""
     torch.manual_seed(0)
     cls = REFERENCES[preset]
     if into:
         cls = type(cls.__name__ + "Into", (cls,), {})
-    return cls(styles)
+    return cls(styles, shapes) if preset == "custom" else cls(styles)
 
 
 def _row(t: torch.Tensor) -> dict:

@@ -1,0 +1,82 @@
+"""The custom module: the user's names, shapes and styles go to torch as they are."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from torch import nn
+
+from app.lab.devices import device_ids
+from app.lab.inspect import inspect
+from app.lab.spec import LabSpec, resolve
+from app.lab.styles import STYLES
+from tests.lab.reference import attach, reference
+
+NAMES = ["a.b", "", "training", "class", "w"]
+
+
+def direct_refusal(name: str, style: str) -> str | None:
+    module = nn.Module()
+    try:
+        attach(module, name, torch.randn(3), style)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_names_go_to_torch_unfiltered(style: str, device: str) -> None:
+    styles = dict.fromkeys(NAMES, style)
+    spec = resolve(LabSpec(preset="custom", device=device, styles=styles, shapes={"w": [2, 3]}), device_ids())
+    report = inspect(spec)
+    refusals = {m.name: m.refused for m in report.members}
+    assert refusals == {name: direct_refusal(name, style) for name in NAMES}
+    accepted = {n: s for n, s in styles.items() if refusals[n] is None}
+    model = reference("custom", accepted, {"w": [2, 3]}).to(device)
+    assert [r.name for r in report.named_parameters] == [n for n, _ in model.named_parameters()]
+    assert [r.name for r in report.state_dict] == list(model.state_dict())
+    assert [r.shape for r in report.state_dict] == [list(t.shape) for t in model.state_dict().values()]
+
+
+def test_script_shows_the_same_refusals() -> None:
+    styles = {"a.b": "buffer", "": "parameter", "training": "non_persistent_buffer", "ok": "nn_buffer"}
+    report = inspect(resolve(LabSpec(preset="custom", device="meta", styles=styles), device_ids()))
+    out = subprocess.run(
+        [sys.executable, "-c", report.code], capture_output=True, text=True, check=True
+    ).stdout
+    refused = [line for line in out.splitlines() if line.startswith("refused ")]
+    expected = [f"refused {m.name} {m.refused.replace(': ', ' ', 1)}" for m in report.members if m.refused]
+    assert refused == expected
+    assert len(refused) == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "loc"),
+    [
+        ({"preset": "custom", "style.x": "bogus"}, ["styles", "x"]),
+        ({"preset": "custom", "style.x": "buffer", "shape.x": "100x100"}, ["shapes", "x"]),
+        ({"preset": "custom", "style.x": "buffer", "shape.x": "0"}, ["shapes", "x"]),
+        ({"preset": "custom", "style.x": "buffer", "shape.x": "1x1x1x1x1"}, ["shapes", "x"]),
+        ({"preset": "custom", "shape.y": "3"}, ["shapes", "y"]),
+        ({"preset": "custom", "style.x": "buffer", "shape.x": "3by4"}, ["query", "shape.x"]),
+        ({"preset": "testmodel", "shape.buffer1": "3"}, ["shapes"]),
+    ],
+)
+def test_bad_custom_specs_are_422(client: TestClient, query: dict, loc: list) -> None:
+    response = client.get("/api/lab", params=query)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+
+
+def test_custom_over_the_api_and_page(client: TestClient) -> None:
+    query = {"preset": "custom", "style.a.b": "buffer", "style.w": "frozen_parameter", "shape.w": "2x2"}
+    body = client.get("/api/lab", params=query).json()
+    assert body["spec"]["shapes"] == {"a.b": [3], "w": [2, 2]}
+    assert body["members"][0]["refused"] == "KeyError: 'buffer name can\\'t contain \".\"'"
+    page = client.get("/", params=query)
+    assert page.status_code == 200 and 'name="shape.w" value="2x2"' in page.text
