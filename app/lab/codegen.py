@@ -7,11 +7,13 @@ The class it writes is made of the same source text the lab evaluates to build t
 from __future__ import annotations
 
 import json
+from inspect import getsource
 from textwrap import indent
 
 from app.lab.presets import PRESETS, Preset
 from app.lab.spec import LabSpec, members
 from app.lab.styles import STYLES
+from app.lab.tensors import tensors
 
 SEED = 0
 
@@ -102,23 +104,9 @@ for name in members:
 
 
 # What the experiment scripts print for each tensor, read back by the tests.
-_OBSERVE = """
-def tensors(module):
-    \"\"\"Every tensor reachable in the module, as the explorer lists them.\"\"\"
-    found = {}
-    for prefix, sub in module.named_modules():
-        dot = prefix + "." if prefix else ""
-        for name, p in sub._parameters.items():
-            if p is not None:
-                found.setdefault(dot + name, ("parameter", p))
-        for name, b in sub._buffers.items():
-            if b is not None:
-                found.setdefault(dot + name, ("buffer", b))
-        for name, value in vars(sub).items():
-            if isinstance(value, torch.Tensor):
-                found.setdefault(dot + name, ("tensor", value))
-    return found
-
+_OBSERVE = (
+    getsource(tensors)
+    + """
 
 def snapshot(module):
     found = tensors(module).items()
@@ -133,6 +121,7 @@ def changed(values, now):
         return None
     return values.shape != now.shape or not torch.equal(values.cpu().double(), now.detach().cpu().double())
 """
+)
 
 _REPORT = """
 print("*" * 20, "name kind device dtype requires_grad has_grad changed same_object", "*" * 20)

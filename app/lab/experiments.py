@@ -20,6 +20,7 @@ from app.lab.inspect import build, dtype_name
 from app.lab.langs import EN, ZH
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec
+from app.lab.tensors import tensors
 
 CASTS = {"half": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64}
 
@@ -54,23 +55,6 @@ class ExperimentResult(BaseModel):
     code: str = Field(
         "", description="A runnable script of this experiment that prints the same observations."
     )
-
-
-def tensors(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
-    """Every tensor reachable in the module, by qualified name, with its kind."""
-    found: dict[str, tuple[str, torch.Tensor]] = {}
-    for prefix, module in model.named_modules():
-        dot = prefix + "." if prefix else ""
-        for name, p in module._parameters.items():
-            if p is not None:
-                found.setdefault(dot + name, ("parameter", p))
-        for name, b in module._buffers.items():
-            if b is not None:
-                found.setdefault(dot + name, ("buffer", b))
-        for name, value in vars(module).items():
-            if isinstance(value, torch.Tensor):
-                found.setdefault(dot + name, ("tensor", value))
-    return found
 
 
 @dataclass

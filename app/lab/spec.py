@@ -148,7 +148,7 @@ def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) ->
         elif key in ("preset", "device"):
             target, name = fields, key
         else:
-            message = f"unknown query parameter {key!r}; use preset, device, style.<member>"
+            message = f"unknown query parameter {key!r}; use preset, device, style.<member>, shape.<member>"
             raise SpecError(("query", key), message)
         if name in target:
             raise SpecError(("query", key), f"query parameter {key!r} given more than once")
