@@ -16,7 +16,7 @@ from app.lab.langs import EN, ZH
 from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, from_query, resolve
-from app.lab.styles import STYLES
+from app.lab.styles import ALL_STYLES
 from app.settings import get_settings
 
 router = APIRouter(prefix="/api", tags=["api"])
@@ -46,6 +46,11 @@ class StyleOut(BaseModel):
     title: str = Field(examples=["register_buffer()"])
     explanation: str
     code: str = Field(examples=['self.register_buffer("x", t)'])
+    kind: str = Field(
+        "tensor",
+        examples=["tensor"],
+        description='"tensor": attaches a tensor; "container": holds a list of sub-layers (layer_list).',
+    )
     translations: dict[str, StyleText] = Field(description="Title and explanation per language, e.g. zh-CN.")
 
 
@@ -116,9 +121,10 @@ async def list_styles() -> list[StyleOut]:
             title=s.title[EN],
             explanation=s.explanation[EN],
             code=s.code,
+            kind=s.kind,
             translations={ZH: StyleText(title=s.title[ZH], explanation=s.explanation[ZH])},
         )
-        for s in STYLES.values()
+        for s in ALL_STYLES.values()
     ]
 
 

@@ -27,15 +27,26 @@ from app.lab.inspect import LabReport
 from app.lab.langs import LANGS
 from app.lab.matrix import matrix
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, members, resolve
-from app.lab.styles import STYLES
+from app.lab.spec import (
+    SHAPE_PREFIX,
+    STYLE_PREFIX,
+    LabSpec,
+    SpecError,
+    UnknownPreset,
+    from_query,
+    members,
+    resolve,
+)
+from app.lab.styles import ALL_STYLES
 from app.settings import get_settings
 
 TEMPLATES = Path(__file__).parent.parent / "templates"
 VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
 # The experiment to run and its options ride in the URL beside the spec, named like the API's.
 EXPERIMENT_PARAMS = ("experiment", *sorted({name for e in EXPERIMENTS.values() for name in e.params}))
-PAGE_PARAMS = ("lang", "present", *EXPERIMENT_PARAMS)  # not part of the spec
+# The custom module's form: add the member named ``new`` (on ``add``), or drop one.
+EDIT_PARAMS = ("add", "new", "new_shape", "new_style", "drop")
+PAGE_PARAMS = ("lang", "present", *EXPERIMENT_PARAMS, *EDIT_PARAMS)  # not part of the spec
 INTO = "into."  # load_into: the member styles of the module loaded into
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
 
@@ -91,13 +102,37 @@ async def get_view(request: Request) -> View:
 ViewDep = Annotated[View, Depends(get_view)]
 
 
+def edited(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The query with the custom module's edit applied: a member added (or replaced), or dropped.
+
+    The new member's fields ride in every submission of the form, but count only with ``add``.
+    """
+    asked = dict(query)
+    adding = bool(asked.get("add")) and "new" in asked
+    gone = {asked["new"]} if adding else set()
+    gone |= {asked["drop"]} if "drop" in asked else set()
+    kept = [
+        (key, value)
+        for key, value in query
+        if key not in EDIT_PARAMS
+        and not (key.startswith((STYLE_PREFIX, SHAPE_PREFIX)) and key.partition(".")[2] in gone)
+    ]
+    if adding:
+        name = asked["new"]
+        kept += [
+            (STYLE_PREFIX + name, asked.get("new_style") or "parameter"),
+            (SHAPE_PREFIX + name, asked.get("new_shape") or "3"),
+        ]
+    return kept
+
+
 def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
     """The page's spec, and the ``style.*`` members it ignored.
 
     Choosing another module in the form (or submitting it without JavaScript) still sends the old
     module's members; the page drops those and says so, where the API would refuse them.
     """
-    query = [(key, value) for key, value in query if not key.startswith(INTO)]
+    query = edited([(key, value) for key, value in query if not key.startswith(INTO)])
     if not any(key == "preset" for key, _ in query):
         query = [("preset", DEFAULT_PRESET), *query]
     spec = from_query(query, allowed=PAGE_PARAMS)
@@ -168,37 +203,63 @@ def context(
         "diff": compare(previous, report) if report else None,
         "view": view,
         "presets": PRESETS,
-        "styles": STYLES,
+        "styles": ALL_STYLES,
         "devices": devices.available(),
         "link": lambda **changes: link(spec, view, pairs, **changes) if spec else "/",
         "langs": LANGS,
         "error": None,
         "ignored": (),
+        "edit_error": None,
         **extra,
     }
 
 
+def _message(exc: SpecError | ValidationError) -> str:
+    return exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
+
+
 def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
     """The page (or its htmx blocks) for a request: body, status and headers."""
+    query = request.query_params.multi_items()
+    editing = any(key in ("add", "drop") for key, _ in query)
+    edit_error = None
     try:
-        spec, ignored = spec_of(request.query_params.multi_items())
+        try:
+            spec, ignored = spec_of(query)
+        except (SpecError, ValidationError) as exc:
+            if not editing:
+                raise
+            # A member the module cannot take (bad shape, too many): the lab stays, the reason shows.
+            edit_error = _message(exc)
+            spec, ignored = spec_of([(key, value) for key, value in query if key not in EDIT_PARAMS])
     except (SpecError, ValidationError) as exc:
         status = 404 if isinstance(exc, UnknownPreset) else 422
-        message = exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
-        return render(view.lang, None, context(view, error=message)), status, {}
-    query = request.query_params.multi_items()
+        return render(view.lang, None, context(view, error=_message(exc))), status, {}
     experiment, pairs = experiment_of(query, spec)
+    if editing and not edit_error and not view.htmx:
+        # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
+        return b"", 303, {"Location": link(spec, view, pairs)}
     previous = previous_report(request) if view.htmx else None
-    ctx = context(view, spec, previous, ignored=ignored, experiment=experiment, experiment_pairs=pairs)
+    ctx = context(
+        view,
+        spec,
+        previous,
+        ignored=ignored,
+        experiment=experiment,
+        experiment_pairs=pairs,
+        edit_error=edit_error,
+    )
     blocks = None
     if view.htmx:
         blocks = ("results", "announce", "links", "experiment_controls")
-        if ctx["diff"].preset:
-            blocks += ("controls",)  # another module has other members
+        if ctx["diff"].preset or (previous and list(previous.spec.styles) != list(spec.styles)):
+            blocks += ("controls",)  # another module, or a custom member added or dropped
             # The form still sent the old module's members: expected to go, so not reported.
             ctx["ignored"] = ()
-    # The canonical permalink goes into the address bar, not the form's field order.
-    return render(view.lang, blocks, ctx), 200, {"HX-Push-Url": link(spec, view, pairs)}
+    # The canonical permalink goes into the address bar, not the form's field order. A refused
+    # edit is 422 for a full page; htmx swaps only 2xx, and the notice is in what it swaps.
+    status = 422 if edit_error and not view.htmx else 200
+    return render(view.lang, blocks, ctx), status, {"HX-Push-Url": link(spec, view, pairs)}
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -39,6 +39,16 @@
     event.preventDefault();
   });
 
+  // The new member's fields go with the Add button, not with every change of the form; Enter adds.
+  document.addEventListener("change", function (event) {
+    if (event.target.closest && event.target.closest("#add-member")) event.stopPropagation();
+  }, true);
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Enter" || !event.target.closest || !event.target.closest("#add-member input")) return;
+    event.preventDefault();
+    document.querySelector("#add-member button.add").click();
+  });
+
   function copy(button) {
     const text = document.getElementById(button.dataset.copy).textContent;
     const status = button.parentElement.querySelector(".copy-status");

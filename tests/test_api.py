@@ -8,8 +8,9 @@ from fastapi.testclient import TestClient
 from openapi_spec_validator import validate
 
 from app.lab.presets import PRESETS
-from app.lab.styles import STYLES
-from tests.lab.reference import TUTORIAL_DEFAULTS, tables
+from app.lab.styles import CONTAINERS, STYLES
+from tests.lab.cases import styles_of
+from tests.lab.reference import TUTORIAL_DEFAULTS, own, tables
 
 # Every GPU too where one exists, so a GPU box runs the whole matrix on CUDA as well.
 DEVICES = ["cpu", "meta"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -18,7 +19,7 @@ CASES = [
     (preset, member, style, device)
     for preset, p in PRESETS.items()
     for member in p.member_names
-    for style in STYLES
+    for style in styles_of(preset)
     for device in DEVICES
 ]
 
@@ -36,14 +37,17 @@ def assert_matches_reference(report: dict, preset: str, styles: dict[str, str], 
         assert report[table] == ref[table], table
     members = {m["name"]: m for m in report["members"]}
     assert list(members) == list(styles)
-    names = {t: {row["name"] for row in ref[t]} for t in ("named_parameters", "named_buffers", "state_dict")}
+    names = {
+        t: {row["name"]: 0 for row in ref[t]} for t in ("named_parameters", "named_buffers", "state_dict")
+    }
     for name, style in styles.items():
+        # A member is listed when it, or (for a container) a tensor of its layers, is.
         assert members[name] == {
             "name": name,
             "style": style,
-            "in_parameters": name in names["named_parameters"],
-            "in_buffers": name in names["named_buffers"],
-            "in_state_dict": name in names["state_dict"],
+            "in_parameters": bool(own(names["named_parameters"], name)),
+            "in_buffers": bool(own(names["named_buffers"], name)),
+            "in_state_dict": bool(own(names["state_dict"], name)),
             "device_before": ref["devices_before"][name],
             "device_after": ref["devices_after"][name],
             "refused": None,
@@ -72,7 +76,7 @@ def test_only_plain_tensors_stay_behind_on_meta(client: TestClient, style: str) 
 @pytest.mark.parametrize("device", DEVICES)
 def test_get_and_post_give_identical_reports(client: TestClient, preset: str, device: str) -> None:
     member = PRESETS[preset].member_names[0]
-    body = {"preset": preset, "device": device, "styles": {member: "non_persistent_buffer"}}
+    body = {"preset": preset, "device": device, "styles": {member: styles_of(preset)[-1]}}
     posted = client.post("/api/lab", json=body)
     assert posted.status_code == 200
     assert posted.json() == lab(client, preset, device, body["styles"])
@@ -97,7 +101,8 @@ def test_devices(client: TestClient) -> None:
 
 def test_styles(client: TestClient) -> None:
     body = client.get("/api/styles").json()
-    assert [s["id"] for s in body] == list(STYLES)
+    assert [s["id"] for s in body] == list(STYLES) + list(CONTAINERS)
+    assert {s["kind"] for s in body if s["id"] in CONTAINERS} == {"container"}
     assert body[0]["code"] == "self.x = nn.Parameter(t)"
     assert set(body[0]) >= {"id", "title", "code"}
 
@@ -110,6 +115,7 @@ def test_presets(client: TestClient) -> None:
         "batchnorm",
         "positional_encoding",
         "tied_weights",
+        "layer_list",
         "custom",
     ]
     testmodel = body["testmodel"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 HX = {"HX-Request": "true"}
 
@@ -123,3 +124,44 @@ def test_security_headers_everywhere(client: TestClient, url: str) -> None:
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     inline = "'unsafe-inline'" in csp
     assert inline is (url == "/docs")  # only Swagger UI's start-up script, and only there
+
+
+CUSTOM = "/?preset=custom&style.w=buffer&shape.w=2"
+
+
+def test_custom_edit_without_javascript_redirects_to_the_permalink(client: TestClient) -> None:
+    edit = "&add=1&new=v&new_shape=2x2&new_style=frozen_parameter"
+    added = client.get(CUSTOM + edit, follow_redirects=False)
+    assert added.status_code == 303
+    assert added.headers["location"] == (
+        "/?preset=custom&device=cpu&style.w=buffer&style.v=frozen_parameter&shape.w=2&shape.v=2x2"
+    )
+    dropped = client.get(CUSTOM + "&drop=w", follow_redirects=False)
+    assert (dropped.status_code, dropped.headers["location"]) == (303, "/?preset=custom&device=cpu")
+    # The new member's fields ride in every submission: without "add" they change nothing.
+    assert client.get(CUSTOM + "&new=v&new_shape=2").status_code == 200
+
+
+def test_custom_edit_by_htmx_swaps_the_member_controls(client: TestClient) -> None:
+    headers = {"HX-Request": "true", "HX-Current-URL": "http://testserver" + CUSTOM}
+    response = client.get(CUSTOM + "&add=1&new=v", headers=headers)
+    assert response.status_code == 200
+    assert 'id="style-v"' in response.text and 'id="controls"' in response.text
+    assert response.headers["HX-Push-Url"].endswith("style.w=buffer&style.v=parameter&shape.w=2&shape.v=3")
+    assert "v: — → parameter" in response.text
+
+
+@pytest.mark.parametrize(
+    ("new", "message"),
+    [
+        ("&new=v&new_shape=100x100", "10000 elements; at most 4096 per tensor"),
+        ("&new=v&new_shape=2xx", "shape.v must look like 3x4"),
+        ("&new=v&new_style=sequential", "unknown style 'sequential'"),
+    ],
+)
+def test_custom_edit_torch_cannot_take_keeps_the_lab(client: TestClient, new: str, message: str) -> None:
+    full = client.get(CUSTOM + "&add=1" + new)
+    assert full.status_code == 422
+    assert escape(message) in full.text and 'data-name="w"' in full.text  # the lab as it was, and why not
+    swapped = client.get(CUSTOM + "&add=1" + new, headers={"HX-Request": "true"})
+    assert swapped.status_code == 200 and escape(message) in swapped.text

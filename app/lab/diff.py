@@ -40,6 +40,9 @@ class LabDiff:
         return not (self.preset or self.device or self.styles)
 
 
+ABSENT = "—"
+
+
 def _table(before: list, after: list) -> TableDiff:
     old = {row.name: row.device for row in before}
     new = {row.name: row.device for row in after}
@@ -59,6 +62,11 @@ def compare(before: LabReport | None, after: LabReport) -> LabDiff:
         return LabDiff(preset=(a.preset, b.preset))
     return LabDiff(
         device=(a.device, b.device) if a.device != b.device else None,
-        styles=tuple((m, a.styles[m], s) for m, s in b.styles.items() if a.styles.get(m) != s),
+        # A custom member added or dropped shows "—" for the side it is missing from.
+        styles=tuple(
+            (m, a.styles.get(m, ABSENT), b.styles.get(m, ABSENT))
+            for m in [*b.styles, *(m for m in a.styles if m not in b.styles)]
+            if a.styles.get(m) != b.styles.get(m)
+        ),
         tables={t: _table(getattr(before, t), getattr(after, t)) for t in TABLES},
     )

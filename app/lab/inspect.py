@@ -12,7 +12,8 @@ from torch import nn
 from app.lab import codegen
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, members
-from app.lab.styles import STYLES
+from app.lab.styles import ALL_STYLES
+from app.lab.tensors import member_device, member_tensors, tensors
 
 _NAMESPACE = {"torch": torch, "nn": nn}
 
@@ -114,7 +115,7 @@ def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None =
             setattr(model.get_submodule(owner), attr, _evaluate(layer.expr, model))
         for member in members(spec):
             try:
-                STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init, model))
+                ALL_STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init, model))
             except Exception as exc:  # a name torch refuses ("a.b", "", "training"): part of the result
                 if refusals is None:
                     raise
@@ -130,20 +131,19 @@ def _where(t: torch.Tensor) -> dict:
     return {"shape": list(t.shape), "dtype": dtype_name(t.dtype), "device": str(t.device)}
 
 
-def _member_device(model: nn.Module, name: str) -> str:
-    value = getattr(model, name, None)
-    return str(value.device) if isinstance(value, torch.Tensor) else "none"
-
-
 def inspect(spec: LabSpec) -> LabReport:
     """Build the module, note each member's device, move it, and read every table back."""
     refusals: dict[str, str] = {}
     model = build(spec, refusals=refusals)
-    before = {name: _member_device(model, name) for name in spec.styles}
+    container = {name: ALL_STYLES[style].kind == "container" for name, style in spec.styles.items()}
+    held = tensors(model)
+    before = {name: member_device(held, name, container[name]) for name in spec.styles}
     model.to(spec.device)
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     state = model.state_dict(keep_vars=True)
+    held = tensors(model)
+    own = {name: member_tensors(held, name, container[name]) for name in spec.styles}
     return LabReport(
         spec=spec,
         named_parameters=[
@@ -155,11 +155,11 @@ def inspect(spec: LabSpec) -> LabReport:
             MemberRow(
                 name=name,
                 style=style,
-                in_parameters=name in params,
-                in_buffers=name in buffers,
-                in_state_dict=name in state,
+                in_parameters=any(n in params for n in own[name]),
+                in_buffers=any(n in buffers for n in own[name]),
+                in_state_dict=any(n in state for n in own[name]),
                 device_before=before[name],
-                device_after=_member_device(model, name),
+                device_after=member_device(held, name, container[name]),
                 refused=refusals.get(name),
             )
             for name, style in spec.styles.items()

@@ -13,6 +13,8 @@ from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
 from app.lab.memo import report
 from app.lab.spec import LabSpec, from_query, resolve
+from app.lab.styles import ALL_STYLES
+from app.lab.tensors import member_tensors
 
 COLUMNS = {
     "in_parameters": "in parameters()",
@@ -65,10 +67,14 @@ def _matrix(query: str, torch_version: str) -> Matrix:
     refusals = {e: f"{r.error.type}: {r.error.message}" for e, r in runs.items() if r.error}
     rows = []
     for member in moved.members:
-        if member.refused:  # torch never attached it: nothing to ask of it
+        container = ALL_STYLES[member.style].kind == "container"
+        own = member_tensors(seen["cast"], member.name, container)
+        if member.refused or not own:  # torch never attached it: nothing to ask of it
             rows.append(MatrixRow(member=member.name, style=member.style, cells=dict.fromkeys(COLUMNS)))
             continue
-        cast, step, load = (seen[e][member.name] for e in ("cast", "step", "save_load"))
+        # A container's answer holds for every tensor of its layers (they are treated alike).
+        cast, step, load = ([seen[e][n] for n in own] for e in ("cast", "step", "save_load"))
+        changed_by_optimizer = set(runs["step"].facts.get("changed_by_optimizer", ()))
         rows.append(
             MatrixRow(
                 member=member.name,
@@ -78,15 +84,15 @@ def _matrix(query: str, torch_version: str) -> Matrix:
                     "in_buffers": lab[member.name].in_buffers,
                     "in_state_dict": lab[member.name].in_state_dict,
                     "moves_with_to": member.device_after == "meta",
-                    "cast_by_half": cast.dtype_after != cast.dtype_before,
-                    "gets_grad": None if "step" in refusals else step.has_grad,
+                    "cast_by_half": all(o.dtype_after != o.dtype_before for o in cast),
+                    "gets_grad": None if "step" in refusals else all(o.has_grad for o in step),
                     "changed_by_step": None
                     if "step" in refusals
-                    else member.name in runs["step"].facts["changed_by_optimizer"],
+                    else all(n in changed_by_optimizer for n in own),
                     # Back from the checkpoint: carried by it, and equal to the saved value after loading.
                     "restored_by_load": None
                     if "save_load" in refusals
-                    else lab[member.name].in_state_dict and load.changed is False,
+                    else lab[member.name].in_state_dict and all(o.changed is False for o in load),
                 },
             )
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.lab.langs import EN, ZH
-from app.lab.styles import STYLES
+from app.lab.styles import CONTAINERS, STYLES
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,28 @@ PRESETS: dict[str, Preset] = {
             forward="return self.head(self.embed(x)) + self.bias",
             sample_input="torch.randint(0, 10, (2, 5))",
             source="weight tying in language models",
+        ),
+        Preset(
+            id="layer_list",
+            class_name="LayerStack",
+            title={EN: "Sub-layers in a list", ZH: "放在列表里的子层"},
+            description={
+                EN: "Two linear blocks kept in 'blocks', then a head. In a plain Python list torch never "
+                "sees them: no parameters, nothing in state_dict(), left behind by .to(), untouched by the "
+                "optimizer though they get grads. nn.ModuleList and nn.Sequential register them as "
+                "blocks.0, blocks.1.",
+                ZH: "两个线性块放在 'blocks' 中，后面接一个输出层。"
+                "放在普通 Python 列表里时 torch 看不到它们：不在参数中，state_dict() 里没有，"
+                ".to() 不移动它们，虽然有梯度，优化器却不更新它们。"
+                "nn.ModuleList 和 nn.Sequential 会把它们注册为 blocks.0、blocks.1。",
+            },
+            layers=(Layer("head", "nn.Linear(4, 2)"),),
+            members=(
+                Member("blocks", "[nn.Linear(4, 4) for _ in range(2)]", "python_list", tuple(CONTAINERS)),
+            ),
+            forward="for block in self.blocks:\n    x = torch.relu(block(x))\nreturn self.head(x)",
+            sample_input="torch.randn(2, 4)",
+            source="the classic ModuleList question",
         ),
         Preset(
             id="custom",

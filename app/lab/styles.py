@@ -10,13 +10,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from keyword import iskeyword
+from typing import Any
 
-import torch
 from torch import nn
 
 from app.lab.langs import EN, ZH
 
-Attach = Callable[[nn.Module, str, torch.Tensor], None]
+Attach = Callable[[nn.Module, str, Any], None]  # a tensor, or a list of layers for a container
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ class Style:
     # Code line with ``{name}`` and ``{value}`` placeholders; the same text codegen writes.
     template: str
     attach: Attach
+    # "tensor": attaches a tensor; "container": holds a list of sub-layers (the layer_list preset).
+    kind: str = "tensor"
 
     def line(self, name: str, value: str) -> str:
         """The Python line that attaches ``value`` (source text) as ``name`` inside ``__init__``."""
@@ -40,8 +42,8 @@ class Style:
 
     @property
     def code(self) -> str:
-        """The code line for a tensor ``t`` attached as ``x``."""
-        return self.line("x", "t")
+        """The code line for a tensor ``t`` (or a list of ``layers``) attached as ``x``."""
+        return self.line("x", "layers" if self.kind == "container" else "t")
 
 
 def _set(module: nn.Module, name: str, value: object) -> None:
@@ -124,3 +126,47 @@ STYLES: dict[str, Style] = {
         ),
     )
 }
+
+
+# Sub-layers held in a list: how the container is written decides whether torch sees them at all.
+CONTAINERS: dict[str, Style] = {
+    s.id: s
+    for s in (
+        Style(
+            "python_list",
+            {EN: "Python list", ZH: "Python 列表"},
+            {
+                EN: "A plain list of layers: torch does not look inside it, so their parameters are not "
+                "in parameters() or state_dict(), and .to() and optimizers never reach them.",
+                ZH: "普通的层列表：torch 不会查看列表内部，所以这些层的参数不在 parameters() 和 "
+                "state_dict() 中，.to() 和优化器也碰不到它们。",
+            },
+            "self.{name} = {value}",
+            _set,
+            "container",
+        ),
+        Style(
+            "module_list",
+            {EN: "nn.ModuleList", ZH: "nn.ModuleList"},
+            {
+                EN: "Registers every layer as a submodule named by its index: blocks.0.weight, ...",
+                ZH: "把每一层注册为以下标命名的子模块：blocks.0.weight, ...",
+            },
+            "self.{name} = nn.ModuleList({value})",
+            lambda m, n, layers: _set(m, n, nn.ModuleList(layers)),
+            "container",
+        ),
+        Style(
+            "sequential",
+            {EN: "nn.Sequential", ZH: "nn.Sequential"},
+            {
+                EN: "Registers the layers like nn.ModuleList, and can also be called to run them in order.",
+                ZH: "与 nn.ModuleList 一样注册各层，还可以直接调用以按顺序运行它们。",
+            },
+            "self.{name} = nn.Sequential(*{value})",
+            lambda m, n, layers: _set(m, n, nn.Sequential(*layers)),
+            "container",
+        ),
+    )
+}
+ALL_STYLES: dict[str, Style] = {**STYLES, **CONTAINERS}

@@ -3,12 +3,18 @@ this function, and the scripts they generate carry its very source, so both list
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
 
 def tensors(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
-    """Every tensor reachable in the module, by qualified name, with its kind."""
+    """Every tensor reachable in the module, by qualified name, with its kind.
+
+    "tensor" is the kind torch does not track: a plain attribute, or a layer's tensor held in a
+    plain Python list (named ``blocks[0].weight``: torch has no name for it).
+    """
     found: dict[str, tuple[str, torch.Tensor]] = {}
     for prefix, module in model.named_modules():
         dot = prefix + "." if prefix else ""
@@ -21,4 +27,23 @@ def tensors(model: nn.Module) -> dict[str, tuple[str, torch.Tensor]]:
         for name, value in vars(module).items():
             if isinstance(value, torch.Tensor):
                 found.setdefault(dot + name, ("tensor", value))
+            elif isinstance(value, list):  # layers in a plain list: named_modules() never gets there
+                for i, item in enumerate(value):
+                    if isinstance(item, nn.Module):
+                        for sub, (_, t) in tensors(item).items():
+                            found.setdefault(f"{dot}{name}[{i}].{sub}", ("tensor", t))
     return found
+
+
+def member_tensors(names: Iterable[str], member: str, container: bool) -> list[str]:
+    """The names among ``names`` that belong to a member: itself, or a container's layers' tensors."""
+    if not container:  # exact: a custom member "a" must not claim a member named "a.b"
+        return [n for n in names if n == member]
+    return [n for n in names if n.startswith((member + ".", member + "["))]
+
+
+def member_device(held: dict[str, tuple[str, torch.Tensor]], member: str, container: bool) -> str:
+    """Where a member is (``held`` from ``tensors``): its tensor's device, a container's first
+    tensor's; "none" if it has none (torch refused it)."""
+    found = member_tensors(held, member, container)
+    return str(held[found[0]][1].device) if found else "none"

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from playwright.sync_api import Browser, Page, expect
+from torch import nn
 
 from tests.browser.conftest import Watch, open_context
 from tests.lab.reference import TUTORIAL_DEFAULTS, tables
@@ -189,10 +191,73 @@ def test_without_javascript_the_form_still_works(browser: Browser, base_url: str
     context.close()
 
 
+def test_layers_in_a_list_then_in_a_module_list(page: Page) -> None:
+    page.goto("/?preset=layer_list")
+    assert_tables_match_torch(page, "layer_list", {"blocks": "python_list"}, "cpu")
+    mark_page(page)
+    page.select_option("#style-blocks", "module_list")
+    expect(page.locator("#named-parameters tr[data-name='blocks.0.weight']")).to_have_class("row-added")
+    assert still_same_page(page)
+    assert_tables_match_torch(page, "layer_list", {"blocks": "module_list"}, "cpu")
+
+
+def torch_refusal(name: str) -> str:
+    """What torch itself says when a parameter gets this name."""
+    try:
+        nn.Module().register_parameter(name, nn.Parameter(torch.randn(3)))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError(f"torch took {name!r}")
+
+
+def test_custom_members_added_refused_and_dropped(page: Page) -> None:
+    page.goto("/?preset=custom")
+    mark_page(page)
+    page.fill("#new-name", "w")
+    page.fill("#new-shape", "2x3")
+    page.select_option("#new-style", "buffer")
+    page.press("#new-name", "Enter")  # Enter adds, like the Add button
+    expect(page.locator("#named-buffers tr[data-name='w']")).to_have_count(1)
+    assert "style.w=buffer" in page.url and "shape.w=2x3" in page.url
+    expect(page.locator("#style-w")).to_have_value("buffer")  # the member's own control came in
+    expect(page.locator("#new-name")).to_have_value("")
+    page.fill("#new-name", "a.b")
+    page.click("#add-member button.add")
+    refusal = page.locator("#members-table tr[data-name='a.b'] .refused")
+    expect(refusal.locator("code")).to_have_text(torch_refusal("a.b"))
+    page.fill("#new-name", "big")
+    page.fill("#new-shape", "100x100")
+    page.click("#add-member button.add")
+    expect(page.locator("#results [role=alert]")).to_contain_text("at most 4096")
+    page.click("button.drop[value='w']")
+    expect(page.locator("#named-buffers tr[data-name='w']")).to_have_count(0)
+    expect(page.locator("#style-w")).to_have_count(0)
+    assert still_same_page(page)
+    assert "style.w" not in page.url and "style.a.b=parameter" in page.url
+
+
+def test_custom_member_added_without_javascript(browser: Browser, base_url: str, watch: Watch) -> None:
+    context = open_context(browser, base_url, watch, java_script_enabled=False)
+    page = context.new_page()
+    page.goto("/?preset=custom")
+    page.fill("#new-name", "w")
+    page.select_option("#new-style", "non_persistent_buffer")
+    page.click("#add-member button.add")
+    page.wait_for_url(lambda url: "style.w=non_persistent_buffer" in url and "add=" not in url)
+    assert names(page, "named-buffers") == ["w"]
+    assert names(page, "state-dict") == ["linear.weight", "linear.bias"]
+    context.close()
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize(
     "query",
-    ["/?preset=testmodel&device=meta", "/?lang=zh-CN&present=1", "/?style.buffer1=parameter&experiment=step"],
+    [
+        "/?preset=testmodel&device=meta",
+        "/?lang=zh-CN&present=1",
+        "/?style.buffer1=parameter&experiment=step",
+        "/?preset=custom&style.w=buffer&style.a.b=parameter&experiment=step",
+    ],
 )
 def test_axe_finds_no_serious_violations(
     browser: Browser, base_url: str, watch: Watch, scheme: str, query: str

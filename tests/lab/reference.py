@@ -5,6 +5,8 @@ Every report the app produces is compared with what these modules say.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -28,6 +30,54 @@ def attach(module: nn.Module, name: str, tensor: torch.Tensor, style: str) -> No
             setattr(module, name, tensor)
         case _:
             raise AssertionError(f"no reference for style {style!r}")
+
+
+def contain(module: nn.Module, name: str, layers: list[nn.Module], style: str) -> None:
+    """Hold ``layers`` the way a container style says."""
+    match style:
+        case "python_list":
+            setattr(module, name, layers)
+        case "module_list":
+            setattr(module, name, nn.ModuleList(layers))
+        case "sequential":
+            setattr(module, name, nn.Sequential(*layers))
+        case _:
+            raise AssertionError(f"no reference for container style {style!r}")
+
+
+def named(model: nn.Module, members: list[str]) -> dict[str, torch.Tensor]:
+    """Every tensor by name: a tied one under each of its names (as state_dict() lists it), plain
+    tensor members, and the layers of a plain list as ``blocks[0].weight``."""
+    found = dict(model.named_parameters(remove_duplicate=False))
+    found.update(model.named_buffers(remove_duplicate=False))
+    for m in members:
+        value = getattr(model, m)
+        if isinstance(value, torch.Tensor):
+            found.setdefault(m, value)
+        elif isinstance(value, list):
+            for i, layer in enumerate(value):
+                found.update({f"{m}[{i}].{n}": p for n, p in layer.named_parameters()})
+    return found
+
+
+def own(names: Iterable[str], member: str) -> list[str]:
+    """The names that belong to a member: itself, or the tensors of the layers it holds."""
+    return [n for n in names if n == member or n.startswith((member + ".", member + "["))]
+
+
+def untracked(model: nn.Module, member: str) -> torch.Tensor:
+    """A member's values as one tensor: the tensor itself, or all its layers' tensors flattened."""
+    value = getattr(model, member)
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.cat([p.detach().flatten() for layer in value for p in layer.parameters()])
+
+
+def member_device(model: nn.Module, member: str) -> str:
+    value = getattr(model, member)
+    if isinstance(value, torch.Tensor):
+        return str(value.device)
+    return str(next(p for layer in value for p in layer.parameters()).device)
 
 
 class MyModule(nn.Module):
@@ -106,6 +156,18 @@ class TiedLM(nn.Module):
         return self.head(self.embed(x)) + self.bias
 
 
+class LayerStack(nn.Module):
+    def __init__(self, styles: dict[str, str]) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, 2)
+        contain(self, "blocks", [nn.Linear(4, 4) for _ in range(2)], styles["blocks"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = torch.relu(block(x))
+        return self.head(x)
+
+
 class CustomModule(nn.Module):
     def __init__(self, styles: dict[str, str], shapes: dict[str, list[int]] | None = None) -> None:
         super().__init__()
@@ -123,6 +185,7 @@ REFERENCES: dict[str, type[nn.Module]] = {
     "batchnorm": NormModel,
     "positional_encoding": PositionalEncoding,
     "tied_weights": TiedLM,
+    "layer_list": LayerStack,
     "custom": CustomModule,
 }
 INPUTS = {
@@ -131,6 +194,7 @@ INPUTS = {
     "batchnorm": lambda: torch.randn(8, 4),
     "positional_encoding": lambda: torch.randint(0, 10, (2, 8)),
     "tied_weights": lambda: torch.randint(0, 10, (2, 5)),
+    "layer_list": lambda: torch.randn(2, 4),
     "custom": lambda: torch.randn(2, 3),
 }
 TUTORIAL_DEFAULTS = {
@@ -144,6 +208,7 @@ TUTORIAL_DEFAULTS = {
     "batchnorm": {"scale": "parameter"},
     "positional_encoding": {"pe": "buffer"},
     "tied_weights": {"bias": "parameter"},
+    "layer_list": {"blocks": "python_list"},
     "custom": {},
 }
 
@@ -177,7 +242,7 @@ def _persistent(model: nn.Module, qualified: str) -> bool:
 def tables(preset: str, styles: dict[str, str], device: str) -> dict:
     """What torch says about the reference module moved to ``device``: the report's tables."""
     model = reference(preset, styles)
-    before = {name: str(getattr(model, name).device) for name in styles}
+    before = {name: member_device(model, name) for name in styles}
     model.to(device)
     return {
         "named_parameters": [
@@ -188,5 +253,5 @@ def tables(preset: str, styles: dict[str, str], device: str) -> dict:
         ],
         "state_dict": [{"name": n, **_row(t)} for n, t in model.state_dict().items()],
         "devices_before": before,
-        "devices_after": {name: str(getattr(model, name).device) for name in styles},
+        "devices_after": {name: member_device(model, name) for name in styles},
     }

@@ -12,13 +12,12 @@ from app.lab.devices import device_ids
 from app.lab.inspect import inspect
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from app.lab.styles import STYLES
+from tests.lab.cases import PRESET_STYLES
 
 # Every style on every member of both presets (on meta, so devices move), plus the tutorials' defaults.
 SPECS = [
     LabSpec(preset=p, device="meta", styles=dict.fromkeys(PRESETS[p].member_names, s))
-    for p in PRESETS
-    for s in STYLES
+    for p, s in PRESET_STYLES
 ] + [LabSpec(preset=p, device="cpu") for p in PRESETS]
 
 

@@ -18,6 +18,8 @@ SPECS = [
     LabSpec(preset="testmodel", styles={"buffer1": "parameter"}),  # step: torch refuses
     LabSpec(preset="tied_weights"),
     LabSpec(preset="batchnorm", device="meta"),
+    LabSpec(preset="layer_list"),  # layers in a plain list: seen by the script as blocks[0].weight
+    LabSpec(preset="layer_list", device="meta", styles={"blocks": "module_list"}),
 ]
 INTO = LabSpec(preset="testmodel", styles={"buffer2": "non_persistent_buffer"})
 # One interpreter runs every script (each in a fresh namespace), so torch is imported once.

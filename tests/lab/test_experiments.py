@@ -6,24 +6,15 @@ import io
 
 import pytest
 import torch
-from torch import nn
 
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from app.lab.styles import STYLES
-from tests.lab.reference import reference, sample
+from tests.lab.cases import PRESET_STYLES, styles_of
+from tests.lab.reference import named, reference, sample
 
-CASES = [(p, s, d) for p in PRESETS for s in STYLES for d in ("cpu", "meta")]
-
-
-def named(model: nn.Module, members: list[str]) -> dict[str, torch.Tensor]:
-    # Every name, a tied tensor under each of its names (as state_dict() lists it).
-    found = dict(model.named_parameters(remove_duplicate=False))
-    found.update(model.named_buffers(remove_duplicate=False))
-    found.update({m: getattr(model, m) for m in members if m not in found})
-    return found
+CASES = [(p, s, d) for p, s in PRESET_STYLES for d in ("cpu", "meta")]
 
 
 def changed(before: torch.Tensor, after: torch.Tensor) -> bool | None:
@@ -120,7 +111,8 @@ def test_save_load(preset: str, style: str, device: str) -> None:
     assert {t.name: t.changed for t in result.tensors} == {n: changed(saved[n], loaded[n]) for n in saved}
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if PRESETS[p].members])  # custom: see test_custom
+# custom: see test_custom; layer_list holds layers, not tensors: see the next test
+@pytest.mark.parametrize("preset", [p for p in PRESETS if PRESETS[p].members and "buffer" in styles_of(p)])
 @pytest.mark.parametrize("into", ["non_persistent_buffer", "plain_tensor", "parameter", "buffer"])
 def test_load_into_another_spec(preset: str, into: str) -> None:
     spec, styles = spec_of(preset, "buffer", "cpu")
@@ -135,6 +127,32 @@ def test_load_into_another_spec(preset: str, into: str) -> None:
     assert result.facts["unexpected_keys"] == loose.unexpected_keys
     if into in ("non_persistent_buffer", "plain_tensor"):
         assert "Unexpected key(s) in state_dict" in str(strict)  # the real-world persistence break
+
+
+@pytest.mark.parametrize("style", styles_of("layer_list"))
+@pytest.mark.parametrize("into", styles_of("layer_list"))
+def test_load_layers_into_another_container(style: str, into: str) -> None:
+    """ModuleList and Sequential name the layers alike (blocks.0.weight); a plain list has no names."""
+    spec, styles = spec_of("layer_list", style, "cpu")
+    other, other_styles = spec_of("layer_list", into, "cpu")
+    state = reference("layer_list", styles).state_dict()
+    target = reference("layer_list", other_styles, into=True)
+    strict = refusal(lambda: target.load_state_dict(state))
+    loose = target.load_state_dict(state, strict=False)
+    result = run_experiment("load_into", spec, other)
+    assert result.facts["strict"] == (strict or "ok")
+    assert (result.facts["missing_keys"], result.facts["unexpected_keys"]) == (
+        loose.missing_keys,
+        loose.unexpected_keys,
+    )
+    assert (strict is None) == (
+        (style == "python_list") == (into == "python_list")
+        or {style, into}
+        == {
+            "module_list",
+            "sequential",
+        }
+    )
 
 
 @pytest.mark.parametrize(("preset", "style", "device"), CASES)
@@ -152,7 +170,7 @@ def test_identity(preset: str, style: str, device: str) -> None:
     assert result.facts["optimizer_holds_model_parameters"] == all(id(p) in current for p in held)
 
 
-@pytest.mark.parametrize(("preset", "style"), [(p, s) for p in PRESETS for s in STYLES])
+@pytest.mark.parametrize(("preset", "style"), PRESET_STYLES)
 def test_meta_roundtrip(preset: str, style: str) -> None:
     spec, styles = spec_of(preset, style, "cpu")
     model = reference(preset, styles).to("meta")

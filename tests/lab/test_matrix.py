@@ -9,26 +9,28 @@ from app.lab.devices import device_ids
 from app.lab.matrix import COLUMNS, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from app.lab.styles import STYLES
-from tests.lab.reference import reference, sample
+from tests.lab.cases import PRESET_STYLES
+from tests.lab.reference import named, own, reference, sample
 
 
-@pytest.mark.parametrize(("preset", "style"), [(p, s) for p in PRESETS for s in STYLES])
+@pytest.mark.parametrize(("preset", "style"), PRESET_STYLES)
 def test_matrix_matches_torch(preset: str, style: str) -> None:
+    """A member's cell holds for each of its tensors: itself, or every tensor of the layers it holds."""
     styles = dict.fromkeys(PRESETS[preset].member_names, style)
     result = matrix(resolve(LabSpec(preset=preset, styles=styles), device_ids()))
     assert list(result.columns) == list(COLUMNS)
     model = reference(preset, styles)
     params, buffers, state = dict(model.named_parameters()), dict(model.named_buffers()), model.state_dict()
-    on_meta = reference(preset, styles).to("meta")
-    half = reference(preset, styles).half()
+    on_meta = named(reference(preset, styles).to("meta"), list(styles))
+    half = named(reference(preset, styles).half(), list(styles))
     for row in result.rows:
-        name = row.member
-        assert row.cells["in_parameters"] == (name in params)
-        assert row.cells["in_buffers"] == (name in buffers)
-        assert row.cells["in_state_dict"] == (name in state)
-        assert row.cells["moves_with_to"] == getattr(on_meta, name).is_meta
-        assert row.cells["cast_by_half"] == (getattr(half, name).dtype == torch.float16)
+        mine = own(on_meta, row.member)
+        assert mine
+        assert row.cells["in_parameters"] == any(n in params for n in mine)
+        assert row.cells["in_buffers"] == any(n in buffers for n in mine)
+        assert row.cells["in_state_dict"] == any(n in state for n in mine)
+        assert row.cells["moves_with_to"] == on_meta[mine[0]].is_meta
+        assert row.cells["cast_by_half"] == all(half[n].dtype == torch.float16 for n in mine)
     trained = reference(preset, styles)
     optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
     try:
@@ -37,12 +39,25 @@ def test_matrix_matches_torch(preset: str, style: str) -> None:
         assert result.refusals["step"] == f"RuntimeError: {exc}"
         assert all(row.cells["gets_grad"] is None for row in result.rows)
         return
-    before = {name: getattr(trained, name).detach().clone() for name in styles}
+    before = {n: t.detach().clone() for n, t in named(trained, list(styles)).items()}
     optimizer.step()
+    after = named(trained, list(styles))
     for row in result.rows:
-        tensor = getattr(trained, row.member)
-        assert row.cells["gets_grad"] == (tensor.grad is not None)
-        assert row.cells["changed_by_step"] == (not torch.equal(before[row.member], tensor))
+        mine = own(after, row.member)
+        assert row.cells["gets_grad"] == all(after[n].grad is not None for n in mine)
+        assert row.cells["changed_by_step"] == all(not torch.equal(before[n], after[n]) for n in mine)
+
+
+def test_layers_in_a_plain_list_get_grads_the_optimizer_never_uses() -> None:
+    """The classic bug, as torch shows it: backward reaches the listed layers, SGD does not."""
+    rows = {
+        style: matrix(resolve(LabSpec(preset="layer_list", styles={"blocks": style}), device_ids())).rows[0]
+        for style in ("python_list", "module_list", "sequential")
+    }
+    assert rows["python_list"].cells["gets_grad"] and not rows["python_list"].cells["changed_by_step"]
+    assert not rows["python_list"].cells["in_state_dict"] and not rows["python_list"].cells["moves_with_to"]
+    assert rows["module_list"].cells == rows["sequential"].cells
+    assert all(rows["module_list"].cells[c] for c in COLUMNS if c != "in_buffers")
 
 
 def test_tutorial_table() -> None:

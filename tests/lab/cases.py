@@ -1,0 +1,14 @@
+"""Which styles each preset's members take: the cases the tests run every preset through."""
+
+from __future__ import annotations
+
+from app.lab.presets import PRESETS
+from app.lab.styles import STYLES
+
+
+def styles_of(preset: str) -> tuple[str, ...]:
+    members = PRESETS[preset].members
+    return members[0].styles if members else tuple(STYLES)  # custom: any tensor style
+
+
+PRESET_STYLES = [(p, s) for p in PRESETS for s in styles_of(p)]
