@@ -9,7 +9,9 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from app import inspections
 from app.lab import devices, memo
+from app.lab.checkpoints import CheckpointReport
 from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
 from app.lab.inspect import LabReport
 from app.lab.langs import EN, ZH
@@ -276,3 +278,63 @@ async def experiment_post(experiment_id: str, request: Annotated[ExperimentReque
 async def matrix_get(request: Request) -> Response:
     spec = resolved(from_query(request.query_params.multi_items()))
     return _json(matrix(spec).model_dump_json().encode())
+
+
+STATE_DICT = "state_dict"  # query: where in the file the state_dict to load is
+CHECKPOINT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+CHECKPOINT_QUERY = [{**p, "required": False} for p in LAB_QUERY] + [
+    {
+        "name": STATE_DICT,
+        "in": "query",
+        "description": "Where in the file the state_dict to load is, e.g. model ('' for the top); "
+        "by default the top, then model/state_dict keys, then the largest dict of tensors.",
+        "schema": {"type": "string"},
+    }
+]
+
+
+def checkpoint_request(request: Request) -> tuple[LabSpec | None, str | None]:
+    """The module to load into (a spec in the query, as for /api/lab), checked before any upload."""
+    items = request.query_params.multi_items()
+    at = [value for key, value in items if key == STATE_DICT]
+    if len(at) > 1:
+        raise SpecError(("query", STATE_DICT), f"query parameter {STATE_DICT!r} given more than once")
+    items = [(key, value) for key, value in items if key != STATE_DICT]
+    return (resolved(from_query(items)) if items else None), (at[0] if at else None)
+
+
+@router.post(
+    "/checkpoints",
+    response_model=CheckpointReport,
+    responses={
+        404: {"description": "Unknown preset, or the inspector is turned off (MRE_CHECKPOINTS=false)"},
+        413: {"description": "File, zip contents or safetensors header over a cap"},
+        415: {"description": "Neither multipart/form-data nor application/octet-stream"},
+        422: {"description": "Not a checkpoint, truncated, refused by torch's weights-only unpickler"},
+        503: {"description": "Every inspection slot busy; try again"},
+    },
+    openapi_extra={"requestBody": CHECKPOINT_BODY, "parameters": CHECKPOINT_QUERY},
+    description="What is inside a checkpoint: `.safetensors` (header only), torch zip files (`.pt`, `.pth`, "
+    "`.bin`: `torch.load(weights_only=True, mmap=True)`) and torch's legacy format. Tensors by location and "
+    "as a tree by module path, totals per dtype, tensors sharing storage, other values, the dicts of "
+    "tensors it holds. With a spec in the query (`preset=...`, as for /api/lab) it is also loaded into that "
+    "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches. Send the "
+    "file as multipart/form-data (part `file`) or as the raw body.",
+)
+async def checkpoint_post(request: Request) -> Response:
+    spec, at = checkpoint_request(request)
+    async with inspections.uploaded(request) as (path, _):
+        report = await inspections.inspect(request, path, spec, at)
+    return _json(report.model_dump_json().encode())

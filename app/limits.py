@@ -19,20 +19,25 @@ def _message(max_bytes: int) -> str:
 
 
 class BodyLimit:
-    """Refuses bodies over ``max_bytes``: at once from Content-Length, else while streaming."""
+    """Refuses bodies over ``max_bytes``: at once from Content-Length, else while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``larger`` gives some paths (uploads) their own cap; every other route keeps ``max_bytes``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.max_bytes)
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._refuse(send, max_bytes)
             return
         if b"transfer-encoding" not in headers and declared in (b"", b"0"):
             # No body can follow (RFC 9112 6.3): nothing to count, so no wrapper on the hot path.
@@ -45,8 +50,8 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise _TooLarge(self.max_bytes)
+            if received > max_bytes:
+                raise _TooLarge(max_bytes)
             return message
 
         async def watched(message: Message) -> None:
@@ -59,10 +64,10 @@ class BodyLimit:
         except _TooLarge:
             if started:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, max_bytes)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": _message(self.max_bytes)}).encode()
+    async def _refuse(self, send: Send, max_bytes: int) -> None:
+        body = json.dumps({"detail": _message(max_bytes)}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -11,10 +11,13 @@ from pydantic import ValidationError
 from app import api, pages
 from app.assets import static_assets
 from app.http_cache import HttpCache, ResponseStore
+from app.inspections import Slots, body_caps
+from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
+from app.uploads import UploadError
 
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
@@ -29,6 +32,12 @@ def _spec_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     error = {"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}
     return JSONResponse({"detail": [error]}, status_code=422)
+
+
+def _refused(request: Request, exc: Exception) -> JSONResponse:
+    # An upload or checkpoint the inspector cannot take: the status and message it chose.
+    assert isinstance(exc, UploadError | CheckpointError)
+    return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
 
 def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -65,13 +74,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
+    app.add_exception_handler(UploadError, _refused)
+    app.add_exception_handler(CheckpointError, _refused)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route(
         "/static/{name:path}", static_assets().serve, methods=["GET", "HEAD"], include_in_schema=False
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
     app.add_middleware(SecurityHeaders)
     # Outermost of ours: a hit is answered before any other middleware or routing runs.
     app.add_middleware(

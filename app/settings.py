@@ -19,6 +19,16 @@ class Settings(BaseSettings):
     custom_max_elements: int = 4096
     # Finished responses kept per process (bounded, so memory stays flat under any traffic).
     response_cache_entries: int = 2048
+    # The checkpoint inspector: on unless turned off; an upload is streamed to a temporary file
+    # (in checkpoint_tmp_dir, the system's by default) and removed when the answer is sent.
+    checkpoints: bool = True
+    checkpoint_max_bytes: int = 2 * 1024**3
+    checkpoint_legacy_max_bytes: int = 1024**3  # torch's legacy format is read whole into memory
+    checkpoint_header_max_bytes: int = 16 * 1024**2  # a safetensors JSON header
+    checkpoint_max_entries: int = 100_000  # tensors and values listed, zip members
+    checkpoint_slots: int = 2  # inspections at a time per process; others wait for a slot
+    checkpoint_wait_seconds: float = 30.0  # then get a 503
+    checkpoint_tmp_dir: str | None = None
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
     torch_threads: int = 1
 

@@ -1,0 +1,127 @@
+"""Receiving one uploaded file: streamed to disk under a cap as it arrives, never whole in memory.
+
+Takes ``multipart/form-data`` (the file in the part named ``file``, small text fields beside it,
+as a browser form sends them) or the raw bytes (``application/octet-stream``, as ``curl
+--data-binary`` sends them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+FILE_FIELD = "file"
+MAX_FIELDS = 80  # the page's form: preset, device, a style per member, state_dict ...
+MAX_FIELD_BYTES = 1024
+
+
+class UploadError(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Upload:
+    filename: str = ""
+    size: int = 0
+    fields: list[tuple[str, str]] = field(default_factory=list)
+    received: bool = False  # a file part (or a raw body) was there
+
+
+class _Parts:
+    """python-multipart callbacks: the file part goes to ``out``, text fields to ``upload.fields``."""
+
+    def __init__(self, out: BinaryIO, upload: Upload, max_bytes: int) -> None:
+        self.out, self.upload, self.max_bytes = out, upload, max_bytes
+        self.header_name = self.header_value = b""
+        self.disposition = b""
+        self.name: str | None = None
+        self.is_file = False
+        self.value = bytearray()
+
+    def on_part_begin(self) -> None:
+        self.disposition, self.name, self.is_file, self.value = b"", None, False, bytearray()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        if self.header_name.lower() == b"content-disposition":
+            self.disposition = self.header_value
+        self.header_name = self.header_value = b""
+
+    def on_headers_finished(self) -> None:
+        _, options = parse_options_header(self.disposition)
+        if b"name" not in options:
+            raise UploadError(
+                422, 'a multipart part has no name (Content-Disposition: form-data; name="...")'
+            )
+        self.name = options[b"name"].decode("utf-8", "replace")
+        self.is_file = self.name == FILE_FIELD
+        if self.is_file:
+            if self.upload.received:
+                raise UploadError(422, f"one file per request, in the part named {FILE_FIELD!r}")
+            self.upload.received = True
+            self.upload.filename = options.get(b"filename", b"").decode("utf-8", "replace")
+        elif len(self.upload.fields) >= MAX_FIELDS:
+            raise UploadError(422, f"more than {MAX_FIELDS} form fields")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.is_file:
+            _write(self.out, self.upload, data[start:end], self.max_bytes)
+            return
+        self.value += data[start:end]
+        if len(self.value) > MAX_FIELD_BYTES:
+            raise UploadError(422, f"form field {self.name!r} over {MAX_FIELD_BYTES} bytes")
+
+    def on_part_end(self) -> None:
+        if not self.is_file and self.name is not None:
+            self.upload.fields.append((self.name, self.value.decode("utf-8", "replace")))
+
+
+def _write(out: BinaryIO, upload: Upload, chunk: bytes, max_bytes: int) -> None:
+    upload.size += len(chunk)
+    if upload.size > max_bytes:
+        raise UploadError(413, f"the file is over the cap of {max_bytes} bytes (MRE_CHECKPOINT_MAX_BYTES)")
+    out.write(chunk)
+
+
+async def receive(request: Request, dest: Path, max_bytes: int) -> Upload:
+    """Stream the request's file into ``dest``; the caller removes ``dest`` whatever happens."""
+    kind, params = parse_options_header(request.headers.get("content-type", ""))
+    upload = Upload()
+    with dest.open("wb") as out:
+        if kind == b"multipart/form-data":
+            boundary = params.get(b"boundary")
+            if not boundary:
+                raise UploadError(422, "multipart/form-data without a boundary")
+            parts = _Parts(out, upload, max_bytes)
+            callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
+            parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+            try:
+                async for chunk in request.stream():
+                    parser.write(chunk)
+                parser.finalize()
+            except MultipartParseError as exc:
+                raise UploadError(422, f"malformed multipart body: {exc}") from exc
+        elif kind in (b"application/octet-stream", b""):
+            upload.received = True
+            async for chunk in request.stream():
+                _write(out, upload, chunk, max_bytes)
+        else:
+            raise UploadError(
+                415, "send the file as multipart/form-data (field 'file') or as application/octet-stream"
+            )
+    if not upload.received:
+        raise UploadError(422, f"no file: send it in the multipart part named {FILE_FIELD!r}")
+    return upload
