@@ -1,0 +1,185 @@
+"""The checkpoint inspector against the files torch and safetensors write, and torch's own loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from app.lab.checkpoints import (
+    CheckpointError,
+    CheckpointTooLarge,
+    Limits,
+    inspect_checkpoint,
+    torch_ok,
+)
+from app.lab.devices import device_ids
+from app.lab.spec import LabSpec, resolve
+from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+
+LIMITS = Limits(max_bytes=64 * 1024**2, header_max_bytes=1024**2, max_entries=10_000)
+FORMATS = ["torch_zip", "torch_legacy"]
+
+
+def save(obj: object, path: Path, fmt: str) -> Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=fmt == "torch_zip")
+    return path
+
+
+def ref(preset: str, **styles: str) -> torch.nn.Module:
+    """The reference module, its members at the tutorial's styles but those given."""
+    return reference(preset, {**TUTORIAL_DEFAULTS[preset], **styles})
+
+
+def spec(preset: str, **styles: str) -> LabSpec:
+    return resolve(LabSpec(preset=preset, styles=styles), device_ids())
+
+
+def refusal(action) -> str:
+    try:
+        action()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_torch_file_lists_what_torch_loads(tmp_path: Path, fmt: str) -> None:
+    state = reference("batchnorm", {"scale": "buffer"}).state_dict()
+    report = inspect_checkpoint(save(state, tmp_path / "m.pt", fmt), LIMITS)
+    assert report.format == fmt
+    loaded = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert [(t.name, t.shape, t.dtype) for t in report.tensors] == [
+        (k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in loaded.items()
+    ]
+    assert report.dtypes["int64"].tensors == 1  # num_batches_tracked
+    assert report.total_bytes == sum(v.numel() * v.element_size() for v in loaded.values())
+    assert report.state_dicts == [""]
+    # The tree by module path: bn holds its weight, bias and three running buffers.
+    bn = next(node for node in report.tree if node.name == "bn")
+    assert [c.name for c in bn.children] == [k.split(".", 1)[1] for k in loaded if k.startswith("bn.")]
+    assert bn.bytes == sum(v.numel() * v.element_size() for k, v in loaded.items() if k.startswith("bn."))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_tied_weights_share_storage(tmp_path: Path, fmt: str) -> None:
+    model = reference("tied_weights", {"bias": "parameter"})
+    state = model.state_dict()
+    report = inspect_checkpoint(save(state, tmp_path / "m.pt", fmt), LIMITS)
+    assert report.shared == [["embed.weight", "head.weight"]]
+    tied = state["embed.weight"]
+    assert report.total_bytes - report.unique_bytes == tied.numel() * tied.element_size()
+    head = next(t for t in report.tensors if t.name == "head.weight")
+    assert head.shared_with == ["embed.weight"]
+
+
+def test_safetensors_from_its_header(tmp_path: Path) -> None:
+    state = {
+        "a.weight": torch.randn(3, 4),
+        "a.steps": torch.arange(5),
+        "b": torch.zeros(2, dtype=torch.bfloat16),
+    }
+    save_file(state, tmp_path / "m.safetensors", metadata={"format": "pt", "epoch": "3"})
+    report = inspect_checkpoint(tmp_path / "m.safetensors", LIMITS)
+    assert report.format == "safetensors" and report.metadata == {"format": "pt", "epoch": "3"}
+    with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
+        expected = {k: (f.get_slice(k).get_shape(), f.get_tensor(k).dtype) for k in f.keys()}  # noqa: SIM118
+    assert {t.name: (t.shape, t.dtype) for t in report.tensors} == {
+        k: (shape, str(dtype).removeprefix("torch.")) for k, (shape, dtype) in expected.items()
+    }
+    assert report.dtypes["bfloat16"].bytes == 4 and report.unique_bytes == report.total_bytes
+
+
+def test_training_checkpoint_is_navigated_to_its_tensors(tmp_path: Path) -> None:
+    model = ref("testmodel", buffer1="buffer")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3)).sum().backward()
+    optimizer.step()
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 7}
+    report = inspect_checkpoint(save(checkpoint, tmp_path / "c.pt", "torch_zip"), LIMITS)
+    assert "model" in report.state_dicts
+    assert {"name": "epoch", "type": "int", "value": "7"}.items() <= report.values[-1].model_dump().items()
+    momentum = [t.name for t in report.tensors if t.name.endswith("momentum_buffer")]
+    assert len(momentum) == len(list(model.parameters()))
+    assert [n.name for n in report.tree] == ["model", "optimizer"]
+
+
+@pytest.mark.parametrize("fmt", ["torch_zip", "safetensors"])
+@pytest.mark.parametrize("into", ["buffer", "non_persistent_buffer", "plain_tensor", "parameter"])
+def test_load_into_a_module_is_torchs_outcome(tmp_path: Path, fmt: str, into: str) -> None:
+    state = ref("testmodel", buffer2="buffer").state_dict()
+    path = tmp_path / "m"
+    save_file(state, path) if fmt == "safetensors" else save(state, path, fmt)
+    target_styles = {"buffer2": into}
+    report = inspect_checkpoint(path, LIMITS, spec("testmodel", **target_styles))
+    strict = refusal(lambda: ref("testmodel", **target_styles).load_state_dict(state))
+    loose = ref("testmodel", **target_styles).load_state_dict(state, strict=False)
+    assert report.load is not None
+    assert report.load.strict == strict
+    assert (report.load.missing_keys, report.load.unexpected_keys) == (
+        loose.missing_keys,
+        loose.unexpected_keys,
+    )
+    if into in ("non_persistent_buffer", "plain_tensor"):
+        assert "Unexpected key(s) in state_dict" in report.load.strict
+
+
+def test_size_mismatch_refuses_even_non_strict(tmp_path: Path) -> None:
+    state = {**ref("testmodel").state_dict(), "linear.weight": torch.zeros(4, 3)}
+    report = inspect_checkpoint(save(state, tmp_path / "m.pt", "torch_zip"), LIMITS, spec("testmodel"))
+    target = ref("testmodel")
+    assert report.load is not None
+    assert report.load.non_strict == refusal(lambda: target.load_state_dict(state, strict=False))
+    assert "size mismatch for linear.weight" in report.load.non_strict
+    assert report.load.size_mismatches == [{"key": "linear.weight", "checkpoint": [4, 3], "module": [3, 3]}]
+
+
+def test_state_dict_location_asked_and_refused(tmp_path: Path) -> None:
+    path = save({"ema": {"w": torch.ones(2)}, "model": {"w": torch.zeros(2)}}, tmp_path / "m.pt", "torch_zip")
+    assert inspect_checkpoint(path, LIMITS, spec("custom"), at=None).load.state_dict == "model"  # type: ignore[union-attr]
+    assert inspect_checkpoint(path, LIMITS, spec("custom"), at="ema").load.state_dict == "ema"  # type: ignore[union-attr]
+    with pytest.raises(
+        CheckpointError, match="no state_dict at 'opt'; state_dicts in this file: 'ema', 'model'"
+    ):
+        inspect_checkpoint(path, LIMITS, spec("custom"), at="opt")
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        (b"", CheckpointError, "the file is empty"),
+        (b"hello, world: not a model", CheckpointError, "not a safetensors or torch checkpoint"),
+        ((2**40).to_bytes(8, "little") + b"{}", CheckpointTooLarge, "header of 1099511627776 bytes is over"),
+        ((100).to_bytes(8, "little") + b"{}", CheckpointError, "truncated: the header says 100 bytes"),
+        ((4).to_bytes(8, "little") + b"{ x]", CheckpointError, "header is not JSON"),
+        ((2).to_bytes(8, "little") + b"[]", CheckpointError, "not a safetensors"),
+        (b"PK\x03\x04 cut short", CheckpointError, "not a readable zip"),
+    ],
+)
+def test_garbage_is_refused_with_a_reason(tmp_path: Path, content: bytes, error: type, message: str) -> None:
+    (tmp_path / "f").write_bytes(content)
+    with pytest.raises(error, match=message):
+        inspect_checkpoint(tmp_path / "f", LIMITS)
+
+
+def test_safetensors_offsets_are_checked(tmp_path: Path) -> None:
+    save_file({"a": torch.ones(4), "b": torch.ones(4)}, tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "cut").write_bytes(data[:-8])
+    with pytest.raises(CheckpointError, match="fall outside"):
+        inspect_checkpoint(tmp_path / "cut", LIMITS)
+
+
+def test_legacy_format_has_its_own_cap(tmp_path: Path) -> None:
+    path = save({"w": torch.zeros(1024)}, tmp_path / "m.pt", "torch_legacy")
+    small = Limits(LIMITS.max_bytes, LIMITS.header_max_bytes, LIMITS.max_entries, legacy_max_bytes=1024)
+    with pytest.raises(CheckpointTooLarge, match="legacy format, which is read whole"):
+        inspect_checkpoint(path, small)
+
+
+def test_torch_version_floor() -> None:
+    assert torch_ok()  # this test run's torch
+    assert not torch_ok("2.9.1+cpu") and torch_ok("2.10.0") and torch_ok("3.0.0")

@@ -1,0 +1,294 @@
+"""POST /api/checkpoints: safety, each proven with a crafted file, and the answers it gives."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import io
+import json
+import tracemalloc
+import zipfile
+from collections.abc import Iterator
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import save_file
+
+from app.main import create_app
+from app.settings import Settings
+
+CAP = 1024 * 1024
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Path:
+    return tmp_path / "uploads"
+
+
+@pytest.fixture
+def api(tmp_dir: Path) -> Iterator[TestClient]:
+    """An app whose uploads land in ``tmp_dir`` (so the test sees what is left), capped at 1 MiB."""
+    tmp_dir.mkdir()
+    settings = Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_max_bytes=CAP)
+    with TestClient(create_app(settings)) as client:
+        yield client
+    assert list(tmp_dir.iterdir()) == []  # temporary files removed on every path
+
+
+def saved(obj: object, legacy: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+def post(api: TestClient, content: bytes, query: str = "", multipart: bool = True):
+    if multipart:
+        return api.post("/api/checkpoints" + query, files={"file": ("model.pt", content)})
+    return api.post(
+        "/api/checkpoints" + query, content=content, headers={"content-type": "application/octet-stream"}
+    )
+
+
+class Payload:
+    """Unpickling this would write a file: the side effect a malicious checkpoint would have."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(
+    api: TestClient, tmp_path: Path, legacy: bool
+) -> None:
+    marker = tmp_path / "pwned"
+    content = saved({"weight": torch.ones(2), "x": Payload(marker)}, legacy=legacy)
+    response = post(api, content)
+    assert response.status_code == 422
+    assert "weights_only=True) refused it: UnpicklingError" in response.json()["detail"]
+    assert not marker.exists()
+    # The file really is malicious: torch's full unpickler runs it.
+    torch.load(io.BytesIO(content), weights_only=False)
+    assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("multipart", [True, False])
+def test_both_ways_of_sending_a_file(api: TestClient, multipart: bool) -> None:
+    response = post(api, saved({"w": torch.ones(2, 3)}), multipart=multipart)
+    assert response.status_code == 200
+    assert [(t["name"], t["shape"]) for t in response.json()["tensors"]] == [("w", [2, 3])]
+
+
+def test_load_into_a_spec_from_the_query(api: TestClient) -> None:
+    state = {"linear.weight": torch.ones(3, 3), "linear.bias": torch.ones(3)}
+    response = post(
+        api, saved({"model": state, "step": 10}), "?preset=custom&style.w=buffer&state_dict=model"
+    )
+    assert response.status_code == 200
+    load = response.json()["load"]
+    assert load["state_dict"] == "model" and load["missing_keys"] == ["w"] and load["unexpected_keys"] == []
+    assert load["strict"].startswith(
+        "RuntimeError: Error(s) in loading state_dict for CustomModule:\n\tMissing key(s)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("?preset=nope", 404, "unknown preset 'nope'"),
+        ("?preset=testmodel&style.buffer1=nope", 422, "unknown style 'nope'"),
+        ("?state_dict=a&state_dict=b", 422, "given more than once"),
+        ("?preset=testmodel&state_dict=opt", 422, "no state_dict at 'opt'"),
+    ],
+)
+def test_bad_spec_is_refused(api: TestClient, query: str, status: int, message: str) -> None:
+    response = post(api, saved({"w": torch.ones(2)}), query)
+    assert response.status_code == status
+    assert message in str(response.json()["detail"])
+
+
+def test_upload_over_the_cap_is_413(api: TestClient) -> None:
+    big = saved({"w": torch.zeros(CAP // 4 + 1024)})
+    for multipart in (True, False):
+        response = post(api, big, multipart=multipart)
+        assert response.status_code == 413
+        assert str(CAP) in response.json()["detail"]
+
+
+def test_upload_over_the_cap_without_content_length_is_413(api: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):
+            yield b"\0" * 64 * 1024  # 2.5 MiB, never announced
+
+    response = api.post(
+        "/api/checkpoints", content=chunks(), headers={"content-type": "application/octet-stream"}
+    )
+    assert response.status_code == 413
+
+
+def test_upload_is_streamed_to_disk_not_held_in_memory(tmp_dir: Path) -> None:
+    """Driven through ASGI directly: the test client would gather the body into one chunk first."""
+    tmp_dir.mkdir()
+    app = create_app(Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_max_bytes=64 * CAP))
+    body = saved({"w": torch.zeros(8 * CAP)})  # 32 MiB
+    chunk = 64 * 1024
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        offset = len(sent) * chunk
+        sent.append({})
+        piece = body[offset : offset + chunk]
+        return {"type": "http.request", "body": piece, "more_body": offset + chunk < len(body)}
+
+    response: dict = {}
+
+    async def send(message: dict) -> None:
+        response.setdefault("status", message.get("status"))
+        response["body"] = response.get("body", b"") + message.get("body", b"")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/checkpoints",
+        "raw_path": b"/api/checkpoints",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/octet-stream"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    tracemalloc.start()
+    asyncio.run(app(scope, receive, send))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert response["status"] == 200, response
+    assert json.loads(response["body"])["total_bytes"] == 32 * CAP
+    assert peak < 4 * CAP, f"{peak} bytes allocated at the peak for a {len(body)}-byte upload"
+    assert list(tmp_dir.iterdir()) == []
+
+
+def test_zip_declaring_more_than_the_cap_is_413(api: TestClient) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", b"\0" * (4 * CAP))  # a few KiB on the wire
+    assert len(buffer.getvalue()) < CAP
+    response = post(api, buffer.getvalue())
+    assert response.status_code == 413
+    assert (
+        f"the zip declares {4 * CAP + 0} bytes once unpacked, over the cap of {CAP} bytes"
+        in response.json()["detail"]
+    )
+
+
+def test_safetensors_header_over_the_cap_is_413(tmp_dir: Path, tmp_path: Path) -> None:
+    tmp_dir.mkdir()
+    save_file({f"t{i}": torch.zeros(1) for i in range(100)}, tmp_path / "m.safetensors")
+    settings = Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_header_max_bytes=1024)
+    with TestClient(create_app(settings)) as api:
+        response = post(api, (tmp_path / "m.safetensors").read_bytes())
+    assert response.status_code == 413
+    assert (
+        "safetensors header of" in response.json()["detail"]
+        and "cap of 1024 bytes" in response.json()["detail"]
+    )
+    assert list(tmp_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"\x89PNG\r\n\x1a\n not a model", "not a safetensors or torch checkpoint"),
+        (b"PK\x03\x04 truncated", "not a readable zip"),
+    ],
+)
+def test_garbage_and_truncated_files_are_422(api: TestClient, content: bytes, message: str) -> None:
+    response = post(api, content)
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+def test_truncated_torch_file_is_422(api: TestClient) -> None:
+    whole = saved({"w": torch.ones(64)})
+    response = post(api, whole[: len(whole) // 2])
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("headers", "content", "status", "message"),
+    [
+        ({"content-type": "text/plain"}, b"hi", 415, "multipart/form-data"),
+        ({"content-type": "multipart/form-data"}, b"x", 422, "without a boundary"),
+        ({"content-type": "multipart/form-data; boundary=zz"}, b"--zz\r\nbad", 422, "no file"),
+    ],
+)
+def test_malformed_requests(
+    api: TestClient, headers: dict, content: bytes, status: int, message: str
+) -> None:
+    response = api.post("/api/checkpoints", content=content, headers=headers)
+    assert response.status_code == status
+    assert message in response.json()["detail"]
+
+
+def test_no_file_part_and_two_files(api: TestClient) -> None:
+    response = api.post("/api/checkpoints", data={"preset": "testmodel"}, files={"other": ("a", b"x")})
+    assert (response.status_code, response.json()["detail"]) == (
+        422,
+        "no file: send it in the multipart part named 'file'",
+    )
+    two = [("file", ("a.pt", b"x")), ("file", ("b.pt", b"y"))]
+    response = api.post("/api/checkpoints", files=two)
+    assert response.status_code == 422 and "one file per request" in response.json()["detail"]
+
+
+def test_concurrent_inspections_are_bounded(tmp_dir: Path) -> None:
+    tmp_dir.mkdir()
+    settings = Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_slots=1, checkpoint_wait_seconds=0.2)
+    with TestClient(create_app(settings)) as api:
+        slots = api.app.state.checkpoint_slots  # type: ignore[attr-defined]
+        slots.active = 1  # one inspection already running
+        busy = post(api, saved({"w": torch.ones(2)}))
+        slots.active = 0
+        free = post(api, saved({"w": torch.ones(2)}))
+    assert busy.status_code == 503 and "1 checkpoint inspections are running" in busy.json()["detail"]
+    assert free.status_code == 200 and slots.active == 0
+    assert list(tmp_dir.iterdir()) == []
+
+
+def test_the_feature_can_be_turned_off() -> None:
+    with TestClient(create_app(Settings(checkpoints=False))) as api:
+        response = post(api, saved({"w": torch.ones(2)}))
+        page = api.get("/checkpoints")
+    assert response.status_code == 404 and "turned off" in response.json()["detail"]
+    assert page.status_code == 404 and "turned off" in page.text
+
+
+def test_old_torch_is_refused(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.inspections.torch_ok", lambda: False)
+    response = post(api, saved({"w": torch.ones(2)}))
+    assert response.status_code == 503 and "needs torch >= 2.10" in response.json()["detail"]
+
+
+def test_other_routes_keep_the_small_body_cap(api: TestClient) -> None:
+    response = api.post(
+        "/api/lab", content=b"{" + b" " * 20000 + b"}", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+def _at_least(installed: str, floor: tuple[int, ...]) -> bool:
+    return tuple(int(p) for p in installed.split("+")[0].split(".")[: len(floor)]) >= floor
+
+
+def test_versions_with_the_published_fixes() -> None:
+    assert _at_least(torch.__version__, (2, 10))  # CVE-2025-32434, CVE-2026-24747 (weights_only)
+    assert _at_least(version("python-multipart"), (0, 0, 18))  # CVE-2024-53981 (multipart DoS)
+    assert _at_least(version("starlette"), (0, 47, 2))  # CVE-2024-47874, CVE-2025-54121 (uploads)
