@@ -8,7 +8,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 
-from app import api, pages
+from app import api, checkpoint_page, pages
 from app.assets import static_assets
 from app.http_cache import HttpCache, ResponseStore
 from app.inspections import Slots, body_caps
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(CheckpointError, _refused)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(checkpoint_page.router)
     app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route(
         "/static/{name:path}", static_assets().serve, methods=["GET", "HEAD"], include_in_schema=False

@@ -68,9 +68,9 @@ def environment(lang: str) -> Environment:
     return env
 
 
-def render(lang: str, blocks: tuple[str, ...] | None, context: dict) -> bytes:
+def render(lang: str, blocks: tuple[str, ...] | None, context: dict, page: str = "lab.html") -> bytes:
     """The whole page, or only ``blocks`` of it (htmx fragments), in ``lang``."""
-    template = environment(lang).get_template("lab.html")
+    template = environment(lang).get_template(page)
     if blocks is None:
         return template.render(context).encode()
     ctx = template.new_context(context)

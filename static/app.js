@@ -72,6 +72,38 @@
     if (target.classList.contains("help-open")) help().showModal();
   });
 
+  // The checkpoint form: a file dropped anywhere on the drop zone is sent at once; a bar shows
+  // the upload's progress (a 1 GB file takes a while on a classroom network).
+  document.addEventListener("dragover", function (event) {
+    const zone = event.target.closest && event.target.closest("#drop-zone");
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  document.addEventListener("dragleave", function (event) {
+    const zone = event.target.closest && event.target.closest("#drop-zone");
+    if (zone) zone.classList.remove("over");
+  });
+  document.addEventListener("drop", function (event) {
+    const zone = event.target.closest && event.target.closest("#drop-zone");
+    if (!zone || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    zone.classList.remove("over");
+    const input = document.getElementById("checkpoint-file");
+    input.files = event.dataTransfer.files;
+    input.form.requestSubmit();
+  });
+  document.addEventListener("htmx:xhr:progress", function (event) {
+    const bar = document.getElementById("upload-progress");
+    if (!bar || !event.detail.lengthComputable) return;
+    bar.hidden = false;
+    bar.value = Math.round((event.detail.loaded / event.detail.total) * 100);
+  });
+  document.addEventListener("htmx:afterRequest", function () {
+    const bar = document.getElementById("upload-progress");
+    if (bar) bar.hidden = true;
+  });
+
   // Controls that need this script stay hidden without it.
   function reveal() {
     document.querySelectorAll("button.copy, button.help-open").forEach(function (b) { b.hidden = false; });

@@ -1,0 +1,103 @@
+"""The checkpoint page: an upload form (drag and drop, or a plain form without JavaScript) and what
+the inspector found, from the same functions as POST /api/checkpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from app import inspections
+from app.lab import devices
+from app.lab.checkpoints import CheckpointError, CheckpointReport
+from app.lab.langs import LANGS
+from app.lab.presets import PRESETS
+from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.pages import View, ViewDep, render
+from app.settings import Settings
+from app.uploads import UploadError
+
+router = APIRouter(include_in_schema=False)
+PAGE = "checkpoints.html"
+FORM_FIELDS = ("lang", "present", "state_dict")  # beside the spec (preset, device, style.*)
+
+
+def spec_of(pairs: list[tuple[str, str]]) -> LabSpec | None:
+    """The module to load into, from the form; none when no preset is chosen."""
+    pairs = [(k, v) for k, v in pairs if k not in FORM_FIELDS]
+    preset = dict(pairs).get("preset")
+    if not preset:
+        return None
+    known = PRESETS.get(preset)
+    # Styles of members the chosen module lacks (left from another choice) are dropped, as on the lab page.
+    kept = [
+        (k, v)
+        for k, v in pairs
+        if not k.startswith("style.") or (known and (known.custom or known.member(k[6:])))
+    ]
+    return resolve(from_query(kept), devices.device_ids())
+
+
+def context(view: View, **extra: object) -> dict:
+    return {
+        "view": view,
+        "langs": LANGS,
+        "presets": PRESETS,
+        "spec": None,
+        "state_dict": "",
+        "report": None,
+        "filename": "",
+        "error": None,
+        **extra,
+    }
+
+
+def respond(view: View, status: int = 200, **extra: object) -> Response:
+    # htmx swaps only 2xx answers: a refusal comes as a 200 fragment that says it; a page gets the status.
+    blocks = ("result",) if view.htmx else None
+    body = render(view.lang, blocks, context(view, **extra), PAGE)
+    return HTMLResponse(body, 200 if view.htmx else status, headers={"Vary": "HX-Request, Accept-Language"})
+
+
+def _off(request: Request, view: View) -> Response | None:
+    settings: Settings = request.app.state.settings
+    if settings.checkpoints:
+        return None
+    message = "checkpoint inspection is turned off on this server (MRE_CHECKPOINTS=false)"
+    return HTMLResponse(render(view.lang, None, context(view, error=message, off=True), PAGE), 404)
+
+
+@router.get("/checkpoints", response_class=HTMLResponse)
+async def checkpoint_form(request: Request, view: ViewDep) -> Response:
+    """The form; a lab's spec in the query (its "inspect a checkpoint" link) is preselected."""
+    off = _off(request, view)
+    if off is not None:
+        return off
+    try:
+        spec = spec_of(request.query_params.multi_items())
+    except (SpecError, ValidationError):
+        spec = None
+    return respond(view, spec=spec)
+
+
+@router.post("/checkpoints", response_class=HTMLResponse)
+async def checkpoint_result(request: Request, view: ViewDep) -> Response:
+    off = _off(request, view)
+    if off is not None:
+        return off
+    report: CheckpointReport | None = None
+    spec = None
+    filename = ""
+    fields: dict[str, str] = {}
+    try:
+        async with inspections.uploaded(request) as (path, upload):
+            filename, fields = upload.filename, dict(upload.fields)
+            spec = spec_of(upload.fields)
+            report = await inspections.inspect(request, path, spec, fields.get("state_dict") or None)
+    except (UploadError, CheckpointError) as exc:
+        return respond(view, exc.status, error=exc.message, filename=filename, spec=spec)
+    except SpecError as exc:
+        return respond(view, 422, error=exc.message, filename=filename)
+    except ValidationError as exc:
+        return respond(view, 422, error=str(exc.errors()[0]["msg"]), filename=filename)
+    return respond(view, report=report, spec=spec, filename=filename, state_dict=fields.get("state_dict", ""))

@@ -1,0 +1,107 @@
+"""The checkpoint page in a real browser: file picker, drag and drop, no JavaScript, refusals, a11y."""
+
+from __future__ import annotations
+
+import builtins
+import io
+from pathlib import Path
+
+import torch
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import Watch, open_context
+from tests.browser.test_lab_page import AXE
+from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+
+
+def tied_checkpoint() -> bytes:
+    buffer = io.BytesIO()
+    torch.save(reference("tied_weights", TUTORIAL_DEFAULTS["tied_weights"]).state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def file(content: bytes, name: str = "tied.pt") -> dict:
+    return {"name": name, "mimeType": "application/octet-stream", "buffer": content}
+
+
+def test_upload_shows_the_tree_sharing_and_torchs_load(page: Page) -> None:
+    page.goto("/?preset=tied_weights")
+    page.click("text=Inspect a checkpoint")
+    expect(page.locator("#load-preset")).to_have_value("tied_weights")  # the lab's module, preselected
+    page.evaluate("window.__noReload = true")
+    page.set_input_files("#checkpoint-file", file(tied_checkpoint()))
+    page.click("#checkpoint-form button[type=submit]")
+    expect(page.locator("#shared li")).to_have_text("embed.weight = head.weight")
+    assert page.evaluate("window.__noReload === true")  # swapped in by htmx
+    state = reference("tied_weights", TUTORIAL_DEFAULTS["tied_weights"]).state_dict()
+    leaves = page.locator("#tree li:not(:has(li)) > code").all_inner_texts()
+    assert leaves == [k.rsplit(".", 1)[-1] for k in state]
+    expect(page.locator("#load-outcome td").first).to_have_text("ok")
+    expect(page.locator("#dtypes tr[data-dtype='float32'] td").first).to_have_text(str(len(state)))
+
+
+def test_a_dropped_file_is_sent(page: Page) -> None:
+    page.goto("/checkpoints")
+    data = list(tied_checkpoint())
+    page.evaluate(
+        """bytes => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "dropped.pt"));
+            const zone = document.getElementById("drop-zone");
+            zone.dispatchEvent(new DragEvent("dragover", {bubbles: true, dataTransfer: transfer}));
+            const drop = {bubbles: true, cancelable: true, dataTransfer: transfer};
+            zone.dispatchEvent(new DragEvent("drop", drop));
+        }""",
+        data,
+    )
+    expect(page.locator("#results h2")).to_have_text("dropped.pt")
+    expect(page.locator("#shared li")).to_have_count(1)
+
+
+class Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def test_a_malicious_file_is_refused_on_the_page(page: Page, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(1), "x": Payload(marker)}, buffer)
+    page.goto("/checkpoints")
+    page.set_input_files("#checkpoint-file", file(buffer.getvalue(), "evil.pt"))
+    page.click("#checkpoint-form button[type=submit]")
+    expect(page.locator("#results [role=alert]")).to_contain_text("UnpicklingError")
+    assert not marker.exists()
+
+
+def test_without_javascript_the_form_posts(browser: Browser, base_url: str, watch: Watch) -> None:
+    context = open_context(browser, base_url, watch, java_script_enabled=False)
+    page = context.new_page()
+    page.goto("/checkpoints?lang=zh-CN")
+    page.set_input_files("#checkpoint-file", file(tied_checkpoint()))
+    page.select_option("#load-preset", "testmodel")
+    page.click("#checkpoint-form button[type=submit]")
+    expect(page.locator("#load-outcome")).to_contain_text("Missing key(s) in state_dict")  # torch's words
+    expect(page.locator("h3").first).to_contain_text("加载到")
+    context.close()
+
+
+def test_axe_finds_no_serious_violations_on_a_result(browser: Browser, base_url: str, watch: Watch) -> None:
+    context = open_context(browser, base_url, watch, bypass_csp=True)
+    page = context.new_page()
+    page.goto("/checkpoints?preset=testmodel")
+    page.set_input_files("#checkpoint-file", file(tied_checkpoint()))
+    page.click("#checkpoint-form button[type=submit]")
+    expect(page.locator("#load-outcome")).to_be_visible()
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    serious = [
+        (v["id"], [n["target"] for n in v["nodes"]])
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert serious == []
+    context.close()
