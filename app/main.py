@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import api, checkpoint_page, pages
 from app.assets import static_assets
@@ -38,6 +40,16 @@ def _refused(request: Request, exc: Exception) -> JSONResponse:
     # An upload or checkpoint the inspector cannot take: the status and message it chose.
     assert isinstance(exc, UploadError | CheckpointError)
     return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # FastAPI answers a body it cannot decode at all (not UTF-8) with a 400; to a client that is
+    # malformed JSON like any other, which the contract answers with 422.
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        error = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
+        return JSONResponse({"detail": [error]}, status_code=422)
+    return await http_exception_handler(request, exc)
 
 
 def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -74,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UploadError, _refused)
     app.add_exception_handler(CheckpointError, _refused)
     app.include_router(api.router)

@@ -121,3 +121,10 @@ def test_odd_bodies_are_4xx(client: TestClient, body: bytes) -> None:
 def test_odd_queries_are_4xx(client: TestClient, url: str) -> None:
     response = client.get(url)
     assert 400 <= response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize("url", ["/api/lab", "/api/experiments/step"])
+def test_a_body_that_is_not_utf8_is_422_like_any_bad_json(client: TestClient, url: str) -> None:
+    response = client.post(url, content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "the body is not UTF-8 JSON"
