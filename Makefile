@@ -13,7 +13,7 @@ WRK := /usr/bin/wrk
 # Root in CI and containers; sudo on a workstation.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test bench lint i18n screenshots clean
+.PHONY: install run test bench bench-checkpoints lint i18n screenshots clean
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ test: install $(CHROMIUM)
 # Throughput against a fixed-bytes baseline, cold cost, startup, memory, page weight.
 bench: install $(CHROMIUM) $(WRK)
 	$(BIN)/python -m bench.run
+
+# Inspection time and peak memory for a generated checkpoint per format (GIB=1 by default).
+GIB ?= 1
+bench-checkpoints: install
+	$(BIN)/python -m bench.checkpoints --gib $(GIB)
 
 $(WRK):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq

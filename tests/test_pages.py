@@ -115,7 +115,9 @@ def test_module_change_swaps_the_member_controls(client: TestClient) -> None:
     assert 'name="style.weight"' in response.text and "Ignored" not in response.text
 
 
-@pytest.mark.parametrize("url", ["/", "/api/lab?preset=testmodel", "/docs", "/static/app.css"])
+@pytest.mark.parametrize(
+    "url", ["/", "/api/lab?preset=testmodel", "/docs", "/static/app.css", "/checkpoints"]
+)
 def test_security_headers_everywhere(client: TestClient, url: str) -> None:
     headers = client.get(url).headers
     assert headers["x-content-type-options"] == "nosniff"

@@ -3,6 +3,8 @@ no status the schema does not document, no response that violates the schema."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 
 import schemathesis
@@ -19,6 +21,7 @@ from app.settings import Settings
 
 # Uploads it generates go to a directory of their own, capped small: garbage in, 4xx out.
 UPLOADS = tempfile.mkdtemp(prefix="mre-schemathesis-")
+atexit.register(shutil.rmtree, UPLOADS, ignore_errors=True)
 APP = create_app(Settings(checkpoint_tmp_dir=UPLOADS, checkpoint_max_bytes=256 * 1024))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 # Valid and invalid requests both: a malformed one must get a documented 4xx, never a 5xx.
