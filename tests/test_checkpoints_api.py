@@ -9,6 +9,7 @@ import json
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -166,7 +167,9 @@ def test_upload_is_streamed_to_disk_not_held_in_memory(tmp_dir: Path) -> None:
         "server": ("127.0.0.1", 80),
     }
     tracemalloc.start()
-    asyncio.run(app(scope, receive, send))
+    # In a thread of its own: the browser tests' playwright keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert response["status"] == 200, response

@@ -1,8 +1,13 @@
-"""Screenshots of the lab page for the README: ``make screenshots`` writes them under docs/."""
+"""Screenshots of the pages for the README: ``make screenshots`` writes them under docs/."""
 
 from __future__ import annotations
 
+import io
+
+import torch
+
 from tests.browser.harness import ROOT, chromium, live_server
+from tests.lab.reference import TUTORIAL_DEFAULTS, reference
 
 SHOTS = {
     "lab-en.png": ("/?preset=testmodel&device=meta&style.buffer1=buffer", {}),
@@ -19,6 +24,19 @@ def main() -> None:
             page.screenshot(path=str(ROOT / "docs" / name), full_page=name != "lab-present.png")
             page.close()
             print("docs/" + name)
+        # The checkpoint page after an upload: a training checkpoint of the tied-weights module.
+        model = reference("tied_weights", TUTORIAL_DEFAULTS["tied_weights"])
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "epoch": 12, "lr": 3e-4}, buffer)
+        page = browser.new_page(base_url=base, viewport={"width": 1400, "height": 1000})
+        page.goto("/checkpoints?preset=tied_weights&style.bias=buffer")
+        upload = {"name": "tied.pt", "mimeType": "application/octet-stream", "buffer": buffer.getvalue()}
+        page.set_input_files("#checkpoint-file", upload)
+        page.click("#checkpoint-form button[type=submit]")
+        page.wait_for_selector("#load-outcome")
+        page.screenshot(path=str(ROOT / "docs" / "checkpoint.png"), full_page=True)
+        page.close()
+        print("docs/checkpoint.png")
 
 
 if __name__ == "__main__":
