@@ -229,7 +229,7 @@ def test_custom_members_added_refused_and_dropped(page: Page) -> None:
     page.fill("#new-shape", "100x100")
     page.click("#add-member button.add")
     expect(page.locator("#results [role=alert]")).to_contain_text("at most 4096")
-    page.click("button.drop[value='w']")
+    page.click("button.remove[value='w']")
     expect(page.locator("#named-buffers tr[data-name='w']")).to_have_count(0)
     expect(page.locator("#style-w")).to_have_count(0)
     assert still_same_page(page)
