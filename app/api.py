@@ -319,6 +319,7 @@ def checkpoint_request(request: Request) -> tuple[LabSpec | None, str | None]:
     "/checkpoints",
     response_model=CheckpointReport,
     responses={
+        400: {"description": "The client went away before the upload ended"},
         404: {"description": "Unknown preset, or the inspector is turned off (MRE_CHECKPOINTS=false)"},
         413: {"description": "File, zip contents or safetensors header over a cap"},
         415: {"description": "Neither multipart/form-data nor application/octet-stream"},

@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 FILE_FIELD = "file"
 MAX_FIELDS = 80  # the page's form: preset, device, a style per member, state_dict ...
@@ -98,6 +98,13 @@ def _write(out: BinaryIO, upload: Upload, chunk: bytes, max_bytes: int) -> None:
 
 async def receive(request: Request, dest: Path, max_bytes: int) -> Upload:
     """Stream the request's file into ``dest``; the caller removes ``dest`` whatever happens."""
+    try:
+        return await _receive(request, dest, max_bytes)
+    except ClientDisconnect as exc:  # nobody reads the answer; this keeps it out of the error log
+        raise UploadError(400, "the client went away before the upload ended") from exc
+
+
+async def _receive(request: Request, dest: Path, max_bytes: int) -> Upload:
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     upload = Upload()
     with dest.open("wb") as out:

@@ -132,25 +132,23 @@ def test_upload_over_the_cap_without_content_length_is_413(api: TestClient) -> N
     assert response.status_code == 413
 
 
-def test_upload_is_streamed_to_disk_not_held_in_memory(tmp_dir: Path) -> None:
-    """Driven through ASGI directly: the test client would gather the body into one chunk first."""
-    tmp_dir.mkdir()
-    app = create_app(Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_max_bytes=64 * CAP))
-    body = saved({"w": torch.zeros(8 * CAP)})  # 32 MiB
-    chunk = 64 * 1024
-    sent: list[dict] = []
+def stream(app: object, body: bytes, chunk: int = 64 * 1024, disconnect_at: int | None = None) -> dict:
+    """POST ``body`` to /api/checkpoints through ASGI directly, ``chunk`` bytes a message (the test
+    client would gather it into one); ``disconnect_at``: the client goes away after that many bytes."""
+    offsets = iter(range(0, len(body) + 1, chunk))
 
     async def receive() -> dict:
-        offset = len(sent) * chunk
-        sent.append({})
+        offset = next(offsets, len(body))
+        if disconnect_at is not None and offset >= disconnect_at:
+            return {"type": "http.disconnect"}
         piece = body[offset : offset + chunk]
         return {"type": "http.request", "body": piece, "more_body": offset + chunk < len(body)}
 
-    response: dict = {}
+    response: dict = {"body": b""}
 
     async def send(message: dict) -> None:
         response.setdefault("status", message.get("status"))
-        response["body"] = response.get("body", b"") + message.get("body", b"")
+        response["body"] += message.get("body", b"")
 
     scope = {
         "type": "http",
@@ -166,16 +164,33 @@ def test_upload_is_streamed_to_disk_not_held_in_memory(tmp_dir: Path) -> None:
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
     }
-    tracemalloc.start()
     # In a thread of its own: the browser tests' playwright keeps an event loop running in this one.
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, app(scope, receive, send)).result()
+        pool.submit(asyncio.run, app(scope, receive, send)).result()  # type: ignore[operator]
+    return response
+
+
+def test_upload_is_streamed_to_disk_not_held_in_memory(tmp_dir: Path) -> None:
+    tmp_dir.mkdir()
+    app = create_app(Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_max_bytes=64 * CAP))
+    body = saved({"w": torch.zeros(8 * CAP)})  # 32 MiB
+    tracemalloc.start()
+    response = stream(app, body)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert response["status"] == 200, response
     assert json.loads(response["body"])["total_bytes"] == 32 * CAP
     assert peak < 4 * CAP, f"{peak} bytes allocated at the peak for a {len(body)}-byte upload"
     assert list(tmp_dir.iterdir()) == []
+
+
+def test_a_client_gone_mid_upload_leaves_no_file(tmp_dir: Path) -> None:
+    tmp_dir.mkdir()
+    app = create_app(Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_max_bytes=64 * CAP))
+    response = stream(app, saved({"w": torch.zeros(CAP)}), disconnect_at=CAP)
+    assert response["status"] == 400  # said, though nobody is left to read it
+    assert list(tmp_dir.iterdir()) == []
+    assert app.state.checkpoint_slots.active == 0  # type: ignore[attr-defined]
 
 
 def test_zip_declaring_more_than_the_cap_is_413(api: TestClient) -> None:
