@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import io
 import json
+import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
+from app import inspections
 from app.main import create_app
 from app.settings import Settings
 
@@ -278,6 +280,28 @@ def test_concurrent_inspections_are_bounded(tmp_dir: Path) -> None:
         free = post(api, saved({"w": torch.ones(2)}))
     assert busy.status_code == 503 and "1 checkpoint inspections are running" in busy.json()["detail"]
     assert free.status_code == 200 and slots.active == 0
+    assert list(tmp_dir.iterdir()) == []
+
+
+def test_inspections_queue_for_a_slot(tmp_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three uploads at once with one slot: they wait their turn, one inspection at a time."""
+    tmp_dir.mkdir()
+    running, most = [0], [0]
+    real = inspections.inspect_checkpoint
+
+    def slow(*args: object) -> object:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        running[0] -= 1
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inspections, "inspect_checkpoint", slow)
+    settings = Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_slots=1, checkpoint_wait_seconds=5)
+    with TestClient(create_app(settings)) as api, ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: post(api, saved({"w": torch.ones(2)})).status_code, range(3)))
+    assert answers == [200, 200, 200]
+    assert most[0] == 1
     assert list(tmp_dir.iterdir()) == []
 
 
