@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import io
 import json
 import time
@@ -22,6 +21,7 @@ from safetensors.torch import save_file
 from app import inspections
 from app.main import create_app
 from app.settings import Settings
+from tests.crafted import malicious_checkpoint
 
 CAP = 1024 * 1024
 
@@ -55,22 +55,12 @@ def post(api: TestClient, content: bytes, query: str = "", multipart: bool = Tru
     )
 
 
-class Payload:
-    """Unpickling this would write a file: the side effect a malicious checkpoint would have."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
-
-
 @pytest.mark.parametrize("legacy", [False, True])
 def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(
     api: TestClient, tmp_path: Path, legacy: bool
 ) -> None:
     marker = tmp_path / "pwned"
-    content = saved({"weight": torch.ones(2), "x": Payload(marker)}, legacy=legacy)
+    content = malicious_checkpoint(marker, legacy)
     response = post(api, content)
     assert response.status_code == 422
     assert "weights_only=True) refused it: UnpicklingError" in response.json()["detail"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import io
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import Watch, open_context
 from tests.browser.test_lab_page import AXE
+from tests.crafted import malicious_checkpoint
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference
 
 
@@ -58,20 +58,10 @@ def test_a_dropped_file_is_sent(page: Page) -> None:
     expect(page.locator("#shared li")).to_have_count(1)
 
 
-class Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (builtins.exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
-
-
 def test_a_malicious_file_is_refused_on_the_page(page: Page, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    buffer = io.BytesIO()
-    torch.save({"w": torch.ones(1), "x": Payload(marker)}, buffer)
     page.goto("/checkpoints")
-    page.set_input_files("#checkpoint-file", file(buffer.getvalue(), "evil.pt"))
+    page.set_input_files("#checkpoint-file", file(malicious_checkpoint(marker), "evil.pt"))
     page.click("#checkpoint-form button[type=submit]")
     expect(page.locator("#results [role=alert]")).to_contain_text("UnpicklingError")
     assert not marker.exists()
