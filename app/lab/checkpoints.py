@@ -146,7 +146,7 @@ class CheckpointReport(BaseModel):
 # -- reading -----------------------------------------------------------------------------------
 
 
-def sniff(path: Path, limits: Limits) -> str:
+def sniff(path: Path) -> str:
     """The format, from the first bytes (names and extensions are only what the user typed)."""
     with path.open("rb") as f:
         head = f.read(16)
@@ -300,7 +300,7 @@ def read(path: Path, limits: Limits) -> tuple[str, Found, dict[str, str]]:
     size = path.stat().st_size
     if size > limits.max_bytes:
         raise CheckpointTooLarge(f"{size} bytes, over the cap of {limits.max_bytes} bytes")
-    fmt = sniff(path, limits)
+    fmt = sniff(path)
     if fmt == "torch_legacy" and size > limits.legacy_max_bytes:
         raise CheckpointTooLarge(
             f"{size} bytes in torch's legacy format, which is read whole into memory: over the cap of "
@@ -345,11 +345,14 @@ def _tree(entries: list[TensorEntry]) -> list[TreeNode]:
 def describe(fmt: str, found: Found, metadata: dict[str, str], file_bytes: int) -> CheckpointReport:
     groups: dict[tuple[int, int], list[str]] = {}
     entries = []
+    unplaced = 0  # bytes of tensors with no storage to share (described only, or empty)
     for location, t in found.tensors:
         name = ".".join(location)
         key = _storage_key(t)
         if key is not None:
             groups.setdefault(key, []).append(name)
+        else:
+            unplaced += t.numel() * t.element_size()
         entries.append(
             TensorEntry(
                 location=location,
@@ -371,9 +374,6 @@ def describe(fmt: str, found: Found, metadata: dict[str, str], file_bytes: int) 
         total.elements += entry.elements
         total.bytes += entry.bytes
     distinct = sum(nbytes for _, nbytes in groups)
-    unplaced = sum(
-        e.bytes for e, (_, t) in zip(entries, found.tensors, strict=True) if _storage_key(t) is None
-    )
     return CheckpointReport(
         format=fmt,
         file_bytes=file_bytes,
@@ -444,11 +444,10 @@ def load_into(
     path: Path, fmt: str, found: Found, report: CheckpointReport, spec: LabSpec, at: str | None
 ) -> LoadOutcome:
     chosen = choose_state_dict(report, at)
-    module: nn.Module = build(spec, refusals={})
-    expected = module.state_dict()
+    loose: nn.Module = build(spec, refusals={})
+    expected = loose.state_dict()  # keys and shapes, read before anything is loaded
     state = _state(path, fmt, found, chosen, set(expected))
     strict = _attempt(lambda: build(spec, refusals={}).load_state_dict(state))
-    loose = build(spec, refusals={})
     result: list = []
     non_strict = _attempt(lambda: result.append(loose.load_state_dict(state, strict=False)))
     missing = [k for k in expected if k not in state]

@@ -65,6 +65,7 @@ def _matrix(query: str, torch_version: str) -> Matrix:
     }
     seen = {e: {t.name: t for t in r.tensors} for e, r in runs.items()}
     refusals = {e: f"{r.error.type}: {r.error.message}" for e, r in runs.items() if r.error}
+    changed_by_optimizer = set(runs["step"].facts.get("changed_by_optimizer", ()))
     rows = []
     for member in moved.members:
         container = ALL_STYLES[member.style].kind == "container"
@@ -74,7 +75,6 @@ def _matrix(query: str, torch_version: str) -> Matrix:
             continue
         # A container's answer holds for every tensor of its layers (they are treated alike).
         cast, step, load = ([seen[e][n] for n in own] for e in ("cast", "step", "save_load"))
-        changed_by_optimizer = set(runs["step"].facts.get("changed_by_optimizer", ()))
         rows.append(
             MatrixRow(
                 member=member.name,
