@@ -7,14 +7,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
-from app import inspections
-from app.lab import devices
+from app import inspections, pages
 from app.lab.checkpoints import CheckpointError, CheckpointReport
 from app.lab.langs import LANGS
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.lab.spec import LabSpec, SpecError
 from app.pages import View, ViewDep, render
-from app.settings import Settings
 from app.uploads import UploadError
 
 router = APIRouter(include_in_schema=False)
@@ -23,19 +21,9 @@ FORM_FIELDS = ("lang", "present", "state_dict")  # beside the spec (preset, devi
 
 
 def spec_of(pairs: list[tuple[str, str]]) -> LabSpec | None:
-    """The module to load into, from the form; none when no preset is chosen."""
+    """The module to load into, read like the lab page's spec; none when no preset is chosen."""
     pairs = [(k, v) for k, v in pairs if k not in FORM_FIELDS]
-    preset = dict(pairs).get("preset")
-    if not preset:
-        return None
-    known = PRESETS.get(preset)
-    # Styles of members the chosen module lacks (left from another choice) are dropped, as on the lab page.
-    kept = [
-        (k, v)
-        for k, v in pairs
-        if not k.startswith("style.") or (known and (known.custom or known.member(k[6:])))
-    ]
-    return resolve(from_query(kept), devices.device_ids())
+    return pages.spec_of(pairs)[0] if dict(pairs).get("preset") else None
 
 
 def context(view: View, **extra: object) -> dict:
@@ -60,11 +48,14 @@ def respond(view: View, status: int = 200, **extra: object) -> Response:
 
 
 def _off(request: Request, view: View) -> Response | None:
-    settings: Settings = request.app.state.settings
-    if settings.checkpoints:
-        return None
-    message = "checkpoint inspection is turned off on this server (MRE_CHECKPOINTS=false)"
-    return HTMLResponse(render(view.lang, None, context(view, error=message, off=True), PAGE), 404)
+    """The page of a server where the inspector cannot run (switched off, torch too old)."""
+    try:
+        inspections.check_available(request.app.state.settings)
+    except UploadError as exc:
+        return HTMLResponse(
+            render(view.lang, None, context(view, error=exc.message, off=True), PAGE), exc.status
+        )
+    return None
 
 
 @router.get("/checkpoints", response_class=HTMLResponse)
@@ -96,8 +87,6 @@ async def checkpoint_result(request: Request, view: ViewDep) -> Response:
             report = await inspections.inspect(request, path, spec, fields.get("state_dict") or None)
     except (UploadError, CheckpointError) as exc:
         return respond(view, exc.status, error=exc.message, filename=filename, spec=spec)
-    except SpecError as exc:
-        return respond(view, 422, error=exc.message, filename=filename)
-    except ValidationError as exc:
-        return respond(view, 422, error=str(exc.errors()[0]["msg"]), filename=filename)
+    except (SpecError, ValidationError) as exc:
+        return respond(view, 422, error=pages.error_message(exc), filename=filename)
     return respond(view, report=report, spec=spec, filename=filename, state_dict=fields.get("state_dict", ""))

@@ -60,10 +60,8 @@ def body_caps(settings: Settings) -> dict[str, int]:
     return dict.fromkeys(PATHS, settings.checkpoint_max_bytes + SLACK)
 
 
-@asynccontextmanager
-async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
-    """The request's file on disk while the block runs; gone afterwards, whatever happened."""
-    settings: Settings = request.app.state.settings
+def check_available(settings: Settings) -> None:
+    """Refuse at once where the inspector is off or this torch is too old for it."""
     if not settings.checkpoints:
         raise UploadError(404, "checkpoint inspection is turned off on this server (MRE_CHECKPOINTS=false)")
     if not torch_ok():
@@ -72,6 +70,13 @@ async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
             f"checkpoint inspection needs torch >= {'.'.join(map(str, MIN_TORCH))}"
             " (weights-only unpickler fixes for CVE-2025-32434 and CVE-2026-24747)",
         )
+
+
+@asynccontextmanager
+async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
+    """The request's file on disk while the block runs; gone afterwards, whatever happened."""
+    settings: Settings = request.app.state.settings
+    check_available(settings)
     slots: Slots = request.app.state.checkpoint_slots
     async with slots.taken():
         directory = Path(tempfile.mkdtemp(prefix="mre-checkpoint-", dir=settings.checkpoint_tmp_dir))

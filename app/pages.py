@@ -214,7 +214,7 @@ def context(
     }
 
 
-def _message(exc: SpecError | ValidationError) -> str:
+def error_message(exc: SpecError | ValidationError) -> str:
     return exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
 
 
@@ -230,11 +230,11 @@ def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
             if not editing:
                 raise
             # A member the module cannot take (bad shape, too many): the lab stays, the reason shows.
-            edit_error = _message(exc)
+            edit_error = error_message(exc)
             spec, ignored = spec_of([(key, value) for key, value in query if key not in EDIT_PARAMS])
     except (SpecError, ValidationError) as exc:
         status = 404 if isinstance(exc, UnknownPreset) else 422
-        return render(view.lang, None, context(view, error=_message(exc))), status, {}
+        return render(view.lang, None, context(view, error=error_message(exc))), status, {}
     experiment, pairs = experiment_of(query, spec)
     if editing and not edit_error and not view.htmx:
         # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
