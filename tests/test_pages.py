@@ -167,3 +167,15 @@ def test_custom_edit_torch_cannot_take_keeps_the_lab(client: TestClient, new: st
     assert escape(message) in full.text and 'data-name="w"' in full.text  # the lab as it was, and why not
     swapped = client.get(CUSTOM + "&add=1" + new, headers={"HX-Request": "true"})
     assert swapped.status_code == 200 and escape(message) in swapped.text
+
+
+def test_adding_a_member_again_replaces_it(client: TestClient) -> None:
+    response = client.get(CUSTOM + "&add=1&new=w&new_shape=4&new_style=parameter", follow_redirects=False)
+    assert response.headers["location"] == "/?preset=custom&device=cpu&style.w=parameter&shape.w=4"
+
+
+def test_a_member_torch_refused_is_not_said_to_stay_behind(client: TestClient) -> None:
+    page = client.get("/?preset=custom&device=meta&style.a.b=parameter&style.w=plain_tensor")
+    rows = {m: page.text.split(f'<tr data-name="{m}"')[1].split("</tr>")[0] for m in ("a.b", "w")}
+    assert "Torch refused it" in rows["a.b"] and "stayed behind" not in rows["a.b"]
+    assert "stayed behind" in rows["w"]  # a plain tensor really does stay on the CPU

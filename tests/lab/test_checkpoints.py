@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from app.lab.checkpoints import (
+    MAX_DEPTH,
     CheckpointError,
     CheckpointTooLarge,
     Limits,
@@ -183,3 +186,65 @@ def test_legacy_format_has_its_own_cap(tmp_path: Path) -> None:
 def test_torch_version_floor() -> None:
     assert torch_ok()  # this test run's torch
     assert not torch_ok("2.9.1+cpu") and torch_ok("2.10.0") and torch_ok("3.0.0")
+
+
+def safetensors_file(path: Path, header: dict, data: bytes) -> Path:
+    """A safetensors file written by hand, so its header can say what safetensors would never write."""
+    raw = json.dumps(header).encode()
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (
+            {
+                "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+            },
+            "tensors 'a' and 'b' overlap",
+        ),
+        ({"a": {"dtype": "F99", "shape": [2], "data_offsets": [0, 8]}}, "'a': unknown dtype 'F99'"),
+        (
+            {"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}},
+            "shape must be a list of non-negative",
+        ),
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, "8 bytes for shape [3] of F32 (12)"),
+        ({"a": {"dtype": "F32", "shape": [2]}}, "data_offsets must be [begin, end]"),
+        ({"a": [1, 2]}, "an entry must be an object"),
+        ({"__metadata__": {"epoch": 3}}, "__metadata__ must map strings to strings"),
+    ],
+)
+def test_safetensors_header_is_checked_against_the_format(tmp_path: Path, header: dict, message: str) -> None:
+    path = safetensors_file(tmp_path / "m.safetensors", header, b"\0" * 16)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        inspect_checkpoint(path, LIMITS)
+
+
+def test_entry_caps(tmp_path: Path) -> None:
+    few = Limits(LIMITS.max_bytes, LIMITS.header_max_bytes, max_entries=3)
+    save_file({f"t{i}": torch.zeros(1) for i in range(4)}, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointTooLarge, match="4 tensors; at most 3"):
+        inspect_checkpoint(tmp_path / "m.safetensors", few)
+    values = save({"a": 1, "b": 2, "c": 3, "d": 4}, tmp_path / "v.pt", "torch_legacy")
+    with pytest.raises(CheckpointTooLarge, match="more than 3 entries"):
+        inspect_checkpoint(values, few)
+    members = save({f"t{i}": torch.zeros(1) for i in range(4)}, tmp_path / "z.pt", "torch_zip")
+    with pytest.raises(CheckpointTooLarge, match=r"the zip holds \d+ members; at most 3"):
+        inspect_checkpoint(members, few)
+
+
+def test_nesting_is_capped(tmp_path: Path) -> None:
+    deep: dict = {"w": torch.ones(1)}
+    for _ in range(MAX_DEPTH + 1):
+        deep = {"x": deep}
+    with pytest.raises(CheckpointError, match=f"nested deeper than {MAX_DEPTH} levels"):
+        inspect_checkpoint(save(deep, tmp_path / "d.pt", "torch_zip"), LIMITS)
+
+
+def test_without_a_conventional_key_the_largest_dict_is_loaded(tmp_path: Path) -> None:
+    checkpoint = {"ema": {"w": torch.ones(2)}, "weights": {"a": torch.ones(1), "b": torch.ones(1)}}
+    report = inspect_checkpoint(save(checkpoint, tmp_path / "m.pt", "torch_zip"), LIMITS, spec("custom"))
+    assert report.state_dicts == ["ema", "weights"]
+    assert report.load is not None and report.load.state_dict == "weights"
