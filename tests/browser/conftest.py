@@ -74,3 +74,11 @@ def context(browser: Browser, base_url: str, watch: Watch) -> Iterator[BrowserCo
 @pytest.fixture
 def page(context: BrowserContext) -> Page:
     return context.new_page()
+
+
+@pytest.fixture
+def no_js_page(browser: Browser, base_url: str, watch: Watch) -> Iterator[Page]:
+    """A page with JavaScript off: the forms must work as plain HTML."""
+    ctx = open_context(browser, base_url, watch, java_script_enabled=False)
+    yield ctx.new_page()
+    ctx.close()

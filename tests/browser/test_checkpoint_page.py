@@ -67,16 +67,14 @@ def test_a_malicious_file_is_refused_on_the_page(page: Page, tmp_path: Path) -> 
     assert not marker.exists()
 
 
-def test_without_javascript_the_form_posts(browser: Browser, base_url: str, watch: Watch) -> None:
-    context = open_context(browser, base_url, watch, java_script_enabled=False)
-    page = context.new_page()
+def test_without_javascript_the_form_posts(no_js_page: Page) -> None:
+    page = no_js_page
     page.goto("/checkpoints?lang=zh-CN")
     page.set_input_files("#checkpoint-file", file(tied_checkpoint()))
     page.select_option("#load-preset", "testmodel")
     page.click("#checkpoint-form button[type=submit]")
     expect(page.locator("#load-outcome")).to_contain_text("Missing key(s) in state_dict")  # torch's words
     expect(page.locator("h3").first).to_contain_text("加载到")
-    context.close()
 
 
 def test_axe_finds_no_serious_violations_on_a_result(browser: Browser, base_url: str, watch: Watch) -> None:

@@ -178,9 +178,8 @@ def test_keyboard_only(page: Page) -> None:
     expect(page.locator("#announce")).to_contain_text("buffer2: buffer → non_persistent_buffer")
 
 
-def test_without_javascript_the_form_still_works(browser: Browser, base_url: str, watch: Watch) -> None:
-    context = open_context(browser, base_url, watch, java_script_enabled=False)
-    page = context.new_page()
+def test_without_javascript_the_form_still_works(no_js_page: Page) -> None:
+    page = no_js_page
     page.goto("/?preset=testmodel")
     page.select_option("#style-buffer1", "nn_buffer")
     page.select_option("#device", "meta")
@@ -188,7 +187,6 @@ def test_without_javascript_the_form_still_works(browser: Browser, base_url: str
     page.wait_for_url(lambda url: "device=meta" in url)
     styles = {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "nn_buffer"}
     assert_tables_match_torch(page, "testmodel", styles, "meta")
-    context.close()
 
 
 def test_layers_in_a_list_then_in_a_module_list(page: Page) -> None:
@@ -236,9 +234,8 @@ def test_custom_members_added_refused_and_dropped(page: Page) -> None:
     assert "style.w" not in page.url and "style.a.b=parameter" in page.url
 
 
-def test_custom_member_added_without_javascript(browser: Browser, base_url: str, watch: Watch) -> None:
-    context = open_context(browser, base_url, watch, java_script_enabled=False)
-    page = context.new_page()
+def test_custom_member_added_without_javascript(no_js_page: Page) -> None:
+    page = no_js_page
     page.goto("/?preset=custom")
     page.fill("#new-name", "w")
     page.select_option("#new-style", "non_persistent_buffer")
@@ -246,7 +243,6 @@ def test_custom_member_added_without_javascript(browser: Browser, base_url: str,
     page.wait_for_url(lambda url: "style.w=non_persistent_buffer" in url and "add=" not in url)
     assert names(page, "named-buffers") == ["w"]
     assert names(page, "state-dict") == ["linear.weight", "linear.bias"]
-    context.close()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
