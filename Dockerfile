@@ -6,14 +6,16 @@ ARG TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     MRE_HOST=0.0.0.0 MRE_PORT=8000
 
-WORKDIR /srv
 RUN pip install ${TORCH_SPEC} numpy
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY templates ./templates
-COPY static ./static
-RUN pip install . && useradd --create-home --uid 10001 explorer
+# Built from a copy that is removed afterwards: the wheel carries templates, static files and
+# catalogs, so the server runs from an empty directory like any installed package.
+COPY pyproject.toml setup.py MANIFEST.in README.md /src/
+COPY app /src/app
+COPY templates /src/templates
+COPY static /src/static
+RUN pip install /src && rm -rf /src && useradd --create-home --uid 10001 explorer
 USER explorer
+WORKDIR /home/explorer
 
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s \

@@ -11,7 +11,9 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-STATIC = Path(__file__).parent.parent / "static"
+from app.resources import resource_dir
+
+STATIC = resource_dir("static")
 FOREVER = "public, max-age=31536000, immutable"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -38,9 +37,10 @@ from app.lab.spec import (
     resolve,
 )
 from app.lab.styles import ALL_STYLES
+from app.resources import resource_dir
 from app.settings import get_settings
 
-TEMPLATES = Path(__file__).parent.parent / "templates"
+TEMPLATES = resource_dir("templates")
 VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
 # The experiment to run and its options ride in the URL beside the spec, named like the API's.
 EXPERIMENT_PARAMS = ("experiment", *sorted({name for e in EXPERIMENTS.values() for name in e.params}))
