@@ -6,6 +6,8 @@ so a page URL is a permalink and the same spec the JSON API takes.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -15,12 +17,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from pydantic import ValidationError
 
 from app import i18n
 from app.assets import static_assets
 from app.lab import devices, memo
-from app.lab.diff import compare
+from app.lab.diff import compare, with_matrix
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.inspect import LabReport
 from app.lab.langs import LANGS
@@ -46,11 +49,17 @@ VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language,
 EXPERIMENT_PARAMS = ("experiment", *sorted({name for e in EXPERIMENTS.values() for name in e.params}))
 # The custom module's form: add the member named ``new`` (on ``add``), or drop one.
 EDIT_PARAMS = ("add", "new", "new_shape", "new_style", "drop")
-PAGE_PARAMS = ("lang", "present", *EXPERIMENT_PARAMS, *EDIT_PARAMS)  # not part of the spec
+PAGE_PARAMS = ("lang", "present", "embed", *EXPERIMENT_PARAMS, *EDIT_PARAMS)  # not part of the spec
 INTO = "into."  # load_into: the member styles of the module loaded into
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
 
 router = APIRouter(include_in_schema=False)
+
+
+def breakable(text: object) -> Markup:
+    """``text`` escaped, with line-break chances after dots and underscores: a long torch name
+    (``bn.num_batches_tracked``) wraps at its parts instead of running out of its column."""
+    return Markup(re.sub(r"([._])", r"\1<wbr>", str(escape(text))))
 
 
 @cache
@@ -65,6 +74,10 @@ def environment(lang: str) -> Environment:
     )
     env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
     env.globals["asset"] = static_assets().url  # content-hashed URLs, cached for a year
+    env.filters["breakable"] = breakable
+    # Globals rather than a template's own macros: a block rendered alone for htmx sees them too.
+    macros = env.get_template("macros.html").module
+    env.globals.update({name: getattr(macros, name) for name in dir(macros) if not name.startswith("_")})
     return env
 
 
@@ -85,6 +98,7 @@ class View:
     lang_chosen: bool  # given in the URL (kept in links), rather than taken from Accept-Language
     present: bool
     htmx: bool  # an htmx swap rather than a full page load
+    embed: bool = False  # the lab alone, for an iframe in slides or a course page
 
 
 async def get_view(request: Request) -> View:
@@ -94,6 +108,7 @@ async def get_view(request: Request) -> View:
         lang=i18n.choose(query.get("lang"), headers.get("accept-language")),
         lang_chosen=query.get("lang") in LANGS,
         present=query.get("present") == "1",
+        embed=query.get("embed") == "1",
         # A history restore after a cache miss wants the full page, not a fragment.
         htmx=headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true",
     )
@@ -126,21 +141,33 @@ def edited(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return kept
 
 
+def lesson_device() -> str:
+    """Where the first page moves its module: the first GPU, else meta, so the plain tensor that
+    stays behind on cpu shows the tutorials' point before anything is touched."""
+    return next((d for d in devices.device_ids() if d.startswith("cuda:")), "meta")
+
+
 def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
     """The page's spec, and the ``style.*`` members it ignored.
 
     Choosing another module in the form (or submitting it without JavaScript) still sends the old
-    module's members; the page drops those and says so, where the API would refuse them.
+    module's members (and a custom module's shapes); the page drops those and says so, where the
+    API would refuse them.
     """
     query = edited([(key, value) for key, value in query if not key.startswith(INTO)])
-    if not any(key == "preset" for key, _ in query):
+    given = {key for key, _ in query}
+    if "preset" not in given:
         query = [("preset", DEFAULT_PRESET), *query]
+        if "device" not in given:
+            query.append(("device", lesson_device()))
     spec = from_query(query, allowed=PAGE_PARAMS)
     preset = PRESETS.get(spec.preset)
-    ignored = [name for name in spec.styles if preset and not preset.custom and preset.member(name) is None]
+    foreign = bool(preset and not preset.custom)
+    ignored = [name for name in spec.styles if foreign and preset.member(name) is None]  # type: ignore[union-attr]
     kept = {name: style for name, style in spec.styles.items() if name not in ignored}
+    update = {"styles": kept, "shapes": {} if foreign else spec.shapes}
     limit = get_settings().custom_max_elements
-    return resolve(spec.model_copy(update={"styles": kept}), devices.device_ids(), limit), ignored
+    return resolve(spec.model_copy(update=update), devices.device_ids(), limit), ignored
 
 
 def previous_report(request: Request) -> LabReport | None:
@@ -184,23 +211,61 @@ def link(spec: LabSpec, view: View, extra: Sequence[tuple[str, str]] = (), **cha
     pairs = list(extra)
     pairs += [("lang", lang)] if lang else []
     pairs += [("present", "1")] if present else []
+    pairs += [("embed", "1")] if view.embed else []
     tail = urlencode(pairs)
     return "/?" + spec.query() + ("&" + tail if tail else "")
+
+
+def owners(report: LabReport) -> dict[str, str]:
+    """Each tensor's name -> the member it belongs to (itself, or a container's layers under it)."""
+    names = [m.name for m in report.members]
+    found: dict[str, str] = {}
+    rows = [*report.named_parameters, *report.named_buffers, *report.state_dict]
+    for row in rows:
+        for name in names:
+            if row.name == name or row.name.startswith((name + ".", name + "[")):
+                found.setdefault(row.name, name)
+    return found
+
+
+def code_lines(report: LabReport) -> list[tuple[str, str | None]]:
+    """The script's lines, each with the one member it is about (for the linked highlight)."""
+    names = [m.name for m in report.members]
+    marks = {name: (f"self.{name} ", repr(name), json.dumps(name)) for name in names}
+    lines = []
+    for line in report.code.splitlines():
+        about = [name for name in names if any(mark in line for mark in marks[name])]
+        lines.append((line, about[0] if len(about) == 1 else None))
+    return lines
+
+
+def without(spec: LabSpec, view: View, name: str) -> str:
+    """The permalink of this lab without one custom member: the row's remove link."""
+    styles = {k: v for k, v in spec.styles.items() if k != name}
+    shapes = {k: v for k, v in spec.shapes.items() if k != name}
+    return link(spec.model_copy(update={"styles": styles, "shapes": shapes}), view)
 
 
 def context(
     view: View, spec: LabSpec | None = None, previous: LabReport | None = None, **extra: object
 ) -> dict:
     report = memo.report(spec) if spec else None
+    table = matrix(spec) if spec else None
+    diff = compare(previous, report) if report else None
+    if diff is not None and previous is not None and table is not None:
+        diff = with_matrix(diff, matrix(previous.spec), table)
     pairs = extra.get("experiment_pairs", ())
     return {
         "spec": spec,
         "report": report,
-        "matrix": matrix(spec) if spec else None,
+        "matrix": table,
         "members": {m.name: m for m in members(spec)} if spec else {},
+        "owners": owners(report) if report else {},
+        "code_lines": code_lines(report) if report else [],
+        "without": lambda name: without(spec, view, name) if spec else "/",
         "experiments": EXPERIMENTS,
         "experiment": None,
-        "diff": compare(previous, report) if report else None,
+        "diff": diff,
         "view": view,
         "presets": PRESETS,
         "styles": ALL_STYLES,
@@ -251,7 +316,8 @@ def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
     )
     blocks = None
     if view.htmx:
-        blocks = ("results", "announce", "links", "experiment_controls")
+        blocks = ("results", "announce", "experiment_controls", "more")
+        blocks += () if view.embed else ("links",)  # an embedded lab has no header to update
         if ctx["diff"].preset or (previous and list(previous.spec.styles) != list(spec.styles)):
             blocks += ("controls",)  # another module, or a custom member added or dropped
             # The form still sent the old module's members: expected to go, so not reported.

@@ -31,7 +31,7 @@
       const toggle = document.querySelector("a[aria-keyshortcuts='t']");
       if (toggle) window.location.href = toggle.href;
     } else if (/^Digit[1-9]$/.test(event.code)) {
-      const selects = document.querySelectorAll("#members select");
+      const selects = document.querySelectorAll("#members-table select");
       cycle(selects[Number(event.code.slice(5)) - 1], step);
     } else {
       return;
@@ -39,14 +39,66 @@
     event.preventDefault();
   });
 
-  // The new member's fields go with the Add button, not with every change of the form; Enter adds.
+  // The member controls live in the swapped table: a choice made while a request is in flight
+  // would be overwritten by that request's answer (and lost to the queued one). Such choices are
+  // kept and put back into the new table before the queued request reads the form.
+  let inFlight = false;
+  let pending = {};
+  document.addEventListener("htmx:beforeRequest", function () { inFlight = true; pending = {}; });
+  document.addEventListener("change", function (event) {
+    const el = event.target;
+    if (inFlight && el.id && el.closest && el.closest("#results")) pending[el.id] = el.value;
+  }, true);
+  document.addEventListener("htmx:afterSwap", function () {
+    Object.keys(pending).forEach(function (id) {
+      const el = document.getElementById(id);
+      if (el) el.value = pending[id];
+    });
+  });
+  document.addEventListener("htmx:afterRequest", function () { inFlight = false; });
+
+  // The new member's fields go with the Add button (the form's submit), not with every change.
   document.addEventListener("change", function (event) {
     if (event.target.closest && event.target.closest("#add-member")) event.stopPropagation();
   }, true);
-  document.addEventListener("keydown", function (event) {
-    if (event.key !== "Enter" || !event.target.closest || !event.target.closest("#add-member input")) return;
-    event.preventDefault();
-    document.querySelector("#add-member button.add").click();
+
+  // Linked views: pointing at or focusing anything of a member (its control, a row of any table,
+  // its matrix row, its code line) lights that member up everywhere.
+  function link(member, on) {
+    document.querySelectorAll("[data-member]").forEach(function (el) {
+      el.classList.toggle("linked", on && el.dataset.member === member);
+    });
+  }
+  function memberOf(target) {
+    const el = target.closest && target.closest("[data-member]");
+    return el ? el.dataset.member : null;
+  }
+  ["mouseover", "focusin"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      const member = memberOf(event.target);
+      if (member !== null) link(member, true);
+    });
+  });
+  ["mouseout", "focusout"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      const member = memberOf(event.target);
+      const next = event.relatedTarget && memberOf(event.relatedTarget);
+      if (member !== null && next !== member) link(member, false);
+    });
+  });
+
+  // An experiment chosen (or its option changed): its result comes into view and takes focus.
+  let showResult = false;
+  document.addEventListener("change", function (event) {
+    if (event.target.closest && event.target.closest("#experiment-controls")) showResult = true;
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    const result = document.getElementById("experiment-result");
+    if (showResult && result) {
+      result.scrollIntoView({ block: "nearest" });
+      result.focus({ preventScroll: true });
+    }
+    showResult = false;
   });
 
   function copy(button) {

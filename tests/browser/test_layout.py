@@ -1,0 +1,104 @@
+"""One screen for a projected classroom: at 1280x720 and 1920x1080, projector mode on and off,
+for every preset in both languages, the controls, the members table and the three tables are
+inside the viewport, none overlaps another and no cell's content is cut. On a 390 px phone the
+page never scrolls sideways."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from playwright.sync_api import Browser
+
+from app.lab.presets import PRESETS
+from tests.browser.conftest import Watch, open_context
+
+# The custom module at its fullest for a lesson: six members, every kind of style, one refused.
+CUSTOM = {
+    "preset": "custom",
+    "style.weight": "parameter",
+    "shape.weight": "4x4",
+    "style.frozen": "frozen_parameter",
+    "style.running_mean": "buffer",
+    "style.scratch": "non_persistent_buffer",
+    "style.cache": "plain_tensor",
+    "style.a.b": "nn_buffer",
+}
+LABS = {p: {"preset": p} for p in PRESETS if not PRESETS[p].custom} | {"custom": CUSTOM}
+BOXES = ["#preset", "#device", "#members-table", "#named-parameters", "#named-buffers", "#state-dict"]
+
+# What the page must show without scrolling, and where each box is; cells whose content is wider
+# than the cell (cut, or spilling onto a neighbour).
+MEASURE = """(selectors) => {
+  const box = (el) => { const r = el.getBoundingClientRect();
+    return {top: r.top, left: r.left, bottom: r.bottom, right: r.right}; };
+  const boxes = {};
+  for (const s of selectors) boxes[s] = box(document.querySelector(s));
+  document.querySelectorAll('#members-table select').forEach((el) => { boxes['#' + el.id] = box(el); });
+  const cut = [];
+  document.querySelectorAll('#members-table th, #members-table td, .tables th, .tables td').forEach((el) => {
+    if (el.offsetParent !== null && el.scrollWidth > el.clientWidth + 1) cut.push(el.textContent.trim());
+  });
+  document.querySelectorAll('.tables .scroll, #members-table').forEach((el) => {
+    const scroller = el.closest('.scroll');
+    if (scroller && scroller.scrollWidth > scroller.clientWidth + 1) cut.push('scrolls: ' + el.id);
+  });
+  return {boxes, cut, width: innerWidth, height: innerHeight,
+          pageWidth: document.documentElement.scrollWidth};
+}"""
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return (
+        a["left"] < b["right"]
+        and b["left"] < a["right"]
+        and a["top"] < b["bottom"]
+        and b["top"] < a["bottom"]
+    )
+
+
+@pytest.fixture(scope="module")
+def layout_context(browser: Browser, base_url: str):
+    watch = Watch(base_url)
+    context = open_context(browser, base_url, watch)
+    yield context
+    context.close()
+    assert watch.errors == [] and watch.outside == []
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+@pytest.mark.parametrize("present", [False, True], ids=["normal", "projector"])
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080)], ids=["1280x720", "1920x1080"])
+@pytest.mark.parametrize("lab", list(LABS))
+def test_the_lab_fits_one_screen(layout_context, lab: str, size: tuple[int, int], present: bool, lang: str):
+    page = layout_context.new_page()
+    page.set_viewport_size({"width": size[0], "height": size[1]})
+    query = {**LABS[lab], "device": "meta", "lang": lang, **({"present": "1"} if present else {})}
+    page.goto("/?" + urlencode(query))
+    page.wait_for_load_state("load")
+    found = page.evaluate(MEASURE, BOXES)
+    page.close()
+    outside = [
+        name
+        for name, b in found["boxes"].items()
+        if b["bottom"] > found["height"] or b["right"] > found["width"] or b["left"] < 0
+    ]
+    assert outside == [], f"below or beside the first screen: {outside} ({found['boxes']})"
+    tables = [found["boxes"][s] for s in BOXES[2:]]
+    assert not [(i, j) for i in range(4) for j in range(i + 1, 4) if overlap(tables[i], tables[j])]
+    assert found["cut"] == []
+    assert found["pageWidth"] <= size[0]
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+@pytest.mark.parametrize("lab", list(LABS))
+def test_a_phone_never_scrolls_sideways(layout_context, lab: str, lang: str):
+    page = layout_context.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto("/?" + urlencode({**LABS[lab], "device": "meta", "lang": lang}))
+    page.wait_for_load_state("load")
+    found = page.evaluate(MEASURE, BOXES)
+    page.close()
+    assert found["pageWidth"] <= 390
+    for name in ("#preset", "#device", *(n for n in found["boxes"] if n.startswith("#style-"))):
+        assert found["boxes"][name]["right"] <= 390, name
