@@ -34,7 +34,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         copy(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", out, "."],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", out, "."],
         cwd=source,
         check=True,
     )
@@ -66,9 +66,8 @@ def test_installed_wheel_serves_from_an_empty_directory(wheel: Path, tmp_path: P
     )
     empty = tmp_path / "empty"
     empty.mkdir()
-    where = subprocess.run(
-        [python, "-c", "import app; print(app.__file__)"], cwd=empty, capture_output=True, text=True, check=True
-    )
+    code = "import app; print(app.__file__)"
+    where = subprocess.run([python, "-c", code], cwd=empty, capture_output=True, text=True, check=True)
     assert where.stdout.startswith(site), where.stdout  # the wheel's copy, not the checkout's
 
     port = free_port()

@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
                 "zeros, registered with register_parameter as in the tutorial. Switch them to buffers to "
                 "see them leave named_parameters() but stay in state_dict().",
                 ZH: "两个无偏置卷积层，加上全 1 的 10x10 'weight' 和全 0 的 10 维 'bias'，"
-                "按教程用 register_parameter 注册。把它们换成 buffer，"
+                "按教程用 register_parameter 注册。把它们换成缓冲区，"
                 "可以看到它们离开 named_parameters()，但仍留在 state_dict() 中。",
             },
             layers=(
