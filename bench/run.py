@@ -1,9 +1,10 @@
-"""`make bench`: the app against a FastAPI fixed-bytes baseline, both driven by wrk on loopback in
-the same run, alternately, so the ratios survive a shared, noisy machine.
+"""`make bench`: the app against a bare ASGI fixed-bytes baseline under the same uvicorn, both driven
+by wrk on loopback in the same run, alternately, so the ratios survive a shared, noisy machine.
 
 Prints requests/s, p50/p99 and errors per view and its ratio to the baseline; the cold cost of a
 never-seen spec (server-side, from Server-Timing); startup time; resident memory after 5k and 50k
-mixed requests; and the first page load in headless chromium. Writes bench/results/latest.json.
+mixed requests; the first page load and change -> paint of each interaction in headless chromium.
+Writes bench/results/latest.json.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ EXPERIMENT = "preset=testmodel&style.buffer1=buffer"  # on the CPU, so the step 
 def server(module: str) -> tuple[str, int, float]:
     """uvicorn serving ``module`` on a free port; yields (base URL, pid, seconds to healthy)."""
     port = free_port()
-    health = "/api/health" if module == "app.main:app" else "/fixed"
+    health = "/api/health" if module == "app.main:app" else "/fixed"  # the baseline answers any path
     start = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -188,9 +189,9 @@ def memory(app: str, pid: int) -> dict:
 
 
 def page_load(app: str) -> dict:
-    from bench.page import measure
+    from bench.page import interactions, measure
 
-    return measure(app)
+    return {**measure(app), "interactions": interactions(app)}
 
 
 def main() -> None:
@@ -231,6 +232,9 @@ def print_report(r: dict) -> None:
     )
     p = r["page"]
     print(f"first page load: {p['first_load_bytes']} bytes, {p['first_load_ms_p50']} ms to load (p50)")
+    print("select changed -> tables painted (headless chromium, 1280x720):")
+    for kind, t in p["interactions"].items():
+        print(f"  {kind:<8} p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms over {t['changes']} changes")
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
 
