@@ -1,0 +1,68 @@
+"""An experiment on the page opens with a conclusion in words, in the user's language, whose
+names are what torch itself does to the reference module (written here with plain torch)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from torch import nn
+
+from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+
+STYLES = {**TUTORIAL_DEFAULTS["testmodel"], "parameter1": "frozen_parameter"}
+QUERY = {"preset": "testmodel", **{f"style.{k}": v for k, v in STYLES.items()}}
+
+
+def conclusion(client: TestClient, lang: str = "en", **params: str) -> str:
+    html = client.get("/", params={**QUERY, "lang": lang, **params}).text
+    (text,) = re.findall(r'<p class="conclusion">(.*?)</p>', html, re.S)
+    return " ".join(text.split())
+
+
+def listed(sentence: str, prefix: str, suffix: str = "") -> list[str]:
+    """The names a sentence lists between ``prefix`` and ``suffix`` and its full stop."""
+    match = re.search(re.escape(prefix) + r" (.*?)" + re.escape(suffix) + r"\.(?: |$)", sentence)
+    assert match, (prefix, sentence)
+    return match.group(1).split(", ")
+
+
+def tracked(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers()), "buffer1": model.buffer1}
+
+
+def test_cast_names_what_half_casts_and_what_it_leaves(client: TestClient) -> None:
+    model = reference("testmodel", STYLES)
+    model.half()
+    cast = sorted(n for n, t in tracked(model).items() if t.dtype == torch.float16)
+    kept = sorted(n for n, t in tracked(model).items() if t.dtype == torch.float32)
+    text = conclusion(client, experiment="cast", dtype="half")
+    assert sorted(listed(text, "The cast changed the dtype of")) == cast
+    assert kept == ["buffer1"] and text.endswith("buffer1 kept its dtype.")
+
+
+def test_save_load_names_what_the_checkpoint_restores(client: TestClient) -> None:
+    model = reference("testmodel", STYLES)
+    restored = list(model.state_dict())
+    text = conclusion(client, experiment="save_load")
+    assert sorted(listed(text, "load_state_dict restored", " from the checkpoint")) == sorted(restored)
+    assert "buffer1 did not come back" in text
+
+
+def test_step_names_what_the_optimizer_changed_and_what_it_could_not(client: TestClient) -> None:
+    model = reference("testmodel", STYLES)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    text = conclusion(client, experiment="step")
+    assert listed(text, "The optimizer changed") == trainable
+    assert f"{', '.join(frozen)} got no gradient" in text
+
+
+@pytest.mark.parametrize("experiment", ["forward", "step", "cast", "save_load", "load_into", "identity"])
+def test_the_conclusion_speaks_chinese(client: TestClient, experiment: str) -> None:
+    text = conclusion(client, "zh-CN", experiment=experiment)
+    assert re.search(r"[\u4e00-\u9fff]", text), text
+    words = {w for w in re.findall(r"[A-Za-z_][\w.()]*", text) if not re.search(r"[_.()0-9]", w)}
+    assert words <= {"torch", "RuntimeError", "Python"}, words
