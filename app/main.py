@@ -74,7 +74,11 @@ async def _docs(request: Request) -> HTMLResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     torch.set_num_threads(settings.torch_threads)
+    on = settings.telemetry
     app = FastAPI(
+        # FastAPI asks the OpenTelemetry providers on every request whether to trace it: about 10 us
+        # of a cached answer's 15. Off unless an operator wants the spans and metrics.
+        telemetry={"tracing": on, "metrics": on, "logs": on},
         docs_url=None,  # served below from vendored Swagger UI: no CDN
         redoc_url=None,
         title="Module Registration Explorer",

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     checkpoint_slots: int = 2  # inspections at a time per process; others wait for a slot
     checkpoint_wait_seconds: float = 30.0  # then get a 503
     checkpoint_tmp_dir: str | None = None
+    # FastAPI's OpenTelemetry spans, metrics and logs, for an operator who configured providers.
+    telemetry: bool = False
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
     torch_threads: int = 1
 
