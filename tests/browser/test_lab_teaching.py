@@ -52,6 +52,7 @@ def english_words(texts: list[str]) -> set[str]:
     for text in texts:
         for word in TOKEN.findall(text):
             torch_name = re.search(r"[_.()0-9]", word) or re.search(r"[A-Z]{2}", word) or len(word) < 2
+            torch_name = torch_name or word.endswith(("Error", "Exception"))  # torch's exception types
             if not torch_name and word not in TORCH_WORDS:
                 words.add(word)
     return words
