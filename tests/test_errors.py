@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -128,3 +130,33 @@ def test_a_body_that_is_not_utf8_is_422_like_any_bad_json(client: TestClient, ur
     response = client.post(url, content=b"\xff\xfe{", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"] == "the body is not UTF-8 JSON"
+
+
+# Sizes int() cannot read (a superscript passes str.isdigit), or reads past its digit limit.
+BAD_SIZES = ["²", "3x²", "٣", "9" * 5000, "2x" + "1" * 5000, "1" * 10, "+3", " 3", "3_000", "3x", "x3", ""]
+
+
+@pytest.mark.parametrize("size", BAD_SIZES)
+def test_a_shape_int_cannot_read_is_422_naming_the_field(client: TestClient, size: str) -> None:
+    query = {"preset": "custom", "style.w": "parameter", "shape.w": size}
+    for url in ("/api/lab", "/api/matrix", "/api/experiments/cast"):
+        response = client.get(url, params=query)
+        assert response.status_code == 422, (url, response.text[:200])
+        assert response.json()["detail"][0]["loc"] == ["query", "shape.w"]
+        assert len(response.text) < 500  # the 5,000 digits are not echoed back
+    page = client.get("/", params=query)
+    assert page.status_code == 422 and "shape.w must look like 3x4" in page.text
+
+
+@pytest.mark.parametrize("size", BAD_SIZES[:5])
+def test_a_shape_int_cannot_read_is_no_500_on_the_other_routes_that_read_a_spec(
+    client: TestClient, size: str
+) -> None:
+    query = {"preset": "custom", "style.w": "parameter", "shape.w": size}
+    current = "http://testserver/?" + urlencode(query)  # the page the htmx request comes from
+    headers = {"HX-Request": "true", "HX-Current-URL": current}
+    swapped = client.get("/", params={"preset": "testmodel"}, headers=headers)
+    assert swapped.status_code == 200
+    assert client.get("/checkpoints", params=query).status_code == 200  # the form, nothing preselected
+    posted = client.post("/checkpoints", files={"file": ("m.pt", b"junk")}, data=query)
+    assert posted.status_code == 422 and "shape.w" in posted.text  # (5,000 digits: over its field cap)

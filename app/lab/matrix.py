@@ -9,10 +9,9 @@ from urllib.parse import parse_qsl
 import torch
 from pydantic import BaseModel, Field
 
-from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
 from app.lab.memo import report
-from app.lab.spec import LabSpec, from_query, resolve
+from app.lab.spec import LabSpec, from_query
 from app.lab.styles import ALL_STYLES
 from app.lab.tensors import member_tensors
 
@@ -55,8 +54,8 @@ def matrix(spec: LabSpec) -> Matrix:
 
 @lru_cache(maxsize=256)
 def _matrix(query: str, torch_version: str) -> Matrix:
-    spec = from_query(parse_qsl(query))
-    cpu = resolve(spec, device_ids())
+    # Already canonical (the query of a resolved spec): checked once, by the caller, with its app's caps.
+    cpu = spec = from_query(parse_qsl(query))
     moved = report(spec.model_copy(update={"device": "meta"}))
     lab = {m.name: m for m in report(cpu).members}
     runs = {
