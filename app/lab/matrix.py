@@ -73,7 +73,9 @@ def _matrix(query: str, torch_version: str) -> Matrix:
             rows.append(MatrixRow(member=member.name, style=member.style, cells=dict.fromkeys(COLUMNS)))
             continue
         # A container's answer holds for every tensor of its layers (they are treated alike).
-        cast, step, load = ([seen[e][n] for n in own] for e in ("cast", "step", "save_load"))
+        # A tensor can be gone from a module before an experiment watches it: a custom plain tensor
+        # named "training" is replaced by model.train() before save_load snapshots the module.
+        cast, step, load = ([seen[e][n] for n in own if n in seen[e]] for e in ("cast", "step", "save_load"))
         rows.append(
             MatrixRow(
                 member=member.name,

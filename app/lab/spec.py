@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from math import prod
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.lab.presets import PRESETS, Member
 from app.lab.styles import STYLES
@@ -67,6 +67,16 @@ class LabSpec(BaseModel):
         max_length=MAX_MEMBERS,
         description="custom preset only: the shape of each member's tensor (default [3]).",
     )
+
+    @field_validator("styles", "shapes")
+    @classmethod
+    def _unicode(cls, value: dict) -> dict:
+        # JSON can carry a lone surrogate ("\ud800"), which no URL, cache key or script can hold;
+        # pydantic refuses one in a str field, not in a dict's keys.
+        for text in [*value, *value.values()]:
+            if isinstance(text, str) and not text.encode(errors="replace").decode() == text:
+                raise ValueError(f"{text!r} is not Unicode text: it holds a lone surrogate")
+        return value
 
     def query(self) -> str:
         """Canonical query string (``preset=..&device=..&style.NAME=..``) in member order."""
