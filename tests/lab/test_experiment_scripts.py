@@ -18,6 +18,8 @@ SPECS = [
     LabSpec(preset="testmodel", styles={"buffer1": "parameter"}),  # step: torch refuses
     LabSpec(preset="tied_weights"),
     LabSpec(preset="batchnorm", device="meta"),
+    # Values on the CPU: the script runs at the interpreter's thread count, the app at its setting.
+    LabSpec(preset="batchnorm"),
     LabSpec(preset="layer_list"),  # layers in a plain list: seen by the script as blocks[0].weight
     LabSpec(preset="layer_list", device="meta", styles={"blocks": "module_list"}),
 ]

@@ -12,7 +12,7 @@ from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
 from tests.lab.cases import PRESET_STYLES, styles_of
-from tests.lab.reference import named, reference, sample
+from tests.lab.reference import loss, named, reference, sample
 
 CASES = [(p, s, d) for p, s in PRESET_STYLES for d in ("cpu", "meta")]
 
@@ -64,7 +64,7 @@ def test_step(preset: str, style: str, device: str) -> None:
     moved_by_optimizer: list[str] = []
 
     def train() -> None:
-        model.train()(sample(preset, device)).sum().backward()
+        loss(model.train()(sample(preset, device))).backward()
         mid = {n: t.detach().clone() for n, t in named(model, list(styles)).items()}
         optimizer.step()
         now = named(model, list(styles))
