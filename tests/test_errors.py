@@ -72,10 +72,38 @@ def test_bad_json_is_422_naming_the_field(client: TestClient, body: str, loc: li
     assert response.json()["detail"][0]["loc"] == loc
 
 
-def test_too_many_members_is_422(client: TestClient) -> None:
-    styles = {f"m{i}": "buffer" for i in range(65)}
-    response = client.post("/api/lab", json={"preset": "mymodule", "styles": styles})
+@pytest.mark.parametrize(("members", "status"), [(16, 200), (17, 422)])
+def test_the_custom_member_cap_at_its_boundary(client: TestClient, members: int, status: int) -> None:
+    styles = {f"m{i}": "buffer" for i in range(members)}
+    query = {"preset": "custom", **{f"style.{name}": style for name, style in styles.items()}}
+    for response in (
+        client.post("/api/lab", json={"preset": "custom", "styles": styles}),
+        client.get("/api/lab", params=query),
+    ):
+        assert response.status_code == status
+        if status == 200:
+            assert [m["name"] for m in response.json()["members"]] == list(styles)
+        else:
+            assert response.json()["detail"][0] == {
+                "loc": ["styles"],
+                "msg": "at most 16 members in a custom module",
+                "type": "value_error",
+            }
+
+
+@pytest.mark.parametrize(("members", "refused_by"), [(64, "the custom cap"), (65, "the form")])
+def test_the_member_cap_of_the_form_at_its_boundary(
+    client: TestClient, members: int, refused_by: str
+) -> None:
+    """64 members pass the form (and meet the custom module's own cap); 65 never reach it."""
+    styles = {f"m{i}": "buffer" for i in range(members)}
+    response = client.post("/api/lab", json={"preset": "custom", "styles": styles})
     assert response.status_code == 422
+    error = response.json()["detail"][0]
+    if refused_by == "the form":
+        assert error["loc"] == ["body", "styles"] and "at most 64" in error["msg"]
+    else:
+        assert error["loc"] == ["styles"] and error["msg"] == "at most 16 members in a custom module"
 
 
 def test_oversized_body_is_413_with_its_limit(client: TestClient) -> None:
@@ -117,12 +145,22 @@ def test_odd_bodies_are_4xx(client: TestClient, body: bytes) -> None:
         "/api/lab?preset=testmodel&style.=buffer",
         "/api/lab?preset=testmodel&device=%F0%9F%94%A5",
         "/api/lab?preset=testmodel&style.buffer1",
-        "/api/lab?" + "&".join(f"style.m{i}=buffer" for i in range(200)) + "&preset=testmodel",
     ],
 )
 def test_odd_queries_are_4xx(client: TestClient, url: str) -> None:
     response = client.get(url)
     assert 400 <= response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize(
+    ("members", "loc"), [(64, ["styles"]), (65, ["query", "styles"]), (200, ["query", "styles"])]
+)
+def test_many_members_in_a_query_meet_the_form_cap(client: TestClient, members: int, loc: list) -> None:
+    """In a query, 65 or 200 members are refused by the form's cap before any module is built."""
+    url = "/api/lab?preset=custom&" + "&".join(f"style.m{i}=buffer" for i in range(members))
+    response = client.get(url)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
 
 
 @pytest.mark.parametrize("url", ["/api/lab", "/api/experiments/step"])

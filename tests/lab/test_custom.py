@@ -12,8 +12,10 @@ from torch import nn
 
 from app.lab.devices import device_ids
 from app.lab.inspect import inspect
-from app.lab.spec import LabSpec, resolve
+from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import STYLES
+from app.main import create_app
+from app.settings import Settings
 from tests.lab.reference import attach, reference
 
 NAMES = ["a.b", "", "training", "class", "w"]
@@ -80,3 +82,45 @@ def test_custom_over_the_api_and_page(client: TestClient) -> None:
     assert body["members"][0]["refused"] == "KeyError: 'buffer name can\\'t contain \".\"'"
     page = client.get("/", params=query)
     assert page.status_code == 200 and 'name="shape.w" value="2x2"' in page.text
+
+
+@pytest.mark.parametrize(
+    ("shape", "ok"), [([4096], True), ([64, 64], True), ([4097], False), ([1, 4097], False)]
+)
+def test_the_element_cap_at_its_boundary(shape: list[int], ok: bool) -> None:
+    """Exactly the setting's number of elements is taken; one more is refused, naming the member."""
+    assert Settings().custom_max_elements == 4096
+    spec = LabSpec(preset="custom", styles={"w": "buffer"}, shapes={"w": shape})
+    if ok:
+        report = inspect(resolve(spec, device_ids()))
+        assert report.named_buffers[0].shape == list(
+            reference("custom", {"w": "buffer"}, {"w": shape}).w.shape
+        )
+        return
+    with pytest.raises(SpecError, match="4097 elements; at most 4096 per tensor") as refused:
+        resolve(spec, device_ids())
+    assert refused.value.loc == ("shapes", "w")
+
+
+@pytest.mark.parametrize("route", ["/api/lab", "/api/matrix", "/api/experiments/cast"])
+def test_the_apps_own_element_cap_rules(route: str) -> None:
+    """create_app(Settings(custom_max_elements=8)): 8 elements are taken, 9 refused, GET and POST."""
+    with TestClient(create_app(Settings(custom_max_elements=8))) as small:
+        for shape, status in (("2x4", 200), ("8", 200), ("3x3", 422), ("9", 422)):
+            query = {"preset": "custom", "style.w": "buffer", "shape.w": shape}
+            body = {
+                "preset": "custom",
+                "styles": {"w": "buffer"},
+                "shapes": {"w": list(map(int, shape.split("x")))},
+            }
+            responses = [small.get(route, params=query)]
+            if route != "/api/matrix":  # GET only
+                responses.append(small.post(route, json=body))
+            for response in responses:
+                assert response.status_code == status, (route, shape, response.text[:200])
+                if status == 422:
+                    assert response.json()["detail"][0] == {
+                        "loc": ["shapes", "w"],
+                        "msg": "9 elements; at most 8 per tensor",
+                        "type": "value_error",
+                    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
@@ -13,6 +15,25 @@ from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
 from tests.lab.cases import PRESET_STYLES, styles_of
 from tests.lab.reference import loss, named, own, reference, sample
+
+
+def restored_by_load(preset: str, styles: dict[str, str]) -> dict[str, bool | None]:
+    """Per member: after a train-mode forward, saved and loaded into a fresh module, is every one of
+    its tensors in the checkpoint and equal to the saved value? None where torch refuses a step."""
+    trained = reference(preset, styles)
+    try:
+        with torch.no_grad():
+            trained.train()(sample(preset, "cpu"))
+    except RuntimeError:
+        return dict.fromkeys(styles)
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    fresh = reference(preset, styles)
+    fresh.load_state_dict(state)
+    saved, loaded = named(trained, list(styles)), named(fresh, list(styles))
+    return {m: all(n in state and torch.equal(saved[n], loaded[n]) for n in own(saved, m)) for m in styles}
 
 
 @pytest.mark.parametrize(("preset", "style"), PRESET_STYLES)
@@ -33,6 +54,9 @@ def test_matrix_matches_torch(preset: str, style: str) -> None:
         assert row.cells["in_state_dict"] == any(n in state for n in mine)
         assert row.cells["moves_with_to"] == on_meta[mine[0]].is_meta
         assert row.cells["cast_by_half"] == all(half[n].dtype == torch.float16 for n in mine)
+    restored = restored_by_load(preset, styles)
+    for row in result.rows:
+        assert row.cells["restored_by_load"] == restored[row.member], row.member
     trained = reference(preset, styles)
     optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
     try:
