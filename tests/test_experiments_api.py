@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.lab.experiments import EXPERIMENTS
-from tests.lab.reference import named, reference
+from tests.lab.reference import TUTORIAL_DEFAULTS, named, reference
 
 
 def test_list(client: TestClient) -> None:
@@ -23,9 +23,12 @@ def test_get_and_post_agree(client: TestClient) -> None:
         "/api/experiments/cast", json={"preset": "testmodel", "device": "meta", "params": {"dtype": "double"}}
     )
     assert got.status_code == posted.status_code == 200
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).to("meta").double()
+    expected = {n: str(t.dtype).removeprefix("torch.") for n, t in named(model, ["buffer1"]).items()}
+    for response in (got, posted):  # each against torch, not only against the other
+        assert {t["name"]: t["dtype_after"] for t in response.json()["tensors"]} == expected
+    assert expected["buffer1"] == "float32" and expected["buffer2"] == "float64"  # plain tensors are not cast
     assert got.json() == posted.json()
-    dtypes = {t["name"]: t["dtype_after"] for t in got.json()["tensors"]}
-    assert dtypes["buffer1"] == "float32" and dtypes["buffer2"] == "float64"  # plain tensors are not cast
 
 
 def test_torch_refusal_is_content(client: TestClient) -> None:

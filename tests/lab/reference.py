@@ -245,9 +245,11 @@ def _persistent(model: nn.Module, qualified: str) -> bool:
     return leaf not in model.get_submodule(owner)._non_persistent_buffers_set
 
 
-def tables(preset: str, styles: dict[str, str], device: str) -> dict:
+def tables(
+    preset: str, styles: dict[str, str], device: str, shapes: dict[str, list[int]] | None = None
+) -> dict:
     """What torch says about the reference module moved to ``device``: the report's tables."""
-    model = reference(preset, styles)
+    model = reference(preset, styles, shapes)
     before = {name: member_device(model, name) for name in styles}
     model.to(device)
     return {

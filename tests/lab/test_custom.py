@@ -16,7 +16,7 @@ from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
 from app.settings import Settings
-from tests.lab.reference import attach, reference
+from tests.lab.reference import attach, reference, tables
 
 NAMES = ["a.b", "", "training", "class", "w"]
 
@@ -39,10 +39,20 @@ def test_names_go_to_torch_unfiltered(style: str, device: str) -> None:
     refusals = {m.name: m.refused for m in report.members}
     assert refusals == {name: direct_refusal(name, style) for name in NAMES}
     accepted = {n: s for n, s in styles.items() if refusals[n] is None}
-    model = reference("custom", accepted, {"w": [2, 3]}).to(device)
-    assert [r.name for r in report.named_parameters] == [n for n, _ in model.named_parameters()]
-    assert [r.name for r in report.state_dict] == list(model.state_dict())
-    assert [r.shape for r in report.state_dict] == [list(t.shape) for t in model.state_dict().values()]
+    torch_says = tables("custom", accepted, device, {"w": [2, 3]})
+    for table in ("named_parameters", "named_buffers", "state_dict"):  # device, requires_grad, persistent
+        assert [row.model_dump() for row in getattr(report, table)] == torch_says[table]
+    model = reference("custom", accepted, {"w": [2, 3]})
+    params, buffers, state = dict(model.named_parameters()), dict(model.named_buffers()), model.state_dict()
+    for row in report.members:
+        accepted_here = row.name in accepted
+        assert (row.in_parameters, row.in_buffers, row.in_state_dict) == (
+            row.name in params,
+            row.name in buffers,
+            row.name in state,
+        )
+        assert row.device_before == (torch_says["devices_before"][row.name] if accepted_here else "none")
+        assert row.device_after == (torch_says["devices_after"][row.name] if accepted_here else "none")
 
 
 def test_script_shows_the_same_refusals() -> None:

@@ -11,6 +11,7 @@ import pytest
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.spec import LabSpec, resolve
+from tests.lab.reference import named, reference
 
 SPECS = [
     LabSpec(preset="testmodel"),
@@ -72,3 +73,11 @@ def test_script_prints_what_the_experiment_saw(results: dict, experiment: str, s
         for t in result.tensors
     ]
     assert table == expected
+    # The names both list (the script carries the app's tensors()) are the tensors torch holds.
+    watched = (
+        resolve(INTO, device_ids()) if experiment == "load_into" and spec.preset == "testmodel" else spec
+    )
+    styles = resolve(watched, device_ids()).styles
+    assert {line.split(" ", 1)[0] for line in table} == set(
+        named(reference(spec.preset, styles), list(styles))
+    )
