@@ -222,7 +222,7 @@ def test_every_module_attribute_name_is_a_result_never_a_500(style: str) -> None
                     n for n, _ in module.named_parameters()
                 ]
             codes.append((name, report["code"]))
-            for url in ("/api/matrix", "/api/experiments/step", "/api/experiments/save_load"):
+            for url in ("/api/matrix", "/api/experiments/step", "/api/experiments/save_load", "/"):
                 assert client.get(url, params=query).status_code == 200, (url, name)
     # The scripts, run with plain python, print the same refusals (one interpreter for them all).
     runner = (
