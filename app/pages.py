@@ -169,7 +169,8 @@ def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[Experime
     if experiment.id == "load_into":
         into = {k.removeprefix(INTO): v for k, v in query if k.startswith(INTO)}
         try:
-            target = LabSpec(preset=spec.preset, device=spec.device, styles=into)
+            shapes = {name: dims for name, dims in spec.shapes.items() if name in into}  # custom: same sizes
+            target = LabSpec(preset=spec.preset, device=spec.device, styles=into, shapes=shapes)
             other = resolve(target, devices.device_ids())
             pairs += [(INTO + member, style) for member, style in other.styles.items()]
         except (SpecError, ValidationError):

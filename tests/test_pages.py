@@ -300,3 +300,17 @@ def test_a_member_torch_refused_is_not_said_to_stay_behind(client: TestClient) -
     attach(module, "w", torch.randn(3), "plain_tensor")
     assert str(module.to("meta").w.device) == "cpu"  # a plain tensor really does stay on the CPU
     assert rows["w"].find(class_="badge").text == "stayed behind"
+
+
+def test_load_into_on_the_page_keeps_the_custom_shapes(client: TestClient) -> None:
+    """The module loaded into has the same custom sizes, so torch loads it (as it does directly)."""
+    query = "/?preset=custom&style.w=buffer&shape.w=2x3&experiment=load_into&into.w=parameter"
+    source = nn.Module()
+    attach(source, "w", torch.randn(2, 3), "buffer")
+    target = nn.Module()
+    attach(target, "w", torch.randn(2, 3), "parameter")
+    target.load_state_dict(source.state_dict())  # strict: torch takes it
+    facts = parse(client.get(query).text).find("dl", class_="facts")
+    terms = [c for c in facts.children if isinstance(c, Element)]
+    shown = {dt.text: dd.text for dt, dd in zip(terms[::2], terms[1::2], strict=True)}
+    assert shown["strict"] == "ok"
