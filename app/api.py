@@ -17,7 +17,7 @@ from app.lab.inspect import LabReport
 from app.lab.langs import EN, ZH
 from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.lab.spec import LabSpec, SpecError, from_query, loaded_into, resolve
 from app.lab.styles import ALL_STYLES
 from app.settings import Settings
 
@@ -221,10 +221,7 @@ def run_resolved(experiment: Experiment, request: ExperimentRequest, settings: S
         if experiment.id != "load_into":
             raise SpecError(("into",), "only load_into takes the styles of another module")
         try:
-            # A custom module's members loaded into keep the shapes given for the same names.
-            shapes = {name: dims for name, dims in request.shapes.items() if name in request.into}
-            into = LabSpec(preset=request.preset, device=request.device, styles=request.into, shapes=shapes)
-            other = resolved(into, settings)
+            other = resolved(loaded_into(request, request.into), settings)
         except SpecError as exc:
             raise SpecError(("into", *exc.loc[1:]), exc.message) from exc
     return run_experiment(experiment.id, spec, other, **request.params).model_dump_json().encode()

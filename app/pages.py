@@ -34,6 +34,7 @@ from app.lab.spec import (
     SpecError,
     UnknownPreset,
     from_query,
+    loaded_into,
     members,
     resolve,
 )
@@ -169,9 +170,7 @@ def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[Experime
     if experiment.id == "load_into":
         into = {k.removeprefix(INTO): v for k, v in query if k.startswith(INTO)}
         try:
-            shapes = {name: dims for name, dims in spec.shapes.items() if name in into}  # custom: same sizes
-            target = LabSpec(preset=spec.preset, device=spec.device, styles=into, shapes=shapes)
-            other = resolve(target, devices.device_ids())
+            other = resolve(loaded_into(spec, into), devices.device_ids())
             pairs += [(INTO + member, style) for member, style in other.styles.items()]
         except (SpecError, ValidationError):
             other = None

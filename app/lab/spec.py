@@ -97,6 +97,13 @@ def members(spec: LabSpec) -> tuple[Member, ...]:
     )
 
 
+def loaded_into(spec: LabSpec, styles: dict[str, str]) -> LabSpec:
+    """The module a load_into experiment loads into: same preset and device, its own styles, and
+    (a custom module) the same sizes for the names it shares."""
+    shapes = {name: dims for name, dims in spec.shapes.items() if name in styles}
+    return LabSpec(preset=spec.preset, device=spec.device, styles=styles, shapes=shapes)
+
+
 def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
     """Check a custom module's members; names are left to torch, which may refuse them."""
     if len(spec.styles) > MAX_CUSTOM_MEMBERS:
