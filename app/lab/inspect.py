@@ -50,7 +50,9 @@ class MemberRow(BaseModel):
     device_before: str = Field(description="Device of the member right after construction (always cpu).")
     device_after: str = Field(description="Device of the member after model.to(device).")
     refused: str | None = Field(
-        None, description="Torch's refusal to attach it (custom names), type: message."
+        None,
+        description="Torch's refusal to attach it (custom names), type: message; also torch's error when "
+        "it takes the name but the module then fails its own calls (self.to = t), so it is left out.",
     )
 
 
