@@ -33,6 +33,7 @@ from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
 from tests.lab.reference import attach
+from tests.lab.test_codegen import expected, parse
 
 # Names that have broken out of, or been rewritten by, generated code: quotes that end a docstring
 # or literal, escapes, braces (format templates), NUL (no source may hold it), line breaks Python
@@ -221,7 +222,7 @@ def test_every_module_attribute_name_is_a_result_never_a_500(style: str) -> None
                 assert [r["name"] for r in report["named_parameters"]] == [
                     n for n, _ in module.named_parameters()
                 ]
-            codes.append((name, report["code"]))
+            codes.append((name, report))
             for url in ("/api/matrix", "/api/experiments/step", "/api/experiments/save_load", "/"):
                 assert client.get(url, params=query).status_code == 200, (url, name)
     # The scripts, run with plain python, print the same refusals (one interpreter for them all).
@@ -233,12 +234,13 @@ def test_every_module_attribute_name_is_a_result_never_a_500(style: str) -> None
     )
     done = subprocess.run(
         [sys.executable, "-c", runner],
-        input=json.dumps([c for _, c in codes]),
+        input=json.dumps([r["code"] for _, r in codes]),
         capture_output=True,
         text=True,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for (name, _), output in zip(codes, json.loads(done.stdout), strict=True):
+    for (name, report), output in zip(codes, json.loads(done.stdout), strict=True):
+        assert parse(output) == expected(report), name  # every table and device the report shows
         _, refusal = direct(name, style)
         refused = [line for line in output.splitlines() if line.startswith("refused ")]
         assert refused == ([f"refused {name} {refusal.replace(': ', ' ', 1)}"] if refusal else []), name
