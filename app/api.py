@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -17,9 +17,9 @@ from app.lab.inspect import LabReport
 from app.lab.langs import EN, ZH
 from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.lab.spec import LabSpec, SpecError, from_query, loaded_into, resolve
 from app.lab.styles import ALL_STYLES
-from app.settings import get_settings
+from app.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -78,8 +78,16 @@ class PresetOut(BaseModel):
     translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
 
 
-def resolved(spec: LabSpec) -> LabSpec:
-    return resolve(spec, devices.device_ids(), get_settings().custom_max_elements)
+def app_settings(request: Request) -> Settings:
+    """The settings the app was made with (``create_app(Settings(...))``), not the environment's."""
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+def resolved(spec: LabSpec, settings: Settings) -> LabSpec:
+    return resolve(spec, devices.device_ids(), settings.custom_max_elements)
 
 
 def _json(body: bytes) -> Response:
@@ -155,9 +163,9 @@ async def list_presets() -> list[PresetOut]:
     "for each member to change, e.g. `/api/lab?preset=testmodel&device=meta&style.buffer1=buffer`. "
     "Answers carry a strong ETag; send it back in If-None-Match for a 304.",
 )
-async def lab_get(request: Request) -> Response:
+async def lab_get(request: Request, settings: SettingsDep) -> Response:
     # Repeated queries never get here (app.http_cache answers them); a new one costs about 1 ms.
-    return _json(memo.report_json(resolved(from_query(request.query_params.multi_items()))))
+    return _json(memo.report_json(resolved(from_query(request.query_params.multi_items()), settings)))
 
 
 @router.post(
@@ -166,8 +174,8 @@ async def lab_get(request: Request) -> Response:
     responses=LAB_RESPONSES,
     description="The same report as GET /api/lab, for a JSON spec.",
 )
-async def lab_post(spec: Annotated[LabSpec, Body()]) -> Response:
-    return _json(memo.report_json(resolved(spec)))
+async def lab_post(spec: Annotated[LabSpec, Body()], settings: SettingsDep) -> Response:
+    return _json(memo.report_json(resolved(spec, settings)))
 
 
 class ExperimentOut(BaseModel):
@@ -196,8 +204,8 @@ def experiment_or_404(experiment_id: str) -> Experiment:
     return EXPERIMENTS[experiment_id]
 
 
-def run_resolved(experiment: Experiment, request: ExperimentRequest) -> bytes:
-    spec = resolved(LabSpec(preset=request.preset, device=request.device, styles=request.styles))
+def run_resolved(experiment: Experiment, request: ExperimentRequest, settings: Settings) -> bytes:
+    spec = resolved(LabSpec(**request.model_dump(include={"preset", "device", "styles", "shapes"})), settings)
     for name, value in request.params.items():
         allowed = experiment.params.get(name)
         if allowed is None:
@@ -213,7 +221,7 @@ def run_resolved(experiment: Experiment, request: ExperimentRequest) -> bytes:
         if experiment.id != "load_into":
             raise SpecError(("into",), "only load_into takes the styles of another module")
         try:
-            other = resolved(LabSpec(preset=request.preset, device=request.device, styles=request.into))
+            other = resolved(loaded_into(request, request.into), settings)
         except SpecError as exc:
             raise SpecError(("into", *exc.loc[1:]), exc.message) from exc
     return run_experiment(experiment.id, spec, other, **request.params).model_dump_json().encode()
@@ -242,7 +250,7 @@ async def list_experiments() -> list[ExperimentOut]:
     "in the query by name (e.g. `dtype=half`); for load_into, `into.<member>=<style>` gives the module "
     "the state_dict is loaded into.",
 )
-async def experiment_get(experiment_id: str, request: Request) -> Response:
+async def experiment_get(experiment_id: str, request: Request, settings: SettingsDep) -> Response:
     experiment = experiment_or_404(experiment_id)
     spec_items, params, into = [], {}, {}
     for key, value in request.query_params.multi_items():
@@ -254,7 +262,7 @@ async def experiment_get(experiment_id: str, request: Request) -> Response:
             spec_items.append((key, value))
     spec = from_query(spec_items)
     body = ExperimentRequest(**spec.model_dump(), params=params, into=into)
-    return _json(run_resolved(experiment, body))
+    return _json(run_resolved(experiment, body, settings))
 
 
 @router.post(
@@ -263,8 +271,10 @@ async def experiment_get(experiment_id: str, request: Request) -> Response:
     responses=LAB_RESPONSES,
     description="The same result as the GET form, for a JSON body.",
 )
-async def experiment_post(experiment_id: str, request: Annotated[ExperimentRequest, Body()]) -> Response:
-    return _json(run_resolved(experiment_or_404(experiment_id), request))
+async def experiment_post(
+    experiment_id: str, request: Annotated[ExperimentRequest, Body()], settings: SettingsDep
+) -> Response:
+    return _json(run_resolved(experiment_or_404(experiment_id), request, settings))
 
 
 @router.get(
@@ -275,8 +285,8 @@ async def experiment_post(experiment_id: str, request: Annotated[ExperimentReque
     description="The tutorials' table, complete: one row per member, every cell computed by running the "
     "experiments on this spec's module (spec in the query, as for /api/lab).",
 )
-async def matrix_get(request: Request) -> Response:
-    spec = resolved(from_query(request.query_params.multi_items()))
+async def matrix_get(request: Request, settings: SettingsDep) -> Response:
+    spec = resolved(from_query(request.query_params.multi_items()), settings)
     return _json(matrix(spec).model_dump_json().encode())
 
 
@@ -305,14 +315,14 @@ CHECKPOINT_QUERY = [{**p, "required": False} for p in LAB_QUERY] + [
 ]
 
 
-def checkpoint_request(request: Request) -> tuple[LabSpec | None, str | None]:
+def checkpoint_request(request: Request, settings: Settings) -> tuple[LabSpec | None, str | None]:
     """The module to load into (a spec in the query, as for /api/lab), checked before any upload."""
     items = request.query_params.multi_items()
     at = [value for key, value in items if key == STATE_DICT]
     if len(at) > 1:
         raise SpecError(("query", STATE_DICT), f"query parameter {STATE_DICT!r} given more than once")
     items = [(key, value) for key, value in items if key != STATE_DICT]
-    return (resolved(from_query(items)) if items else None), (at[0] if at else None)
+    return (resolved(from_query(items), settings) if items else None), (at[0] if at else None)
 
 
 @router.post(
@@ -334,8 +344,8 @@ def checkpoint_request(request: Request) -> tuple[LabSpec | None, str | None]:
     "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches. Send the "
     "file as multipart/form-data (part `file`) or as the raw body.",
 )
-async def checkpoint_post(request: Request) -> Response:
-    spec, at = checkpoint_request(request)
+async def checkpoint_post(request: Request, settings: SettingsDep) -> Response:
+    spec, at = checkpoint_request(request, settings)
     async with inspections.uploaded(request) as (path, _):
         report = await inspections.inspect(request, path, spec, at)
     return _json(report.model_dump_json().encode())

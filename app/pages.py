@@ -36,6 +36,7 @@ from app.lab.spec import (
     SpecError,
     UnknownPreset,
     from_query,
+    loaded_into,
     members,
     resolve,
 )
@@ -196,8 +197,7 @@ def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[Experime
     if experiment.id == "load_into":
         into = {k.removeprefix(INTO): v for k, v in query if k.startswith(INTO)}
         try:
-            target = LabSpec(preset=spec.preset, device=spec.device, styles=into)
-            other = resolve(target, devices.device_ids())
+            other = resolve(loaded_into(spec, into), devices.device_ids())
             pairs += [(INTO + member, style) for member, style in other.styles.items()]
         except (SpecError, ValidationError):
             other = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -70,10 +72,38 @@ def test_bad_json_is_422_naming_the_field(client: TestClient, body: str, loc: li
     assert response.json()["detail"][0]["loc"] == loc
 
 
-def test_too_many_members_is_422(client: TestClient) -> None:
-    styles = {f"m{i}": "buffer" for i in range(65)}
-    response = client.post("/api/lab", json={"preset": "mymodule", "styles": styles})
+@pytest.mark.parametrize(("members", "status"), [(16, 200), (17, 422)])
+def test_the_custom_member_cap_at_its_boundary(client: TestClient, members: int, status: int) -> None:
+    styles = {f"m{i}": "buffer" for i in range(members)}
+    query = {"preset": "custom", **{f"style.{name}": style for name, style in styles.items()}}
+    for response in (
+        client.post("/api/lab", json={"preset": "custom", "styles": styles}),
+        client.get("/api/lab", params=query),
+    ):
+        assert response.status_code == status
+        if status == 200:
+            assert [m["name"] for m in response.json()["members"]] == list(styles)
+        else:
+            assert response.json()["detail"][0] == {
+                "loc": ["styles"],
+                "msg": "at most 16 members in a custom module",
+                "type": "value_error",
+            }
+
+
+@pytest.mark.parametrize(("members", "refused_by"), [(64, "the custom cap"), (65, "the form")])
+def test_the_member_cap_of_the_form_at_its_boundary(
+    client: TestClient, members: int, refused_by: str
+) -> None:
+    """64 members pass the form (and meet the custom module's own cap); 65 never reach it."""
+    styles = {f"m{i}": "buffer" for i in range(members)}
+    response = client.post("/api/lab", json={"preset": "custom", "styles": styles})
     assert response.status_code == 422
+    error = response.json()["detail"][0]
+    if refused_by == "the form":
+        assert error["loc"] == ["body", "styles"] and "at most 64" in error["msg"]
+    else:
+        assert error["loc"] == ["styles"] and error["msg"] == "at most 16 members in a custom module"
 
 
 def test_oversized_body_is_413_with_its_limit(client: TestClient) -> None:
@@ -115,7 +145,6 @@ def test_odd_bodies_are_4xx(client: TestClient, body: bytes) -> None:
         "/api/lab?preset=testmodel&style.=buffer",
         "/api/lab?preset=testmodel&device=%F0%9F%94%A5",
         "/api/lab?preset=testmodel&style.buffer1",
-        "/api/lab?" + "&".join(f"style.m{i}=buffer" for i in range(200)) + "&preset=testmodel",
     ],
 )
 def test_odd_queries_are_4xx(client: TestClient, url: str) -> None:
@@ -123,8 +152,49 @@ def test_odd_queries_are_4xx(client: TestClient, url: str) -> None:
     assert 400 <= response.status_code < 500, response.text
 
 
+@pytest.mark.parametrize(
+    ("members", "loc"), [(64, ["styles"]), (65, ["query", "styles"]), (200, ["query", "styles"])]
+)
+def test_many_members_in_a_query_meet_the_form_cap(client: TestClient, members: int, loc: list) -> None:
+    """In a query, 65 or 200 members are refused by the form's cap before any module is built."""
+    url = "/api/lab?preset=custom&" + "&".join(f"style.m{i}=buffer" for i in range(members))
+    response = client.get(url)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+
+
 @pytest.mark.parametrize("url", ["/api/lab", "/api/experiments/step"])
 def test_a_body_that_is_not_utf8_is_422_like_any_bad_json(client: TestClient, url: str) -> None:
     response = client.post(url, content=b"\xff\xfe{", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"] == "the body is not UTF-8 JSON"
+
+
+# Sizes int() cannot read (a superscript passes str.isdigit), or reads past its digit limit.
+BAD_SIZES = ["²", "3x²", "٣", "9" * 5000, "2x" + "1" * 5000, "1" * 10, "+3", " 3", "3_000", "3x", "x3", ""]
+
+
+@pytest.mark.parametrize("size", BAD_SIZES)
+def test_a_shape_int_cannot_read_is_422_naming_the_field(client: TestClient, size: str) -> None:
+    query = {"preset": "custom", "style.w": "parameter", "shape.w": size}
+    for url in ("/api/lab", "/api/matrix", "/api/experiments/cast"):
+        response = client.get(url, params=query)
+        assert response.status_code == 422, (url, response.text[:200])
+        assert response.json()["detail"][0]["loc"] == ["query", "shape.w"]
+        assert len(response.text) < 500  # the 5,000 digits are not echoed back
+    page = client.get("/", params=query)
+    assert page.status_code == 422 and "shape.w must look like 3x4" in page.text
+
+
+@pytest.mark.parametrize("size", BAD_SIZES[:5])
+def test_a_shape_int_cannot_read_is_no_500_on_the_other_routes_that_read_a_spec(
+    client: TestClient, size: str
+) -> None:
+    query = {"preset": "custom", "style.w": "parameter", "shape.w": size}
+    current = "http://testserver/?" + urlencode(query)  # the page the htmx request comes from
+    headers = {"HX-Request": "true", "HX-Current-URL": current}
+    swapped = client.get("/", params={"preset": "testmodel"}, headers=headers)
+    assert swapped.status_code == 200
+    assert client.get("/checkpoints", params=query).status_code == 200  # the form, nothing preselected
+    posted = client.post("/checkpoints", files={"file": ("m.pt", b"junk")}, data=query)
+    assert posted.status_code == 422 and "shape.w" in posted.text  # (5,000 digits: over its field cap)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.lab.experiments import EXPERIMENTS
+from tests.lab.reference import TUTORIAL_DEFAULTS, named, reference
 
 
 def test_list(client: TestClient) -> None:
@@ -21,9 +23,12 @@ def test_get_and_post_agree(client: TestClient) -> None:
         "/api/experiments/cast", json={"preset": "testmodel", "device": "meta", "params": {"dtype": "double"}}
     )
     assert got.status_code == posted.status_code == 200
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).to("meta").double()
+    expected = {n: str(t.dtype).removeprefix("torch.") for n, t in named(model, ["buffer1"]).items()}
+    for response in (got, posted):  # each against torch, not only against the other
+        assert {t["name"]: t["dtype_after"] for t in response.json()["tensors"]} == expected
+    assert expected["buffer1"] == "float32" and expected["buffer2"] == "float64"  # plain tensors are not cast
     assert got.json() == posted.json()
-    dtypes = {t["name"]: t["dtype_after"] for t in got.json()["tensors"]}
-    assert dtypes["buffer1"] == "float32" and dtypes["buffer2"] == "float64"  # plain tensors are not cast
 
 
 def test_torch_refusal_is_content(client: TestClient) -> None:
@@ -64,3 +69,25 @@ def test_matrix_route(client: TestClient) -> None:
     cells = {r["member"]: r["cells"] for r in body["rows"]}
     assert cells["bias"]["moves_with_to"] is False and cells["weight"]["gets_grad"] is True
     assert client.get("/api/matrix", params={"preset": "nope"}).status_code == 404
+
+
+@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_custom_shapes_reach_every_experiment(client: TestClient, experiment: str) -> None:
+    """GET and POST run the module of the spec as given: w of shape [2, 3], as torch makes it."""
+    query = {"preset": "custom", "style.w": "parameter", "style.v": "buffer", "shape.w": "2x3"}
+    body = {"preset": "custom", "styles": {"w": "parameter", "v": "buffer"}, "shapes": {"w": [2, 3]}}
+    if experiment == "load_into":
+        query["into.w"], body["into"] = "buffer", {"w": "buffer"}
+    for response in (
+        client.get(f"/api/experiments/{experiment}", params=query),
+        client.post(f"/api/experiments/{experiment}", json=body),
+    ):
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["spec"]["shapes"] == {"w": [2, 3], "v": [3]}
+        assert "torch.randn(2, 3)" in result["code"] and "torch.randn(3)" in result["code"]
+        styles = {"w": "parameter", "v": "buffer"}
+        if experiment == "load_into":  # the module watched is the one loaded into: w a buffer
+            styles = {"w": "buffer"}
+        model = reference("custom", styles, {"w": [2, 3]})
+        assert {t["name"] for t in result["tensors"]} == set(named(model, list(styles)))

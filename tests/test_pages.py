@@ -2,26 +2,130 @@
 
 from __future__ import annotations
 
-import re
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from markupsafe import escape
+from torch import nn
+
+from tests.lab.reference import TUTORIAL_DEFAULTS, attach, tables
 
 HX = {"HX-Request": "true"}
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+@dataclass
+class Element:
+    tag: str
+    attrs: dict[str, str | None]
+    children: list[Element | str] = field(default_factory=list)
+
+    def walk(self) -> Iterator[Element]:
+        yield self
+        for child in self.children:
+            if isinstance(child, Element):
+                yield from child.walk()
+
+    def find_all(self, tag: str = "", **attrs: str) -> list[Element]:
+        """Elements by tag and attributes (``data_name`` for ``data-name``, ``class_`` for ``class``)."""
+        wanted = {k.rstrip("_").replace("_", "-"): v for k, v in attrs.items()}
+        return [
+            e
+            for e in self.walk()
+            if (not tag or e.tag == tag) and all(e.attrs.get(k) == v for k, v in wanted.items())
+        ]
+
+    def find(self, tag: str = "", **attrs: str) -> Element:
+        (found,) = self.find_all(tag, **attrs)
+        return found
+
+    @property
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text for c in self.children)
+
+
+class _Tree(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Element("#document", {})
+        self.open = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = Element(tag, dict(attrs))
+        self.open[-1].children.append(element)
+        if tag not in VOID:
+            self.open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert any(e.tag == tag for e in self.open), f"</{tag}> closes nothing"
+        while self.open.pop().tag != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        self.open[-1].children.append(data)
+
+
+def parse(html: str) -> Element:
+    """The document as a tree; every element it opens must be closed (void elements aside)."""
+    tree = _Tree()
+    tree.feed(html)
+    tree.close()
+    assert tree.open == [tree.root], [e.tag for e in tree.open]
+    return tree.root
+
+
+def table_rows(page: Element, table_id: str) -> list[dict]:
+    """A report table as the reference writes it: name, shape, dtype, device, and its extra column."""
+    rows = []
+    for tr in page.find(id=table_id).find("tbody").find_all("tr"):
+        if tr.attrs.get("class") == "empty":
+            continue
+        name, shape, dtype, device, *extra = (c for c in tr.children if isinstance(c, Element))
+        row = {
+            "name": name.find("code").text,
+            "shape": json.loads(shape.text),
+            "dtype": dtype.text,
+            "device": device.text,
+        }
+        assert tr.attrs["data-name"] == row["name"] and tr.attrs["data-device"] == row["device"]
+        rows.append(row | ({"extra": extra[0].text.strip() == "True"} if extra else {}))
+    return rows
 
 
 def test_full_page_has_the_form_contract(client: TestClient) -> None:
     response = client.get("/", params={"preset": "testmodel", "device": "meta"})
     assert response.status_code == 200
-    html = response.text
-    assert html.startswith("<!doctype html>") and '<html lang="en"' in html
-    for field in ('name="preset"', 'name="device"', 'name="style.buffer1"', 'action="/" method="get"'):
-        assert field in html
-    for table in ("named-parameters", "named-buffers", "state-dict"):
-        assert f'id="{table}"' in html
-    assert 'data-name="linear.weight"' in html
-    assert "<script>" not in html and " style=" not in html  # nothing inline: a strict CSP holds
+    assert response.text.startswith("<!doctype html>")
+    page = parse(response.text)
+    html = page.find("html")
+    assert html.attrs["lang"] == "en" and [c.tag for c in html.children if isinstance(c, Element)] == [
+        "head",
+        "body",
+    ]
+    form = page.find("form", id="lab-form")
+    assert (form.attrs["action"], form.attrs["method"]) == ("/", "get")
+    fields = {e.attrs.get("name") for e in form.walk() if e.tag in ("select", "input")}
+    assert {"preset", "device", *(f"style.{m}" for m in TUTORIAL_DEFAULTS["testmodel"])} <= fields
+    torch_says = tables("testmodel", TUTORIAL_DEFAULTS["testmodel"], "meta")
+    for table_id, table, extra in (
+        ("named-parameters", "named_parameters", "requires_grad"),
+        ("named-buffers", "named_buffers", "persistent"),
+        ("state-dict", "state_dict", None),
+    ):
+        expected = [
+            {k: row[k] for k in ("name", "shape", "dtype", "device")}
+            | ({"extra": row[extra]} if extra else {})
+            for row in torch_says[table]
+        ]
+        assert table_rows(page, table_id) == expected, table
+    # Nothing inline: a strict CSP holds.
+    assert all("style" not in e.attrs for e in page.walk())
+    assert all(e.attrs.get("src") for e in page.find_all("script"))
     assert "HX-Request" in response.headers["vary"]
 
 
@@ -34,13 +138,13 @@ def swap(client: TestClient, current: str, **params: str):
 def test_htmx_request_gets_only_the_named_blocks(client: TestClient) -> None:
     response = swap(client, "preset=testmodel", preset="testmodel", **{"style.buffer1": "buffer"})
     html = response.text
-    assert "<html" not in html and "<form" not in html
-    assert html.count('id="results"') == 1 and 'id="controls"' not in html  # the user's selects stay
+    blocks = parse(html)
+    assert not blocks.find_all("html") and not blocks.find_all("form")
+    assert len(blocks.find_all(id="results")) == 1 and not blocks.find_all(id="controls")  # selects stay
+    row = blocks.find("table", id="named-buffers").find("tr", data_name="buffer1")
+    assert row.attrs == {"data-name": "buffer1", "data-device": "cpu", "class": "row-added"}
     assert 'hx-swap-oob="innerHTML"' in html and "buffer1: plain_tensor → buffer" in html
-    (row,) = re.findall(
-        r'<tr data-name="buffer1"[^>]*>', html.split('id="named-buffers"')[1].split("</table>")[0]
-    )
-    assert 'data-device="cpu"' in row and 'class="row-added"' in row
+    assert 'data-name="buffer1" data-device="cpu" class="row-added"' in html
     assert response.headers["HX-Push-Url"] == (
         "/?preset=testmodel&device=cpu&style.parameter1=parameter&style.parameter2=register_parameter"
         "&style.buffer1=buffer&style.buffer2=buffer"
@@ -49,7 +153,8 @@ def test_htmx_request_gets_only_the_named_blocks(client: TestClient) -> None:
 
 def test_history_restore_gets_the_full_page(client: TestClient) -> None:
     response = client.get("/", headers={**HX, "HX-History-Restore-Request": "true"})
-    assert "<html" in response.text
+    page = parse(response.text)
+    assert page.find("html").find("body").find(id="results") and page.find("form", id="lab-form")
 
 
 def test_removed_rows_are_listed(client: TestClient) -> None:
@@ -180,7 +285,32 @@ def test_adding_a_member_again_replaces_it(client: TestClient) -> None:
 
 
 def test_a_member_torch_refused_is_not_said_to_stay_behind(client: TestClient) -> None:
-    page = client.get("/?preset=custom&device=meta&style.a.b=parameter&style.w=plain_tensor")
-    rows = {m: page.text.split(f'<tr data-name="{m}"')[1].split("</tr>")[0] for m in ("a.b", "w")}
-    assert "Torch refused it" in rows["a.b"] and "stayed behind" not in rows["a.b"]
-    assert "stayed behind" in rows["w"]  # a plain tensor really does stay on the CPU
+    page = parse(client.get("/?preset=custom&device=meta&style.a.b=parameter&style.w=plain_tensor").text)
+    rows = {
+        m: page.find("tr", data_name=m, data_style=s)
+        for m, s in (("a.b", "parameter"), ("w", "plain_tensor"))
+    }
+    try:
+        setattr(nn.Module(), "a.b", nn.Parameter(torch.randn(3)))
+    except KeyError as exc:
+        refusal = f"KeyError: {exc}"
+    assert rows["a.b"].find("p", class_="refused").find("code").text == refusal  # torch's own words
+    assert not rows["a.b"].find_all(class_="badge")
+    module = nn.Module()
+    attach(module, "w", torch.randn(3), "plain_tensor")
+    assert str(module.to("meta").w.device) == "cpu"  # a plain tensor really does stay on the CPU
+    assert rows["w"].find(class_="badge").text == "stayed behind"
+
+
+def test_load_into_on_the_page_keeps_the_custom_shapes(client: TestClient) -> None:
+    """The module loaded into has the same custom sizes, so torch loads it (as it does directly)."""
+    query = "/?preset=custom&style.w=buffer&shape.w=2x3&experiment=load_into&into.w=parameter"
+    source = nn.Module()
+    attach(source, "w", torch.randn(2, 3), "buffer")
+    target = nn.Module()
+    attach(target, "w", torch.randn(2, 3), "parameter")
+    target.load_state_dict(source.state_dict())  # strict: torch takes it
+    facts = parse(client.get(query).text).find("dl", class_="facts")
+    terms = [c for c in facts.children if isinstance(c, Element)]
+    shown = {dt.text: dd.text for dt, dd in zip(terms[::2], terms[1::2], strict=True)}
+    assert shown["strict"] == "ok"

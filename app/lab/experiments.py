@@ -206,7 +206,13 @@ def step(run: Run, spec: LabSpec, **_: object) -> None:
     names = {id(p): n for n, p in model.named_parameters()}
     run.facts["in_optimizer"] = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]  # type: ignore[attr-defined]
     out = _forward(run, model, spec)
-    run.do("out.sum().backward()", lambda: out.sum().backward())
+    # Not out.sum(): after a train-mode BatchNorm its gradient is exactly zero for everything before
+    # the norm and for the norm's weight (a normalised batch sums to zero), so torch's values are
+    # rounding noise that flips with the thread count. Weights that ramp over the batch are not
+    # constant along it, so normalisation does not cancel them.
+    code = "weights = torch.linspace(0, 1, out.numel(), device=out.device).view(out.shape)"
+    weights = run.do(code, lambda: torch.linspace(0, 1, out.numel(), device=out.device).view(out.shape))
+    run.do("(out * weights).sum().backward()", lambda: (out * weights).sum().backward())
     mid = snapshot(model)  # forward may change buffers too: tell the optimizer's own changes apart
     run.do("optimizer.step()", optimizer.step)  # type: ignore[attr-defined]
     now = tensors(model)

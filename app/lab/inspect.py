@@ -12,7 +12,7 @@ from torch import nn
 from app.lab import codegen
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, members
-from app.lab.styles import ALL_STYLES
+from app.lab.styles import ALL_STYLES, attaching
 from app.lab.tensors import member_device, member_tensors, tensors
 
 _NAMESPACE = {"torch": torch, "nn": nn}
@@ -50,7 +50,9 @@ class MemberRow(BaseModel):
     device_before: str = Field(description="Device of the member right after construction (always cpu).")
     device_after: str = Field(description="Device of the member after model.to(device).")
     refused: str | None = Field(
-        None, description="Torch's refusal to attach it (custom names), type: message."
+        None,
+        description="Torch's refusal to attach it (custom names), type: message; also torch's error when "
+        "it takes the name but the module then fails its own calls (self.to = t), so it is left out.",
     )
 
 
@@ -113,13 +115,20 @@ def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None =
         for layer in preset.layers:
             owner, _, attr = layer.name.rpartition(".")  # "head.weight" assigns inside self.head
             setattr(model.get_submodule(owner), attr, _evaluate(layer.expr, model))
+        refused: dict[str, Exception] = {}
         for member in members(spec):
-            try:
-                ALL_STYLES[spec.styles[member.name]].attach(model, member.name, _evaluate(member.init, model))
-            except Exception as exc:  # a name torch refuses ("a.b", "", "training"): part of the result
-                if refusals is None:
-                    raise
-                refusals[member.name] = f"{type(exc).__name__}: {exc}"
+            attach = ALL_STYLES[spec.styles[member.name]].attach
+            if not preset.custom:  # the preset's own names: torch takes them
+                attach(model, member.name, _evaluate(member.init, model))
+                continue
+            # A name torch refuses ("a.b", "", "training"), or takes and then fails with ("to",
+            # "_parameters"): left out, and part of the result. The script does the very same.
+            with attaching(model, member.name, refused):
+                attach(model, member.name, _evaluate(member.init, model))
+    if refused and refusals is None:
+        raise next(iter(refused.values()))
+    if refusals is not None:
+        refusals.update({name: f"{type(exc).__name__}: {exc}" for name, exc in refused.items()})
     return model
 
 

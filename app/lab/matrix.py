@@ -9,10 +9,9 @@ from urllib.parse import parse_qsl
 import torch
 from pydantic import BaseModel, Field
 
-from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
 from app.lab.memo import report
-from app.lab.spec import LabSpec, from_query, resolve
+from app.lab.spec import LabSpec, from_query
 from app.lab.styles import ALL_STYLES
 from app.lab.tensors import member_tensors
 
@@ -55,8 +54,8 @@ def matrix(spec: LabSpec) -> Matrix:
 
 @lru_cache(maxsize=256)
 def _matrix(query: str, torch_version: str) -> Matrix:
-    spec = from_query(parse_qsl(query))
-    cpu = resolve(spec, device_ids())
+    # Already canonical (the query of a resolved spec): checked once, by the caller, with its app's caps.
+    cpu = spec = from_query(parse_qsl(query))
     moved = report(spec.model_copy(update={"device": "meta"}))
     lab = {m.name: m for m in report(cpu).members}
     runs = {
@@ -74,7 +73,9 @@ def _matrix(query: str, torch_version: str) -> Matrix:
             rows.append(MatrixRow(member=member.name, style=member.style, cells=dict.fromkeys(COLUMNS)))
             continue
         # A container's answer holds for every tensor of its layers (they are treated alike).
-        cast, step, load = ([seen[e][n] for n in own] for e in ("cast", "step", "save_load"))
+        # A tensor can be gone from a module before an experiment watches it: a custom plain tensor
+        # named "training" is replaced by model.train() before save_load snapshots the module.
+        cast, step, load = ([seen[e][n] for n in own if n in seen[e]] for e in ("cast", "step", "save_load"))
         rows.append(
             MatrixRow(
                 member=member.name,

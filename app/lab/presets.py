@@ -112,14 +112,16 @@ PRESETS: dict[str, Preset] = {
             class_name="NormModel",
             title={EN: "BatchNorm: running statistics", ZH: "BatchNorm：运行统计量"},
             description={
-                EN: "A linear layer and a BatchNorm1d, whose running_mean, running_var and int64 "
-                "num_batches_tracked are buffers: forward in train mode updates them, eval mode does not, "
-                "and .half() leaves the integer counter alone. 'scale' is a member to restyle.",
-                ZH: "一个线性层和一个 BatchNorm1d，其 running_mean、running_var 和 int64 的 "
+                EN: "A linear layer (without bias: the norm subtracts the batch mean, so a bias before it "
+                "gets a gradient of exactly zero) and a BatchNorm1d, whose running_mean, running_var and "
+                "int64 num_batches_tracked are buffers: forward in train mode updates them, eval mode does "
+                "not, and .half() leaves the integer counter alone. 'scale' is a member to restyle.",
+                ZH: "一个线性层（无偏置：BatchNorm 会减去批均值，放在它前面的偏置梯度恰好为零）"
+                "和一个 BatchNorm1d，其 running_mean、running_var 和 int64 的 "
                 "num_batches_tracked 都是缓冲区：train 模式的前向传播会更新它们，eval 模式不会，"
                 ".half() 不会改变整数计数器。'scale' 是可以改变注册方式的成员。",
             },
-            layers=(Layer("linear", "nn.Linear(4, 3)"), Layer("bn", "nn.BatchNorm1d(3)")),
+            layers=(Layer("linear", "nn.Linear(4, 3, bias=False)"), Layer("bn", "nn.BatchNorm1d(3)")),
             members=(Member("scale", "torch.ones(3)", "parameter"),),
             forward="return self.bn(self.linear(x)) * self.scale",
             sample_input="torch.randn(8, 4)",

@@ -7,14 +7,16 @@ gives each lab exactly one canonical spec.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from math import prod
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.lab.presets import PRESETS, Member
 from app.lab.styles import STYLES
+from app.settings import get_settings
 
 STYLE_PREFIX = "style."
 SHAPE_PREFIX = "shape."
@@ -23,9 +25,11 @@ MAX_NAME = 64
 MAX_MEMBERS = 64
 # The custom module: a handful of small tensors is all a lesson needs.
 MAX_CUSTOM_MEMBERS = 16
-MAX_ELEMENTS = 4096  # per tensor; the app passes its setting
 MAX_DIMS = 4
 DEFAULT_SHAPE = (3,)
+# ASCII digits only (str.isdigit also takes "²", which int() refuses), and few enough of them that
+# int() never meets its digit limit: any size of 10 digits is far over every element cap anyway.
+SHAPE_TEXT = re.compile(r"[0-9]{1,9}(?:x[0-9]{1,9})*")
 
 
 class SpecError(ValueError):
@@ -64,6 +68,16 @@ class LabSpec(BaseModel):
         description="custom preset only: the shape of each member's tensor (default [3]).",
     )
 
+    @field_validator("styles", "shapes")
+    @classmethod
+    def _unicode(cls, value: dict) -> dict:
+        # JSON can carry a lone surrogate ("\ud800"), which no URL, cache key or script can hold;
+        # pydantic refuses one in a str field, not in a dict's keys.
+        for text in [*value, *value.values()]:
+            if isinstance(text, str) and not text.encode(errors="replace").decode() == text:
+                raise ValueError(f"{text!r} is not Unicode text: it holds a lone surrogate")
+        return value
+
     def query(self) -> str:
         """Canonical query string (``preset=..&device=..&style.NAME=..``) in member order."""
         pairs = [("preset", self.preset), ("device", self.device)]
@@ -83,6 +97,13 @@ def members(spec: LabSpec) -> tuple[Member, ...]:
     )
 
 
+def loaded_into(spec: LabSpec, styles: dict[str, str]) -> LabSpec:
+    """The module a load_into experiment loads into: same preset and device, its own styles, and
+    (a custom module) the same sizes for the names it shares."""
+    shapes = {name: dims for name, dims in spec.shapes.items() if name in styles}
+    return LabSpec(preset=spec.preset, device=spec.device, styles=styles, shapes=shapes)
+
+
 def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
     """Check a custom module's members; names are left to torch, which may refuse them."""
     if len(spec.styles) > MAX_CUSTOM_MEMBERS:
@@ -100,8 +121,12 @@ def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
     return {name: list(spec.shapes.get(name, DEFAULT_SHAPE)) for name in spec.styles}
 
 
-def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int = MAX_ELEMENTS) -> LabSpec:
-    """The canonical form of ``spec``: every member present, in the preset's order."""
+def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int | None = None) -> LabSpec:
+    """The canonical form of ``spec``: every member present, in the preset's order.
+
+    ``max_elements`` caps a custom tensor; the web layer passes its app's setting, and without it
+    the setting read from the environment rules (one default, in ``Settings``).
+    """
     preset = PRESETS.get(spec.preset)
     if preset is None:
         raise UnknownPreset(("preset",), f"unknown preset {spec.preset!r}; known: {', '.join(PRESETS)}")
@@ -111,7 +136,8 @@ def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int = MAX_ELEME
             ("device",), f"device {spec.device!r} is not available here; available: {', '.join(devices)}"
         )
     if preset.custom:
-        shapes = _custom(spec, max_elements)
+        cap = get_settings().custom_max_elements if max_elements is None else max_elements
+        shapes = _custom(spec, cap)
         return LabSpec(preset=preset.id, device=spec.device, styles=dict(spec.styles), shapes=shapes)
     if spec.shapes:
         raise SpecError(("shapes",), "only the custom preset takes shapes")
@@ -143,8 +169,10 @@ def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) ->
             target, name = styles, key.removeprefix(STYLE_PREFIX)
         elif key.startswith(SHAPE_PREFIX):
             target, name = shapes, key.removeprefix(SHAPE_PREFIX)
-            if not all(part.isdigit() for part in value.split("x")):
-                raise SpecError(("query", key), f"{key} must look like 3x4, not {value!r}")
+            if not SHAPE_TEXT.fullmatch(value):
+                shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+                message = f"{key} must look like 3x4 (sizes of up to 9 digits), not {shown}"
+                raise SpecError(("query", key), message)
         elif key in ("preset", "device"):
             target, name = fields, key
         else:

@@ -6,8 +6,9 @@ in this file only: every other part of the app (API, pages, codegen, tests) iter
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from keyword import iskeyword
 from typing import Any
@@ -17,6 +18,55 @@ from torch import nn
 from app.lab.langs import EN, ZH
 
 Attach = Callable[[nn.Module, str, Any], None]  # a tensor, or a list of layers for a container
+
+
+def literal(text: str) -> str:
+    """``text`` as a Python string literal (double-quoted where it can be, as the tutorials write).
+
+    Every user string reaches generated code this way, never spliced into source.
+    """
+    quoted = repr(text)
+    if quoted.startswith("'") and '"' not in text:  # then it has no quote of either kind inside
+        return '"' + quoted[1:-1] + '"'
+    return quoted
+
+
+def writable_as_attribute(name: str) -> bool:
+    """Whether ``self.<name> = ...`` in a class body sets exactly the attribute ``name``.
+
+    Not for "a.b", "" or keywords (syntax), nor for names Python rewrites: NFKC-normalised ones
+    ("ﬁ" is read as "fi") and private ones ("__x" becomes "_CustomModule__x" in a class body).
+    """
+    private = name.startswith("__") and not name.endswith("__")
+    return (
+        name.isidentifier()
+        and not iskeyword(name)
+        and name != "__debug__"
+        and unicodedata.normalize("NFKC", name) == name
+        and not private
+    )
+
+
+@contextmanager
+def attaching(module: nn.Module, name: str, refused: dict[str, Exception]) -> Iterator[None]:
+    """Attach one member in the ``with`` body. If torch refuses it, or takes it but the module then
+    fails its own calls (``self.to = t`` hides .to(), ``self._parameters = t`` breaks them all),
+    the module is put back as it was and torch's exception is noted under the name."""
+    saved = dict(vars(module))
+    registries = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
+    copies = {key: type(saved[key])(saved[key]) for key in registries}
+    try:
+        yield
+        # The calls made on every module after it is built (on the CPU, so .to("cpu") moves nothing).
+        module.to("cpu")
+        module.state_dict()
+        list(module.named_parameters(remove_duplicate=False))
+        list(module.named_buffers())
+        list(module.parameters())
+    except Exception as error:  # torch's refusal, or its own failure: the result for this name
+        vars(module).clear()
+        vars(module).update(saved, **copies)
+        refused[name] = error
 
 
 @dataclass(frozen=True)
@@ -32,13 +82,13 @@ class Style:
 
     def line(self, name: str, value: str) -> str:
         """The Python line that attaches ``value`` (source text) as ``name`` inside ``__init__``."""
-        if self.template.startswith("self.{name} = ") and not (name.isidentifier() and not iskeyword(name)):
+        if self.template.startswith("self.{name} = ") and not writable_as_attribute(name):
             # "a.b" or "" cannot be written as an attribute: setattr is the same call, spelled out.
             rest = self.template.removeprefix("self.{name} = ").format(value=value)
-            return f"setattr(self, {name!r}, {rest})"
-        return self.template.format(
-            name=json.dumps(name)[1:-1] if '"' in self.template else name, value=value
-        )
+            return f"setattr(self, {literal(name)}, {rest})"
+        # The name goes in as a value of format(), so braces or quotes in it are never template text.
+        template = self.template.replace('"{name}"', "{quoted}")
+        return template.format(name=name, quoted=literal(name), value=value)
 
     @property
     def code(self) -> str:

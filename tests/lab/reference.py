@@ -116,7 +116,7 @@ class TestModel(nn.Module):
 class NormModel(nn.Module):
     def __init__(self, styles: dict[str, str]) -> None:
         super().__init__()
-        self.linear = nn.Linear(4, 3)
+        self.linear = nn.Linear(4, 3, bias=False)
         self.bn = nn.BatchNorm1d(3)
         attach(self, "scale", torch.ones(3), styles["scale"])
 
@@ -224,6 +224,12 @@ def reference(
     return cls(styles, shapes) if preset == "custom" else cls(styles)
 
 
+def loss(out: torch.Tensor) -> torch.Tensor:
+    """The step's loss: out weighted by a ramp. out.sum() would give every tensor before a train-mode
+    BatchNorm (and its weight) a gradient of exactly zero, leaving only rounding noise to compare."""
+    return (out * torch.linspace(0, 1, out.numel(), device=out.device).view(out.shape)).sum()
+
+
 def _row(t: torch.Tensor) -> dict:
     return {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "device": str(t.device)}
 
@@ -239,9 +245,11 @@ def _persistent(model: nn.Module, qualified: str) -> bool:
     return leaf not in model.get_submodule(owner)._non_persistent_buffers_set
 
 
-def tables(preset: str, styles: dict[str, str], device: str) -> dict:
+def tables(
+    preset: str, styles: dict[str, str], device: str, shapes: dict[str, list[int]] | None = None
+) -> dict:
     """What torch says about the reference module moved to ``device``: the report's tables."""
-    model = reference(preset, styles)
+    model = reference(preset, styles, shapes)
     before = {name: member_device(model, name) for name in styles}
     model.to(device)
     return {

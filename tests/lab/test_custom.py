@@ -12,9 +12,11 @@ from torch import nn
 
 from app.lab.devices import device_ids
 from app.lab.inspect import inspect
-from app.lab.spec import LabSpec, resolve
+from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import STYLES
-from tests.lab.reference import attach, reference
+from app.main import create_app
+from app.settings import Settings, get_settings
+from tests.lab.reference import attach, reference, tables
 
 NAMES = ["a.b", "", "training", "class", "w"]
 
@@ -37,10 +39,20 @@ def test_names_go_to_torch_unfiltered(style: str, device: str) -> None:
     refusals = {m.name: m.refused for m in report.members}
     assert refusals == {name: direct_refusal(name, style) for name in NAMES}
     accepted = {n: s for n, s in styles.items() if refusals[n] is None}
-    model = reference("custom", accepted, {"w": [2, 3]}).to(device)
-    assert [r.name for r in report.named_parameters] == [n for n, _ in model.named_parameters()]
-    assert [r.name for r in report.state_dict] == list(model.state_dict())
-    assert [r.shape for r in report.state_dict] == [list(t.shape) for t in model.state_dict().values()]
+    torch_says = tables("custom", accepted, device, {"w": [2, 3]})
+    for table in ("named_parameters", "named_buffers", "state_dict"):  # device, requires_grad, persistent
+        assert [row.model_dump() for row in getattr(report, table)] == torch_says[table]
+    model = reference("custom", accepted, {"w": [2, 3]})
+    params, buffers, state = dict(model.named_parameters()), dict(model.named_buffers()), model.state_dict()
+    for row in report.members:
+        accepted_here = row.name in accepted
+        assert (row.in_parameters, row.in_buffers, row.in_state_dict) == (
+            row.name in params,
+            row.name in buffers,
+            row.name in state,
+        )
+        assert row.device_before == (torch_says["devices_before"][row.name] if accepted_here else "none")
+        assert row.device_after == (torch_says["devices_after"][row.name] if accepted_here else "none")
 
 
 def test_script_shows_the_same_refusals() -> None:
@@ -80,3 +92,44 @@ def test_custom_over_the_api_and_page(client: TestClient) -> None:
     assert body["members"][0]["refused"] == "KeyError: 'buffer name can\\'t contain \".\"'"
     page = client.get("/", params=query)
     assert page.status_code == 200 and 'name="shape.w" value="2x2"' in page.text
+
+
+@pytest.mark.parametrize(("dims", "extra", "ok"), [(1, 0, True), (2, 0, True), (1, 1, False), (2, 1, False)])
+def test_the_element_cap_at_its_boundary(dims: int, extra: int, ok: bool) -> None:
+    """Exactly the setting's number of elements (4,096 unless set) is taken; one more is refused."""
+    cap = get_settings().custom_max_elements
+    shape = [1] * (dims - 1) + [cap + extra]
+    spec = LabSpec(preset="custom", styles={"w": "buffer"}, shapes={"w": shape})
+    if ok:
+        report = inspect(resolve(spec, device_ids()))
+        assert report.named_buffers[0].shape == list(
+            reference("custom", {"w": "buffer"}, {"w": shape}).w.shape
+        )
+        return
+    with pytest.raises(SpecError, match=f"^{cap + 1} elements; at most {cap} per tensor$") as refused:
+        resolve(spec, device_ids())
+    assert refused.value.loc == ("shapes", "w")
+
+
+@pytest.mark.parametrize("route", ["/api/lab", "/api/matrix", "/api/experiments/cast"])
+def test_the_apps_own_element_cap_rules(route: str) -> None:
+    """create_app(Settings(custom_max_elements=8)): 8 elements are taken, 9 refused, GET and POST."""
+    with TestClient(create_app(Settings(custom_max_elements=8))) as small:
+        for shape, status in (("2x4", 200), ("8", 200), ("3x3", 422), ("9", 422)):
+            query = {"preset": "custom", "style.w": "buffer", "shape.w": shape}
+            body = {
+                "preset": "custom",
+                "styles": {"w": "buffer"},
+                "shapes": {"w": list(map(int, shape.split("x")))},
+            }
+            responses = [small.get(route, params=query)]
+            if route != "/api/matrix":  # GET only
+                responses.append(small.post(route, json=body))
+            for response in responses:
+                assert response.status_code == status, (route, shape, response.text[:200])
+                if status == 422:
+                    assert response.json()["detail"][0] == {
+                        "loc": ["shapes", "w"],
+                        "msg": "9 elements; at most 8 per tensor",
+                        "type": "value_error",
+                    }

@@ -11,6 +11,7 @@ import pytest
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.spec import LabSpec, resolve
+from tests.lab.reference import named, reference
 
 SPECS = [
     LabSpec(preset="testmodel"),
@@ -18,6 +19,8 @@ SPECS = [
     LabSpec(preset="testmodel", styles={"buffer1": "parameter"}),  # step: torch refuses
     LabSpec(preset="tied_weights"),
     LabSpec(preset="batchnorm", device="meta"),
+    # Values on the CPU: the script runs at the interpreter's thread count, the app at its setting.
+    LabSpec(preset="batchnorm"),
     LabSpec(preset="layer_list"),  # layers in a plain list: seen by the script as blocks[0].weight
     LabSpec(preset="layer_list", device="meta", styles={"blocks": "module_list"}),
 ]
@@ -70,3 +73,11 @@ def test_script_prints_what_the_experiment_saw(results: dict, experiment: str, s
         for t in result.tensors
     ]
     assert table == expected
+    # The names both list (the script carries the app's tensors()) are the tensors torch holds.
+    watched = (
+        resolve(INTO, device_ids()) if experiment == "load_into" and spec.preset == "testmodel" else spec
+    )
+    styles = resolve(watched, device_ids()).styles
+    assert {line.split(" ", 1)[0] for line in table} == set(
+        named(reference(spec.preset, styles), list(styles))
+    )

@@ -12,7 +12,7 @@ from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
 from tests.lab.cases import PRESET_STYLES, styles_of
-from tests.lab.reference import named, reference, sample
+from tests.lab.reference import loss, named, reference, sample
 
 CASES = [(p, s, d) for p, s in PRESET_STYLES for d in ("cpu", "meta")]
 
@@ -64,7 +64,7 @@ def test_step(preset: str, style: str, device: str) -> None:
     moved_by_optimizer: list[str] = []
 
     def train() -> None:
-        model.train()(sample(preset, device)).sum().backward()
+        loss(model.train()(sample(preset, device))).backward()
         mid = {n: t.detach().clone() for n, t in named(model, list(styles)).items()}
         optimizer.step()
         now = named(model, list(styles))
@@ -86,10 +86,14 @@ def test_step(preset: str, style: str, device: str) -> None:
 def test_cast(preset: str, style: str, device: str, dtype: str) -> None:
     spec, styles = spec_of(preset, style, device)
     model = reference(preset, styles).to(device)
+    before = {n: t.detach().clone() for n, t in named(model, list(styles)).items()}
     getattr(model, dtype)()
     result = run_experiment("cast", spec, dtype=dtype)
-    expected = {n: str(t.dtype).removeprefix("torch.") for n, t in named(model, list(styles)).items()}
+    after = named(model, list(styles))
+    expected = {n: str(t.dtype).removeprefix("torch.") for n, t in after.items()}
     assert {t.name: t.dtype_after for t in result.tensors} == expected
+    # The values: half and bfloat16 round most of them, double none.
+    assert {t.name: t.changed for t in result.tensors} == {n: changed(before[n], after[n]) for n in before}
 
 
 @pytest.mark.parametrize(("preset", "style", "device"), CASES)
@@ -168,6 +172,9 @@ def test_identity(preset: str, style: str, device: str) -> None:
     current = {id(p) for p in model.parameters()}
     held = [p for g in optimizer.param_groups for p in g["params"]]
     assert result.facts["optimizer_holds_model_parameters"] == all(id(p) in current for p in held)
+    assert result.facts["optimizer_param_dtypes"] == sorted(
+        {str(p.dtype).removeprefix("torch.") for p in held}
+    )
 
 
 @pytest.mark.parametrize(("preset", "style"), PRESET_STYLES)

@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 
+from app.lab import memo
 from app.lab.devices import device_ids
-from app.lab.matrix import COLUMNS, matrix
+from app.lab.experiments import run_experiment
+from app.lab.matrix import COLUMNS, _matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from tests.lab.cases import PRESET_STYLES
-from tests.lab.reference import named, own, reference, sample
+from tests.lab.cases import PRESET_STYLES, styles_of
+from tests.lab.reference import loss, named, own, reference, sample
+
+
+def restored_by_load(preset: str, styles: dict[str, str]) -> dict[str, bool | None]:
+    """Per member: after a train-mode forward, saved and loaded into a fresh module, is every one of
+    its tensors in the checkpoint and equal to the saved value? None where torch refuses a step."""
+    trained = reference(preset, styles)
+    try:
+        with torch.no_grad():
+            trained.train()(sample(preset, "cpu"))
+    except RuntimeError:
+        return dict.fromkeys(styles)
+    buffer = io.BytesIO()
+    torch.save(trained.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    fresh = reference(preset, styles)
+    fresh.load_state_dict(state)
+    saved, loaded = named(trained, list(styles)), named(fresh, list(styles))
+    return {m: all(n in state and torch.equal(saved[n], loaded[n]) for n in own(saved, m)) for m in styles}
 
 
 @pytest.mark.parametrize(("preset", "style"), PRESET_STYLES)
@@ -31,10 +54,13 @@ def test_matrix_matches_torch(preset: str, style: str) -> None:
         assert row.cells["in_state_dict"] == any(n in state for n in mine)
         assert row.cells["moves_with_to"] == on_meta[mine[0]].is_meta
         assert row.cells["cast_by_half"] == all(half[n].dtype == torch.float16 for n in mine)
+    restored = restored_by_load(preset, styles)
+    for row in result.rows:
+        assert row.cells["restored_by_load"] == restored[row.member], row.member
     trained = reference(preset, styles)
     optimizer = torch.optim.SGD(trained.parameters(), lr=0.1)
     try:
-        trained(sample(preset, "cpu")).sum().backward()
+        loss(trained(sample(preset, "cpu"))).backward()
     except RuntimeError as exc:
         assert result.refusals["step"] == f"RuntimeError: {exc}"
         assert all(row.cells["gets_grad"] is None for row in result.rows)
@@ -75,3 +101,33 @@ def test_matrix_is_the_same_whatever_the_device_and_keeps_the_spec() -> None:
     on_meta = matrix(resolve(LabSpec(preset="testmodel", device="meta"), device_ids()))
     assert on_meta.spec.device == "meta" and on_cpu.spec.device == "cpu"
     assert on_meta.rows == on_cpu.rows
+
+
+def _facts_at(threads: int, specs: list[LabSpec]) -> list:
+    torch.set_num_threads(threads)
+    _matrix.cache_clear()
+    memo.clear()
+    facts = []
+    for spec in specs:
+        step = run_experiment("step", spec)
+        facts.append((matrix(spec).rows, step.facts, step.tensors, run_experiment("save_load", spec).tensors))
+    return facts
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_facts_do_not_depend_on_the_thread_count(preset: str) -> None:
+    """Every cell and step fact is torch's exact answer, not rounding noise a thread count can flip
+    (out.sum() after a train-mode BatchNorm made scale and bn.weight change at 1 thread, not at 2)."""
+    names = PRESETS[preset].member_names or ("w", "v")  # custom: two members of its own
+    specs = [
+        resolve(LabSpec(preset=preset, styles=dict.fromkeys(names, style)), device_ids())
+        for style in styles_of(preset)
+    ]
+    threads = torch.get_num_threads()
+    try:
+        one, two = _facts_at(1, specs), _facts_at(2, specs)
+    finally:
+        torch.set_num_threads(threads)
+        _matrix.cache_clear()
+        memo.clear()
+    assert one == two
