@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import torch
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app import inspections
+from app.deps import SettingsDep
 from app.lab import devices, memo
 from app.lab.checkpoints import CheckpointReport
 from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
@@ -76,14 +77,6 @@ class PresetOut(BaseModel):
     custom: bool = Field(False, description="Members come from the spec: style.NAME and shape.NAME.")
     members: list[MemberOut]
     translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
-
-
-def app_settings(request: Request) -> Settings:
-    """The settings the app was made with (``create_app(Settings(...))``), not the environment's."""
-    return request.app.state.settings
-
-
-SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
 def resolved(spec: LabSpec, settings: Settings) -> LabSpec:

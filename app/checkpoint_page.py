@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import ValidationError
 
 from app import inspections, pages
+from app.deps import SettingsDep
+from app.html import View, ViewDep, render
+from app.html import respond as page_response
 from app.lab.checkpoints import CheckpointError, CheckpointReport
 from app.lab.langs import LANGS
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError
-from app.pages import View, ViewDep, render
 from app.uploads import UploadError
 
 router = APIRouter(include_in_schema=False)
@@ -20,10 +21,10 @@ PAGE = "checkpoints.html"
 FORM_FIELDS = ("lang", "present", "state_dict")  # beside the spec (preset, device, style.*)
 
 
-def spec_of(pairs: list[tuple[str, str]]) -> LabSpec | None:
+def spec_of(pairs: list[tuple[str, str]], max_elements: int) -> LabSpec | None:
     """The module to load into, read like the lab page's spec; none when no preset is chosen."""
     pairs = [(k, v) for k, v in pairs if k not in FORM_FIELDS]
-    return pages.spec_of(pairs)[0] if dict(pairs).get("preset") else None
+    return pages.spec_of(pairs, max_elements)[0] if dict(pairs).get("preset") else None
 
 
 def context(view: View, **extra: object) -> dict:
@@ -41,10 +42,7 @@ def context(view: View, **extra: object) -> dict:
 
 
 def respond(view: View, status: int = 200, **extra: object) -> Response:
-    # htmx swaps only 2xx answers: a refusal comes as a 200 fragment that says it; a page gets the status.
-    blocks = ("result",) if view.htmx else None
-    body = render(view.lang, blocks, context(view, **extra), PAGE)
-    return HTMLResponse(body, 200 if view.htmx else status, headers={"Vary": "HX-Request, Accept-Language"})
+    return page_response(view, PAGE, context(view, **extra), ("result",), status)
 
 
 def _off(request: Request, view: View) -> Response | None:
@@ -52,27 +50,25 @@ def _off(request: Request, view: View) -> Response | None:
     try:
         inspections.check_available(request.app.state.settings)
     except UploadError as exc:
-        return HTMLResponse(
-            render(view.lang, None, context(view, error=exc.message, off=True), PAGE), exc.status
-        )
+        return HTMLResponse(render(view.lang, PAGE, context(view, error=exc.message, off=True)), exc.status)
     return None
 
 
 @router.get("/checkpoints", response_class=HTMLResponse)
-async def checkpoint_form(request: Request, view: ViewDep) -> Response:
+async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
     """The form; a lab's spec in the query (its "inspect a checkpoint" link) is preselected."""
     off = _off(request, view)
     if off is not None:
         return off
     try:
-        spec = spec_of(request.query_params.multi_items())
-    except (SpecError, ValidationError):
+        spec = spec_of(request.query_params.multi_items(), settings.custom_max_elements)
+    except SpecError:
         spec = None
     return respond(view, spec=spec)
 
 
 @router.post("/checkpoints", response_class=HTMLResponse)
-async def checkpoint_result(request: Request, view: ViewDep) -> Response:
+async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
     off = _off(request, view)
     if off is not None:
         return off
@@ -83,10 +79,10 @@ async def checkpoint_result(request: Request, view: ViewDep) -> Response:
     try:
         async with inspections.uploaded(request) as (path, upload):
             filename, fields = upload.filename, dict(upload.fields)
-            spec = spec_of(upload.fields)
+            spec = spec_of(upload.fields, settings.custom_max_elements)
             report = await inspections.inspect(request, path, spec, fields.get("state_dict") or None)
     except (UploadError, CheckpointError) as exc:
         return respond(view, exc.status, error=exc.message, filename=filename, spec=spec)
-    except (SpecError, ValidationError) as exc:
-        return respond(view, 422, error=pages.error_message(exc), filename=filename)
+    except SpecError as exc:
+        return respond(view, 422, error=exc.message, filename=filename)
     return respond(view, report=report, spec=spec, filename=filename, state_dict=fields.get("state_dict", ""))

@@ -1,33 +1,27 @@
-"""HTML pages. htmx requests get the named blocks of the page, every other request the full page.
+"""The lab page: a small pipeline, query -> page model -> blocks -> render.
 
-The page's form fields are named like the API query (``preset``, ``device``, ``style.<member>``),
-so a page URL is a permalink and the same spec the JSON API takes.
+The form's fields are named like the API query (``preset``, ``device``, ``style.<member>``), so a
+page URL is a permalink and the same spec the JSON API takes. ``app.html`` owns the htmx rule.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup, escape
-from pydantic import ValidationError
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from app import i18n
-from app.assets import static_assets
+from app.deps import SettingsDep
+from app.html import VARY, View, ViewDep, respond
 from app.lab import devices, memo
-from app.lab.diff import compare, with_matrix
+from app.lab.diff import LabDiff, compare, with_matrix
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.inspect import LabReport
 from app.lab.langs import LANGS
-from app.lab.matrix import matrix
+from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import (
     SHAPE_PREFIX,
@@ -41,11 +35,7 @@ from app.lab.spec import (
     resolve,
 )
 from app.lab.styles import ALL_STYLES
-from app.resources import resource_dir
-from app.settings import get_settings
 
-TEMPLATES = resource_dir("templates")
-VARY = "HX-Request, HX-History-Restore-Request, HX-Current-URL, Accept-Language, Accept-Encoding"
 # The experiment to run and its options ride in the URL beside the spec, named like the API's.
 EXPERIMENT_PARAMS = ("experiment", *sorted({name for e in EXPERIMENTS.values() for name in e.params}))
 # The custom module's form: add the member named ``new`` (on ``add``), or drop one.
@@ -53,69 +43,10 @@ EDIT_PARAMS = ("add", "new", "new_shape", "new_style", "drop")
 PAGE_PARAMS = ("lang", "present", "embed", *EXPERIMENT_PARAMS, *EDIT_PARAMS)  # not part of the spec
 INTO = "into."  # load_into: the member styles of the module loaded into
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
+PAGE = "lab.html"
+BLOCKS = ("results", "announce", "experiment_controls", "more")  # what every htmx swap replaces
 
 router = APIRouter(include_in_schema=False)
-
-
-def breakable(text: object) -> Markup:
-    """``text`` escaped, with line-break chances after dots and underscores: a long torch name
-    (``bn.num_batches_tracked``) wraps at its parts instead of running out of its column."""
-    return Markup(re.sub(r"([._])", r"\1<wbr>", str(escape(text))))
-
-
-@cache
-def environment(lang: str) -> Environment:
-    """One Jinja environment per language: templates compiled once, translations fixed."""
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(),
-        extensions=["jinja2.ext.i18n"],
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.install_gettext_translations(i18n.translations(lang), newstyle=True)  # type: ignore[attr-defined]
-    env.globals["asset"] = static_assets().url  # content-hashed URLs, cached for a year
-    env.filters["breakable"] = breakable
-    # Globals rather than a template's own macros: a block rendered alone for htmx sees them too.
-    macros = env.get_template("macros.html").module
-    env.globals.update({name: getattr(macros, name) for name in dir(macros) if not name.startswith("_")})
-    return env
-
-
-def render(lang: str, blocks: tuple[str, ...] | None, context: dict, page: str = "lab.html") -> bytes:
-    """The whole page, or only ``blocks`` of it (htmx fragments), in ``lang``."""
-    template = environment(lang).get_template(page)
-    if blocks is None:
-        return template.render(context).encode()
-    ctx = template.new_context(context)
-    return "".join("".join(template.blocks[b](ctx)) for b in blocks).encode()
-
-
-@dataclass(frozen=True)
-class View:
-    """How the page is shown, apart from the spec: language and projector mode."""
-
-    lang: str
-    lang_chosen: bool  # given in the URL (kept in links), rather than taken from Accept-Language
-    present: bool
-    htmx: bool  # an htmx swap rather than a full page load
-    embed: bool = False  # the lab alone, for an iframe in slides or a course page
-
-
-async def get_view(request: Request) -> View:
-    query = request.query_params
-    headers = request.headers
-    return View(
-        lang=i18n.choose(query.get("lang"), headers.get("accept-language")),
-        lang_chosen=query.get("lang") in LANGS,
-        present=query.get("present") == "1",
-        embed=query.get("embed") == "1",
-        # A history restore after a cache miss wants the full page, not a fragment.
-        htmx=headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true",
-    )
-
-
-ViewDep = Annotated[View, Depends(get_view)]
 
 
 def edited(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -148,7 +79,7 @@ def lesson_device() -> str:
     return next((d for d in devices.device_ids() if d.startswith("cuda:")), "meta")
 
 
-def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
+def spec_of(query: list[tuple[str, str]], max_elements: int) -> tuple[LabSpec, list[str]]:
     """The page's spec, and the ``style.*`` members it ignored.
 
     Choosing another module in the form (or submitting it without JavaScript) still sends the old
@@ -167,22 +98,34 @@ def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
     ignored = [name for name in spec.styles if foreign and preset.member(name) is None]  # type: ignore[union-attr]
     kept = {name: style for name, style in spec.styles.items() if name not in ignored}
     update = {"styles": kept, "shapes": {} if foreign else spec.shapes}
-    limit = get_settings().custom_max_elements
-    return resolve(spec.model_copy(update=update), devices.device_ids(), limit), ignored
+    return resolve(spec.model_copy(update=update), devices.device_ids(), max_elements), ignored
 
 
-def previous_report(request: Request) -> LabReport | None:
+def with_edit(query: list[tuple[str, str]], max_elements: int) -> tuple[list[tuple[str, str]], str | None]:
+    """The query with the custom module's edit applied, or, where the module cannot take it (a bad
+    shape, too many elements), the query without the edit and the reason."""
+    if not any(key in ("add", "drop") for key, _ in query):
+        return query, None
+    try:
+        spec_of(query, max_elements)
+    except SpecError as exc:
+        return [(key, value) for key, value in query if key not in EDIT_PARAMS], exc.message
+    return query, None
+
+
+def previous_report(url: str | None, max_elements: int) -> LabReport | None:
     """The report the page showed before this htmx request (from HX-Current-URL), if readable."""
-    url = request.headers.get("hx-current-url")
     if not url:
         return None
     try:
-        return memo.report(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True))[0])
-    except (SpecError, ValidationError):
+        return memo.report(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True), max_elements)[0])
+    except SpecError:
         return None
 
 
-def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[ExperimentResult | None, list]:
+def experiment_of(
+    query: list[tuple[str, str]], spec: LabSpec, max_elements: int
+) -> tuple[ExperimentResult | None, list]:
     """The experiment the page asks for, run on ``spec``, and its canonical query pairs.
 
     Like ``lang``, an option the page does not know falls back to its default.
@@ -197,9 +140,9 @@ def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[Experime
     if experiment.id == "load_into":
         into = {k.removeprefix(INTO): v for k, v in query if k.startswith(INTO)}
         try:
-            other = resolve(loaded_into(spec, into), devices.device_ids())
+            other = resolve(loaded_into(spec, into), devices.device_ids(), max_elements)
             pairs += [(INTO + member, style) for member, style in other.styles.items()]
-        except (SpecError, ValidationError):
+        except SpecError:
             other = None
     return run_experiment(experiment.id, spec, other, **params), pairs
 
@@ -214,6 +157,57 @@ def link(spec: LabSpec, view: View, extra: Sequence[tuple[str, str]] = (), **cha
     pairs += [("embed", "1")] if view.embed else []
     tail = urlencode(pairs)
     return "/?" + spec.query() + ("&" + tail if tail else "")
+
+
+@dataclass(frozen=True)
+class LabPage:
+    """Everything one request's page shows, built once from the query."""
+
+    spec: LabSpec
+    ignored: list[str]  # style.* of another module, dropped
+    edit_error: str | None  # a custom member the module could not take
+    experiment: ExperimentResult | None
+    experiment_pairs: list
+    report: LabReport
+    matrix: Matrix
+    diff: LabDiff
+    controls: bool = False  # the member controls change too (another module, a member added or dropped)
+    editing: bool = False  # the query adds or drops a custom member
+
+
+def read_page(
+    query: list[tuple[str, str]], view: View, current_url: str | None, max_elements: int
+) -> LabPage:
+    """The page model of a query; a spec that cannot be shown raises its SpecError."""
+    editing = any(key in ("add", "drop") for key, _ in query)
+    query, edit_error = with_edit(query, max_elements)
+    spec, ignored = spec_of(query, max_elements)
+    experiment, pairs = experiment_of(query, spec, max_elements)
+    report, table = memo.report(spec), matrix(spec)
+    previous = previous_report(current_url, max_elements) if view.htmx else None
+    diff = compare(previous, report)
+    if previous is not None:
+        diff = with_matrix(diff, matrix(previous.spec), table)
+    controls = bool(diff.preset) or (previous is not None and list(previous.spec.styles) != list(spec.styles))
+    return LabPage(
+        spec=spec,
+        # A swap to another module still sent the old module's members: expected to go, not reported.
+        ignored=[] if view.htmx and controls else ignored,
+        edit_error=edit_error,
+        experiment=experiment,
+        experiment_pairs=pairs,
+        report=report,
+        matrix=table,
+        diff=diff,
+        controls=controls,
+        editing=editing,
+    )
+
+
+def blocks_of(page: LabPage, view: View) -> tuple[str, ...]:
+    """The blocks an htmx swap of this page replaces."""
+    blocks = BLOCKS + (() if view.embed else ("links",))  # an embedded lab has no header to update
+    return blocks + (("controls",) if page.controls else ())
 
 
 def owners(report: LabReport) -> dict[str, str]:
@@ -246,90 +240,46 @@ def without(spec: LabSpec, view: View, name: str) -> str:
     return link(spec.model_copy(update={"styles": styles, "shapes": shapes}), view)
 
 
-def context(
-    view: View, spec: LabSpec | None = None, previous: LabReport | None = None, **extra: object
-) -> dict:
-    report = memo.report(spec) if spec else None
-    table = matrix(spec) if spec else None
-    diff = compare(previous, report) if report else None
-    if diff is not None and previous is not None and table is not None:
-        diff = with_matrix(diff, matrix(previous.spec), table)
-    pairs = extra.get("experiment_pairs", ())
+def context(view: View, page: LabPage | None = None, error: str | None = None) -> dict:
+    spec = page.spec if page else None
+    pairs = page.experiment_pairs if page else ()
     return {
         "spec": spec,
-        "report": report,
-        "matrix": table,
+        "report": page.report if page else None,
+        "matrix": page.matrix if page else None,
+        "diff": page.diff if page else None,
         "members": {m.name: m for m in members(spec)} if spec else {},
-        "owners": owners(report) if report else {},
-        "code_lines": code_lines(report) if report else [],
+        "owners": owners(page.report) if page else {},
+        "code_lines": code_lines(page.report) if page else [],
         "without": lambda name: without(spec, view, name) if spec else "/",
         "experiments": EXPERIMENTS,
-        "experiment": None,
-        "diff": diff,
+        "experiment": page.experiment if page else None,
+        "experiment_pairs": pairs,
+        "ignored": page.ignored if page else (),
+        "edit_error": page.edit_error if page else None,
         "view": view,
         "presets": PRESETS,
         "styles": ALL_STYLES,
         "devices": devices.available(),
         "link": lambda **changes: link(spec, view, pairs, **changes) if spec else "/",
         "langs": LANGS,
-        "error": None,
-        "ignored": (),
-        "edit_error": None,
-        **extra,
+        "error": error,
     }
 
 
-def error_message(exc: SpecError | ValidationError) -> str:
-    return exc.message if isinstance(exc, SpecError) else str(exc.errors()[0]["msg"])
-
-
-def lab_html(request: Request, view: View) -> tuple[bytes, int, dict[str, str]]:
-    """The page (or its htmx blocks) for a request: body, status and headers."""
-    query = request.query_params.multi_items()
-    editing = any(key in ("add", "drop") for key, _ in query)
-    edit_error = None
-    try:
-        try:
-            spec, ignored = spec_of(query)
-        except (SpecError, ValidationError) as exc:
-            if not editing:
-                raise
-            # A member the module cannot take (bad shape, too many): the lab stays, the reason shows.
-            edit_error = error_message(exc)
-            spec, ignored = spec_of([(key, value) for key, value in query if key not in EDIT_PARAMS])
-    except (SpecError, ValidationError) as exc:
-        status = 404 if isinstance(exc, UnknownPreset) else 422
-        return render(view.lang, None, context(view, error=error_message(exc))), status, {}
-    experiment, pairs = experiment_of(query, spec)
-    if editing and not edit_error and not view.htmx:
-        # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
-        return b"", 303, {"Location": link(spec, view, pairs)}
-    previous = previous_report(request) if view.htmx else None
-    ctx = context(
-        view,
-        spec,
-        previous,
-        ignored=ignored,
-        experiment=experiment,
-        experiment_pairs=pairs,
-        edit_error=edit_error,
-    )
-    blocks = None
-    if view.htmx:
-        blocks = ("results", "announce", "experiment_controls", "more")
-        blocks += () if view.embed else ("links",)  # an embedded lab has no header to update
-        if ctx["diff"].preset or (previous and list(previous.spec.styles) != list(spec.styles)):
-            blocks += ("controls",)  # another module, or a custom member added or dropped
-            # The form still sent the old module's members: expected to go, so not reported.
-            ctx["ignored"] = ()
-    # The canonical permalink goes into the address bar, not the form's field order. A refused
-    # edit is 422 for a full page; htmx swaps only 2xx, and the notice is in what it swaps.
-    status = 422 if edit_error and not view.htmx else 200
-    return render(view.lang, blocks, ctx), status, {"HX-Push-Url": link(spec, view, pairs)}
-
-
 @router.get("/", response_class=HTMLResponse)
-async def lab_page(request: Request, view: ViewDep) -> Response:
-    body, status, headers = lab_html(request, view)
-    # Vary names every header the page depends on: the HTTP cache keys stored pages by them.
-    return HTMLResponse(body, status, headers={**headers, "Vary": VARY})
+async def lab_page(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+    query = request.query_params.multi_items()
+    try:
+        page = read_page(query, view, request.headers.get("hx-current-url"), settings.custom_max_elements)
+    except SpecError as exc:
+        status = 404 if isinstance(exc, UnknownPreset) else 422
+        return respond(view, PAGE, context(view, error=exc.message), (), status)
+    permalink = link(page.spec, view, page.experiment_pairs)
+    if page.editing and not page.edit_error and not view.htmx:
+        # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
+        return RedirectResponse(permalink, 303, headers={"Vary": VARY})
+    # The canonical permalink goes into the address bar, not the form's field order. A refused edit
+    # is 422 for a full page (htmx gets its notice in the blocks it swaps).
+    status = 422 if page.edit_error else 200
+    return respond(view, PAGE, context(view, page), blocks_of(page, view), status, {"HX-Push-Url": permalink})

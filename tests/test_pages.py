@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 from torch import nn
 
+from app.main import create_app
+from app.settings import Settings
 from tests.lab.reference import TUTORIAL_DEFAULTS, attach, tables
 
 HX = {"HX-Request": "true"}
@@ -318,3 +320,16 @@ def test_load_into_on_the_page_keeps_the_custom_shapes(client: TestClient) -> No
     terms = [c for c in facts.children if isinstance(c, Element)]
     shown = {dt.text: dd.text for dt, dd in zip(terms[::2], terms[1::2], strict=True)}
     assert shown["load_state_dict(strict=True)"] == "ok"
+
+
+def test_the_page_obeys_the_apps_own_element_cap() -> None:
+    """``create_app(Settings(...))`` rules the page too, not the environment's settings."""
+    with TestClient(create_app(Settings(custom_max_elements=8))) as small:
+        custom = {"preset": "custom", "style.w": "buffer"}
+        assert small.get("/", params={**custom, "shape.w": "2x4"}).status_code == 200
+        refused = small.get("/", params={**custom, "shape.w": "3x3"})
+        assert refused.status_code == 422 and "at most 8" in refused.text
+        added = small.get("/", params={"preset": "custom", "add": "1", "new": "w", "new_shape": "3x3"})
+        assert added.status_code == 422 and "at most 8" in added.text  # the lab stays, the reason shows
+        form = small.get("/checkpoints", params={**custom, "shape.w": "3x3"})
+        assert form.status_code == 200 and 'value="custom" selected' not in form.text

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from math import prod
 from urllib.parse import urlencode
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.lab.presets import PRESETS, Member
 from app.lab.styles import STYLES
@@ -86,6 +86,15 @@ class LabSpec(BaseModel):
         return urlencode(pairs)
 
 
+def _spec(where: str, **fields: object) -> LabSpec:
+    """A LabSpec from user data: pydantic's refusal becomes the one spec error, at ``where``."""
+    try:
+        return LabSpec(**fields)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise SpecError((where, *map(str, first["loc"])), first["msg"]) from None
+
+
 def members(spec: LabSpec) -> tuple[Member, ...]:
     """The members of a resolved spec: the preset's, or the custom module's own."""
     preset = PRESETS[spec.preset]
@@ -101,7 +110,7 @@ def loaded_into(spec: LabSpec, styles: dict[str, str]) -> LabSpec:
     """The module a load_into experiment loads into: same preset and device, its own styles, and
     (a custom module) the same sizes for the names it shares."""
     shapes = {name: dims for name, dims in spec.shapes.items() if name in styles}
-    return LabSpec(preset=spec.preset, device=spec.device, styles=styles, shapes=shapes)
+    return _spec("into", preset=spec.preset, device=spec.device, styles=styles, shapes=shapes)
 
 
 def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
@@ -184,4 +193,4 @@ def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) ->
     if "preset" not in fields:
         raise SpecError(("query", "preset"), "query parameter 'preset' is required")
     dims = {name: [int(part) for part in value.split("x")] for name, value in shapes.items()}
-    return LabSpec(**fields, styles=styles, shapes=dims)
+    return _spec("query", **fields, styles=styles, shapes=dims)
