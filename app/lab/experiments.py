@@ -23,6 +23,7 @@ from app.lab.spec import LabSpec
 from app.lab.tensors import tensors
 
 CASTS = {"half": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64}
+SMALL = 16  # a tensor this small has its values in the result: a student can read them
 
 
 class TorchError(BaseModel):
@@ -43,6 +44,12 @@ class Observation(BaseModel):
     has_grad: bool = Field(description="A .grad is present after the experiment.")
     changed: bool | None = Field(description="Values differ after the experiment; null where not comparable.")
     same_object: bool = Field(description="Still the same Python object under the same name.")
+    values_before: list[float] | None = Field(
+        None, description=f"The values, flattened, for tensors of at most {SMALL} elements (not on meta)."
+    )
+    values_after: list[float] | None = Field(
+        None, description="The same after the experiment; null where there is no data or it is garbage."
+    )
 
 
 class ExperimentResult(BaseModel):
@@ -90,6 +97,12 @@ def _changed(before: Snapshot, after: torch.Tensor) -> bool | None:
     return not torch.equal(before.values.cpu().double(), after.detach().cpu().double())
 
 
+def _values(t: torch.Tensor | None) -> list[float] | None:
+    if t is None or t.numel() > SMALL:
+        return None
+    return t.detach().cpu().double().flatten().tolist()
+
+
 def observe(
     before: dict[str, Snapshot], model: nn.Module, garbage: set[str] = frozenset()
 ) -> list[Observation]:
@@ -110,6 +123,8 @@ def observe(
                 has_grad=t.grad is not None,
                 changed=None if name in garbage else _changed(b, t),
                 same_object=t is b.obj,
+                values_before=_values(b.values),
+                values_after=None if name in garbage or t.is_meta else _values(t),
             )
         )
     return rows
