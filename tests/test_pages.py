@@ -333,3 +333,13 @@ def test_the_page_obeys_the_apps_own_element_cap() -> None:
         assert added.status_code == 422 and "at most 8" in added.text  # the lab stays, the reason shows
         form = small.get("/checkpoints", params={**custom, "shape.w": "3x3"})
         assert form.status_code == 200 and 'value="custom" selected' not in form.text
+
+
+@pytest.mark.parametrize(
+    "query", ["preset=testmodel&device=meta", "preset=custom&style.a.b=buffer&style.w=parameter"]
+)
+def test_the_code_on_the_page_is_the_reports_script_exactly(client: TestClient, query: str) -> None:
+    """What Copy code copies (the text of #code-text) is the script that runs, line for line."""
+    page = parse(client.get("/?" + query).text)
+    report = client.get("/api/lab?" + query).json()
+    assert page.find("code", id="code-text").text == report["code"]
