@@ -343,3 +343,13 @@ def test_the_code_on_the_page_is_the_reports_script_exactly(client: TestClient, 
     page = parse(client.get("/?" + query).text)
     report = client.get("/api/lab?" + query).json()
     assert page.find("code", id="code-text").text == report["code"]
+
+
+def test_every_glossary_word_links_to_its_entry(client: TestClient) -> None:
+    """Table headers, each style's why, matrix columns and experiment kinds reach the glossary."""
+    page = parse(client.get("/?preset=testmodel&experiment=step").text)
+    entries = {e.attrs["id"] for e in page.find("section", id="glossary").find_all("dt")}
+    links = [a.attrs["href"] for a in page.find_all("a", class_="term")]
+    assert {href.removeprefix("#") for href in links} <= entries
+    for where in ("members-table", "named-parameters", "named-buffers", "matrix", "experiment"):
+        assert page.find("table", id=where).find_all("a", class_="term"), where
