@@ -138,11 +138,11 @@ def _alive(pid: int) -> bool:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """At start: clean what a killed server left, start the inspectors' forkserver in the background,
-    stop inspections at once on SIGTERM. At the end: no inspection outlives the server."""
+    stop inspections at once on SIGTERM (a graceful shutdown would wait for them). Children that
+    are left at exit are daemons: multiprocessing ends them."""
     settings: Settings = app.state.settings
     if settings.checkpoints:
         remove_stale(settings.checkpoint_tmp_dir)
         threading.Thread(target=isolated.warm_up, name="checkpoint-forkserver", daemon=True).start()
         isolated.kill_children_on_signals()
     yield
-    isolated.stop_all()

@@ -339,6 +339,8 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
     except (RecursionError, MemoryError):
         raise  # the inspector's limits, said by the caller
     except Exception as exc:  # torch's refusal is the answer: its type and words
+        if "can't allocate memory" in str(exc):  # torch's allocator under the memory limit
+            raise MemoryError(str(exc)) from exc
         raise CheckpointError(
             f"torch.load(weights_only=True) refused it: {type(exc).__name__}: {exc}"
         ) from exc

@@ -30,6 +30,7 @@ from app.lab.checkpoints import CheckpointError, Limits, inspect_checkpoint
 from app.lab.spec import LabSpec
 
 READ = 1 << 20  # bytes per read from the pipe
+STOPPING = "the server is stopping; send the file again in a moment"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def _report_message(budget: Budget, size: int | None = None) -> str:
 
 _running: set[BaseProcess] = set()
 _stopped: set[BaseProcess] = set()  # killed because the server is stopping
+_stopping = threading.Event()  # set by SIGTERM/SIGINT: no inspection starts after it
 
 
 @cache
@@ -147,7 +149,8 @@ def warm_up() -> None:
 
 
 def stop_all() -> None:
-    """Kill every running inspection (the server is stopping); their requests answer 503."""
+    """Kill every running inspection and start no other (the server is stopping): they answer 503."""
+    _stopping.set()
     for process in list(_running):
         _stopped.add(process)
         if process.pid is not None:
@@ -231,12 +234,17 @@ async def inspect_isolated(
     process = context.Process(target=_child, args=(writer, str(path), limits, spec, at, budget), daemon=True)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget.wall_seconds
+    if _stopping.is_set():
+        raise InspectionFailed(503, STOPPING)
     try:
         # In a thread: the first start waits for the forkserver to import torch.
         await asyncio.to_thread(process.start)
     finally:
         writer.close()
     _running.add(process)
+    if _stopping.is_set():  # the signal came while it started
+        _stopped.add(process)
+        process.kill()
     try:
         body, cause = await _collect(reader, budget.report_max_bytes, budget.wall_seconds)
         if cause:
@@ -256,7 +264,7 @@ async def inspect_isolated(
 
 def _outcome(body: bytes, cause: str, exitcode: int | None, stopped: bool, budget: Budget) -> bytes:
     if stopped:
-        raise InspectionFailed(503, "the server is stopping; send the file again in a moment")
+        raise InspectionFailed(503, STOPPING)
     if cause == "deadline":
         raise InspectionFailed(
             504,
