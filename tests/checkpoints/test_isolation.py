@@ -252,3 +252,23 @@ def test_sigterm_stops_the_server_while_a_runaway_inspection_runs(tmp_path: Path
         assert time.monotonic() - started < 5
         assert answer.result()[0] == 503
     assert list(tmp_path.iterdir()) == []
+
+
+def test_inspections_run_under_several_workers(tmp_path: Path) -> None:
+    """MRE_WORKERS=2 (`python -m app`): each spawned worker starts its own forkserver."""
+    port = free_port()
+    env = {**os.environ, **LIMITS, "MRE_WORKERS": "2", "MRE_PORT": str(port)}
+    env["MRE_CHECKPOINT_TMP_DIR"] = str(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, base + "/api/health")
+        with ThreadPoolExecutor(4) as pool:  # new connections: the kernel spreads them over workers
+            crash = torch_zip(deep_key(300_000))
+            crashes = list(pool.map(lambda _: post(base, crash)[0], range(2)))
+            good = list(pool.map(lambda _: post(base, saved({"w": torch.ones(2)}))[0], range(8)))
+        assert crashes == [422] * 2 and good == [200] * 8
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert list(tmp_path.iterdir()) == []
