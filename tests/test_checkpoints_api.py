@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator

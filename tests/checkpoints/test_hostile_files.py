@@ -30,6 +30,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.crafted import big_string, fan_out, torch_zip
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.lab.test_checkpoints import refusal
 
 LIMITS = Limits(max_bytes=64 * 1024**2, header_max_bytes=16 * 1024**2, max_entries=100_000)
 
@@ -43,14 +44,6 @@ def raw_safetensors(path: Path, header: dict | bytes, data: bytes) -> Path:
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + data)
     return path
-
-
-def refusal(action) -> str:
-    try:
-        action()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return "ok"
 
 
 def nbytes(t: torch.Tensor) -> int:
