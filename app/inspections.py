@@ -103,15 +103,20 @@ async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def inspect(
+async def inspect_json(
     request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
-) -> CheckpointReport:
-    """In a child process, once a slot is free: the upload is complete by now."""
+) -> bytes:
+    """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now."""
     settings: Settings = request.app.state.settings
     slots: Slots = request.app.state.checkpoint_slots
     async with slots.taken():
-        body = await isolated.inspect_isolated(path, limits(settings), spec, at, budget(settings))
-    return CheckpointReport.model_validate_json(body)
+        return await isolated.inspect_isolated(path, limits(settings), spec, at, budget(settings))
+
+
+async def inspect(
+    request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
+) -> CheckpointReport:
+    return CheckpointReport.model_validate_json(await inspect_json(request, path, spec, at))
 
 
 def remove_stale(tmp_dir: str | None) -> list[Path]:

@@ -136,7 +136,8 @@ _stopping = threading.Event()  # set by SIGTERM/SIGINT: no inspection starts aft
 @cache
 def _context() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    # torch's weights-only unpickler takes nested jagged tensors only once torch._dynamo is imported.
+    context.set_forkserver_preload([__name__, "torch._dynamo"])
     return context
 
 

@@ -347,3 +347,29 @@ def test_a_batchnorm_state_without_num_batches_tracked_is_refused_as_torch_refus
     assert report.load is not None
     assert report.load.strict == strict
     assert report.load.missing_keys == loose.missing_keys == ["bn.num_batches_tracked"]
+
+
+# -- through the API: an answer, never a 500 ---------------------------------------------------
+
+
+def api_cases(tmp_path: Path) -> list[tuple[str, bytes, int, str]]:
+    """(query, file, status, words in the answer) for one file of each kind above."""
+    sparse = save(sparse_and_nested(), tmp_path / "s.pt").read_bytes()
+    huge = {"a": {"dtype": "F32", "shape": [0, 2**70], "data_offsets": [0, 0]}}
+    holes = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    f6 = {"w": {"dtype": "F6_E2M3", "shape": [4], "data_offsets": [0, 3]}}
+    deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return [
+        ("", sparse, 200, '"layout":"sparse_csr"'),
+        ("", raw_safetensors(tmp_path / "h", huge, b"").read_bytes(), 422, "below 2**63"),
+        ("?preset=custom", raw_safetensors(tmp_path / "g", holes, b"\0" * 12).read_bytes(), 422, "no tensor"),
+        ("", raw_safetensors(tmp_path / "f", f6, b"\0" * 3).read_bytes(), 200, '"dtype":"F6_E2M3"'),
+        ("", raw_safetensors(tmp_path / "d", deep, b"").read_bytes(), 422, "nested too deeply"),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_the_api_answers_each_kind_without_a_server_error(client: TestClient, tmp_path: Path) -> None:
+    for query, content, status, words in api_cases(tmp_path):
+        response = client.post("/api/checkpoints" + query, files={"file": ("m", content)})
+        assert (response.status_code, words in response.text) == (status, True), response.text[:300]
