@@ -31,6 +31,7 @@ from app.lab.spec import LabSpec
 
 READ = 1 << 20  # bytes per read from the pipe
 STOPPING = "the server is stopping; send the file again in a moment"
+NICE = 10  # inspections yield the CPU to the server's own requests
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def _child(
     writer: Connection, path: str, limits: Limits, spec: LabSpec | None, at: str | None, budget: Budget
 ) -> None:
     torch.set_num_threads(budget.threads)
+    os.nice(NICE)
     _limit(budget, Path(path).stat().st_size)
     try:
         body = _answer(path, limits, spec, at, budget)
