@@ -63,6 +63,8 @@ def _vm_bytes() -> int:
 
 
 def _limit(budget: Budget, file_bytes: int) -> None:
+    # No core files: a crafted file could otherwise fill the disk with one per crash.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # The soft CPU limit sends SIGXCPU (which ends the process); the hard one a second later SIGKILL.
     resource.setrlimit(resource.RLIMIT_CPU, (budget.cpu_seconds, budget.cpu_seconds + 1))
     # Address space, not RSS (Linux enforces no RSS limit): torch's own mappings are already
@@ -236,7 +238,6 @@ async def inspect_isolated(
     reader, writer = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(writer, str(path), limits, spec, at, budget), daemon=True)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget.wall_seconds
     if _stopping.is_set():
         raise InspectionFailed(503, STOPPING)
     try:
@@ -245,11 +246,12 @@ async def inspect_isolated(
     finally:
         writer.close()
     _running.add(process)
+    deadline = loop.time() + budget.wall_seconds
     if _stopping.is_set():  # the signal came while it started
         _stopped.add(process)
         process.kill()
     try:
-        body, cause = await _collect(reader, budget.report_max_bytes, budget.wall_seconds)
+        body, cause = await _collect(reader, budget.report_max_bytes, deadline - loop.time())
         if cause:
             process.kill()
         # The pipe closes as the child exits; its status follows at once (or after the kill).
@@ -281,11 +283,17 @@ def _outcome(body: bytes, cause: str, exitcode: int | None, stopped: bool, budge
     if exitcode == 0 and body[:1] == b"E":
         refusal = json.loads(body[1:])
         raise InspectionFailed(refusal["status"], refusal["message"])
-    if exitcode == -signal.SIGXCPU or exitcode == -signal.SIGKILL:
+    if exitcode == -signal.SIGXCPU:
         raise InspectionFailed(
             504,
             f"reading this file used more than {budget.cpu_seconds} seconds of CPU time"
             " (MRE_CHECKPOINT_CPU_SECONDS); the inspection was stopped",
+        )
+    if exitcode == -signal.SIGKILL:  # not ours: the CPU limit's hard stop, or the kernel's OOM killer
+        raise InspectionFailed(
+            504,
+            f"the inspector process was killed (SIGKILL): over {budget.cpu_seconds} seconds of CPU time"
+            " (MRE_CHECKPOINT_CPU_SECONDS), or the server ran out of memory",
         )
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else "?"
