@@ -3,6 +3,7 @@ what each class of hostile file costs a real server (``--hostile``).
 
     python -m bench.checkpoints [--gib 1.0] [--out bench/results/checkpoints.json]
     python -m bench.checkpoints --hostile [--out bench/results/hostile.json]
+    python -m bench.checkpoints --latency [--root DIR]  # a small file's round trip; DIR: another tree
 
 Each file is a state_dict of 64 float32 tensors (plus a tied pair) written with torch or
 safetensors; each inspection runs in a fresh interpreter, which reports its own wall time and
@@ -80,8 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=1.0)
     parser.add_argument("--hostile", action="store_true", help="hostile files against a live server")
+    parser.add_argument("--latency", action="store_true", help="a small inspection through a live server")
+    parser.add_argument("--root", type=Path, default=None, help="with --latency: the tree to serve")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.latency:
+        latency(args.root)
+        return
     if args.hostile:
         hostile(args.out or Path("bench/results/hostile.json"))
         return
@@ -279,6 +285,39 @@ def hostile(out: Path) -> None:
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+
+
+def latency(root: Path | None, rounds: int = 40) -> None:
+    """Median round trip of a small torch file loaded into testmodel, through uvicorn on loopback."""
+    import io
+    import statistics
+    import urllib.request
+
+    from tests.browser.harness import ROOT, free_port, wait_healthy
+
+    buffer = io.BytesIO()
+    torch.save({"linear.weight": torch.ones(3, 3), "linear.bias": torch.ones(3)}, buffer)
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--no-access-log"]
+    server = subprocess.Popen(command, cwd=root or ROOT, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api/checkpoints?preset=testmodel"
+    try:
+        wait_healthy(server, f"http://127.0.0.1:{port}/api/health")
+        time.sleep(4)  # the forkserver's start, in the background
+        times = []
+        for _ in range(rounds):
+            request = urllib.request.Request(
+                url, data=buffer.getvalue(), headers={"content-type": "application/octet-stream"}
+            )
+            start = time.perf_counter()
+            with urllib.request.urlopen(request) as response:
+                response.read()
+            times.append(time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(30)
+    kept = times[5:]
+    print(f"{root or ROOT}: median {statistics.median(kept) * 1000:.1f} ms, min {min(kept) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

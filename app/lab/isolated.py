@@ -31,7 +31,7 @@ from app.lab.spec import LabSpec
 
 READ = 1 << 20  # bytes per read from the pipe
 STOPPING = "the server is stopping; send the file again in a moment"
-NICE = 10  # inspections yield the CPU to the server's own requests
+NICE = 5  # inspections yield the CPU to the server's own requests
 
 
 @dataclass(frozen=True)
