@@ -26,7 +26,7 @@ from app.uploads import Pace, Upload, UploadError, receive
 
 PATHS = ("/api/checkpoints", "/checkpoints")  # the routes that take an upload (their own body cap)
 SLACK = 64 * 1024  # multipart framing and form fields around the file
-PREFIX = "mre-checkpoint-"  # then the owning server process's id: mre-checkpoint-<pid>-<random>
+PREFIX = "mre-checkpoint-"  # then its server process: mre-checkpoint-<pid>.<start time>-<random>
 
 
 class Slots:
@@ -94,7 +94,7 @@ async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
     """The request's file on disk while the block runs; gone afterwards, whatever happened."""
     settings: Settings = request.app.state.settings
     check_available(settings)
-    directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=settings.checkpoint_tmp_dir))
+    directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
     try:
         path = directory / "upload"
         pace = Pace(settings.checkpoint_upload_min_bytes_per_second, settings.checkpoint_upload_grace_seconds)
@@ -119,25 +119,40 @@ async def inspect(
     return CheckpointReport.model_validate_json(await inspect_json(request, path, spec, at))
 
 
+def owner(pid: int | None = None) -> str:
+    """A process as upload directories name it: its id and start time, so that a new process given
+    a dead one's id (pid 1 in every new container) is not taken for it."""
+    pid = pid or os.getpid()
+    return f"{pid}.{_started(pid)}"
+
+
+def _started(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"  # gone (or no /proc): only the id is checked
+    return stat.rsplit(")", 1)[1].split()[19]  # starttime, field 22, after the command's name
+
+
 def remove_stale(tmp_dir: str | None) -> list[Path]:
     """Remove the upload directories of server processes that no longer run (killed, crashed)."""
     removed = []
     for directory in Path(tmp_dir or tempfile.gettempdir()).glob(f"{PREFIX}*"):
-        pid = directory.name.removeprefix(PREFIX).split("-", 1)[0]
-        if directory.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+        pid, _, started = directory.name.removeprefix(PREFIX).split("-", 1)[0].partition(".")
+        if directory.is_dir() and not (pid.isdigit() and _alive(int(pid), started)):
             shutil.rmtree(directory, ignore_errors=True)
             removed.append(directory)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, started: str) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process: alive, and not ours to clean
         return True
-    return True
+    return started == "?" or _started(pid) in ("?", started)
 
 
 @asynccontextmanager

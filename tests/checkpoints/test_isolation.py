@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from app.inspections import owner
 from tests.browser.harness import ROOT, free_port, wait_healthy
 from tests.crafted import EMPTY_DICT, big_string, deep_key, deep_value, fan_out, torch_zip
 
 MIB = 1024**2
+INUSE = f"{owner()}-inuse"  # an upload directory of this (live) process
 LIMITS = {
     "MRE_CHECKPOINT_CPU_SECONDS": "2",
     "MRE_CHECKPOINT_WALL_SECONDS": "10",
@@ -118,17 +120,19 @@ def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def live(tmp_dir: Path) -> Iterator[str]:
-    # What a server killed mid-upload leaves, and what a live one (this test) is using.
-    (tmp_dir / f"mre-checkpoint-{dead_pid()}-abc123").mkdir()
-    (tmp_dir / f"mre-checkpoint-{dead_pid()}-def456" / "upload").mkdir(parents=True)
-    (tmp_dir / f"mre-checkpoint-{os.getpid()}-inuse").mkdir()
+    # What a server killed mid-upload leaves (also one whose id a new process now has, as pid 1 in
+    # every new container), and what a live one (this test) is using.
+    (tmp_dir / f"mre-checkpoint-{dead_pid()}.123-abc123").mkdir()
+    (tmp_dir / f"mre-checkpoint-{dead_pid()}.456-def456" / "upload").mkdir(parents=True)
+    (tmp_dir / f"mre-checkpoint-{os.getpid()}.1-reused").mkdir()
+    (tmp_dir / f"mre-checkpoint-{INUSE}").mkdir()
     with server(tmp_dir) as (base, proc):
         yield base
         assert proc.poll() is None, "the server died"
 
 
 def test_upload_dirs_of_dead_servers_are_removed_at_start(live: str, tmp_dir: Path) -> None:
-    assert [d.name for d in tmp_dir.iterdir()] == [f"mre-checkpoint-{os.getpid()}-inuse"]
+    assert [d.name for d in tmp_dir.iterdir()] == [f"mre-checkpoint-{INUSE}"]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +158,7 @@ def test_a_file_that_crashes_the_reader_is_422_and_costs_the_child_only(
             for words in ("the inspector process died (signal 11, SIGSEGV)", "nested deeper than 32")
         ), answer
     assert healthy(live)
-    assert [d.name for d in tmp_dir.iterdir()] == [f"mre-checkpoint-{os.getpid()}-inuse"]
+    assert [d.name for d in tmp_dir.iterdir()] == [f"mre-checkpoint-{INUSE}"]
 
 
 def test_ten_crashing_uploads_at_once_leave_the_server_answering(live: str) -> None:
