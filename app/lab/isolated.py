@@ -240,11 +240,15 @@ async def inspect_isolated(
     loop = asyncio.get_running_loop()
     if _stopping.is_set():
         raise InspectionFailed(503, STOPPING)
+    # In a thread: the first start waits for the forkserver to import torch. Shielded: a request
+    # cancelled meanwhile (a shutdown's timeout) still kills the child it started.
+    starting = asyncio.ensure_future(asyncio.to_thread(process.start))
+    starting.add_done_callback(lambda _: writer.close())
     try:
-        # In a thread: the first start waits for the forkserver to import torch.
-        await asyncio.to_thread(process.start)
-    finally:
-        writer.close()
+        await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        starting.add_done_callback(lambda done: done.exception() is None and process.kill())
+        raise
     _running.add(process)
     deadline = loop.time() + budget.wall_seconds
     if _stopping.is_set():  # the signal came while it started
