@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     checkpoint_memory_bytes: int = 1024**3  # memory beyond the child's start and the file: 413
     checkpoint_cpu_seconds: int = 30  # CPU time (1 GiB takes about 1 s, 100k tensors 10-20 s): 504
     checkpoint_wall_seconds: float = 60.0  # from the child's start to its answer: 504
-    checkpoint_report_max_bytes: int = 64 * 1024**2  # the JSON report (100k tensors: about 40 MB): 413
+    checkpoint_report_max_bytes: int = 64 * 1024**2  # the JSON report (99k tensors: 31 MB): 413
     checkpoint_pickle_max_bytes: int = 64 * 1024**2  # a zip's data.pkl unpacked: structure, not tensors
     # An upload must average this many bytes a second once the grace period is over (a client that
     # trickles its body would otherwise hold a connection and a temp file for ever): 408.
