@@ -1,26 +1,32 @@
 """Inspecting an uploaded checkpoint, for the API and the page alike: the feature switch, a bounded
-number of inspections at a time, one temporary directory per upload removed on every path."""
+number of inspections at a time (a slot is taken once the upload is complete, so a slow client holds
+none), each in a child process under the settings' limits, one temporary directory per upload
+removed on every path, and those a killed server left behind removed at the next start."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from starlette.concurrency import run_in_threadpool
+from fastapi import FastAPI
 from starlette.requests import Request
 
-from app.lab.checkpoints import MIN_TORCH, CheckpointReport, Limits, inspect_checkpoint, torch_ok
+from app.lab import isolated
+from app.lab.checkpoints import MIN_TORCH, CheckpointReport, Limits, torch_ok
 from app.lab.spec import LabSpec
 from app.settings import Settings
-from app.uploads import Upload, UploadError, receive
+from app.uploads import Pace, Upload, UploadError, receive
 
 PATHS = ("/api/checkpoints", "/checkpoints")  # the routes that take an upload (their own body cap)
 SLACK = 64 * 1024  # multipart framing and form fields around the file
+PREFIX = "mre-checkpoint-"  # then its server process: mre-checkpoint-<pid>.<start time>-<random>
 
 
 class Slots:
@@ -53,6 +59,17 @@ def limits(settings: Settings) -> Limits:
         header_max_bytes=settings.checkpoint_header_max_bytes,
         max_entries=settings.checkpoint_max_entries,
         legacy_max_bytes=settings.checkpoint_legacy_max_bytes,
+        pickle_max_bytes=settings.checkpoint_pickle_max_bytes,
+    )
+
+
+def budget(settings: Settings) -> isolated.Budget:
+    return isolated.Budget(
+        memory_bytes=settings.checkpoint_memory_bytes,
+        cpu_seconds=settings.checkpoint_cpu_seconds,
+        wall_seconds=settings.checkpoint_wall_seconds,
+        report_max_bytes=settings.checkpoint_report_max_bytes,
+        threads=settings.torch_threads,
     )
 
 
@@ -77,18 +94,75 @@ async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
     """The request's file on disk while the block runs; gone afterwards, whatever happened."""
     settings: Settings = request.app.state.settings
     check_available(settings)
+    directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
+    try:
+        path = directory / "upload"
+        pace = Pace(settings.checkpoint_upload_min_bytes_per_second, settings.checkpoint_upload_grace_seconds)
+        yield path, await receive(request, path, settings.checkpoint_max_bytes, pace)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def inspect_json(
+    request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
+) -> bytes:
+    """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now."""
+    settings: Settings = request.app.state.settings
     slots: Slots = request.app.state.checkpoint_slots
     async with slots.taken():
-        directory = Path(tempfile.mkdtemp(prefix="mre-checkpoint-", dir=settings.checkpoint_tmp_dir))
-        try:
-            path = directory / "upload"
-            yield path, await receive(request, path, settings.checkpoint_max_bytes)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        return await isolated.inspect_isolated(path, limits(settings), spec, at, budget(settings))
 
 
 async def inspect(
     request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
 ) -> CheckpointReport:
-    """Off the event loop: torch.load and the header parse are blocking work."""
-    return await run_in_threadpool(inspect_checkpoint, path, limits(request.app.state.settings), spec, at)
+    return CheckpointReport.model_validate_json(await inspect_json(request, path, spec, at))
+
+
+def owner(pid: int | None = None) -> str:
+    """A process as upload directories name it: its id and start time, so that a new process given
+    a dead one's id (pid 1 in every new container) is not taken for it."""
+    pid = pid or os.getpid()
+    return f"{pid}.{_started(pid)}"
+
+
+def _started(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"  # gone (or no /proc): only the id is checked
+    return stat.rsplit(")", 1)[1].split()[19]  # starttime, field 22, after the command's name
+
+
+def remove_stale(tmp_dir: str | None) -> list[Path]:
+    """Remove the upload directories of server processes that no longer run (killed, crashed)."""
+    removed = []
+    for directory in Path(tmp_dir or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        pid, _, started = directory.name.removeprefix(PREFIX).split("-", 1)[0].partition(".")
+        if directory.is_dir() and not (pid.isdigit() and _alive(int(pid), started)):
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(directory)
+    return removed
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, and not ours to clean
+        return True
+    return started == "?" or _started(pid) in ("?", started)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """At start: clean what a killed server left, start the inspectors' forkserver in the background,
+    stop inspections at once on SIGTERM (a graceful shutdown would wait for them). Children that
+    are left at exit are daemons: multiprocessing ends them."""
+    settings: Settings = app.state.settings
+    if settings.checkpoints:
+        remove_stale(settings.checkpoint_tmp_dir)
+        threading.Thread(target=isolated.warm_up, name="checkpoint-forkserver", daemon=True).start()
+        isolated.kill_children_on_signals()
+    yield

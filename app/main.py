@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import api, checkpoint_page, pages
 from app.assets import static_assets
 from app.http_cache import HttpCache, ResponseStore
-from app.inspections import Slots, body_caps
+from app.inspections import Slots, body_caps, lifespan
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Module Registration Explorer",
         version="1",
         summary="What nn.Module does with every tensor attached to it, read live from torch.",
+        lifespan=lifespan,  # checkpoint inspections: stale temp files, their forkserver, shutdown
     )
     app.state.settings = settings
     app.state.responses = ResponseStore(settings.response_cache_entries)

@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     telemetry: bool = False
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
     torch_threads: int = 1
+    # Checkpoint inspection limits. Each inspection runs in a child process of its own, and these
+    # bound what one file can cost that child; the answer names the setting it hit.
+    checkpoint_memory_bytes: int = 1024**3  # memory beyond the child's start and the file: 413
+    checkpoint_cpu_seconds: int = 30  # CPU time (1 GiB takes about 1 s, 100k tensors 10-20 s): 504
+    checkpoint_wall_seconds: float = 60.0  # from the child's start to its answer: 504
+    checkpoint_report_max_bytes: int = 64 * 1024**2  # the JSON report (99k tensors: 31 MB): 413
+    checkpoint_pickle_max_bytes: int = 64 * 1024**2  # a zip's data.pkl unpacked: structure, not tensors
+    # An upload must average this many bytes a second once the grace period is over (a client that
+    # trickles its body would otherwise hold a connection and a temp file for ever): 408.
+    checkpoint_upload_min_bytes_per_second: int = 16 * 1024
+    checkpoint_upload_grace_seconds: float = 30.0
 
 
 @cache

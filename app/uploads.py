@@ -7,6 +7,9 @@ as a browser form sends them) or the raw bytes (``application/octet-stream``, as
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +28,27 @@ class UploadError(ValueError):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How slowly a body may come: after ``grace_seconds`` it must have averaged ``min_rate`` bytes
+    a second, so a client trickling a byte now and then is cut off, a slow but real upload is not."""
+
+    min_rate: int
+    grace_seconds: float
+
+    def left(self, started: float, received: int) -> float:
+        """Seconds until ``received`` bytes are too few."""
+        return started + self.grace_seconds + received / self.min_rate - time.monotonic()
+
+    def refusal(self, received: int) -> UploadError:
+        return UploadError(
+            408,
+            f"the upload came too slowly ({received} bytes so far): after {self.grace_seconds:g} s an"
+            f" upload must average {self.min_rate} bytes a second"
+            " (MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND, MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS)",
+        )
 
 
 @dataclass
@@ -96,15 +120,33 @@ def _write(out: BinaryIO, upload: Upload, chunk: bytes, max_bytes: int) -> None:
     out.write(chunk)
 
 
-async def receive(request: Request, dest: Path, max_bytes: int) -> Upload:
+async def receive(request: Request, dest: Path, max_bytes: int, pace: Pace | None = None) -> Upload:
     """Stream the request's file into ``dest``; the caller removes ``dest`` whatever happens."""
     try:
-        return await _receive(request, dest, max_bytes)
+        return await _receive(request, dest, max_bytes, pace)
     except ClientDisconnect as exc:  # nobody reads the answer; this keeps it out of the error log
         raise UploadError(400, "the client went away before the upload ended") from exc
 
 
-async def _receive(request: Request, dest: Path, max_bytes: int) -> Upload:
+async def _paced(request: Request, pace: Pace | None) -> AsyncIterator[bytes]:
+    """The body's chunks; a body slower than ``pace`` ends in a 408 even while nothing arrives."""
+    chunks = request.stream().__aiter__()
+    started, received = time.monotonic(), 0
+    while True:
+        try:
+            if pace is None:
+                chunk = await chunks.__anext__()
+            else:
+                chunk = await asyncio.wait_for(chunks.__anext__(), max(pace.left(started, received), 0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise pace.refusal(received) from None  # type: ignore[union-attr]
+        received += len(chunk)
+        yield chunk
+
+
+async def _receive(request: Request, dest: Path, max_bytes: int, pace: Pace | None) -> Upload:
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     upload = Upload()
     with dest.open("wb") as out:
@@ -116,14 +158,14 @@ async def _receive(request: Request, dest: Path, max_bytes: int) -> Upload:
             callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
             parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
             try:
-                async for chunk in request.stream():
+                async for chunk in _paced(request, pace):
                     parser.write(chunk)
                 parser.finalize()
             except MultipartParseError as exc:
                 raise UploadError(422, f"malformed multipart body: {exc}") from exc
         elif kind in (b"application/octet-stream", b""):
             upload.received = True
-            async for chunk in request.stream():
+            async for chunk in _paced(request, pace):
                 _write(out, upload, chunk, max_bytes)
         else:
             raise UploadError(

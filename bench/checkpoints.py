@@ -1,6 +1,9 @@
-"""Inspection time and peak memory for a generated checkpoint in each format (default 1 GiB).
+"""Inspection time and peak memory for a generated checkpoint in each format (default 1 GiB), and
+what each class of hostile file costs a real server (``--hostile``).
 
     python -m bench.checkpoints [--gib 1.0] [--out bench/results/checkpoints.json]
+    python -m bench.checkpoints --hostile [--out bench/results/hostile.json]
+    python -m bench.checkpoints --latency [--root DIR]  # a small file's round trip; DIR: another tree
 
 Each file is a state_dict of 64 float32 tensors (plus a tied pair) written with torch or
 safetensors; each inspection runs in a fresh interpreter, which reports its own wall time and
@@ -77,8 +80,18 @@ def measure(path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gib", type=float, default=1.0)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/checkpoints.json"))
+    parser.add_argument("--hostile", action="store_true", help="hostile files against a live server")
+    parser.add_argument("--latency", action="store_true", help="a small inspection through a live server")
+    parser.add_argument("--root", type=Path, default=None, help="with --latency: the tree to serve")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.latency:
+        latency(args.root)
+        return
+    if args.hostile:
+        hostile(args.out or Path("bench/results/hostile.json"))
+        return
+    args.out = args.out or Path("bench/results/checkpoints.json")
     with tempfile.TemporaryDirectory(prefix="mre-bench-") as tmp:
         start = time.perf_counter()
         files = write(Path(tmp), args.gib)
@@ -94,6 +107,217 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"gib": args.gib, "torch": torch.__version__, "results": results}
     args.out.write_text(json.dumps(summary, indent=1))
+
+
+# -- hostile files against a live server ---------------------------------------------------------
+
+
+def _hostile_files(directory: Path) -> list[tuple[str, str, Path, dict[str, str]]]:
+    """(class, what, file, extra MRE_ settings): the worst file of each class in issue 10."""
+    from tests.crafted import big_string, deep_key, deep_value, fan_out, torch_zip
+
+    def put(name: str, content: bytes) -> Path:
+        (directory / name).write_bytes(content)
+        return directory / name
+
+    base = torch.zeros(12_000)
+    torch.save({f"v{i}": base[i : i + 1] for i in range(12_000)}, directory / "views.pt")
+    save_file({f"t{i}": torch.zeros(1) for i in range(20_000)}, directory / "20k.safetensors")
+    legacy = {f"t{i}": torch.zeros(1) for i in range(50_000)}
+    torch.save(legacy, directory / "50k_legacy.pt", _use_new_zipfile_serialization=False)
+    many = {"MRE_CHECKPOINT_MAX_ENTRIES": str(10**9)}
+    return [
+        ("crash", "dict keyed by a tuple 300,000 deep", put("key300k.pt", torch_zip(deep_key(300_000))), {}),
+        ("deep recursion", "tuple key 100,000 deep", put("key100k.pt", torch_zip(deep_key(100_000))), {}),
+        ("deep recursion", "lists 300,000 deep", put("lists300k.pt", torch_zip(deep_value(300_000))), {}),
+        ("CPU runaway", "fan-out 10**9 lists (node cap)", put("fan.pt", torch_zip(fan_out(10, 9))), {}),
+        ("CPU runaway", "fan-out 10**9 lists, entry cap lifted", directory / "fan.pt", many),
+        ("huge tensor count", "safetensors, 20k tensors", directory / "20k.safetensors", {}),
+        ("huge tensor count", "legacy, 50k storages", directory / "50k_legacy.pt", {}),
+        ("quadratic views", "12,000 views of one storage", directory / "views.pt", {}),
+        (
+            "memory bomb",
+            "data.pkl declaring a 256 MiB string",
+            put("bomb.pt", torch_zip(big_string(256 << 20))),
+            {},
+        ),
+        (
+            "memory bomb",
+            "the same, pickle cap lifted",
+            directory / "bomb.pt",
+            {"MRE_CHECKPOINT_PICKLE_MAX_BYTES": str(1 << 30)},
+        ),
+    ]
+
+
+def _status(pid: int, field: str) -> int:
+    """A /proc/<pid>/status field in KiB (0 once the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return int(next(line for line in f if line.startswith(field + ":")).split()[1])
+    except (FileNotFoundError, StopIteration, ProcessLookupError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    except FileNotFoundError:
+        pass
+    return found
+
+
+def _inspectors(server: int) -> list[int]:
+    out = []
+    for pid in _children(server):
+        try:
+            if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out += _children(pid)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def _send(base: str, path: Path, server: int) -> dict:
+    """POST the file; the answer, the time, and the highest VmHWM seen of any inspector child."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    peak, done = [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for child in _inspectors(server):
+                peak[0] = max(peak[0], _status(child, "VmHWM"))
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    request = urllib.request.Request(
+        base + "/api/checkpoints",
+        data=path.read_bytes(),
+        headers={"content-type": "application/octet-stream"},
+    )
+    start = time.perf_counter()
+    try:
+        with urllib.request.urlopen(request, timeout=300) as response:
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, body = error.code, error.read()
+    seconds = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    detail = json.loads(body).get("detail", "") if status != 200 else f"report of {len(body)} bytes"
+    return {
+        "status": status,
+        "seconds": seconds,
+        "child_peak_mib": peak[0] / 1024,
+        "detail": str(detail)[:160],
+    }
+
+
+def _trickle(base: str) -> dict:
+    """A client that announces 1000 bytes and sends one a second: when and how it is cut off."""
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    with socket.create_connection((host, int(port)), timeout=120) as s:
+        s.sendall(
+            b"POST /api/checkpoints HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 1000\r\n\r\n"
+        )
+        s.settimeout(1)
+        answer = b""
+        while not answer and time.perf_counter() - start < 120:
+            try:
+                answer = s.recv(200)
+            except TimeoutError:
+                s.sendall(b"\0")
+    line = answer.split(b"\r\n", 1)[0].decode()
+    return {"status": int(line.split()[1]), "seconds": time.perf_counter() - start, "child_peak_mib": 0.0}
+
+
+def hostile(out: Path) -> None:
+    """Each class's worst file against a fresh server (uvicorn, default limits but those named)."""
+    import os
+
+    from tests.browser.harness import ROOT, free_port, wait_healthy
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mre-bench-") as tmp:
+        files = _hostile_files(Path(tmp))
+        cases = [*files, ("slow upload", "1 byte a second", None, {})]
+        for cls, what, path, extra in cases:
+            port = free_port()
+            env = {**os.environ, **extra}
+            command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port)]
+            server = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                wait_healthy(server, base + "/api/health")
+                time.sleep(3)  # the forkserver's import of torch, done in the background at start
+                before = _status(server.pid, "VmHWM")
+                row = _send(base, path, server.pid) if path else _trickle(base)
+                row.update(
+                    {
+                        "class": cls,
+                        "file": what,
+                        "file_bytes": path.stat().st_size if path else 0,
+                        "server_hwm_mib": _status(server.pid, "VmHWM") / 1024,
+                        "server_hwm_before_mib": before / 1024,
+                        "alive": server.poll() is None,
+                        "settings": extra,
+                    }
+                )
+            finally:
+                server.terminate()
+                server.wait(30)
+            rows.append(row)
+            print(
+                f"{cls:18} {what:40} {row['status']} {row['seconds']:7.2f} s  server VmHWM"
+                f" {row['server_hwm_before_mib']:.0f}->{row['server_hwm_mib']:.0f} MiB  child peak"
+                f" {row['child_peak_mib']:.0f} MiB  {row.get('detail', '')[:90]}",
+                flush=True,
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+
+
+def latency(root: Path | None, rounds: int = 40) -> None:
+    """Median round trip of a small torch file loaded into testmodel, through uvicorn on loopback."""
+    import io
+    import statistics
+    import urllib.request
+
+    from tests.browser.harness import ROOT, free_port, wait_healthy
+
+    buffer = io.BytesIO()
+    torch.save({"linear.weight": torch.ones(3, 3), "linear.bias": torch.ones(3)}, buffer)
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(port), "--no-access-log"]
+    server = subprocess.Popen(command, cwd=root or ROOT, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api/checkpoints?preset=testmodel"
+    try:
+        wait_healthy(server, f"http://127.0.0.1:{port}/api/health")
+        time.sleep(4)  # the forkserver's start, in the background
+        times = []
+        for _ in range(rounds):
+            request = urllib.request.Request(
+                url, data=buffer.getvalue(), headers={"content-type": "application/octet-stream"}
+            )
+            start = time.perf_counter()
+            with urllib.request.urlopen(request) as response:
+                response.read()
+            times.append(time.perf_counter() - start)
+    finally:
+        server.terminate()
+        server.wait(30)
+    kept = times[5:]
+    print(f"{root or ROOT}: median {statistics.median(kept) * 1000:.1f} ms, min {min(kept) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 import tracemalloc
 import zipfile
 from collections.abc import Iterator
@@ -277,16 +276,16 @@ def test_inspections_queue_for_a_slot(tmp_dir: Path, monkeypatch: pytest.MonkeyP
     """Three uploads at once with one slot: they wait their turn, one inspection at a time."""
     tmp_dir.mkdir()
     running, most = [0], [0]
-    real = inspections.inspect_checkpoint
+    real = inspections.isolated.inspect_isolated
 
-    def slow(*args: object) -> object:
+    async def slow(*args: object) -> bytes:
         running[0] += 1
         most[0] = max(most[0], running[0])
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
         running[0] -= 1
-        return real(*args)  # type: ignore[arg-type]
+        return await real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(inspections, "inspect_checkpoint", slow)
+    monkeypatch.setattr(inspections.isolated, "inspect_isolated", slow)
     settings = Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_slots=1, checkpoint_wait_seconds=5)
     with TestClient(create_app(settings)) as api, ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda _: post(api, saved({"w": torch.ones(2)})).status_code, range(3)))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 
@@ -29,26 +30,39 @@ MIN_TORCH = (2, 10)
 # The 14 bytes torch's legacy format starts with: a pickled magic number.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 ZIP_MAGIC = b"PK\x03\x04"
-# safetensors dtype codes -> torch dtypes (its format specification's list).
-SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "BOOL": torch.bool,
-    "U8": torch.uint8,
-    "I8": torch.int8,
-    "I16": torch.int16,
-    "U16": torch.uint16,
-    "I32": torch.int32,
-    "U32": torch.uint32,
-    "I64": torch.int64,
-    "U64": torch.uint64,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "F32": torch.float32,
-    "F64": torch.float64,
-    "F8_E4M3": torch.float8_e4m3fn,
-    "F8_E5M2": torch.float8_e5m2,
+# Every dtype code safetensors 0.8 reads and writes (its Rust ``Dtype`` enum), with its bits per
+# element and torch's dtype for it where torch has one with the same elements. A code torch lacks
+# (the 6-bit floats) is still described, from its size; F4 is torch's float4_e2m1fn_x2 two at a time.
+SAFETENSORS_DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
+    "BOOL": (8, torch.bool),
+    "F4": (4, None),
+    "F6_E2M3": (6, None),
+    "F6_E3M2": (6, None),
+    "U8": (8, torch.uint8),
+    "I8": (8, torch.int8),
+    "F8_E5M2": (8, torch.float8_e5m2),
+    "F8_E4M3": (8, torch.float8_e4m3fn),
+    "F8_E8M0": (8, torch.float8_e8m0fnu),
+    "F8_E4M3FNUZ": (8, torch.float8_e4m3fnuz),
+    "F8_E5M2FNUZ": (8, torch.float8_e5m2fnuz),
+    "I16": (16, torch.int16),
+    "U16": (16, torch.uint16),
+    "F16": (16, torch.float16),
+    "BF16": (16, torch.bfloat16),
+    "I32": (32, torch.int32),
+    "U32": (32, torch.uint32),
+    "F32": (32, torch.float32),
+    "C64": (64, torch.complex64),
+    "F64": (64, torch.float64),
+    "I64": (64, torch.int64),
+    "U64": (64, torch.uint64),
 }
+MAX_DIM = 2**63 - 1  # safetensors and torch keep each dimension in 64 bits
 MAX_DEPTH = 32  # nesting of dicts and lists in a torch checkpoint
+TREE_DEPTH = 32  # module-path segments in the tree; deeper ones stay joined in the last node
 VALUE_CHARS = 120  # a non-tensor value is shown this long at most
+SHARED_NAMES = 8  # a tensor's shared_with lists this many of its group; `shared` lists them all
+NESTED_SHAPES = 64  # a nested tensor's component shapes listed
 
 
 class CheckpointError(ValueError):
@@ -74,8 +88,9 @@ def torch_ok(version: str = torch.__version__) -> bool:
 class Limits:
     max_bytes: int  # the file, and what a zip declares once unpacked
     header_max_bytes: int  # a safetensors JSON header
-    max_entries: int  # tensors and values listed, zip members
+    max_entries: int  # tensors and values listed, zip members (and twice that in dicts and lists)
     legacy_max_bytes: int = 1024**3  # the legacy format is read whole into memory
+    pickle_max_bytes: int = 64 * 1024**2  # a torch zip's data.pkl: the structure, not the tensors
 
 
 class TensorEntry(BaseModel):
@@ -84,9 +99,16 @@ class TensorEntry(BaseModel):
     shape: list[int]
     dtype: str
     elements: int
-    bytes: int
+    bytes: int = Field(description="Bytes the tensor's data takes (a sparse tensor: its indices and values).")
     shared_with: list[str] = Field(
-        default_factory=list, description="Other tensors on the same storage (tied weights, views)."
+        default_factory=list,
+        description=f"Other tensors on the same storage (tied weights, views): the first {SHARED_NAMES};"
+        " `shared[shared_group]` lists the whole group.",
+    )
+    shared_group: int | None = Field(None, description="Index in the report's `shared` of its group.")
+    layout: str = Field("strided", description="strided, sparse_coo, sparse_csr, ..., nested or jagged.")
+    nested_shapes: list[list[int]] | None = Field(
+        None, description=f"A nested tensor's components' shapes (the first {NESTED_SHAPES})."
     )
 
 
@@ -164,17 +186,32 @@ def sniff(path: Path) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Described:
+    """What the report says of one tensor, read once (torch tensors and safetensors entries alike)."""
+
+    shape: list[int]
+    dtype: str
+    elements: int
+    bytes: int
+    layout: str = "strided"
+    storage: tuple[int, int] | None = None  # (address, bytes) of a storage others may share
+    nested_shapes: list[list[int]] | None = None
+
+
 @dataclass
 class Found:
-    """Tensors (live or described) and plain values, by location, in file order."""
+    """Tensors (described) and plain values, by location, in file order, and the dicts of tensors."""
 
-    tensors: list[tuple[list[str], torch.Tensor]]
-    values: list[tuple[list[str], object]]
-    state_dicts: list[list[str]]
+    tensors: list[tuple[list[str], Described]] = field(default_factory=list)
+    values: list[tuple[list[str], object]] = field(default_factory=list)
+    state_dicts: list[list[str]] = field(default_factory=list)
+    dicts: dict[str, dict] = field(default_factory=dict)  # torch formats: each state_dict, as loaded
+    nodes: int = 0  # dicts, lists and leaves walked
 
 
 def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
-    """The header alone: tensors as meta tensors of the declared shape and dtype."""
+    """The header alone, checked as the safetensors library checks it before it reads a byte."""
     size = path.stat().st_size
     with path.open("rb") as f:
         length = int.from_bytes(f.read(8), "little")
@@ -191,6 +228,8 @@ def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"safetensors header is not JSON: {exc}") from exc
+    except RecursionError as exc:  # a header is objects two levels deep; this one nests without end
+        raise CheckpointError("safetensors header is nested too deeply to be a safetensors header") from exc
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -200,30 +239,51 @@ def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
         raise CheckpointTooLarge(f"{len(header)} tensors; at most {limits.max_entries}")
     data = size - 8 - length
     spans = []
-    found = Found([], [], [[]] if header else [])
+    found = Found(state_dicts=[[]] if header else [])
     for key, info in header.items():
-        dtype, shape, start, end = _described(key, info, data)
+        described, start, end = _described(key, info, data)
         spans.append((start, end, key))
-        found.tensors.append(([key], torch.empty(shape, dtype=dtype, device="meta")))
+        found.tensors.append(([key], described))
+    _check_spans(spans, data)
+    return found, {str(k): v for k, v in metadata.items()}
+
+
+def _check_spans(spans: list[tuple[int, int, str]], data: int) -> None:
+    """The data bytes are the tensors' back to back: no overlap, no hole, nothing after the last."""
     spans.sort()
     for (_, end, key), (start, _, other) in pairwise(spans):
         if start < end:
             raise CheckpointError(f"tensors {key!r} and {other!r} overlap (safetensors forbids it)")
-    return found, {str(k): v for k, v in metadata.items()}
+        if start > end:
+            raise CheckpointError(
+                f"{start - end} bytes between tensors {key!r} and {other!r} belong to no tensor"
+                " (safetensors forbids holes; its library refuses the file)"
+            )
+    first = spans[0][0] if spans else 0
+    last = spans[-1][1] if spans else 0
+    if first > 0:
+        raise CheckpointError(
+            f"the first {first} data bytes belong to no tensor (safetensors forbids holes; its library"
+            " refuses the file)"
+        )
+    if last < data:
+        raise CheckpointError(
+            f"{data - last} bytes after the last tensor belong to no tensor (trailing bytes: the"
+            " safetensors library refuses the file)"
+        )
 
 
-def _described(key: str, info: object, data: int) -> tuple[torch.dtype, list[int], int, int]:
+def _described(key: str, info: object, data: int) -> tuple[Described, int, int]:
     """Check one header entry against the format and the bytes that follow the header."""
     if not isinstance(info, dict):
         raise CheckpointError(f"{key!r}: an entry must be an object with dtype, shape, data_offsets")
-    dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))  # type: ignore[arg-type]
-    if dtype is None:
-        raise CheckpointError(
-            f"{key!r}: unknown dtype {info.get('dtype')!r}; known: {', '.join(SAFETENSORS_DTYPES)}"
-        )
+    code = info.get("dtype")
+    if not isinstance(code, str) or code not in SAFETENSORS_DTYPES:
+        raise CheckpointError(f"{key!r}: unknown dtype {code!r}; known: {', '.join(SAFETENSORS_DTYPES)}")
+    bits, dtype = SAFETENSORS_DTYPES[code]
     shape, offsets = info.get("shape"), info.get("data_offsets")
-    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
-        raise CheckpointError(f"{key!r}: shape must be a list of non-negative integers")
+    if not (isinstance(shape, list) and all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)):
+        raise CheckpointError(f"{key!r}: shape must be a list of non-negative integers below 2**63")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         raise CheckpointError(f"{key!r}: data_offsets must be [begin, end]")
     start, end = offsets
@@ -231,12 +291,18 @@ def _described(key: str, info: object, data: int) -> tuple[torch.dtype, list[int
         raise CheckpointError(
             f"{key!r}: data_offsets {offsets} fall outside the {data} data bytes (truncated?)"
         )
-    expected = math.prod(shape) * dtype.itemsize
-    if end - start != expected:
+    elements = math.prod(shape)
+    if elements > MAX_DIM:
+        raise CheckpointError(f"{key!r}: shape {shape} has {elements} elements, over 2**63 - 1")
+    expected, rest = divmod(elements * bits, 8)
+    if rest:
         raise CheckpointError(
-            f"{key!r}: {end - start} bytes for shape {shape} of {info['dtype']} ({expected})"
+            f"{key!r}: {elements} elements of {code} ({bits} bits each) are not whole bytes"
         )
-    return dtype, shape, start, end
+    if end - start != expected:
+        raise CheckpointError(f"{key!r}: {end - start} bytes for shape {shape} of {code} ({expected})")
+    name = dtype_name(dtype) if dtype is not None and dtype.itemsize * 8 == bits else code
+    return Described(shape=shape, dtype=name, elements=elements, bytes=expected), start, end
 
 
 def _check_zip(path: Path, limits: Limits) -> None:
@@ -253,6 +319,14 @@ def _check_zip(path: Path, limits: Limits) -> None:
         raise CheckpointTooLarge(
             f"the zip declares {declared} bytes once unpacked, over the cap of {limits.max_bytes} bytes"
         )
+    pickles = [m for m in members if m.filename.endswith(".pkl")]
+    for member in pickles:
+        if member.file_size > limits.pickle_max_bytes:
+            raise CheckpointTooLarge(
+                f"{member.filename} declares {member.file_size} bytes once unpacked: the pickle holds"
+                f" the structure, not the tensors, and is capped at {limits.pickle_max_bytes} bytes"
+                " (MRE_CHECKPOINT_PICKLE_MAX_BYTES)"
+            )
 
 
 def _torch(path: Path, fmt: str, limits: Limits) -> Found:
@@ -262,13 +336,20 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
         # weights_only: torch's restricted unpickler, whatever torch's default. mmap (zip only):
         # tensors stay on disk; nothing below reads their bytes.
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch_zip")
+    except (RecursionError, MemoryError):
+        raise  # the inspector's limits, said by the caller
     except Exception as exc:  # torch's refusal is the answer: its type and words
+        if "can't allocate memory" in str(exc):  # torch's allocator under the memory limit
+            raise MemoryError(str(exc)) from exc
         raise CheckpointError(
             f"torch.load(weights_only=True) refused it: {type(exc).__name__}: {exc}"
         ) from exc
-    found = Found([], [], [])
+    found = Found()
     for location, value in _walk(loaded, [], limits, found):
-        (found.tensors if isinstance(value, torch.Tensor) else found.values).append((location, value))
+        if isinstance(value, torch.Tensor):
+            found.tensors.append((location, _of_tensor(value)))
+        else:
+            found.values.append((location, value))
     return found
 
 
@@ -277,6 +358,11 @@ def _walk(
 ) -> Iterator[tuple[list[str], object]]:
     if len(location) > MAX_DEPTH:
         raise CheckpointError(f"nested deeper than {MAX_DEPTH} levels at {'.'.join(location)}")
+    # Every dict, list and leaf counts: a few bytes of pickle can point at one list from a million
+    # places (its memo), and an empty list is no entry but still costs a visit.
+    found.nodes += 1
+    if found.nodes > 2 * limits.max_entries:
+        raise CheckpointTooLarge(f"more than {2 * limits.max_entries} dicts, lists and values")
     if isinstance(obj, dict):
         if (
             obj
@@ -284,7 +370,8 @@ def _walk(
             and all(isinstance(v, torch.Tensor) for v in obj.values())
         ):
             found.state_dicts.append(location)
-        items = ((str(k), v) for k, v in obj.items())
+            found.dicts[".".join(location)] = obj
+        items = ((_key(k), v) for k, v in obj.items())
     elif isinstance(obj, list | tuple) and not isinstance(obj, torch.Size):
         items = ((str(i), v) for i, v in enumerate(obj))
     else:
@@ -294,6 +381,10 @@ def _walk(
         return
     for key, value in items:
         yield from _walk(value, [*location, key], limits, found)
+
+
+def _key(key: object) -> str:
+    return key if isinstance(key, str) else _value(key)
 
 
 def read(path: Path, limits: Limits) -> tuple[str, Found, dict[str, str]]:
@@ -314,28 +405,61 @@ def read(path: Path, limits: Limits) -> tuple[str, Found, dict[str, str]]:
 
 # -- describing --------------------------------------------------------------------------------
 
+SPARSE_PARTS = {
+    torch.sparse_coo: ("_indices", "_values"),
+    torch.sparse_csr: ("crow_indices", "col_indices", "values"),
+    torch.sparse_csc: ("ccol_indices", "row_indices", "values"),
+    torch.sparse_bsr: ("crow_indices", "col_indices", "values"),
+    torch.sparse_bsc: ("ccol_indices", "row_indices", "values"),
+}
 
-def _storage_key(t: torch.Tensor) -> tuple[int, int] | None:
-    if t.is_meta or t.untyped_storage().nbytes() == 0:
-        return None  # safetensors tensors never share; empty storages all sit at address 0
+
+def _of_tensor(t: torch.Tensor) -> Described:
+    """One tensor as the report says it; sparse and nested ones have no plain shape or storage."""
+    dtype = dtype_name(t.dtype)
+    if t.layout in SPARSE_PARTS:
+        stored = sum(_nbytes(getattr(t, part)()) for part in SPARSE_PARTS[t.layout])
+        layout = str(t.layout).removeprefix("torch.")
+        return Described(list(t.shape), dtype, t.numel(), stored, layout)
+    if t.is_nested:
+        parts = t.unbind()
+        shapes = [list(p.shape) for p in parts[:NESTED_SHAPES]]
+        elements = sum(p.numel() for p in parts)
+        layout = "jagged" if t.layout == torch.jagged else "nested"
+        return Described([len(parts)], dtype, elements, elements * t.element_size(), layout, None, shapes)
     storage = t.untyped_storage()
-    return storage.data_ptr(), storage.nbytes()
+    # meta tensors and empty storages (all at address 0) share nothing
+    key = None if t.is_meta or storage.nbytes() == 0 else (storage.data_ptr(), storage.nbytes())
+    return Described(list(t.shape), dtype, t.numel(), _nbytes(t), storage=key)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def _tree(entries: list[TensorEntry]) -> list[TreeNode]:
-    """Nodes by module path: the location's segments, state_dict keys split on their dots."""
+    """Nodes by module path: the location's segments, state_dict keys split on their dots.
+
+    One pass: each node's children are found by name in a dict (the newest child of that name,
+    as a tensor "a" then "a.b" puts b under the node of a).
+    """
     root = TreeNode(name="", path="", tensors=0, elements=0, bytes=0)
+    index: dict[int, dict[str, TreeNode]] = {}
     for entry in entries:
         node = root
         parts = [p for segment in entry.location for p in segment.split(".")]
+        if len(parts) > TREE_DEPTH:
+            parts = [*parts[: TREE_DEPTH - 1], ".".join(parts[TREE_DEPTH - 1 :])]
         for depth, part in enumerate(parts):
             node.tensors += 1
             node.elements += entry.elements
             node.bytes += entry.bytes
-            child = next((c for c in reversed(node.children) if c.name == part), None)
+            children = index.setdefault(id(node), {})
+            child = children.get(part)
             if child is None or depth == len(parts) - 1:
                 child = TreeNode(name=part, path=".".join(parts[: depth + 1]), tensors=0, elements=0, bytes=0)
                 node.children.append(child)
+                children[part] = child
             node = child
         node.tensors, node.elements, node.bytes = 1, entry.elements, entry.bytes
         node.dtype, node.shape = entry.dtype, entry.shape
@@ -343,30 +467,33 @@ def _tree(entries: list[TensorEntry]) -> list[TreeNode]:
 
 
 def describe(fmt: str, found: Found, metadata: dict[str, str], file_bytes: int) -> CheckpointReport:
-    groups: dict[tuple[int, int], list[str]] = {}
+    groups: dict[tuple[int, int], list[int]] = {}  # storage -> indexes of its tensors
     entries = []
-    unplaced = 0  # bytes of tensors with no storage to share (described only, or empty)
+    unplaced = 0  # bytes of tensors with no storage to share (described only, sparse, nested, empty)
     for location, t in found.tensors:
-        name = ".".join(location)
-        key = _storage_key(t)
-        if key is not None:
-            groups.setdefault(key, []).append(name)
+        if t.storage is not None:
+            groups.setdefault(t.storage, []).append(len(entries))
         else:
-            unplaced += t.numel() * t.element_size()
+            unplaced += t.bytes
         entries.append(
             TensorEntry(
                 location=location,
-                name=name,
-                shape=list(t.shape),
-                dtype=dtype_name(t.dtype),
-                elements=t.numel(),
-                bytes=t.numel() * t.element_size(),
+                name=".".join(location),
+                shape=t.shape,
+                dtype=t.dtype,
+                elements=t.elements,
+                bytes=t.bytes,
+                layout=t.layout,
+                nested_shapes=t.nested_shapes,
             )
         )
-    shared = [names for names in groups.values() if len(names) > 1]
-    partners = {name: group for group in shared for name in group}
-    for entry in entries:
-        entry.shared_with = [n for n in partners.get(entry.name, ()) if n != entry.name]
+    shared = [members for members in groups.values() if len(members) > 1]
+    for number, members in enumerate(shared):
+        # Each tensor names a few of its group, never the whole group: linear in the tensors.
+        first = [entries[i].name for i in members[: SHARED_NAMES + 1]]
+        for i in members:
+            entries[i].shared_group = number
+            entries[i].shared_with = [n for n in first if n != entries[i].name][:SHARED_NAMES]
     dtypes: dict[str, DtypeTotal] = {}
     for entry in entries:
         total = dtypes.setdefault(entry.dtype, DtypeTotal(tensors=0, elements=0, bytes=0))
@@ -379,7 +506,7 @@ def describe(fmt: str, found: Found, metadata: dict[str, str], file_bytes: int) 
         file_bytes=file_bytes,
         tensors=entries,
         values=[
-            ValueEntry(location=loc, name=".".join(loc), type=type(v).__name__, value=_short(repr(v)))
+            ValueEntry(location=loc, name=".".join(loc), type=type(v).__name__, value=_value(v))
             for loc, v in found.values
         ],
         tree=_tree(entries),
@@ -387,14 +514,26 @@ def describe(fmt: str, found: Found, metadata: dict[str, str], file_bytes: int) 
         total_elements=sum(e.elements for e in entries),
         total_bytes=sum(e.bytes for e in entries),
         unique_bytes=distinct + unplaced,
-        shared=shared,
+        shared=[[entries[i].name for i in members] for members in shared],
         state_dicts=[".".join(loc) for loc in found.state_dicts],
         metadata=metadata,
         torch_version=torch.__version__,
     )
 
 
-def _short(text: str) -> str:
+def _value(v: object) -> str:
+    """repr(), cut short, without ever building a long one (a pickle can hold a 256 MiB string)."""
+    if isinstance(v, str | bytes | bytearray):
+        text = repr(v[:VALUE_CHARS])
+        if len(v) > VALUE_CHARS:
+            text += f" ... ({len(v)} in all)"
+    elif isinstance(v, int) and v.bit_length() > 4 * VALUE_CHARS:
+        text = f"an integer of {v.bit_length()} bits"
+    else:
+        try:
+            text = repr(v)
+        except Exception as exc:  # repr of what the weights-only unpickler built can still refuse
+            text = f"<{type(v).__name__}: repr() failed: {type(exc).__name__}>"
     return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
 
 
@@ -416,25 +555,33 @@ def choose_state_dict(report: CheckpointReport, asked: str | None) -> str:
     for candidate in ("", *PREFERRED):
         if candidate in found:
             return candidate
-    counts = {s: sum(1 for t in report.tensors if ".".join(t.location[:-1]) == s) for s in found}
+    counts = Counter(".".join(t.location[:-1]) for t in report.tensors)
     return max(found, key=lambda s: counts[s])
 
 
 def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dict[str, torch.Tensor]:
-    """The state_dict at ``at``; only the keys the module has are read (the rest stay described)."""
-    depth = len(at.split(".")) if at else 0
-    state = {loc[-1]: t for loc, t in found.tensors if ".".join(loc[:-1]) == at and len(loc) == depth + 1}
-    if fmt == "safetensors":
-        from safetensors import safe_open
+    """The state_dict at ``at``, as torch.load gave it (its ``_metadata``, module versions, kept:
+    load_state_dict reads it). From safetensors only the keys the module has are read; the others
+    stand in as empty meta tensors, which load_state_dict only counts as unexpected."""
+    if fmt != "safetensors":
+        return found.dicts[at]
+    from safetensors import SafetensorError, safe_open
 
+    keys = [loc[-1] for loc, _ in found.tensors]
+    state = dict.fromkeys(keys, torch.empty(0, device="meta"))
+    try:
         with safe_open(str(path), framework="pt") as f:
-            state.update({key: f.get_tensor(key) for key in state if key in wanted})
+            state.update({key: f.get_tensor(key) for key in keys if key in wanted})
+    except SafetensorError as exc:
+        raise CheckpointError(f"the safetensors library refused to read it: {exc}") from exc
     return state
 
 
 def _attempt(action: object) -> str:
     try:
         action()  # type: ignore[operator]
+    except (RecursionError, MemoryError):
+        raise
     except Exception as exc:  # torch's refusal is the result
         return f"{type(exc).__name__}: {exc}"
     return "ok"
@@ -455,9 +602,9 @@ def load_into(
     if result:
         missing, unexpected = list(result[0].missing_keys), list(result[0].unexpected_keys)
     mismatches = [
-        {"key": k, "checkpoint": list(state[k].shape), "module": list(v.shape)}
+        {"key": k, "checkpoint": _shape(state[k]), "module": list(v.shape)}
         for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
+        if k in state and _shape(state[k]) != list(v.shape)
     ]
     return LoadOutcome(
         spec=spec,
@@ -468,6 +615,10 @@ def load_into(
         unexpected_keys=unexpected,
         size_mismatches=mismatches,
     )
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return [len(t.unbind())] if t.is_nested else list(t.shape)
 
 
 def inspect_checkpoint(

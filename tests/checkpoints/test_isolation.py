@@ -1,0 +1,278 @@
+"""Files made to crash, stall or swell the inspector, sent to a real server process (uvicorn, small
+limits from MRE_ settings): each costs its child process only, the answer names the limit, and the
+server is alive and answering afterwards, removes its temporary files and still stops on SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.inspections import owner
+from tests.browser.harness import ROOT, free_port, wait_healthy
+from tests.crafted import EMPTY_DICT, big_string, deep_key, deep_value, fan_out, torch_zip
+
+MIB = 1024**2
+INUSE = f"{owner()}-inuse"  # an upload directory of this (live) process
+LIMITS = {
+    "MRE_CHECKPOINT_CPU_SECONDS": "2",
+    "MRE_CHECKPOINT_WALL_SECONDS": "10",
+    "MRE_CHECKPOINT_MEMORY_BYTES": str(200 * MIB),
+    "MRE_CHECKPOINT_PICKLE_MAX_BYTES": str(1024 * MIB),  # so that the memory limit is what stops it
+    "MRE_CHECKPOINT_MAX_ENTRIES": str(10**9),  # so that the CPU limit is what stops a fan-out
+    "MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS": "1",
+    "MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND": "2000",
+}
+
+
+@contextmanager
+def server(tmp_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """uvicorn serving app.main:app on a free loopback port, its uploads in ``tmp_dir``."""
+    port = free_port()
+    environment = {**os.environ, **LIMITS, "MRE_CHECKPOINT_TMP_DIR": str(tmp_dir), **env}
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, base + "/api/health")
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)
+
+
+def saved(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def post(base: str, content: bytes, timeout: float = 30) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        base + "/api/checkpoints", data=content, headers={"content-type": "application/octet-stream"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def healthy(base: str) -> bool:
+    """Alive and answering: health, and a real inspection (a fresh child) of a good file."""
+    with urllib.request.urlopen(base + "/api/health", timeout=5) as response:
+        ok = response.status == 200
+    status, report = post(base, saved({"w": torch.ones(2, 3)}))
+    return ok and status == 200 and report["tensors"][0]["shape"] == [2, 3]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def inspectors(server_pid: int) -> list[int]:
+    """The inspection processes: the children of the server's forkserver."""
+    return [
+        child
+        for forkserver in children(server_pid)
+        if b"forkserver" in _cmdline(forkserver)
+        for child in children(forkserver)
+    ]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("uploads")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_dir: Path) -> Iterator[str]:
+    # What a server killed mid-upload leaves (also one whose id a new process now has, as pid 1 in
+    # every new container), and what a live one (this test) is using.
+    (tmp_dir / f"mre-checkpoint-{dead_pid()}.123-abc123").mkdir()
+    (tmp_dir / f"mre-checkpoint-{dead_pid()}.456-def456" / "upload").mkdir(parents=True)
+    (tmp_dir / f"mre-checkpoint-{os.getpid()}.1-reused").mkdir()
+    (tmp_dir / f"mre-checkpoint-{INUSE}").mkdir()
+    with server(tmp_dir) as (base, proc):
+        yield base
+        assert proc.poll() is None, "the server died"
+
+
+def test_upload_dirs_of_dead_servers_are_removed_at_start(live: str, tmp_dir: Path) -> None:
+    assert [d.name for d in tmp_dir.iterdir()] == [f"mre-checkpoint-{INUSE}"]
+
+
+@pytest.mark.parametrize(
+    "pickle",
+    [
+        pytest.param(deep_key(300_000), id="tuple-key-300k"),  # a segfault in the reader, hashing it
+        pytest.param(deep_key(100_000), id="tuple-key-100k"),  # a RecursionError
+        pytest.param(deep_value(300_000), id="lists-300k"),
+        pytest.param(deep_value(200_000, EMPTY_DICT), id="dicts-200k"),
+    ],
+)
+def test_a_file_that_crashes_the_reader_is_422_and_costs_the_child_only(
+    live: str, tmp_dir: Path, pickle: bytes
+) -> None:
+    """Described where it can be (a key too deep to print is said so), else a 422 saying why."""
+    status, answer = post(live, torch_zip(pickle))
+    if status == 200:
+        assert answer["values"][0]["name"] == "<tuple: repr() failed: RecursionError>"
+    else:
+        assert status == 422, answer
+        assert any(
+            words in answer["detail"]
+            for words in ("the inspector process died (signal 11, SIGSEGV)", "nested deeper than 32")
+        ), answer
+    assert healthy(live)
+    assert [d.name for d in tmp_dir.iterdir()] == [f"mre-checkpoint-{INUSE}"]
+
+
+def test_ten_crashing_uploads_at_once_leave_the_server_answering(live: str) -> None:
+    started = time.monotonic()
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda _: post(live, torch_zip(deep_key(300_000)))[0], range(10)))
+    assert answers == [422] * 10
+    assert time.monotonic() - started < 30
+    assert healthy(live)
+
+
+def test_a_cpu_runaway_is_stopped_at_the_cpu_limit(live: str) -> None:
+    started = time.monotonic()
+    status, answer = post(live, torch_zip(fan_out(10, 9)))  # a few hundred bytes, 10**9 lists
+    assert status == 504
+    assert "more than 2 seconds of CPU time (MRE_CHECKPOINT_CPU_SECONDS)" in answer["detail"]
+    assert time.monotonic() - started < 10  # the CPU limit, not the wall deadline
+    assert healthy(live)
+
+
+def test_a_memory_bomb_is_413_naming_the_memory_limit(live: str) -> None:
+    bomb = torch_zip(big_string(240 * MIB))  # a 240 MiB string, deflated to about 240 KB
+    assert len(bomb) < MIB
+    status, answer = post(live, bomb)
+    assert status == 413, answer
+    assert f"more than {200 * MIB} bytes of memory" in answer["detail"]
+    assert "MRE_CHECKPOINT_MEMORY_BYTES" in answer["detail"]
+    assert healthy(live)
+
+
+def trickle(base: str, seconds: float) -> bytes:
+    """An upload that announces 1000 bytes and sends one every half second; the server's answer."""
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=seconds + 5) as s:
+        head = (
+            "POST /api/checkpoints HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            "Content-Length: 1000\r\n\r\n"
+        )
+        s.sendall(head.encode())
+        deadline = time.monotonic() + seconds
+        s.settimeout(0.5)
+        while time.monotonic() < deadline:
+            try:
+                answer = s.recv(4096)
+                if answer:
+                    return answer + _rest(s)
+            except TimeoutError:
+                pass
+            try:
+                s.sendall(b"\0")
+            except OSError:
+                break
+        s.settimeout(5)
+        return _rest(s)
+
+
+def _rest(s: socket.socket) -> bytes:
+    """What the server still sends, until it closes the connection or pauses."""
+    out = b""
+    s.settimeout(1)
+    try:
+        while chunk := s.recv(4096):
+            out += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return out
+
+
+def test_slow_uploaders_hold_no_slot_and_are_cut_off(live: str) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(trickle, live, 8) for _ in range(2)]  # as many as there are slots
+        time.sleep(0.5)
+        started = time.monotonic()
+        status, _ = post(live, saved({"w": torch.ones(2)}))
+        took = time.monotonic() - started
+        answers = [f.result() for f in slow]
+    assert status == 200 and took < 5, took
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND" in answer
+
+
+def test_sigterm_stops_the_server_while_a_runaway_inspection_runs(tmp_path: Path) -> None:
+    # Limits far away, so that only the shutdown can end the inspection quickly.
+    slow = {"MRE_CHECKPOINT_CPU_SECONDS": "120", "MRE_CHECKPOINT_WALL_SECONDS": "120"}
+    with server(tmp_path, **slow) as (base, proc), ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, base, torch_zip(fan_out(10, 9)), 60)
+        deadline = time.monotonic() + 30
+        while not inspectors(proc.pid):  # until a child walks its billion lists
+            assert time.monotonic() < deadline and not answer.done()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(15)
+        assert time.monotonic() - started < 5
+        assert answer.result()[0] == 503
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspections_run_under_several_workers(tmp_path: Path) -> None:
+    """MRE_WORKERS=2 (`python -m app`): each spawned worker starts its own forkserver."""
+    port = free_port()
+    env = {**os.environ, **LIMITS, "MRE_WORKERS": "2", "MRE_PORT": str(port)}
+    env["MRE_CHECKPOINT_TMP_DIR"] = str(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(proc, base + "/api/health")
+        with ThreadPoolExecutor(4) as pool:  # new connections: the kernel spreads them over workers
+            crash = torch_zip(deep_key(300_000))
+            crashes = list(pool.map(lambda _: post(base, crash)[0], range(2)))
+            good = list(pool.map(lambda _: post(base, saved({"w": torch.ones(2)}))[0], range(8)))
+        assert crashes == [422] * 2 and good == [200] * 8
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert list(tmp_path.iterdir()) == []
