@@ -14,6 +14,7 @@ from app.lab.checkpoints import CheckpointError, CheckpointReport
 from app.lab.langs import LANGS
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError
+from app.lab.styles import ALL_STYLES
 from app.uploads import UploadError
 
 router = APIRouter(include_in_schema=False)
@@ -32,6 +33,7 @@ def context(view: View, **extra: object) -> dict:
         "view": view,
         "langs": LANGS,
         "presets": PRESETS,
+        "styles": ALL_STYLES,
         "spec": None,
         "state_dict": "",
         "report": None,

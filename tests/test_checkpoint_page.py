@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import torch
@@ -48,3 +49,15 @@ def test_refusal_as_a_page_and_as_a_block(client: TestClient, htmx: bool, status
 def test_a_module_that_does_not_exist_is_said(client: TestClient) -> None:
     response = client.post("/checkpoints", files={"file": ("m.pt", checkpoint())}, data={"preset": "nope"})
     assert response.status_code == 422 and "unknown preset" in response.text
+
+
+def test_one_element_is_not_elements_and_the_labs_styles_are_named(client: TestClient) -> None:
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(1)}, buffer)
+    query = {"preset": "testmodel", "style.buffer1": "buffer"}
+    response = client.post("/checkpoints", files={"file": ("m.pt", buffer.getvalue())}, data=query)
+    assert "(1 element)" in response.text and "1 elements" not in response.text
+    form = client.get("/checkpoints", params=query).text
+    (hint,) = re.findall(r"With the styles of the lab you came from:(.*?)</p>", form, re.S)
+    assert "style." not in hint and "preset=" not in hint  # no raw query string for people
+    assert "<code>buffer1</code> register_buffer()" in hint

@@ -463,7 +463,19 @@ def _tree(entries: list[TensorEntry]) -> list[TreeNode]:
             node = child
         node.tensors, node.elements, node.bytes = 1, entry.elements, entry.bytes
         node.dtype, node.shape = entry.dtype, entry.shape
+    _number_order(root)
     return root.children
+
+
+def _number_order(root: TreeNode) -> None:
+    """Siblings that are all numbers (layers.0, layers.1, ..., layers.10) in numeric order, not the
+    file's; compared by length then digits, so a 5,000-digit name costs no int()."""
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if node.children and all(c.name.isdecimal() and c.name.isascii() for c in node.children):
+            node.children.sort(key=lambda c: (len(c.name.lstrip("0")), c.name.lstrip("0")))
+        pending.extend(node.children)
 
 
 def describe(fmt: str, found: Found, metadata: dict[str, str], file_bytes: int) -> CheckpointReport:

@@ -248,3 +248,12 @@ def test_without_a_conventional_key_the_largest_dict_is_loaded(tmp_path: Path) -
     report = inspect_checkpoint(save(checkpoint, tmp_path / "m.pt", "torch_zip"), LIMITS, spec("custom"))
     assert report.state_dicts == ["ema", "weights"]
     assert report.load is not None and report.load.state_dict == "weights"
+
+
+def test_numbered_layers_are_in_numeric_order(tmp_path: Path) -> None:
+    """layers.10 after layers.9, not after layers.1; the file's own order elsewhere."""
+    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(12)])
+    state = dict(reversed(list(model.state_dict().items())))  # written 11, 10, ..., 0
+    report = inspect_checkpoint(save(state, tmp_path / "m.pt", "torch_zip"), LIMITS)
+    assert [node.name for node in report.tree] == [str(i) for i in range(12)]
+    assert [child.name for child in report.tree[0].children] == ["bias", "weight"]  # as in the file
