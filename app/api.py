@@ -324,10 +324,12 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[LabSpec | 
     responses={
         400: {"description": "The client went away before the upload ended"},
         404: {"description": "Unknown preset, or the inspector is turned off (MRE_CHECKPOINTS=false)"},
-        413: {"description": "File, zip contents or safetensors header over a cap"},
+        408: {"description": "The upload arrived slower than MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND"},
+        413: {"description": "File, zip contents, pickle, memory, entries or report over a cap"},
         415: {"description": "Neither multipart/form-data nor application/octet-stream"},
-        422: {"description": "Not a checkpoint, truncated, refused by torch's weights-only unpickler"},
-        503: {"description": "Every inspection slot busy; try again"},
+        422: {"description": "Not a checkpoint, truncated, refused by torch, or the inspector died on it"},
+        503: {"description": "Every inspection slot busy, or the server is stopping; try again"},
+        504: {"description": "The inspection ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
     },
     openapi_extra={"requestBody": CHECKPOINT_BODY, "parameters": CHECKPOINT_QUERY},
     description="What is inside a checkpoint: `.safetensors` (header only), torch zip files (`.pt`, `.pth`, "
@@ -340,5 +342,5 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[LabSpec | 
 async def checkpoint_post(request: Request, settings: SettingsDep) -> Response:
     spec, at = checkpoint_request(request, settings)
     async with inspections.uploaded(request) as (path, _):
-        report = await inspections.inspect(request, path, spec, at)
-    return _json(report.model_dump_json().encode())
+        # The child's JSON as it wrote it: parsing a 50k-tensor report again would cost ~200 MiB here.
+        return _json(await inspections.inspect_json(request, path, spec, at))
