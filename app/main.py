@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import api, checkpoint_page, pages
@@ -26,20 +31,44 @@ SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
 
 
+def _printable(value: object) -> object:
+    """``value`` as JSON can carry it: a lone surrogate escaped, bytes decoded, NaN and infinities
+    as text. (JSON has no NaN, and UTF-8 no surrogates: an error echoing them must not fail.)"""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _error(detail: object, status: int) -> JSONResponse:
+    """Every error body: its detail, whatever the client put in it, rendered without failing."""
+    return JSONResponse({"detail": jsonable_encoder(_printable(detail))}, status_code=status)
+
+
 def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return _error(str(exc), 404)
 
 
 def _spec_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     error = {"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}
-    return JSONResponse({"detail": [error]}, status_code=422)
+    return _error([error], 422)
 
 
 def _refused(request: Request, exc: Exception) -> JSONResponse:
     # An upload or checkpoint the inspector cannot take: the status and message it chose.
     assert isinstance(exc, UploadError | CheckpointError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    return _error(exc.message, exc.status)
+
+
+NOT_UTF8 = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -47,9 +76,36 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # malformed JSON like any other, which the contract answers with 422.
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-        error = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
-        return JSONResponse({"detail": [error]}, status_code=422)
+        return JSONResponse({"detail": [NOT_UTF8]}, status_code=422)
     return await http_exception_handler(request, exc)
+
+
+def _not_utf8(error: dict) -> bool:
+    # A body sent as text/plain or with no type reaches validation as raw bytes.
+    value = error.get("input")
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own 422, with inputs that JSON cannot carry made printable instead of a 500.
+    assert isinstance(exc, RequestValidationError)
+    return _error([NOT_UTF8 if _not_utf8(e) else e for e in exc.errors()], 422)
+
+
+def _surrogate(request: Request, exc: Exception) -> Response:
+    # JSON can spell a lone surrogate ("\\ud800"); pydantic lets one through in a dict key (a
+    # member name), and the first encode of it to UTF-8 fails, in our code or pydantic's. Only a
+    # client's text holds one: Python decodes nothing else into a surrogate.
+    if "surrogates not allowed" not in str(exc):
+        raise exc
+    error = {"loc": ["body"], "msg": "text with a lone surrogate (\\ud800-\\udfff) is not Unicode"}
+    return _error([{**error, "type": "string_unicode"}], 422)
 
 
 def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -57,7 +113,7 @@ def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationError)
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     detail = [{**e, "loc": ["query", *e["loc"]]} for e in errors]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return _error(detail, 422)
 
 
 async def _docs(request: Request) -> HTMLResponse:
@@ -86,6 +142,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(UnicodeEncodeError, _surrogate)
+    app.add_exception_handler(PydanticSerializationError, _surrogate)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UploadError, _refused)
     app.add_exception_handler(CheckpointError, _refused)

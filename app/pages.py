@@ -143,15 +143,23 @@ def spec_of(query: list[tuple[str, str]]) -> tuple[LabSpec, list[str]]:
     return resolve(spec.model_copy(update={"styles": kept}), devices.device_ids(), limit), ignored
 
 
-def previous_report(request: Request) -> LabReport | None:
-    """The report the page showed before this htmx request (from HX-Current-URL), if readable."""
-    url = request.headers.get("hx-current-url")
+def previous_spec(url: str | None) -> LabSpec | None:
+    """The spec of the page an htmx request came from (its HX-Current-URL), if readable.
+
+    The HTTP cache keys pages by this (``spec.query()``), so it must stay all the page reads of the URL.
+    """
     if not url:
         return None
     try:
-        return memo.report(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True))[0])
-    except (SpecError, ValidationError):
+        return spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True))[0]
+    except ValueError:  # SpecError, ValidationError, or a URL urlsplit cannot read (``http://[``)
         return None
+
+
+def previous_report(request: Request) -> LabReport | None:
+    """The report the page showed before this htmx request, if readable."""
+    spec = previous_spec(request.headers.get("hx-current-url"))
+    return memo.report(spec) if spec else None
 
 
 def experiment_of(query: list[tuple[str, str]], spec: LabSpec) -> tuple[ExperimentResult | None, list]:
