@@ -15,13 +15,14 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import api, checkpoint_page, pages
+from app import api, checkpoint_page, i18n, pages
 from app.assets import static_assets
-from app.http_cache import HttpCache, ResponseStore
+from app.head import HeadAsGet
+from app.http_cache import HttpCache, ResponseStore, memoised
 from app.inspections import Slots, body_caps
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
-from app.limits import BodyLimit
+from app.limits import BodyLimit, HeadLimit
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 from app.uploads import UploadError
@@ -29,6 +30,29 @@ from app.uploads import UploadError
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
+
+
+def _language(value: bytes) -> str:
+    return i18n.from_accept_language(value.decode("latin-1"))
+
+
+def _previous(value: bytes) -> str | None:
+    spec = pages.previous_spec(value.decode("latin-1"))
+    return spec.query() if spec else None
+
+
+def _is_true(value: bytes) -> bool:
+    return value == b"true"
+
+
+# What the pages read of each header they name in Vary, which the HTTP cache keys them by: the
+# language chosen, the spec of the page an htmx swap came from, whether a flag is "true".
+KEYED_BY = {
+    b"accept-language": memoised(_language),
+    b"hx-current-url": memoised(_previous),
+    b"hx-request": _is_true,
+    b"hx-history-restore-request": _is_true,
+}
 
 
 def _printable(value: object) -> object:
@@ -138,7 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="What nn.Module does with every tensor attached to it, read live from torch.",
     )
     app.state.settings = settings
-    app.state.responses = ResponseStore(settings.response_cache_entries)
+    app.state.responses = ResponseStore(
+        settings.response_cache_entries, settings.response_cache_bytes, normalisers=KEYED_BY
+    )
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
@@ -152,16 +178,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(checkpoint_page.router)
     app.add_route("/docs", _docs, include_in_schema=False)
-    app.add_route(
-        "/static/{name:path}", static_assets().serve, methods=["GET", "HEAD"], include_in_schema=False
-    )
+    app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
-    app.add_middleware(SecurityHeaders)
-    # Outermost of ours: a hit is answered before any other middleware or routing runs.
+    # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(
-        HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/static/", "/api/experiments/")
+        HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/api/experiments/",)
     )
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(
+        HeadLimit, max_url_bytes=settings.max_url_bytes, max_header_bytes=settings.max_header_bytes
+    )
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, a 500 included
     return app
 
 

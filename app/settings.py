@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     checkpoint_tmp_dir: str | None = None
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
     torch_threads: int = 1
+    # HTTP limits, for an open classroom network (README "HTTP limits").
+    # Request headers in all, as on the wire: a browser sends 1-3 KB; larger gets a 431.
+    max_header_bytes: int = 16 * 1024
+    # Path and query: the largest custom spec is under 3 KB; larger gets a 414.
+    max_url_bytes: int = 8 * 1024
+    # The HTTP cache's bodies (plain and gzipped) and keys, in all: entries alone do not bound memory.
+    response_cache_bytes: int = 64 * 1024**2
 
 
 @cache
