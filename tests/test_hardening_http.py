@@ -13,6 +13,7 @@ from app.lab import memo
 from app.lab.experiments import EXPERIMENTS
 from app.main import create_app
 from app.security import CSP, DOCS_CSP, HEADERS
+from app.settings import Settings
 
 POST_JSON_ROUTES = ["/api/lab", *(f"/api/experiments/{e}" for e in EXPERIMENTS)]
 NOT_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]
@@ -298,9 +299,10 @@ def test_if_none_match_is_a_list_compared_weakly(
     "url", ["/api/experiments/nowhere?preset=testmodel", "/api/lab?preset=nowhere", "/?preset=x"]
 )
 def test_if_none_match_star_does_not_turn_an_error_into_304(quiet: TestClient, url: str) -> None:
-    status = quiet.get(url).status_code
-    assert status >= 400
-    assert quiet.get(url, headers={"if-none-match": "*"}).status_code == status
+    error = quiet.get(url)
+    assert error.status_code >= 400
+    for tag in ("*", error.headers.get("etag", '"none"')):  # errors carry an ETag too
+        assert quiet.get(url, headers={"if-none-match": tag}).status_code == error.status_code
 
 
 @pytest.mark.parametrize("url", ["/api/lab?preset=mymodule", "/?preset=testmodel", "/api/presets", ASSET])
@@ -334,3 +336,56 @@ def test_gzip_only_where_its_q_value_is_above_0(
         response = quiet.get(url, headers={"accept-encoding": accept_encoding})
         assert response.status_code == 200
         assert (response.headers.get("content-encoding") == "gzip") is gzipped, accept_encoding
+
+
+# --- Request heads: capped, and never kept whole -----------------------------------------------
+
+HEAD_URLS = [
+    "/",
+    "/?preset=testmodel",
+    "/api/lab?preset=testmodel",
+    "/api/health",
+    ASSET,
+    "/docs",
+    "/nowhere",
+]
+HEADER_NAMES = [
+    "accept-language",
+    "hx-current-url",
+    "hx-request",
+    "accept-encoding",
+    "if-none-match",
+    "cookie",
+    "user-agent",
+    "x-anything",
+]
+
+
+@pytest.mark.parametrize("url", HEAD_URLS)
+@pytest.mark.parametrize("name", HEADER_NAMES)
+def test_a_header_over_the_cap_is_431(quiet: TestClient, url: str, name: str) -> None:
+    quiet.get(url)  # cached where it can be: the cap holds for a hit too
+    response = quiet.get(url, headers={name: "x" * 16_400})
+    assert response.status_code == 431
+    assert response.json() == {"detail": "request headers over the limit of 16384 bytes in all"}
+    assert_security_headers(response, DOCS_CSP if url == "/docs" else CSP)
+    assert (
+        quiet.post("/api/lab", json={"preset": "testmodel"}, headers={name: "y" * 16_400}).status_code == 431
+    )
+
+
+def test_many_small_headers_count_together_and_the_cap_is_a_setting() -> None:
+    client = TestClient(create_app(Settings(max_header_bytes=2000)))
+    under = {f"x-h{i}": "v" * 30 for i in range(30)}  # 30 * (5 + 30 + 4) plus httpx's own: under 2000
+    assert client.get("/api/health", headers=under).status_code == 200
+    over = {f"x-h{i}": "v" * 30 for i in range(60)}
+    response = client.get("/api/health", headers=over)
+    assert response.status_code == 431 and "2000" in response.json()["detail"]
+
+
+def test_a_url_over_the_cap_is_414(quiet: TestClient) -> None:
+    for url in ("/api/lab?preset=testmodel&x=" + "a" * 8200, "/" + "p" * 8200, "/static/" + "s" * 8200):
+        response = quiet.get(url)
+        assert response.status_code == 414 and "8192" in response.json()["detail"]
+        assert_security_headers(response)
+    assert quiet.get("/api/lab?preset=testmodel&device=cpu" + "&" * 7000).status_code < 414
