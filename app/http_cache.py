@@ -125,12 +125,6 @@ def bounded(value: bytes) -> Hashable:
     return value if len(value) <= SHORT else ("blake2b", hashlib.blake2b(value, digest_size=16).digest())
 
 
-def memoised(normaliser: Normaliser, longest: int = 4096, size: int = 1024) -> Normaliser:
-    """``normaliser`` remembered for values up to ``longest`` bytes (at most ``size`` of them)."""
-    remembered = lru_cache(maxsize=size)(normaliser)
-    return lambda value: remembered(value) if len(value) <= longest else normaliser(value)
-
-
 def _key_size(key: tuple) -> int:
     return sum(len(part) if isinstance(part, bytes | str) else 32 for part in key)
 
@@ -153,16 +147,25 @@ class ResponseStore:
         self.normalisers = dict(normalisers or {})
         self.entries: OrderedDict[tuple, Entry] = OrderedDict()
         self.bytes = 0  # what the entries and their keys hold
-        self.vary: dict[str, tuple[bytes, ...]] = {}  # per path, learnt from its responses
+        # Per path, learnt from its responses: where each Vary header goes in the key, its reader,
+        # and the part for a header absent or empty (which the pages read alike).
+        self.vary: dict[str, tuple[dict[bytes, int], tuple[Normaliser, ...], tuple[Hashable, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def key(self, scope: Scope) -> tuple | None:
-        names = self.vary.get(scope["path"])
-        if names is None:
+        learnt = self.vary.get(scope["path"])
+        if learnt is None:
             return None
-        parts = (self.normalisers.get(n, bounded)(_header(scope, n)) for n in names)
+        positions, readers, absent = learnt
+        parts = list(absent)
+        found = [False] * len(readers)
+        for name, value in scope["headers"]:  # one pass; the first of repeated headers, as Starlette
+            at = positions.get(name)
+            if at is not None and not found[at]:
+                found[at] = True
+                parts[at] = readers[at](value) if value else absent[at]
         return (scope["path"], scope["query_string"], *parts)
 
     def get(self, key: tuple) -> Entry | None:
@@ -173,8 +176,11 @@ class ResponseStore:
 
     def put(self, scope: Scope, headers: Headers, entry: Entry) -> None:
         vary = next((v for k, v in headers if k == b"vary"), b"")
-        names = tuple(n.strip().lower() for n in vary.split(b",") if n.strip().lower() not in NOT_KEYS)
-        self.vary[scope["path"]] = tuple(n for n in names if n)
+        names = [n.strip().lower() for n in vary.split(b",")]
+        names = list(dict.fromkeys(n for n in names if n and n not in NOT_KEYS))
+        readers = tuple(self.normalisers.get(n, bounded) for n in names)
+        positions = {n: at for at, n in enumerate(names)}
+        self.vary[scope["path"]] = (positions, readers, tuple(read(b"") for read in readers))
         key = self.key(scope)
         assert key is not None
         if entry.size + _key_size(key) > self.max_bytes:

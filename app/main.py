@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from fastapi import FastAPI, Request
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import api, checkpoint_page, i18n, pages
 from app.assets import static_assets
 from app.head import HeadAsGet
-from app.http_cache import HttpCache, ResponseStore, memoised
+from app.http_cache import HttpCache, ResponseStore
 from app.inspections import Slots, body_caps
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
@@ -32,10 +33,13 @@ SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
 
 
+# Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
+@lru_cache(maxsize=256)
 def _language(value: bytes) -> str:
     return i18n.from_accept_language(value.decode("latin-1"))
 
 
+@lru_cache(maxsize=256)
 def _previous(value: bytes) -> str | None:
     spec = pages.previous_spec(value.decode("latin-1"))
     return spec.query() if spec else None
@@ -48,8 +52,8 @@ def _is_true(value: bytes) -> bool:
 # What the pages read of each header they name in Vary, which the HTTP cache keys them by: the
 # language chosen, the spec of the page an htmx swap came from, whether a flag is "true".
 KEYED_BY = {
-    b"accept-language": memoised(_language),
-    b"hx-current-url": memoised(_previous),
+    b"accept-language": _language,
+    b"hx-current-url": _previous,
     b"hx-request": _is_true,
     b"hx-history-restore-request": _is_true,
 }
