@@ -35,32 +35,29 @@ def quiet() -> TestClient:
     return TestClient(create_app(), raise_server_exceptions=False)
 
 
-def bodies_with(values: list[str]) -> list[str]:
-    """Each value in every place of a spec or experiment request a client could put it."""
-    places = [
-        '{{"preset": {v}}}',
-        '{{"preset": "testmodel", "device": {v}}}',
-        '{{"preset": "testmodel", "styles": {{"buffer1": {v}}}}}',
-        '{{"preset": "custom", "styles": {{"a": "buffer"}}, "shapes": {{"a": [{v}]}}}}',
-        '{{"preset": "testmodel", "extra": {v}}}',
-        '{{"preset": "testmodel", "params": {{"dtype": {v}}}}}',
-        '{{"preset": "testmodel", "into": {{"buffer1": {v}}}}}',
-        "[{v}]",
-        "{v}",
-    ]
-    return [place.format(v=value) for place in places for value in values]
+# Every place in a spec or experiment request a client could put a value, or a key.
+VALUE_PLACES = [
+    '{{"preset": {v}}}',
+    '{{"preset": "testmodel", "device": {v}}}',
+    '{{"preset": "testmodel", "styles": {{"buffer1": {v}}}}}',
+    '{{"preset": "custom", "styles": {{"a": "buffer"}}, "shapes": {{"a": [{v}]}}}}',
+    '{{"preset": "testmodel", "extra": {v}}}',
+    '{{"preset": "testmodel", "params": {{"dtype": {v}}}}}',
+    '{{"preset": "testmodel", "into": {{"buffer1": {v}}}}}',
+    "[{v}]",
+    "{v}",
+]
+KEY_PLACES = [  # a member name, an option name, an unknown field
+    '{{"preset": "testmodel", "styles": {{{v}: "buffer"}}}}',
+    '{{"preset": "custom", "styles": {{{v}: "buffer"}}}}',
+    '{{"preset": "custom", "styles": {{"a": "buffer"}}, "shapes": {{{v}: [3]}}}}',
+    '{{"preset": "testmodel", "params": {{{v}: "half"}}}}',
+    '{{"preset": "testmodel", "into": {{{v}: "buffer"}}}}',
+    '{{"preset": "testmodel", {v}: 1}}',
+]
 
 
-def keyed_by(values: list[str]) -> list[str]:
-    """Each value as a key: a member name, an option name, an unknown field."""
-    places = [
-        '{{"preset": "testmodel", "styles": {{{v}: "buffer"}}}}',
-        '{{"preset": "custom", "styles": {{{v}: "buffer"}}}}',
-        '{{"preset": "custom", "styles": {{"a": "buffer"}}, "shapes": {{{v}: [3]}}}}',
-        '{{"preset": "testmodel", "params": {{{v}: "half"}}}}',
-        '{{"preset": "testmodel", "into": {{{v}: "buffer"}}}}',
-        '{{"preset": "testmodel", {v}: 1}}',
-    ]
+def placed(places: list[str], values: list[str]) -> list[str]:
     return [place.format(v=value) for place in places for value in values]
 
 
@@ -75,7 +72,7 @@ def assert_clean(response) -> None:
 
 
 @pytest.mark.parametrize("route", POST_JSON_ROUTES)
-@pytest.mark.parametrize("body", bodies_with(NOT_FINITE + SURROGATES))
+@pytest.mark.parametrize("body", placed(VALUE_PLACES, NOT_FINITE + SURROGATES))
 def test_values_json_cannot_carry_are_422(quiet: TestClient, route: str, body: str) -> None:
     response = quiet.post(route, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text[:300]
@@ -83,7 +80,7 @@ def test_values_json_cannot_carry_are_422(quiet: TestClient, route: str, body: s
 
 
 @pytest.mark.parametrize("route", POST_JSON_ROUTES)
-@pytest.mark.parametrize("body", keyed_by(SURROGATES))
+@pytest.mark.parametrize("body", placed(KEY_PLACES, SURROGATES))
 def test_a_lone_surrogate_as_a_key_is_never_a_500(quiet: TestClient, route: str, body: str) -> None:
     # A member, option or field the route ignores (a shape for no member) may well be a 200.
     response = quiet.post(route, content=body, headers={"content-type": "application/json"})
