@@ -14,7 +14,7 @@ import json
 from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.security import CSP, HEADERS
 from app.settings import Settings
@@ -28,6 +28,9 @@ class DeadlineProtocol(HttpToolsProtocol):
     - a body that brings no byte for ``body_timeout`` seconds closes the connection (while uvicorn
       itself has paused reading, the wait is the app's, not the client's, and does not count);
     - a head of more than ``max_head_bytes`` is answered 431 and the connection closed.
+
+    What it answers itself (431, and uvicorn's 400 for a request httptools cannot parse) is JSON
+    with the security headers, like every answer of the app.
     """
 
     def __init__(
@@ -105,14 +108,22 @@ class DeadlineProtocol(HttpToolsProtocol):
             self._arm(self.head_timeout)
 
     def _refuse_head(self) -> None:
-        body = json.dumps({"detail": f"request head over the limit of {self.max_head_bytes} bytes"}).encode()
+        self._disarm()
+        self._answer_and_close(431, f"request head over the limit of {self.max_head_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        # httptools could not parse the request: uvicorn's own 400, with our headers and JSON.
+        self._disarm()
+        self._answer_and_close(400, msg)
+
+    def _answer_and_close(self, status: int, message: str) -> None:
+        """A JSON error written straight to the socket (no request reached the app), then close."""
+        body = json.dumps({"detail": message}).encode()
         headers = [*HEADERS, (b"content-security-policy", CSP.encode())]
         headers += [(b"content-type", b"application/json"), (b"connection", b"close")]
-        head = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-        head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        head = STATUS_LINE[status] + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
         self.transport.close()
-        self._disarm()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

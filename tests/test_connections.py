@@ -3,6 +3,7 @@ settings): silent, half-sent and stalled connections are closed on time, and do 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -154,6 +155,27 @@ def test_a_head_larger_than_the_buffer_cap_is_431_and_closed(server: tuple[int, 
         received, _ = read_until_closed(sock)
     assert received.startswith(b"HTTP/1.1 431")
     assert b"x-content-type-options: nosniff" in received and b"65536 bytes" in received
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"\x00\xff\r\n\r\n",
+    ],
+)
+def test_a_request_the_parser_refuses_is_a_json_400_with_the_headers(
+    server: tuple[int, int], garbage: bytes
+) -> None:
+    with connect(server[0]) as sock:
+        sock.sendall(garbage)
+        received, _ = read_until_closed(sock)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"x-content-type-options: nosniff" in head
+    assert b"content-security-policy: default-src 'self'" in head
+    assert json.loads(body) == {"detail": "Invalid HTTP request received."}
 
 
 def test_half_sent_connections_do_not_starve_others_and_are_all_closed(server: tuple[int, int]) -> None:
