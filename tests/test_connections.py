@@ -3,6 +3,7 @@ settings): silent, half-sent and stalled connections are closed on time, and do 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -12,6 +13,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
+from uvicorn.server import ServerState
 
 from app.serving import DeadlineProtocol, uvicorn_options
 from app.settings import Settings
@@ -207,3 +210,62 @@ def test_the_shipped_defaults_are_what_python_m_app_runs_with() -> None:
     assert protocol.func is DeadlineProtocol
     assert protocol.keywords == {"head_timeout": 10.0, "body_timeout": 30.0, "max_head_bytes": 65536}
     assert options["timeout_keep_alive"] == 5
+
+
+class Transport(asyncio.Transport):
+    """A socket that is only a record: what was written, whether it was closed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_a_body_the_app_has_not_read_yet_is_not_the_clients_delay() -> None:
+    async def check() -> None:
+        async def app(scope: dict, receive: object, send: object) -> None:
+            await asyncio.sleep(3600)  # never reads its body
+
+        config = uvicorn.Config(app, log_level="critical")
+        protocol = DeadlineProtocol(
+            config=config,
+            server_state=ServerState(),
+            app_state={},
+            head_timeout=60,
+            body_timeout=60,
+            max_head_bytes=1 << 16,
+        )
+        transport = Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100_000
+        )
+        assert protocol.in_body and protocol.flow.read_paused  # uvicorn stopped reading: over its buffer
+        protocol.deadline.cancel()
+        protocol._expired()  # the body deadline passes while uvicorn is not reading
+        assert not transport.closed and protocol.deadline is not None
+        protocol.flow.resume_reading()  # the app read it; now the client is the one not sending
+        protocol.deadline.cancel()
+        protocol._expired()
+        assert transport.closed
+        for task in list(protocol.tasks):
+            task.cancel()
+
+    asyncio.run(check())
