@@ -1,9 +1,9 @@
-"""``python -m app``: serve with the host, port and workers from Settings."""
+"""``python -m app``: serve with the host, port, workers and connection limits from Settings."""
 
 import uvicorn
 
+from app.serving import uvicorn_options
 from app.settings import get_settings
 
 if __name__ == "__main__":
-    settings = get_settings()
-    uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=settings.workers)
+    uvicorn.run("app.main:app", **uvicorn_options(get_settings()))

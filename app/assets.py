@@ -1,5 +1,7 @@
 """Static files, read once into memory, linked by URLs that carry a content hash so browsers may
-keep them for a year. (Compression and ETags come from the HTTP cache in front of the app.)"""
+keep them for a year. Each is gzipped once, at its first request, and answered like an HTTP cache
+hit (ETag, 304, gzip when accepted); the query only says whether the version is the current one,
+so no URL a client invents makes the server compress or keep anything more."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import mimetypes
 from functools import cache
 from pathlib import Path
 
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.datastructures import QueryParams
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 
+from app.http_cache import Entry, compress, make_entry, send_entry
 from app.resources import resource_dir
 
 STATIC = resource_dir("static")
@@ -21,6 +25,7 @@ class Assets:
     def __init__(self, directory: Path) -> None:
         self.files: dict[str, tuple[bytes, str]] = {}
         self.versions: dict[str, str] = {}
+        self.answers: dict[str, dict[bool, Entry]] = {}  # built at each file's first request
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             name = path.relative_to(directory).as_posix()
             body = path.read_bytes()
@@ -34,14 +39,33 @@ class Assets:
         """The URL to put in a page: changes whenever the file does."""
         return f"/static/{name}?v={self.versions[name]}"
 
-    async def serve(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in self.files:
-            return PlainTextResponse(f"no static file {name!r}", 404)
+    def entries(self, name: str) -> dict[bool, Entry]:
+        """The answers for ``name``, by whether the URL names its current version."""
+        if name in self.answers:
+            return self.answers[name]
         body, media_type = self.files[name]
-        fresh = request.query_params.get("v") == self.versions[name]
-        headers = {"Cache-Control": FOREVER if fresh else "no-cache", "Vary": "Accept-Encoding"}
-        return Response(body, media_type=media_type, headers=headers)
+        gzipped = compress(body)
+        self.answers[name] = {
+            fresh: make_entry(200, self.headers(media_type, FOREVER if fresh else "no-cache"), body, gzipped)
+            for fresh in (True, False)
+        }
+        return self.answers[name]
+
+    @staticmethod
+    def headers(media_type: str, cache_control: str) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", media_type.encode()),
+            (b"cache-control", cache_control.encode()),
+            (b"vary", b"Accept-Encoding"),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = scope["path_params"]["name"]
+        if name not in self.files:
+            await PlainTextResponse(f"no static file {name!r}", 404)(scope, receive, send)
+            return
+        fresh = QueryParams(scope["query_string"]).get("v") == self.versions[name]
+        await send_entry(scope, send, self.entries(name)[fresh], [])
 
 
 @cache

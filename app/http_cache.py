@@ -4,7 +4,11 @@ Every cacheable route here answers with a pure function of its path, query and t
 headers it names in ``Vary``, so a stored answer is exactly a fresh one. A hit is served before
 routing, middleware or validation run, which is what lets a repeated spec cost about as little
 as the web stack's own fixed-bytes route. Each entry is gzipped once and carries a strong ETag
-(304 on If-None-Match). Bounded LRU, so memory stays flat under any traffic.
+(304 on If-None-Match). Bounded LRU, in entries and in bytes, so memory stays flat under any traffic.
+
+A header in ``Vary`` is keyed by what the app reads of it, through a normaliser the app gives
+(Accept-Language by the language it picks), never by its raw bytes: a thousand distinct 1 MB values
+that pick English are one entry. A header without a normaliser is keyed by a digest when long.
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import gzip
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +28,9 @@ MIN_GZIP = 1024  # smaller bodies gain nothing from compression
 # Request headers that select the representation inside one entry rather than being part of the key.
 NOT_KEYS = {b"accept-encoding"}
 HIT = [(b"server-timing", b'cache;desc="hit"')]
+Normaliser = Callable[[bytes], Hashable]
+SHORT = 64  # a header value up to this long is its own key part; a longer one, its digest
+OVERHEAD = 512  # bytes an entry costs beyond its bodies and key: objects, header lists
 
 
 @dataclass(frozen=True)
@@ -35,10 +44,19 @@ class Entry:
     packed: Headers | None
     not_modified: Headers
 
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"") + OVERHEAD
 
-def make_entry(status: int, headers: Headers, body: bytes) -> Entry:
+
+def compress(body: bytes) -> bytes | None:
+    return gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None
+
+
+def make_entry(status: int, headers: Headers, body: bytes, gzipped: bytes | None = None) -> Entry:
+    """The entry for a finished response; ``gzipped`` when the caller compressed ``body`` already."""
     kept = [(k, v) for k, v in headers if k not in (b"content-length", b"etag", b"content-encoding")]
-    gzipped = gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None
+    gzipped = gzipped if gzipped is not None else compress(body)
     etag = b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
     kept.append((b"etag", etag))
     return Entry(
@@ -61,34 +79,94 @@ def _header(scope: Scope, name: bytes) -> bytes:
     return b""
 
 
+@lru_cache(maxsize=64)  # browsers send a handful of distinct values
+def accepts_gzip(accept_encoding: bytes) -> bool:
+    """Whether gzip has a q-value above 0 (RFC 9110 12.5.3): named (or x-gzip), else by ``*``."""
+    weights: dict[bytes, float] = {}
+    for part in accept_encoding.lower().split(b","):
+        coding, _, params = part.partition(b";")
+        q = 1.0
+        for param in params.split(b";"):
+            name, _, value = param.partition(b"=")
+            if name.strip() == b"q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        weights.setdefault(coding.strip(), q)
+    q = weights.get(b"gzip", weights.get(b"x-gzip", weights.get(b"*", 0.0)))
+    return 0.0 < q <= 1.0
+
+
+def none_match(if_none_match: bytes, etag: bytes) -> bool:
+    """If-None-Match (RFC 9110 13.1.2): ``*``, or a list of tags compared weakly."""
+    if if_none_match.strip() == b"*":
+        return True
+    return any(tag.strip().removeprefix(b"W/") == etag for tag in if_none_match.split(b","))
+
+
 async def send_entry(scope: Scope, send: Send, entry: Entry, extra: Headers) -> None:
     """``entry`` as a 304 when the client has it, gzipped when the client takes it."""
-    if entry.etag in _header(scope, b"if-none-match"):
+    if_none_match = _header(scope, b"if-none-match")
+    accept_encoding = _header(scope, b"accept-encoding")
+    if if_none_match and entry.status == 200 and none_match(if_none_match, entry.etag):
         status, headers, body = 304, entry.not_modified, b""
-    elif entry.packed is not None and b"gzip" in _header(scope, b"accept-encoding"):
+    elif entry.packed is not None and accept_encoding and accepts_gzip(accept_encoding):
         status, headers, body = entry.status, entry.packed, entry.gzipped or b""
     else:
         status, headers, body = entry.status, entry.plain, entry.body
     await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+    await send({"type": "http.response.body", "body": body})
+
+
+def bounded(value: bytes) -> Hashable:
+    """A header value as a key part: itself when short, else a digest (a tuple, so never equal to
+    a short value)."""
+    return value if len(value) <= SHORT else ("blake2b", hashlib.blake2b(value, digest_size=16).digest())
+
+
+def _key_size(key: tuple) -> int:
+    return sum(len(part) if isinstance(part, bytes | str) else 32 for part in key)
 
 
 class ResponseStore:
-    """The bounded LRU behind the middleware (shared through ``app.state`` for tests)."""
+    """The bounded LRU behind the middleware (shared through ``app.state`` for tests).
 
-    def __init__(self, max_entries: int) -> None:
+    ``normalisers`` map a lower-case header name to what the app reads of its value: two requests
+    whose values normalise alike must get the same answer from every cached path that varies on it.
+    """
+
+    def __init__(
+        self,
+        max_entries: int,
+        max_bytes: int = 64 * 1024**2,
+        normalisers: Mapping[bytes, Normaliser] | None = None,
+    ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.normalisers = dict(normalisers or {})
         self.entries: OrderedDict[tuple, Entry] = OrderedDict()
-        self.vary: dict[str, tuple[bytes, ...]] = {}  # per path, learnt from its responses
+        self.bytes = 0  # what the entries and their keys hold
+        # Per path, learnt from its responses: where each Vary header goes in the key, its reader,
+        # and the part for a header absent or empty (which the pages read alike).
+        self.vary: dict[str, tuple[dict[bytes, int], tuple[Normaliser, ...], tuple[Hashable, ...]]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def key(self, scope: Scope) -> tuple | None:
-        names = self.vary.get(scope["path"])
-        if names is None:
+        learnt = self.vary.get(scope["path"])
+        if learnt is None:
             return None
-        return (scope["path"], scope["query_string"], *(_header(scope, n) for n in names))
+        positions, readers, absent = learnt
+        parts = list(absent)
+        found = [False] * len(readers)
+        for name, value in scope["headers"]:  # one pass; the first of repeated headers, as Starlette
+            at = positions.get(name)
+            if at is not None and not found[at]:
+                found[at] = True
+                parts[at] = readers[at](value) if value else absent[at]
+        return (scope["path"], scope["query_string"], *parts)
 
     def get(self, key: tuple) -> Entry | None:
         entry = self.entries.get(key)
@@ -98,11 +176,25 @@ class ResponseStore:
 
     def put(self, scope: Scope, headers: Headers, entry: Entry) -> None:
         vary = next((v for k, v in headers if k == b"vary"), b"")
-        names = tuple(n.strip().lower() for n in vary.split(b",") if n.strip().lower() not in NOT_KEYS)
-        self.vary[scope["path"]] = tuple(n for n in names if n)
-        self.entries[self.key(scope)] = entry  # type: ignore[index]
-        if len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        names = [n.strip().lower() for n in vary.split(b",")]
+        names = list(dict.fromkeys(n for n in names if n and n not in NOT_KEYS))
+        readers = tuple(self.normalisers.get(n, bounded) for n in names)
+        positions = {n: at for at, n in enumerate(names)}
+        self.vary[scope["path"]] = (positions, readers, tuple(read(b"") for read in readers))
+        key = self.key(scope)
+        assert key is not None
+        if entry.size + _key_size(key) > self.max_bytes:
+            return  # would push out everything else
+        self.pop(key)
+        self.entries[key] = entry
+        self.bytes += entry.size + _key_size(key)
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            self.pop(next(iter(self.entries)))
+
+    def pop(self, key: tuple) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size + _key_size(key)
 
 
 class HttpCache:
@@ -117,7 +209,7 @@ class HttpCache:
     def cacheable(self, scope: Scope) -> bool:
         return (
             scope["type"] == "http"
-            and scope["method"] in ("GET", "HEAD")
+            and scope["method"] == "GET"  # HEAD too: HeadAsGet, outside, routes it as a GET
             and (scope["path"] in self.paths or scope["path"].startswith(self.prefixes))
         )
 

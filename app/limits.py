@@ -1,4 +1,5 @@
-"""A request body cap on every route, answered with a JSON 413 that names the limit."""
+"""Caps on what a request may make the server hold: its body (413) and its head, the target (414)
+and the headers (431). Each refusal is JSON naming the limit."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ class BodyLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > max_bytes:
-            await self._refuse(send, max_bytes)
+            await refuse(send, 413, _message(max_bytes))
             return
         if b"transfer-encoding" not in headers and declared in (b"", b"0"):
             # No body can follow (RFC 9112 6.3): nothing to count, so no wrapper on the hot path.
@@ -64,10 +65,33 @@ class BodyLimit:
         except _TooLarge:
             if started:
                 raise
-            await self._refuse(send, max_bytes)
+            await refuse(send, 413, _message(max_bytes))
 
-    async def _refuse(self, send: Send, max_bytes: int) -> None:
-        body = json.dumps({"detail": _message(max_bytes)}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+class HeadLimit:
+    """Refuses a request target over ``max_url_bytes`` (414) or headers over ``max_header_bytes`` in
+    all (431), before anything keeps them: the HTTP cache keys by what a page reads of a header."""
+
+    def __init__(self, app: ASGIApp, max_url_bytes: int, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_url_bytes = max_url_bytes
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # As on the wire: "name: value" and CRLF for each header.
+        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > self.max_header_bytes:
+            await refuse(send, 431, f"request headers over the limit of {self.max_header_bytes} bytes in all")
+        elif len(scope.get("raw_path") or b"") + len(scope["query_string"]) > self.max_url_bytes:
+            await refuse(send, 414, f"request URL over the limit of {self.max_url_bytes} bytes")
+        else:
+            await self.app(scope, receive, send)
+
+
+async def refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

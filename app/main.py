@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+
 import torch
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import api, checkpoint_page, pages
+from app import api, checkpoint_page, i18n, pages
 from app.assets import static_assets
+from app.head import HeadAsGet
 from app.http_cache import HttpCache, ResponseStore
 from app.inspections import Slots, body_caps, lifespan
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
-from app.limits import BodyLimit
+from app.limits import BodyLimit, HeadLimit
 from app.security import SecurityHeaders
 from app.settings import Settings, get_settings
 from app.uploads import UploadError
@@ -26,20 +33,72 @@ SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
 
 
+# Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
+@lru_cache(maxsize=256)
+def _language(value: bytes) -> str:
+    return i18n.from_accept_language(value.decode("latin-1"))
+
+
+def _is_true(value: bytes) -> bool:
+    return value == b"true"
+
+
+def keyed_by(settings: Settings) -> dict:
+    """What the pages read of each header they name in Vary, which the HTTP cache keys them by: the
+    language chosen, the spec of the page an htmx swap came from (read as the page reads it, under
+    this app's settings), whether a flag is "true"."""
+
+    @lru_cache(maxsize=256)
+    def previous(value: bytes) -> str | None:
+        spec = pages.previous_spec(value.decode("latin-1"), settings.custom_max_elements)
+        return spec.query() if spec else None
+
+    return {
+        b"accept-language": _language,
+        b"hx-current-url": previous,
+        b"hx-request": _is_true,
+        b"hx-history-restore-request": _is_true,
+    }
+
+
+def _printable(value: object) -> object:
+    """``value`` as JSON can carry it: a lone surrogate escaped, bytes decoded, NaN and infinities
+    as text. (JSON has no NaN, and UTF-8 no surrogates: an error echoing them must not fail.)"""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _error(detail: object, status: int) -> JSONResponse:
+    """Every error body: its detail, whatever the client put in it, rendered without failing."""
+    return JSONResponse({"detail": jsonable_encoder(_printable(detail))}, status_code=status)
+
+
 def _unknown_preset(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return _error(str(exc), 404)
 
 
 def _spec_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SpecError)
     error = {"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}
-    return JSONResponse({"detail": [error]}, status_code=422)
+    return _error([error], 422)
 
 
 def _refused(request: Request, exc: Exception) -> JSONResponse:
     # An upload or checkpoint the inspector cannot take: the status and message it chose.
     assert isinstance(exc, UploadError | CheckpointError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    return _error(exc.message, exc.status)
+
+
+NOT_UTF8 = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -47,9 +106,36 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # malformed JSON like any other, which the contract answers with 422.
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-        error = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
-        return JSONResponse({"detail": [error]}, status_code=422)
+        return JSONResponse({"detail": [NOT_UTF8]}, status_code=422)
     return await http_exception_handler(request, exc)
+
+
+def _not_utf8(error: dict) -> bool:
+    # A body sent as text/plain or with no type reaches validation as raw bytes.
+    value = error.get("input")
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _request_invalid(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own 422, with inputs that JSON cannot carry made printable instead of a 500.
+    assert isinstance(exc, RequestValidationError)
+    return _error([NOT_UTF8 if _not_utf8(e) else e for e in exc.errors()], 422)
+
+
+def _surrogate(request: Request, exc: Exception) -> Response:
+    # JSON can spell a lone surrogate ("\\ud800"); pydantic lets one through in a dict key (a
+    # member name), and the first encode of it to UTF-8 fails, in our code or pydantic's. Only a
+    # client's text holds one: Python decodes nothing else into a surrogate.
+    if "surrogates not allowed" not in str(exc):
+        raise exc
+    error = {"loc": ["body"], "msg": "text with a lone surrogate (\\ud800-\\udfff) is not Unicode"}
+    return _error([{**error, "type": "string_unicode"}], 422)
 
 
 def _invalid(request: Request, exc: Exception) -> JSONResponse:
@@ -57,7 +143,7 @@ def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ValidationError)
     errors = exc.errors(include_url=False, include_context=False, include_input=False)
     detail = [{**e, "loc": ["query", *e["loc"]]} for e in errors]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return _error(detail, 422)
 
 
 async def _docs(request: Request) -> HTMLResponse:
@@ -87,10 +173,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,  # checkpoint inspections: stale temp files, their forkserver, shutdown
     )
     app.state.settings = settings
-    app.state.responses = ResponseStore(settings.response_cache_entries)
+    app.state.responses = ResponseStore(
+        settings.response_cache_entries, settings.response_cache_bytes, normalisers=keyed_by(settings)
+    )
     app.add_exception_handler(UnknownPreset, _unknown_preset)
     app.add_exception_handler(SpecError, _spec_error)
     app.add_exception_handler(ValidationError, _invalid)
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(UnicodeEncodeError, _surrogate)
+    app.add_exception_handler(PydanticSerializationError, _surrogate)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UploadError, _refused)
     app.add_exception_handler(CheckpointError, _refused)
@@ -98,16 +189,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(checkpoint_page.router)
     app.add_route("/docs", _docs, include_in_schema=False)
-    app.add_route(
-        "/static/{name:path}", static_assets().serve, methods=["GET", "HEAD"], include_in_schema=False
-    )
+    app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
-    app.add_middleware(SecurityHeaders)
-    # Outermost of ours: a hit is answered before any other middleware or routing runs.
+    # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(
-        HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/static/", "/api/experiments/")
+        HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/api/experiments/",)
     )
+    app.add_middleware(HeadAsGet)
+    app.add_middleware(
+        HeadLimit, max_url_bytes=settings.max_url_bytes, max_header_bytes=settings.max_header_bytes
+    )
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, a 500 included
     return app
 
 

@@ -113,14 +113,26 @@ def with_edit(query: list[tuple[str, str]], max_elements: int) -> tuple[list[tup
     return query, None
 
 
-def previous_report(url: str | None, max_elements: int) -> LabReport | None:
-    """The report the page showed before this htmx request (from HX-Current-URL), if readable."""
+def previous_spec(url: str | None, max_elements: int) -> LabSpec | None:
+    """The spec of the page an htmx request came from (its HX-Current-URL), if readable.
+
+    The HTTP cache keys pages by this (``spec.query()``), so it must stay all the page reads of the URL.
+    """
     if not url:
         return None
     try:
-        return memo.report(spec_of(parse_qsl(urlsplit(url).query, keep_blank_values=True), max_elements)[0])
-    except SpecError:
+        parts = urlsplit(url)
+        if parts.path not in ("/", "") or not (parts.path or parts.query):
+            return None  # not the lab page (or nothing at all): nothing to compare with
+        return spec_of(parse_qsl(parts.query, keep_blank_values=True), max_elements)[0]
+    except ValueError:  # SpecError, or a URL urlsplit cannot read (``http://[``)
         return None
+
+
+def previous_report(url: str | None, max_elements: int) -> LabReport | None:
+    """The report the page showed before this htmx request, if readable."""
+    spec = previous_spec(url, max_elements)
+    return memo.report(spec) if spec else None
 
 
 def experiment_of(

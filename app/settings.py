@@ -44,6 +44,23 @@ class Settings(BaseSettings):
     # trickles its body would otherwise hold a connection and a temp file for ever): 408.
     checkpoint_upload_min_bytes_per_second: int = 16 * 1024
     checkpoint_upload_grace_seconds: float = 30.0
+    # HTTP limits, for an open classroom network (README "HTTP limits").
+    # Request headers in all, as on the wire: a browser sends 1-3 KB; larger gets a 431.
+    max_header_bytes: int = 16 * 1024
+    # Path and query: the largest custom spec is under 3 KB; larger gets a 414.
+    max_url_bytes: int = 8 * 1024
+    # The HTTP cache's bodies (plain and gzipped) and keys, in all: entries alone do not bound memory.
+    response_cache_bytes: int = 64 * 1024**2
+    # Connections (app/serving.py; python -m app). Idle after a response: closed after this long.
+    keep_alive_seconds: int = 5
+    # A request head must be whole this long after the connection opened or the last response:
+    # a slow classroom link sends a head in well under a second; a half-sent one is an attack.
+    head_timeout_seconds: float = 10.0
+    # A body that sends nothing for this long (an upload on a slow link still sends every second).
+    body_timeout_seconds: float = 30.0
+    # Bytes a request head may make the server buffer before it is whole (then 431, closed).
+    # Above the app's own caps (headers and URL), which answer the usual oversized head.
+    max_head_buffer_bytes: int = 64 * 1024
 
 
 @cache

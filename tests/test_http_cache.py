@@ -7,6 +7,7 @@ import gzip
 import pytest
 from fastapi.testclient import TestClient
 
+from app.assets import static_assets
 from app.lab import memo
 from app.lab.devices import device_ids
 from app.lab.inspect import inspect
@@ -58,6 +59,26 @@ def test_gzip_when_accepted(fresh_client: TestClient) -> None:
     assert int(packed.headers["content-length"]) < len(gzip.compress(raw.content)) + 64
 
 
+def test_static_urls_clients_invent_cost_no_gzip_and_no_memory(
+    fresh_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "swagger-ui-5.35.0/swagger-ui-bundle.js"  # 1.7 MB: gzipping it takes tens of ms
+    current = fresh_client.get(static_assets().url(name))
+    packed = fresh_client.get(f"/static/{name}?v=first", headers={"Accept-Encoding": "gzip"})
+    compressions = []
+    monkeypatch.setattr(gzip, "compress", lambda *a, **k: compressions.append(a) or b"")
+    before = len(fresh_client.app.state.responses)
+    for i in range(30):
+        query = [f"?v={i}", f"?v={i}&x={i}", f"?x={i}", f"?v={current.headers['etag']}{i}"][i % 4]
+        response = fresh_client.get(f"/static/{name}{query}", headers={"Accept-Encoding": "gzip"})
+        assert response.content == packed.content == current.content  # httpx unpacks it
+        assert (
+            response.headers["content-encoding"] == "gzip" and response.headers["cache-control"] == "no-cache"
+        )
+        assert response.headers["etag"] == current.headers["etag"]
+    assert compressions == [] and len(fresh_client.app.state.responses) == before
+
+
 def test_static_assets_are_hashed_and_cached_for_a_year(fresh_client: TestClient) -> None:
     html = fresh_client.get("/").text
     url = html.split('src="', 1)[1].split('"', 1)[0]
@@ -77,3 +98,99 @@ def test_response_cache_is_bounded() -> None:
                 "/api/lab", params={"preset": "mymodule", "device": device, "style.bias": style}
             ).is_success
     assert len(client.app.state.responses) == 8
+
+
+def test_response_cache_is_bounded_in_bytes() -> None:
+    client = TestClient(create_app(Settings(response_cache_bytes=30_000)))
+    for device in ("cpu", "meta"):
+        for style in ("parameter", "buffer", "plain_tensor", "nn_buffer", "frozen_parameter"):
+            for member in ("weight", "bias"):
+                params = {"preset": "mymodule", "device": device, f"style.{member}": style}
+                assert client.get("/api/lab", params=params).is_success
+    store = client.app.state.responses
+    assert 0 < store.bytes <= 30_000
+    assert store.bytes == sum(e.size for e in store.entries.values()) + sum(
+        len(k[0]) + len(k[1]) for k in store.entries
+    )
+    assert len(store) < 20  # the byte cap, not the entry cap (2048), decided
+
+
+def test_an_answer_larger_than_the_byte_cap_is_not_kept() -> None:
+    client = TestClient(create_app(Settings(response_cache_bytes=4_000)))
+    assert client.get("/", params=QUERY).is_success  # a page of tens of KB
+    assert len(client.app.state.responses) == 0
+    assert 'desc="miss"' in client.get("/", params=QUERY).headers["server-timing"]
+
+
+# Raw values, and the derived value the page reads of them (so the key the cache must use).
+LANGUAGE_VALUES = [
+    "",
+    "en",
+    "EN-us",
+    "en-US,en;q=0.9",
+    "fr, de;q=0.5",
+    "*",
+    "zh;q=0, en",
+    "zh;q=bogus, en",
+    "x" * 5000,
+    "en;q=0.1, zh;q=0.2",
+    "zh-CN",
+    "zh-TW,zh;q=0.9",
+    "de, zh;q=0.1",
+    "zh, " + "y" * 5000,
+]
+CURRENT_URLS = [
+    "",
+    "http://[",
+    "http://testserver/?preset=bogus",
+    "?preset=testmodel&style.buffer1=nope",
+    "http://testserver/?preset=" + "x" * 3000,
+    "http://testserver/?preset=testmodel",
+    "http://elsewhere:1/?device=cpu&preset=testmodel&lang=zh-CN&present=1",
+    "/?preset=testmodel&style.buffer1=plain_tensor&experiment=step",
+    "http://testserver/?preset=mymodule",
+    "http://testserver/?device=cpu&preset=mymodule&style.weight=register_parameter",
+]
+PAGE = {"preset": "testmodel", "style.buffer1": "buffer"}
+
+
+@pytest.fixture(scope="module")
+def uncached() -> TestClient:
+    return TestClient(create_app(Settings(response_cache_entries=0)))
+
+
+def fresh_page(uncached: TestClient, headers: dict) -> str:
+    response = uncached.get("/", params=PAGE, headers=headers)
+    assert 'desc="miss"' in response.headers["server-timing"]
+    return response.text
+
+
+@pytest.mark.parametrize("htmx", ["true", "false", "TRUE"])
+def test_pages_keyed_by_what_they_read_of_headers_equal_fresh_ones(uncached: TestClient, htmx: str) -> None:
+    client = TestClient(create_app())
+    combos = [(lang, url) for lang in LANGUAGE_VALUES for url in CURRENT_URLS[::3]]
+    combos += [(lang, url) for lang in LANGUAGE_VALUES[::4] for url in CURRENT_URLS]
+    for lang, url in combos:
+        headers = {"HX-Request": htmx, "Accept-Language": lang, "HX-Current-URL": url}
+        assert client.get("/", params=PAGE, headers=headers).text == fresh_page(uncached, headers), headers
+    # English and Chinese, times no / the testmodel / the mymodule previous page: 6 entries at most,
+    # however many raw values came.
+    assert len(client.app.state.responses) <= 6
+
+
+def test_hundreds_of_distinct_large_language_headers_are_one_entry() -> None:
+    client = TestClient(create_app())
+    for i in range(300):
+        headers = {"Accept-Language": f"fr-{i}, de;q=0.5, " + "x" * 10_000}
+        assert client.get("/", params=QUERY, headers=headers).status_code == 200
+    store = client.app.state.responses
+    assert len(store) == 1 and store.bytes < 200_000
+
+
+def test_distinct_large_current_urls_are_bounded() -> None:
+    client = TestClient(create_app())
+    for i in range(300):
+        url = f"http://testserver/?preset=testmodel&x{i}=" + "u" * 10_000  # unreadable: no previous
+        headers = {"HX-Request": "true", "HX-Current-URL": url}
+        assert client.get("/", params=QUERY, headers=headers).status_code == 200
+    assert len(client.app.state.responses) == 1

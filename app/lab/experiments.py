@@ -45,7 +45,8 @@ class Observation(BaseModel):
     changed: bool | None = Field(description="Values differ after the experiment; null where not comparable.")
     same_object: bool = Field(description="Still the same Python object under the same name.")
     values_before: list[float] | None = Field(
-        None, description=f"The values, flattened, for tensors of at most {SMALL} elements (not on meta)."
+        None,
+        description=f"The values, flattened, to 6 significant digits (tensors of at most {SMALL} elements).",
     )
     values_after: list[float] | None = Field(
         None, description="The same after the experiment; null where there is no data or it is garbage."
@@ -98,9 +99,11 @@ def _changed(before: Snapshot, after: torch.Tensor) -> bool | None:
 
 
 def _values(t: torch.Tensor | None) -> list[float] | None:
+    """A small tensor's values to 6 significant digits: torch's last bits vary with the thread
+    count (sums in another order), and a reported fact must not."""
     if t is None or t.numel() > SMALL:
         return None
-    return t.detach().cpu().double().flatten().tolist()
+    return [float(f"{x:.6g}") for x in t.detach().cpu().double().flatten().tolist()]
 
 
 def observe(

@@ -54,8 +54,10 @@ def test_forward(preset: str, style: str, device: str) -> None:
 
 
 def small(t: torch.Tensor) -> list[float] | None:
-    """A tensor's values as the result carries them: flattened, for at most 16 elements, not on meta."""
-    return None if t.is_meta or t.numel() > 16 else t.detach().cpu().double().flatten().tolist()
+    """A tensor's values as the result carries them: flattened, 6 digits, at most 16 elements, not on meta."""
+    if t.is_meta or t.numel() > 16:
+        return None
+    return [float(f"{x:.6g}") for x in t.detach().cpu().double().flatten().tolist()]
 
 
 def values(result) -> dict[str, tuple]:

@@ -1,0 +1,143 @@
+"""How ``python -m app`` runs uvicorn: its options from Settings, and the deadlines it lacks.
+
+uvicorn (0.54, httptools) closes a connection idle after a response (``timeout_keep_alive``), but
+nothing else: a connection that never sends a byte, or sends half a request head and stops, or
+stops in the middle of a body, is kept open forever, and a few thousand of them take every file
+descriptor. ``DeadlineProtocol`` adds the three deadlines, and a cap on the bytes a request head
+may make it buffer (httptools has none; the app's own 431 comes only once the head is whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from functools import partial
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from app.security import CSP, HEADERS
+from app.settings import Settings
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    """httptools' protocol with deadlines:
+
+    - a request head must be complete ``head_timeout`` seconds after the connection opened or the
+      previous response ended (uvicorn's keep-alive timeout still closes an idle one sooner);
+    - a body that brings no byte for ``body_timeout`` seconds closes the connection (while uvicorn
+      itself has paused reading, the wait is the app's, not the client's, and does not count);
+    - a head of more than ``max_head_bytes`` is answered 431 and the connection closed.
+
+    What it answers itself (431, and uvicorn's 400 for a request httptools cannot parse) is JSON
+    with the security headers, like every answer of the app.
+    """
+
+    def __init__(
+        self, *args: Any, head_timeout: float, body_timeout: float, max_head_bytes: int, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.max_head_bytes = max_head_bytes
+        self.deadline: asyncio.TimerHandle | None = None
+        self.in_head = False  # between a request's first byte and the end of its head
+        self.in_body = False  # between the end of a head and the end of its body
+        self.head_bytes = 0
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.deadline = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _expired(self) -> None:
+        self.deadline = None
+        if self.in_body and self.flow.read_paused:
+            self._arm(self.body_timeout)  # the app has not read what came: not the client's delay
+        elif not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.in_body:
+            self._arm(self.body_timeout)
+        super().data_received(data)
+        if self.in_head and not self.transport.is_closing():
+            self.head_bytes += len(data)
+            if self.head_bytes > self.max_head_bytes:
+                self._refuse_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head, self.head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        self.in_head, self.in_body = False, True
+        self._arm(self.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        if self.in_body:
+            self.in_body = False
+            if self.cycle is not None and self.cycle.response_complete:
+                self._arm(self.head_timeout)  # answered early (a 413): the next head's turn
+            else:
+                self._disarm()
+        super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        self._disarm()  # the connection is the WebSocket protocol's from here
+        self.in_head = self.in_body = False
+        super().handle_websocket_upgrade()
+
+    def on_response_complete(self) -> None:
+        waiting = not self.pipeline  # otherwise the next request's head is already here
+        super().on_response_complete()
+        if waiting and not self.in_body and not self.transport.is_closing():
+            self._arm(self.head_timeout)
+
+    def _refuse_head(self) -> None:
+        self._disarm()
+        self._answer_and_close(431, f"request head over the limit of {self.max_head_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        # httptools could not parse the request: uvicorn's own 400, with our headers and JSON.
+        self._disarm()
+        self._answer_and_close(400, msg)
+
+    def _answer_and_close(self, status: int, message: str) -> None:
+        """A JSON error written straight to the socket (no request reached the app), then close."""
+        body = json.dumps({"detail": message}).encode()
+        headers = [*HEADERS, (b"content-security-policy", CSP.encode())]
+        headers += [(b"content-type", b"application/json"), (b"connection", b"close")]
+        head = STATUS_LINE[status] + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        self.transport.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
+        self.transport.close()
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """The keyword arguments for ``uvicorn.run``: what ``make run`` and the Dockerfile serve with."""
+    protocol = partial(
+        DeadlineProtocol,
+        head_timeout=settings.head_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        max_head_bytes=settings.max_head_buffer_bytes,
+    )
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "http": protocol,
+        "timeout_keep_alive": settings.keep_alive_seconds,
+    }
