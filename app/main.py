@@ -200,7 +200,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         HeadLimit, max_url_bytes=settings.max_url_bytes, max_header_bytes=settings.max_header_bytes
     )
-    app.add_middleware(SecurityHeaders)  # outermost: on every answer, a 500 included
+    # Outermost: on every answer, a 500 included.
+    app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
     return app
 
 

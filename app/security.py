@@ -1,5 +1,6 @@
 """Security headers on every response: a strict CSP (no inline script or style, nothing from
-elsewhere), no sniffing, no framing, no referrer leaking a lab URL elsewhere.
+elsewhere), no sniffing, no framing (except by the sites MRE_FRAME_ANCESTORS names, for a lab
+embedded in slides or a course page), no referrer leaking a lab URL elsewhere.
 
 The middleware is the outermost of ours, so every answer gets them, errors included: cached ones,
 413s, 431s, the router's 404s and 405s, and the JSON 500 it sends itself for any exception that
@@ -19,7 +20,6 @@ CSP = (
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
 ]
 # /docs is Swagger UI (vendored), started by one inline script: it alone may run inline code, and
 # still nothing from elsewhere.
@@ -31,16 +31,34 @@ DOCS_CSP = CSP.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'")
 INTERNAL = json.dumps({"detail": "internal server error; the server log has the traceback"}).encode()
 
 
+def framing(ancestors: str) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The CSP frame-ancestors directive and the X-Frame-Options header for the allowed framers.
+
+    X-Frame-Options can say only DENY or SAMEORIGIN; for named sites it is left out, and browsers
+    follow frame-ancestors (which overrides it where both are sent)."""
+    sources = ancestors.split() or ["'none'"]
+    legacy = {"'none'": b"DENY", "'self'": b"SAMEORIGIN"}.get(" ".join(sources))
+    return f"frame-ancestors {' '.join(sources)}", [(b"x-frame-options", legacy)] if legacy else []
+
+
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, frame_ancestors: str = "") -> None:
         self.app = app
+        directive, frame_options = framing(frame_ancestors)
+        self.headers = {
+            path_is_docs: [
+                *HEADERS,
+                *frame_options,
+                (b"content-security-policy", policy.replace("frame-ancestors 'none'", directive).encode()),
+            ]
+            for path_is_docs, policy in ((True, DOCS_CSP), (False, CSP))
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_CSP if scope["path"] == "/docs" else CSP
-        extra = [*HEADERS, (b"content-security-policy", policy.encode())]
+        extra = self.headers[scope["path"] == "/docs"]
         started = False
 
         async def with_headers(message: Message) -> None:

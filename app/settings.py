@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A CSP host source for frame-ancestors: 'self', 'none', or scheme://host[:port], host maybe *.-led.
+FRAME_SOURCE = re.compile(r"'self'|'none'|https?://(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 
 
 class Settings(BaseSettings):
@@ -29,6 +34,9 @@ class Settings(BaseSettings):
     checkpoint_slots: int = 2  # inspections at a time per process; others wait for a slot
     checkpoint_wait_seconds: float = 30.0  # then get a 503
     checkpoint_tmp_dir: str | None = None
+    # Sites that may show the lab in an iframe (embed=1), e.g. "https://slides.example.org 'self'";
+    # none by default. Each is a CSP source: 'self', or a scheme://host[:port] (a leading *. allowed).
+    frame_ancestors: str = ""
     # FastAPI's OpenTelemetry spans, metrics and logs, for an operator who configured providers.
     telemetry: bool = False
     # One intra-op thread per process: requests are tiny, and workers, not threads, give parallelism.
@@ -61,6 +69,15 @@ class Settings(BaseSettings):
     # Bytes a request head may make the server buffer before it is whole (then 431, closed).
     # Above the app's own caps (headers and URL), which answer the usual oversized head.
     max_head_buffer_bytes: int = 64 * 1024
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _sources(cls, value: str) -> str:
+        # It goes into a header: nothing that could end the directive or the header.
+        for source in value.split():
+            if not FRAME_SOURCE.fullmatch(source):
+                raise ValueError(f"{source!r} is not a frame-ancestors source ('self', https://host[:port])")
+        return value
 
 
 @cache

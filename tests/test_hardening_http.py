@@ -129,7 +129,10 @@ def test_a_malformed_current_url_is_a_page_without_a_diff(quiet: TestClient, url
 
 # --- Security headers on every answer, errors included -----------------------------------------
 
-SECURITY = {name.decode(): value.decode() for name, value in HEADERS} | {"content-security-policy": CSP}
+SECURITY = {name.decode(): value.decode() for name, value in HEADERS} | {
+    "content-security-policy": CSP,
+    "x-frame-options": "DENY",  # no framing unless MRE_FRAME_ANCESTORS names sites
+}
 
 
 def assert_security_headers(response, csp: str = CSP) -> None:
@@ -386,3 +389,22 @@ def test_a_url_over_the_cap_is_414(quiet: TestClient) -> None:
         assert response.status_code == 414 and "8192" in response.json()["detail"]
         assert_security_headers(response)
     assert quiet.get("/api/lab?preset=testmodel&device=cpu" + "&" * 7000).status_code < 414
+
+
+def test_frame_ancestors_name_the_sites_that_may_embed_the_lab() -> None:
+    sites = "'self' https://slides.example.org https://*.course.example.edu:8443"
+    framed = TestClient(create_app(Settings(frame_ancestors=sites)))
+    for url in ("/?embed=1", "/api/health", "/nowhere"):
+        headers = framed.get(url).headers
+        assert f"frame-ancestors {sites};" in headers["content-security-policy"] + ";"
+        assert "x-frame-options" not in headers  # it cannot name sites; browsers follow the CSP
+    only_self = TestClient(create_app(Settings(frame_ancestors="'self'"))).get("/").headers
+    assert only_self["x-frame-options"] == "SAMEORIGIN"
+
+
+@pytest.mark.parametrize(
+    "value", ["https://a.org; script-src *", "https://a.org\r\nx: y", "javascript:", "*"]
+)
+def test_frame_ancestors_that_would_break_the_header_are_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="frame-ancestors source"):
+        Settings(frame_ancestors=value)

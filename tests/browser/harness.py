@@ -3,6 +3,7 @@ screenshot script. Playwright's own browser download is never used."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -46,12 +47,15 @@ def wait_healthy(proc: subprocess.Popen, url: str, seconds: float = 60) -> None:
 
 
 @contextmanager
-def live_server() -> Iterator[str]:
-    """The app under uvicorn on a free loopback port; yields its base URL."""
-    port = free_port()
+def live_server(env: dict[str, str] | None = None, port: int | None = None) -> Iterator[str]:
+    """The app as ``make run`` serves it (``python -m app``: its connection deadlines included), on
+    loopback port (a free one unless given), with ``env`` added to the environment; yields its base URL."""
+    port = port or free_port()
+    settings = {k: v for k, v in os.environ.items() if not k.startswith("MRE_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "app"],
         cwd=ROOT,
+        env={**settings, "MRE_HOST": "127.0.0.1", "MRE_PORT": str(port), **(env or {})},
         stdout=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
