@@ -197,6 +197,51 @@ class ResponseStore:
             self.bytes -= entry.size + _key_size(key)
 
 
+class FastHits:
+    """Hits answered before the web framework runs at all: its own middleware (error handling,
+    telemetry, body limits, ours) cost about half of a hit's time. Only a plain hit is answered
+    here; anything else, a head over the caps included, goes on to the whole stack, which refuses
+    it or fills the store. ``within_limits`` is the head check the stack applies; ``headers`` the
+    security headers every answer carries."""
+
+    def __init__(
+        self,
+        store: ResponseStore,
+        paths: tuple[str, ...],
+        prefixes: tuple[str, ...],
+        within_limits: Callable[[Scope], bool],
+        headers: Headers,
+    ) -> None:
+        self.store = store
+        self.paths = frozenset(paths)
+        self.prefixes = prefixes
+        self.within_limits = within_limits
+        self.extra = [*HIT, *headers]
+
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Send the stored answer and say True, or send nothing and say False."""
+        if scope["method"] not in ("GET", "HEAD"):
+            return False
+        if not (scope["path"] in self.paths or scope["path"].startswith(self.prefixes)):
+            return False
+        if not self.within_limits(scope):
+            return False
+        key = self.store.key(scope)
+        entry = self.store.get(key) if key is not None else None
+        if entry is None:
+            return False
+        head = scope["method"] == "HEAD"
+        await send_entry(scope, send if not head else _bodiless(send), entry, self.extra)
+        return True
+
+
+def _bodiless(send: Send) -> Send:
+    async def without_body(message: Message) -> None:
+        await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+    return without_body
+
+
 class HttpCache:
     def __init__(
         self, app: ASGIApp, store: ResponseStore, paths: tuple[str, ...], prefixes: tuple[str, ...]

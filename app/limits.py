@@ -68,6 +68,15 @@ class BodyLimit:
             await refuse(send, 413, _message(max_bytes))
 
 
+def header_bytes(scope: Scope) -> int:
+    """The request's headers as on the wire: "name: value" and CRLF for each."""
+    return sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+
+
+def url_bytes(scope: Scope) -> int:
+    return len(scope.get("raw_path") or b"") + len(scope["query_string"])
+
+
 class HeadLimit:
     """Refuses a request target over ``max_url_bytes`` (414) or headers over ``max_header_bytes`` in
     all (431), before anything keeps them: the HTTP cache keys by what a page reads of a header."""
@@ -81,10 +90,9 @@ class HeadLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # As on the wire: "name: value" and CRLF for each header.
-        if sum(len(k) + len(v) + 4 for k, v in scope["headers"]) > self.max_header_bytes:
+        if header_bytes(scope) > self.max_header_bytes:
             await refuse(send, 431, f"request headers over the limit of {self.max_header_bytes} bytes in all")
-        elif len(scope.get("raw_path") or b"") + len(scope["query_string"]) > self.max_url_bytes:
+        elif url_bytes(scope) > self.max_url_bytes:
             await refuse(send, 414, f"request URL over the limit of {self.max_url_bytes} bytes")
         else:
             await self.app(scope, receive, send)

@@ -15,22 +15,24 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from app import api, checkpoint_page, i18n, pages
 from app.assets import static_assets
 from app.head import HeadAsGet
-from app.http_cache import HttpCache, ResponseStore
+from app.http_cache import FastHits, HttpCache, ResponseStore
 from app.inspections import Slots, body_caps, lifespan
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
-from app.limits import BodyLimit, HeadLimit
-from app.security import SecurityHeaders
+from app.limits import BodyLimit, HeadLimit, header_bytes, url_bytes
+from app.security import SecurityHeaders, security_headers
 from app.settings import Settings, get_settings
 from app.uploads import UploadError
 
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
+CACHED_PREFIXES = ("/api/experiments/",)
 
 
 # Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
@@ -157,11 +159,23 @@ async def _docs(request: Request) -> HTMLResponse:
     )
 
 
+class ExplorerApp(FastAPI):
+    """FastAPI with the HTTP cache's plain hits answered in front of it (``app.http_cache.FastHits``):
+    a repeated spec then costs about what the server itself does, not the framework's middleware."""
+
+    hits: FastHits | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hits is not None and scope["type"] == "http" and await self.hits.answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     torch.set_num_threads(settings.torch_threads)
     on = settings.telemetry
-    app = FastAPI(
+    app = ExplorerApp(
         # FastAPI asks the OpenTelemetry providers on every request whether to trace it: about 10 us
         # of a cached answer's 15. Off unless an operator wants the spans and metrics.
         telemetry={"tracing": on, "metrics": on, "logs": on},
@@ -193,15 +207,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
     # A hit is answered before routing, validation and the body cap run.
-    app.add_middleware(
-        HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=("/api/experiments/",)
-    )
+    app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=CACHED_PREFIXES)
     app.add_middleware(HeadAsGet)
     app.add_middleware(
         HeadLimit, max_url_bytes=settings.max_url_bytes, max_header_bytes=settings.max_header_bytes
     )
     # Outermost: on every answer, a 500 included.
     app.add_middleware(SecurityHeaders, frame_ancestors=settings.frame_ancestors)
+    # In front of it all, a plain hit of what HttpCache stored, checked against the same head caps
+    # and carrying the same security headers as every other answer.
+    app.hits = FastHits(
+        app.state.responses,
+        CACHED_PATHS,
+        CACHED_PREFIXES,
+        within_limits=lambda scope: (
+            header_bytes(scope) <= settings.max_header_bytes and url_bytes(scope) <= settings.max_url_bytes
+        ),
+        headers=security_headers(settings.frame_ancestors),
+    )
     return app
 
 

@@ -41,18 +41,17 @@ def framing(ancestors: str) -> tuple[str, list[tuple[bytes, bytes]]]:
     return f"frame-ancestors {' '.join(sources)}", [(b"x-frame-options", legacy)] if legacy else []
 
 
+def security_headers(frame_ancestors: str = "", docs: bool = False) -> list[tuple[bytes, bytes]]:
+    """Every answer's security headers (``docs``: for the API docs page, which runs inline code)."""
+    directive, frame_options = framing(frame_ancestors)
+    policy = (DOCS_CSP if docs else CSP).replace("frame-ancestors 'none'", directive)
+    return [*HEADERS, *frame_options, (b"content-security-policy", policy.encode())]
+
+
 class SecurityHeaders:
     def __init__(self, app: ASGIApp, frame_ancestors: str = "") -> None:
         self.app = app
-        directive, frame_options = framing(frame_ancestors)
-        self.headers = {
-            path_is_docs: [
-                *HEADERS,
-                *frame_options,
-                (b"content-security-policy", policy.replace("frame-ancestors 'none'", directive).encode()),
-            ]
-            for path_is_docs, policy in ((True, DOCS_CSP), (False, CSP))
-        }
+        self.headers = {docs: security_headers(frame_ancestors, docs) for docs in (True, False)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
