@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import uvicorn
@@ -268,4 +269,6 @@ def test_a_body_the_app_has_not_read_yet_is_not_the_clients_delay() -> None:
         for task in list(protocol.tasks):
             task.cancel()
 
-    asyncio.run(check())
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, check()).result()

@@ -54,7 +54,8 @@ def attaching(module: nn.Module, name: str, refused: dict[str, Exception]) -> It
     the module is put back as it was and torch's exception is noted under the name."""
     saved = dict(vars(module))
     registries = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
-    copies = {key: type(saved[key])(saved[key]) for key in registries}
+    # A registry torch itself dropped (a member named _non_persistent_buffers_set) is not copied.
+    copies = {key: type(saved[key])(saved[key]) for key in registries if key in saved}
     try:
         yield
         # The calls made on every module after it is built (on the CPU, so .to("cpu") moves nothing).

@@ -244,3 +244,32 @@ def test_every_module_attribute_name_is_a_result_never_a_500(style: str) -> None
         _, refusal = direct(name, style)
         refused = [line for line in output.splitlines() if line.startswith("refused ")]
         assert refused == ([f"refused {name} {refusal.replace(': ', ' ', 1)}"] if refusal else []), name
+
+
+REGISTRIES = ("_parameters", "_buffers", "_modules", "_non_persistent_buffers_set")
+
+
+@pytest.mark.parametrize("name", REGISTRIES)
+# One style of each way torch takes a tensor: parameter, buffer, non-persistent buffer, attribute.
+@pytest.mark.parametrize("style", ["frozen_parameter", "buffer", "non_persistent_buffer", "plain_tensor"])
+def test_a_registry_name_then_more_members_is_torchs_answer(name: str, style: str) -> None:
+    """A member named like one of Module's registries, then ordinary members: each gets torch's own
+    answer (its refusal, or a place in the tables), never a 500, and the script prints the same."""
+    members = {name: style, "z": "buffer", "y": "non_persistent_buffer"}
+    query = {"preset": "custom", **{f"style.{m}": s for m, s in members.items()}}
+    with TestClient(create_app(), raise_server_exceptions=False) as client:
+        for url in ("/api/lab", "/api/matrix", "/api/experiments/step", "/api/experiments/save_load", "/"):
+            assert client.get(url, params=query).status_code == 200, url
+        report = client.get("/api/lab", params=query).json()
+    output = subprocess.run(
+        [sys.executable, "-c", report["code"]], capture_output=True, text=True, check=True
+    )
+    printed = [line.split(" ", 2)[1] for line in output.stdout.splitlines() if line.startswith("refused ")]
+    assert printed == [m["name"] for m in report["members"] if m["refused"]]
+    if style in ("parameter", "frozen_parameter", "plain_tensor") and name == "_non_persistent_buffers_set":
+        direct_module = nn.Module()
+        attach(direct_module, name, torch.randn(3), style)  # torch takes it, and loses its registry
+        with pytest.raises(AttributeError, match="discard"):
+            direct_module.register_buffer("z", torch.randn(3))
+        (z,) = [m for m in report["members"] if m["name"] == "z"]
+        assert z["refused"].startswith("AttributeError") and "discard" in z["refused"]
