@@ -63,19 +63,24 @@ def keyed_by(settings: Settings) -> dict:
     }
 
 
-def _printable(value: object) -> object:
+def _printable(value: object, depth: int = 0) -> object:
     """``value`` as JSON can carry it: a lone surrogate escaped, bytes decoded, NaN and infinities
-    as text. (JSON has no NaN, and UTF-8 no surrogates: an error echoing them must not fail.)"""
+    as text, nesting past a few levels cut. (JSON has no NaN, UTF-8 no surrogates, and an input
+    nested a thousand deep would exhaust the stack: an error echoing them must not fail.)"""
+    if depth > MAX_ECHO_DEPTH:
+        return "…"
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode()
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"  # str() of a huge int is refused
     if isinstance(value, dict):
-        return {_printable(k): _printable(v) for k, v in value.items()}
+        return {_printable(k, depth + 1): _printable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_printable(v) for v in value]
+        return [_printable(v, depth + 1) for v in value]
     return value
 
 
@@ -101,14 +106,24 @@ def _refused(request: Request, exc: Exception) -> JSONResponse:
 
 
 NOT_UTF8 = {"loc": ["body"], "msg": "the body is not UTF-8 JSON", "type": "json_invalid"}
+# Starlette's "error parsing the body" for UTF-8 text: JSON nested past the parser's depth, or a
+# number of more digits than Python converts.
+UNREADABLE = {
+    "loc": ["body"],
+    "msg": "the body is JSON this server does not read: nested too deep, or a number of too many digits",
+    "type": "json_invalid",
+}
+MAX_ECHO_DEPTH = 8  # levels of a client's input an error echoes
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    # FastAPI answers a body it cannot decode at all (not UTF-8) with a 400; to a client that is
-    # malformed JSON like any other, which the contract answers with 422.
+    # FastAPI answers a body its parser cannot read at all (not UTF-8, nested too deep) with a 400;
+    # to a client that is malformed JSON like any other, which the contract answers with 422.
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
-        return JSONResponse({"detail": [NOT_UTF8]}, status_code=422)
+        # Why the parser gave up is the exception it was raised from.
+        error = NOT_UTF8 if isinstance(exc.__cause__, UnicodeDecodeError) else UNREADABLE
+        return JSONResponse({"detail": [error]}, status_code=422)
     return await http_exception_handler(request, exc)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 from types import CodeType
 
 import torch
@@ -75,7 +75,9 @@ class LabReport(BaseModel):
     torch_version: str = Field(description="The torch that produced this report.")
 
 
-@cache
+# Bounded: a custom member's shape is part of its expression (torch.randn(2, 3)), so the keys come
+# from requests; the presets' own few dozen expressions stay in it.
+@lru_cache(maxsize=1024)
 def _compiled(expr: str, mode: str = "eval") -> CodeType:
     return compile(expr, f"<preset {expr[:40]}>", mode)
 
@@ -146,13 +148,19 @@ def inspect(spec: LabSpec) -> LabReport:
     model = build(spec, refusals=refusals)
     container = {name: ALL_STYLES[style].kind == "container" for name, style in spec.styles.items()}
     held = tensors(model)
-    before = {name: member_device(held, name, container[name]) for name in spec.styles}
+
+    def where(name: str) -> str:  # a member torch refused is nowhere, whatever else has its name
+        return "none" if name in refusals else member_device(held, name, container[name])
+
+    before = {name: where(name) for name in spec.styles}
     model.to(spec.device)
     params = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     state = model.state_dict(keep_vars=True)
     held = tensors(model)
-    own = {name: member_tensors(held, name, container[name]) for name in spec.styles}
+    own = {
+        name: [] if name in refusals else member_tensors(held, name, container[name]) for name in spec.styles
+    }
     return LabReport(
         spec=spec,
         named_parameters=[
@@ -164,11 +172,13 @@ def inspect(spec: LabSpec) -> LabReport:
             MemberRow(
                 name=name,
                 style=style,
-                in_parameters=any(n in params for n in own[name]),
-                in_buffers=any(n in buffers for n in own[name]),
-                in_state_dict=any(n in state for n in own[name]),
+                # Torch's tables by object: a member named like a layer's tensor ("linear.weight")
+                # must not take the layer's place in them; a refused member is in none.
+                in_parameters=any(n in params and params[n] is held[n][1] for n in own[name]),
+                in_buffers=any(n in buffers and buffers[n] is held[n][1] for n in own[name]),
+                in_state_dict=any(n in state and state[n] is held[n][1] for n in own[name]),
                 device_before=before[name],
-                device_after=member_device(held, name, container[name]),
+                device_after=where(name),
                 refused=refusals.get(name),
             )
             for name, style in spec.styles.items()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from math import prod
+from typing import Annotated
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -30,6 +31,8 @@ DEFAULT_SHAPE = (3,)
 # ASCII digits only (str.isdigit also takes "²", which int() refuses), and few enough of them that
 # int() never meets its digit limit: any size of 10 digits is far over every element cap anyway.
 SHAPE_TEXT = re.compile(r"[0-9]{1,9}(?:x[0-9]{1,9})*")
+# A size as JSON gives it: as the query's (at most 9 digits), so no message ever prints a huge product.
+Size = Annotated[int, Field(ge=0, le=999_999_999)]
 
 
 class SpecError(ValueError):
@@ -62,7 +65,7 @@ class LabSpec(BaseModel):
         max_length=MAX_MEMBERS,
         description="Registration style per member; members left out keep the preset's default.",
     )
-    shapes: dict[str, list[int]] = Field(
+    shapes: dict[str, list[Size]] = Field(
         default_factory=dict,
         max_length=MAX_MEMBERS,
         description="custom preset only: the shape of each member's tensor (default [3]).",

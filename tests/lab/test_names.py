@@ -273,3 +273,37 @@ def test_a_registry_name_then_more_members_is_torchs_answer(name: str, style: st
             direct_module.register_buffer("z", torch.randn(3))
         (z,) = [m for m in report["members"] if m["name"] == "z"]
         assert z["refused"].startswith("AttributeError") and "discard" in z["refused"]
+
+
+@pytest.mark.parametrize("name", ["linear.weight", "linear.bias", "linear"])
+@pytest.mark.parametrize("style", list(STYLES))
+def test_a_member_named_like_the_layers_tensors_takes_none_of_their_places(name: str, style: str) -> None:
+    """The custom module has its own nn.Linear: a member "linear.weight" is torch's plain attribute
+    (setattr takes the dotted name) or torch's refusal; either way the layer's weight stays the
+    layer's, in every table, in the step's facts and in the script."""
+    spec = custom({name: style}, device="meta")
+    report = inspect(spec)
+    (row,) = report.members
+    module = nn.Module()
+    module.linear = nn.Linear(3, 3)
+    refusal = None
+    try:
+        attach(module, name, torch.randn(3), style)
+    except Exception as exc:
+        refusal = f"{type(exc).__name__}: {exc}"
+    assert row.refused == refusal
+    mine = (
+        None
+        if refusal
+        else module.__dict__.get(name, module._parameters.get(name, module._buffers.get(name)))
+    )
+    params, buffers = dict(module.named_parameters()), dict(module.named_buffers())
+    state = module.state_dict(keep_vars=True)
+    assert row.in_parameters == any(p is mine for p in params.values())
+    assert row.in_buffers == any(b is mine for b in buffers.values())
+    assert row.in_state_dict == any(t is mine for t in state.values())
+    module.to("meta")
+    assert [r.name for r in report.state_dict] == list(module.state_dict())
+    step = run_experiment("step", resolve(spec.model_copy(update={"device": "cpu"}), device_ids()))
+    if step.error is None:
+        assert {"linear.weight", "linear.bias"} <= set(step.facts["changed_by_optimizer"])
