@@ -43,6 +43,8 @@ class Entry:
     plain: Headers
     packed: Headers | None
     not_modified: Headers
+    packed_etag: bytes = b""  # the gzipped body is another representation: its own strong tag
+    packed_not_modified: Headers = ()  # type: ignore[assignment]
 
     @property
     def size(self) -> int:
@@ -53,22 +55,50 @@ def compress(body: bytes) -> bytes | None:
     return gzip.compress(body, 6, mtime=0) if len(body) >= MIN_GZIP else None
 
 
+def _with_vary(headers: Headers, name: bytes) -> Headers:
+    """``headers`` whose Vary names ``name``: what a shared cache needs to keep both forms apart."""
+    for i, (key, value) in enumerate(headers):
+        if key == b"vary":
+            if name.lower() in (v.strip().lower() for v in value.split(b",")):
+                return headers
+            return [*headers[:i], (b"vary", value + b", " + name), *headers[i + 1 :]]
+    return [*headers, (b"vary", name)]
+
+
 def make_entry(status: int, headers: Headers, body: bytes, gzipped: bytes | None = None) -> Entry:
     """The entry for a finished response; ``gzipped`` when the caller compressed ``body`` already."""
     kept = [(k, v) for k, v in headers if k not in (b"content-length", b"etag", b"content-encoding")]
     gzipped = gzipped if gzipped is not None else compress(body)
-    etag = b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
-    kept.append((b"etag", etag))
+    digest = hashlib.blake2b(body, digest_size=12).hexdigest().encode()
+    etag = b'"' + digest + b'"'
+    if gzipped is None:
+        plain_kept = [*kept, (b"etag", etag)]
+        return Entry(
+            etag,
+            status,
+            body,
+            None,
+            plain=[*plain_kept, (b"content-length", str(len(body)).encode())],
+            packed=None,
+            not_modified=plain_kept,
+        )
+    kept = _with_vary(kept, b"Accept-Encoding")  # the same URL answers in two encodings
+    packed_etag = b'"' + digest + b'-gzip"'
+    plain_kept, packed_kept = [*kept, (b"etag", etag)], [*kept, (b"etag", packed_etag)]
     return Entry(
         etag,
         status,
         body,
         gzipped,
-        plain=[*kept, (b"content-length", str(len(body)).encode())],
-        packed=None
-        if gzipped is None
-        else [*kept, (b"content-encoding", b"gzip"), (b"content-length", str(len(gzipped)).encode())],
-        not_modified=kept,
+        plain=[*plain_kept, (b"content-length", str(len(body)).encode())],
+        packed=[
+            *packed_kept,
+            (b"content-encoding", b"gzip"),
+            (b"content-length", str(len(gzipped)).encode()),
+        ],
+        not_modified=plain_kept,
+        packed_etag=packed_etag,
+        packed_not_modified=packed_kept,
     )
 
 
@@ -109,10 +139,12 @@ async def send_entry(scope: Scope, send: Send, entry: Entry, extra: Headers) -> 
     """``entry`` as a 304 when the client has it, gzipped when the client takes it."""
     if_none_match = _header(scope, b"if-none-match")
     accept_encoding = _header(scope, b"accept-encoding")
-    if if_none_match and entry.status == 200 and none_match(if_none_match, entry.etag):
-        status, headers, body = 304, entry.not_modified, b""
-    elif entry.packed is not None and accept_encoding and accepts_gzip(accept_encoding):
-        status, headers, body = entry.status, entry.packed, entry.gzipped or b""
+    packed = entry.packed is not None and bool(accept_encoding) and accepts_gzip(accept_encoding)
+    etag = entry.packed_etag if packed else entry.etag  # the tag of the form this client gets
+    if if_none_match and entry.status == 200 and none_match(if_none_match, etag):
+        status, headers, body = 304, entry.packed_not_modified if packed else entry.not_modified, b""
+    elif packed:
+        status, headers, body = entry.status, entry.packed, entry.gzipped or b""  # type: ignore[assignment]
     else:
         status, headers, body = entry.status, entry.plain, entry.body
     await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})

@@ -74,7 +74,9 @@ def header_bytes(scope: Scope) -> int:
 
 
 def url_bytes(scope: Scope) -> int:
-    return len(scope.get("raw_path") or b"") + len(scope["query_string"])
+    """The request target as sent: path, and "?" and query where there is one."""
+    query = scope["query_string"]
+    return len(scope.get("raw_path") or b"") + (len(query) + 1 if query else 0)
 
 
 class HeadLimit:

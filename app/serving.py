@@ -16,7 +16,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from app.security import CSP, HEADERS
+from app.security import security_headers
 from app.settings import Settings
 
 
@@ -29,14 +29,22 @@ class DeadlineProtocol(HttpToolsProtocol):
       itself has paused reading, the wait is the app's, not the client's, and does not count);
     - a head of more than ``max_head_bytes`` is answered 431 and the connection closed.
 
-    What it answers itself (431, and uvicorn's 400 for a request httptools cannot parse) is JSON
-    with the security headers, like every answer of the app.
+    A head or body that runs out of time is answered 408 before the close (an idle connection
+    between requests is just closed). What it answers itself (408, 431, and uvicorn's 400 for a
+    request httptools cannot parse) is JSON with the security headers, like every answer of the app.
     """
 
     def __init__(
-        self, *args: Any, head_timeout: float, body_timeout: float, max_head_bytes: int, **kwargs: Any
+        self,
+        *args: Any,
+        head_timeout: float,
+        body_timeout: float,
+        max_head_bytes: int,
+        frame_ancestors: str = "",
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.security = security_headers(frame_ancestors)  # as on every answer of the app
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
         self.max_head_bytes = max_head_bytes
@@ -58,8 +66,14 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.deadline = None
         if self.in_body and self.flow.read_paused:
             self._arm(self.body_timeout)  # the app has not read what came: not the client's delay
-        elif not self.transport.is_closing():
-            self.transport.close()
+        elif self.transport.is_closing():
+            pass
+        elif self.in_head:
+            self._answer_and_close(408, f"the request head was not complete within {self.head_timeout:g} s")
+        elif self.in_body and not (self.cycle is not None and self.cycle.response_started):
+            self._answer_and_close(408, f"the request body sent nothing for {self.body_timeout:g} s")
+        else:
+            self.transport.close()  # idle between requests: nothing to answer
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -119,7 +133,7 @@ class DeadlineProtocol(HttpToolsProtocol):
     def _answer_and_close(self, status: int, message: str) -> None:
         """A JSON error written straight to the socket (no request reached the app), then close."""
         body = json.dumps({"detail": message}).encode()
-        headers = [*HEADERS, (b"content-security-policy", CSP.encode())]
+        headers = [*self.security]
         headers += [(b"content-type", b"application/json"), (b"connection", b"close")]
         head = STATUS_LINE[status] + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
@@ -133,6 +147,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         head_timeout=settings.head_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
         max_head_bytes=settings.max_head_buffer_bytes,
+        frame_ancestors=settings.frame_ancestors,
     )
     return {
         "host": settings.host,

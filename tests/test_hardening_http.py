@@ -408,3 +408,29 @@ def test_frame_ancestors_name_the_sites_that_may_embed_the_lab() -> None:
 def test_frame_ancestors_that_would_break_the_header_are_refused(value: str) -> None:
     with pytest.raises(ValueError, match="frame-ancestors source"):
         Settings(frame_ancestors=value)
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/lab?preset=testmodel", "/api/presets", "/?preset=mymodule", "/api/matrix?preset=testmodel"]
+)
+def test_each_encoding_has_its_own_tag_and_says_vary(client: TestClient, url: str) -> None:
+    """A shared cache must keep the gzipped and the plain answer apart (Vary), and a strong tag
+    names one representation: the gzip form's tag is not the plain form's."""
+    plain = client.get(url, headers={"Accept-Encoding": "identity"})
+    packed = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert packed.headers.get("content-encoding") == "gzip" and "content-encoding" not in plain.headers
+    for response in (plain, packed):
+        assert "accept-encoding" in response.headers["vary"].lower()
+    assert plain.headers["etag"] != packed.headers["etag"]
+    again = client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]})
+    assert again.status_code == 304
+    other = client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]})
+    assert other.status_code == 200  # the plain form's tag does not match the gzip form
+
+
+def test_the_url_cap_counts_the_question_mark(client: TestClient) -> None:
+    cap = Settings().max_url_bytes
+    path = "/api/lab?preset=testmodel&device=cpu&style.buffer1="
+    at_cap = path + "x" * (cap - len(path))  # the target as sent: exactly the cap
+    assert client.get(at_cap).status_code != 414
+    assert client.get(at_cap + "x").status_code == 414
