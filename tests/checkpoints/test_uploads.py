@@ -121,7 +121,8 @@ def test_the_page_of_a_huge_file_neither_stalls_nor_swells_the_server(tmp_path: 
         boundary = "B"
         body = (
             (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.safetensors"\r\n\r\n'
+                f"--{boundary}\r\nContent-Disposition: form-data;"
+                ' name="file"; filename="x.safetensors"\r\n\r\n'
             ).encode()
             + empty_tensors(n)
             + f"\r\n--{boundary}--\r\n".encode()
