@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from app.lab.spec import LabSpec
 READ = 1 << 20  # bytes per read from the pipe
 SURROGATES = "tensor names and keys must be valid Unicode text (no lone surrogates)"
 STOPPING = "the server is stopping; send the file again in a moment"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 NICE = 5  # inspections yield the CPU to the server's own requests
 
 
@@ -73,6 +75,25 @@ def _limit(budget: Budget, file_bytes: int) -> None:
     # counted in VmSize, and the file is mapped (zip) or read whole (legacy), so both are added.
     ceiling = _vm_bytes() + file_bytes + budget.memory_bytes
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the forkserver (the parent, whose one thread forks) ends, as it does once the
+    server is gone, even killed by SIGKILL: a runaway inspection does not outlive the server until
+    its CPU limit. The forkserver ends when no process holds its "alive" pipe, which multiprocessing
+    gives every child too: this one lets go of it. Linux only; elsewhere the limits still end it."""
+    from multiprocessing import forkserver
+
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
+    with contextlib.suppress(OSError, AttributeError):
+        parent = os.getppid()
+        set_ = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+        if set_ and os.getppid() != parent:  # the parent went before the prctl took effect
+            os._exit(1)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -117,6 +138,7 @@ def _child(
     budget: Budget,
     shown: int | None = None,
 ) -> None:
+    _die_with_parent()
     torch.set_num_threads(budget.threads)
     os.nice(NICE)
     _limit(budget, Path(path).stat().st_size)

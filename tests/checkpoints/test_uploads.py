@@ -4,7 +4,11 @@ thousands of tensors is cut short in the child, so health answers at once and me
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -14,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.checkpoints.test_isolation import _rest, post, saved, server
+from tests.checkpoints.test_isolation import _cmdline, _rest, children, inspectors, post, saved, server
+from tests.crafted import fan_out, torch_zip
 
 HEAD = (
     "POST /api/checkpoints HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
@@ -158,3 +163,38 @@ def test_the_page_of_a_huge_file_neither_stalls_nor_swells_the_server(tmp_path: 
         assert len(page["text"]) < 200_000
         assert slowest < 1.0, slowest
         assert grew < 60 * 2**20, grew
+
+
+def test_a_server_killed_by_sigkill_leaves_no_inspection_running(tmp_path: Path) -> None:
+    """The forkserver ends with the server, and a runaway inspection with the forkserver (both had
+    lived on until the inspection's CPU limit)."""
+    env = {"MRE_CHECKPOINT_CPU_SECONDS": "60", "MRE_CHECKPOINT_WALL_SECONDS": "60"}
+    with server(tmp_path, **env) as (base, proc):
+        threading.Thread(target=_post_quietly, args=(base, torch_zip(fan_out(10, 9))), daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not inspectors(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = inspectors(proc.pid) + [c for c in children(proc.pid) if b"forkserver" in _cmdline(c)]
+        assert len(left) == 2, left
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while any(_running(pid) for pid in left) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = [pid for pid in left if _running(pid)]
+        for pid in running:  # not to leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+        assert running == []
+
+
+def _post_quietly(base: str, content: bytes) -> None:
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        post(base, content, 70)  # the server is killed before it answers
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
