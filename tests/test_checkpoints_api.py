@@ -362,7 +362,8 @@ def test_a_lone_surrogate_in_a_name_is_said_plainly(api: TestClient) -> None:
     response = post(api, len(raw).to_bytes(8, "little") + raw + b"\0" * 4)
     assert response.status_code == 422
     assert (
-        response.json()["detail"] == "tensor names and keys must be valid Unicode text (no lone surrogates)"
+        response.json()["detail"]
+        == "tensor names, keys and metadata must be valid Unicode text (no lone surrogates)"
     )
     response = post(api, saved({"\ud800": torch.ones(1), "x\udfff": 3}))
     assert response.status_code == 422 and "no lone surrogates" in response.json()["detail"]

@@ -32,7 +32,7 @@ from app.lab.checkpoints import CheckpointError, Limits, bounded, inspect_checkp
 from app.lab.spec import LabSpec
 
 READ = 1 << 20  # bytes per read from the pipe
-SURROGATES = "tensor names and keys must be valid Unicode text (no lone surrogates)"
+SURROGATES = "tensor names, keys and metadata must be valid Unicode text (no lone surrogates)"
 STOPPING = "the server is stopping; send the file again in a moment"
 PR_SET_PDEATHSIG = 1  # prctl(2)
 NICE = 5  # inspections yield the CPU to the server's own requests
