@@ -10,7 +10,7 @@ from app import inspections, pages
 from app.deps import SettingsDep
 from app.html import View, ViewDep, render
 from app.html import respond as page_response
-from app.lab.checkpoints import CheckpointError, CheckpointReport
+from app.lab.checkpoints import CheckpointError, PageReport
 from app.lab.langs import LANGS
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError
@@ -37,6 +37,8 @@ def context(view: View, **extra: object) -> dict:
         "spec": None,
         "state_dict": "",
         "report": None,
+        "tensors": 0,
+        "hidden": {},
         "filename": "",
         "error": None,
         **extra,
@@ -74,7 +76,7 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
     off = _off(request, view)
     if off is not None:
         return off
-    report: CheckpointReport | None = None
+    page: PageReport | None = None
     spec = None
     filename = ""
     fields: dict[str, str] = {}
@@ -82,9 +84,18 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
         async with inspections.uploaded(request) as (path, upload):
             filename, fields = upload.filename, dict(upload.fields)
             spec = spec_of(upload.fields, settings.custom_max_elements)
-            report = await inspections.inspect(request, path, spec, fields.get("state_dict") or None)
+            page = await inspections.inspect_page(request, path, spec, fields.get("state_dict") or None)
     except (UploadError, CheckpointError) as exc:
         return respond(view, exc.status, error=exc.message, filename=filename, spec=spec)
     except SpecError as exc:
         return respond(view, 422, error=exc.message, filename=filename)
-    return respond(view, report=report, spec=spec, filename=filename, state_dict=fields.get("state_dict", ""))
+    assert page is not None
+    return respond(
+        view,
+        report=page.report,
+        tensors=page.tensors,
+        hidden=page.hidden,
+        spec=spec,
+        filename=filename,
+        state_dict=fields.get("state_dict", ""),
+    )

@@ -11,21 +11,22 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.requests import Request
 
 from app.lab import isolated
-from app.lab.checkpoints import MIN_TORCH, CheckpointReport, Limits, torch_ok
+from app.lab.checkpoints import MIN_TORCH, Limits, PageReport, torch_ok
 from app.lab.spec import LabSpec
 from app.settings import Settings
 from app.uploads import Pace, Upload, UploadError, receive
 
 PATHS = ("/api/checkpoints", "/checkpoints")  # the routes that take an upload (their own body cap)
 SLACK = 64 * 1024  # multipart framing and form fields around the file
+PAGE_MOST = 200  # tree nodes, values, groups, keys ... the page shows of each; the JSON API has all
 PREFIX = "mre-checkpoint-"  # then its server process: mre-checkpoint-<pid>.<start time>-<random>
 
 
@@ -46,6 +47,28 @@ class Slots:
             if time.monotonic() > deadline:
                 raise UploadError(503, f"{self.n} checkpoint inspections are running; try again in a moment")
             await asyncio.sleep(0.05)
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+
+class InProgress:
+    """At most ``n`` uploads on disk at a time, from their first byte to their answer; one more is
+    refused at once (a slow client must not make others wait, nor fill the disk)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.active = n, 0
+
+    @contextmanager
+    def taken(self) -> Iterator[None]:
+        if self.active >= self.n:
+            raise UploadError(
+                503,
+                f"{self.n} checkpoint uploads are in progress on this server, its most"
+                " (MRE_CHECKPOINT_UPLOADS); try again in a moment",
+            )
         self.active += 1
         try:
             yield
@@ -94,29 +117,39 @@ async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
     """The request's file on disk while the block runs; gone afterwards, whatever happened."""
     settings: Settings = request.app.state.settings
     check_available(settings)
-    directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
-    try:
-        path = directory / "upload"
-        pace = Pace(settings.checkpoint_upload_min_bytes_per_second, settings.checkpoint_upload_grace_seconds)
-        yield path, await receive(request, path, settings.checkpoint_max_bytes, pace)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    in_progress: InProgress = request.app.state.checkpoint_uploads
+    with in_progress.taken():
+        directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
+        try:
+            path = directory / "upload"
+            pace = Pace(
+                settings.checkpoint_upload_min_bytes_per_second, settings.checkpoint_upload_grace_seconds
+            )
+            yield path, await receive(request, path, settings.checkpoint_max_bytes, pace)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 async def inspect_json(
-    request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
+    request: Request,
+    path: Path,
+    spec: LabSpec | None = None,
+    at: str | None = None,
+    shown: int | None = None,
 ) -> bytes:
     """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now."""
     settings: Settings = request.app.state.settings
     slots: Slots = request.app.state.checkpoint_slots
     async with slots.taken():
-        return await isolated.inspect_isolated(path, limits(settings), spec, at, budget(settings))
+        return await isolated.inspect_isolated(path, limits(settings), spec, at, budget(settings), shown)
 
 
-async def inspect(
+async def inspect_page(
     request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
-) -> CheckpointReport:
-    return CheckpointReport.model_validate_json(await inspect_json(request, path, spec, at))
+) -> PageReport:
+    """What the page shows: cut short to PAGE_MOST of each kind in the child, so the server parses
+    and renders a few hundred things, not the 100,000 a file may hold."""
+    return PageReport.model_validate_json(await inspect_json(request, path, spec, at, PAGE_MOST))
 
 
 def owner(pid: int | None = None) -> str:

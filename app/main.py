@@ -21,7 +21,7 @@ from app import api, checkpoint_page, i18n, pages
 from app.assets import static_assets
 from app.head import HeadAsGet
 from app.http_cache import FastHits, HttpCache, ResponseStore
-from app.inspections import Slots, body_caps, lifespan
+from app.inspections import InProgress, Slots, body_caps, lifespan
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit, HeadLimit, header_bytes, url_bytes
@@ -220,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
+    app.state.checkpoint_uploads = InProgress(settings.checkpoint_uploads)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
     # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=CACHED_PREFIXES)

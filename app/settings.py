@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     checkpoint_max_entries: int = 100_000  # tensors and values listed, zip members
     checkpoint_slots: int = 2  # inspections at a time per process; others wait for a slot
     checkpoint_wait_seconds: float = 30.0  # then get a 503
+    # Uploads in progress per process, from the first byte to the answer (each holds a temporary file
+    # of up to checkpoint_max_bytes): one more gets a 503 at once, before a byte is written.
+    checkpoint_uploads: int = 4
     checkpoint_tmp_dir: str | None = None
     # Sites that may show the lab in an iframe (embed=1), e.g. "https://slides.example.org 'self'";
     # none by default. Each is a CSP source: 'self', or a scheme://host[:port] (a leading *. allowed).
@@ -48,8 +51,9 @@ class Settings(BaseSettings):
     checkpoint_wall_seconds: float = 60.0  # from the child's start to its answer: 504
     checkpoint_report_max_bytes: int = 64 * 1024**2  # the JSON report (99k tensors: 31 MB): 413
     checkpoint_pickle_max_bytes: int = 64 * 1024**2  # a zip's data.pkl unpacked: structure, not tensors
-    # An upload must average this many bytes a second once the grace period is over (a client that
-    # trickles its body would otherwise hold a connection and a temp file for ever): 408.
+    # Every grace period of an upload, from its start and sliding, must bring this many bytes a
+    # second (a client that trickles its body would otherwise hold a connection and a temp file for
+    # ever, however much it sent first): 408.
     checkpoint_upload_min_bytes_per_second: int = 16 * 1024
     checkpoint_upload_grace_seconds: float = 30.0
     # HTTP limits, for an open classroom network (README "HTTP limits").

@@ -8,13 +8,14 @@ as a browser form sends them) or the raw bytes (``application/octet-stream``, as
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
@@ -32,23 +33,52 @@ class UploadError(ValueError):
 
 @dataclass(frozen=True)
 class Pace:
-    """How slowly a body may come: after ``grace_seconds`` it must have averaged ``min_rate`` bytes
-    a second, so a client trickling a byte now and then is cut off, a slow but real upload is not."""
+    """How slowly a body may come: every ``grace_seconds`` must bring at least ``min_rate`` bytes a
+    second, over a sliding window, so a client trickling a byte now and then is cut off however much
+    it sent before, and a slow but real upload is not."""
 
     min_rate: int
     grace_seconds: float
 
-    def left(self, started: float, received: int) -> float:
-        """Seconds until ``received`` bytes are too few."""
-        return started + self.grace_seconds + received / self.min_rate - time.monotonic()
+    @property
+    def window_bytes(self) -> int:
+        return max(int(self.min_rate * self.grace_seconds), 1)
 
     def refusal(self, received: int) -> UploadError:
         return UploadError(
             408,
-            f"the upload came too slowly ({received} bytes so far): after {self.grace_seconds:g} s an"
-            f" upload must average {self.min_rate} bytes a second"
-            " (MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND, MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS)",
+            f"the upload came too slowly ({received} bytes so far): every {self.grace_seconds:g} s of an"
+            f" upload must bring at least {self.window_bytes} bytes ({self.min_rate} bytes a second;"
+            " MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND, MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS)",
         )
+
+
+class _Window:
+    """When the body last arrived, to tell how long the bytes of the last ``grace_seconds`` last:
+    the arrival times of the chunks with the running total after each, the first at the start."""
+
+    def __init__(self, pace: Pace) -> None:
+        self.pace = pace
+        self.times, self.totals = [time.monotonic()], [0]
+        self.first = 0  # the entries before it are older than the window needs
+
+    def add(self, received: int) -> None:
+        now = time.monotonic()
+        self.times.append(now)
+        self.totals.append(received)
+        horizon = now - self.pace.grace_seconds
+        while self.first + 1 < len(self.times) and self.times[self.first + 1] <= horizon:
+            self.first += 1
+        if self.first > 1024:
+            del self.times[: self.first], self.totals[: self.first]
+            self.first = 0
+
+    def left(self) -> float:
+        """Seconds until, with no more bytes, the last ``grace_seconds`` have brought too few: once the
+        window has slid past the first chunk after which fewer than its due remain."""
+        received = self.totals[-1]
+        i = bisect.bisect_right(self.totals, received - self.pace.window_bytes, self.first)
+        return self.times[i] + self.pace.grace_seconds - time.monotonic()
 
 
 @dataclass
@@ -69,6 +99,7 @@ class _Parts:
         self.name: str | None = None
         self.is_file = False
         self.value = bytearray()
+        self.ended = False  # the closing boundary came
 
     def on_part_begin(self) -> None:
         self.disposition, self.name, self.is_file, self.value = b"", None, False, bytearray()
@@ -108,6 +139,9 @@ class _Parts:
         if len(self.value) > MAX_FIELD_BYTES:
             raise UploadError(422, f"form field {self.name!r} over {MAX_FIELD_BYTES} bytes")
 
+    def on_end(self) -> None:
+        self.ended = True
+
     def on_part_end(self) -> None:
         if not self.is_file and self.name is not None:
             self.upload.fields.append((self.name, self.value.decode("utf-8", "replace")))
@@ -131,24 +165,28 @@ async def receive(request: Request, dest: Path, max_bytes: int, pace: Pace | Non
 async def _paced(request: Request, pace: Pace | None) -> AsyncIterator[bytes]:
     """The body's chunks; a body slower than ``pace`` ends in a 408 even while nothing arrives."""
     chunks = request.stream().__aiter__()
-    started, received = time.monotonic(), 0
+    window = _Window(pace) if pace is not None else None
+    received = 0
     while True:
         try:
-            if pace is None:
+            if window is None:
                 chunk = await chunks.__anext__()
             else:
-                chunk = await asyncio.wait_for(chunks.__anext__(), max(pace.left(started, received), 0))
+                chunk = await asyncio.wait_for(chunks.__anext__(), max(window.left(), 0))
         except StopAsyncIteration:
             return
         except TimeoutError:
             raise pace.refusal(received) from None  # type: ignore[union-attr]
         received += len(chunk)
+        if window is not None and chunk:
+            window.add(received)
         yield chunk
 
 
 async def _receive(request: Request, dest: Path, max_bytes: int, pace: Pace | None) -> Upload:
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     upload = Upload()
+    truncated = False
     with dest.open("wb") as out:
         if kind == b"multipart/form-data":
             boundary = params.get(b"boundary")
@@ -156,13 +194,14 @@ async def _receive(request: Request, dest: Path, max_bytes: int, pace: Pace | No
                 raise UploadError(422, "multipart/form-data without a boundary")
             parts = _Parts(out, upload, max_bytes)
             callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
-            parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-            try:
+            try:  # python-multipart raises its own errors (FormParserError and below) on all three
+                parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
                 async for chunk in _paced(request, pace):
                     parser.write(chunk)
                 parser.finalize()
-            except MultipartParseError as exc:
+            except FormParserError as exc:
                 raise UploadError(422, f"malformed multipart body: {exc}") from exc
+            truncated = not parts.ended
         elif kind in (b"application/octet-stream", b""):
             upload.received = True
             async for chunk in _paced(request, pace):
@@ -173,4 +212,8 @@ async def _receive(request: Request, dest: Path, max_bytes: int, pace: Pace | No
             )
     if not upload.received:
         raise UploadError(422, f"no file: send it in the multipart part named {FILE_FIELD!r}")
+    if truncated:
+        raise UploadError(
+            422, "the multipart body ends before its closing boundary: the file may be truncated"
+        )
     return upload

@@ -323,3 +323,47 @@ def test_versions_with_the_published_fixes() -> None:
     assert _at_least(torch.__version__, (2, 10))  # CVE-2025-32434, CVE-2026-24747 (weights_only)
     assert _at_least(version("python-multipart"), (0, 0, 18))  # CVE-2024-53981 (multipart DoS)
     assert _at_least(version("starlette"), (0, 47, 2))  # CVE-2024-47874, CVE-2025-54121 (uploads)
+
+
+FILE_PART = b'--B\r\nContent-Disposition: form-data; name="file"; filename="x.pt"\r\n\r\n'
+
+
+@pytest.mark.parametrize("path", ["/api/checkpoints", "/checkpoints"])
+@pytest.mark.parametrize(
+    ("boundary", "body", "message"),
+    [
+        ("a" * 5000, b"x", "malformed multipart body"),  # python-multipart refuses it on construction
+        ("a" * 257, b"x", "malformed multipart body"),
+        ("B", b"--B\r\nContent-Disposition: form-data\r\n\r\nab\r\n--B--\r\n", "has no name"),
+        ("B", b"--Bxx\r\n", "malformed multipart body"),  # refused while written
+        ("B", FILE_PART + b"abc", "ends before its closing boundary"),  # the file may be cut short
+        ("B", FILE_PART + b"abc\r\n--B\r\n", "ends before its closing boundary"),
+    ],
+)
+def test_any_multipart_parser_error_is_422(
+    api: TestClient, path: str, boundary: str, body: bytes, message: str
+) -> None:
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    response = api.post(path, content=body, headers=headers)
+    assert response.status_code == 422, response.text[:300]
+    assert message in (response.json()["detail"] if path.startswith("/api") else response.text)
+
+
+def test_a_whole_multipart_body_is_still_accepted(api: TestClient) -> None:
+    body = FILE_PART + saved({"w": torch.ones(2)}) + b"\r\n--B--\r\n"
+    response = api.post(
+        "/api/checkpoints", content=body, headers={"content-type": "multipart/form-data; boundary=B"}
+    )
+    assert response.status_code == 200 and response.json()["tensors"][0]["shape"] == [2]
+
+
+def test_a_lone_surrogate_in_a_name_is_said_plainly(api: TestClient) -> None:
+    raw = b'{"\\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    response = post(api, len(raw).to_bytes(8, "little") + raw + b"\0" * 4)
+    assert response.status_code == 422
+    assert (
+        response.json()["detail"]
+        == "tensor names, keys and metadata must be valid Unicode text (no lone surrogates)"
+    )
+    response = post(api, saved({"\ud800": torch.ones(1), "x\udfff": 3}))
+    assert response.status_code == 422 and "no lone surrogates" in response.json()["detail"]

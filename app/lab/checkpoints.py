@@ -58,6 +58,7 @@ SAFETENSORS_DTYPES: dict[str, tuple[int, torch.dtype | None]] = {
     "U64": (64, torch.uint64),
 }
 MAX_DIM = 2**63 - 1  # safetensors and torch keep each dimension in 64 bits
+MAX_DIMS = 64  # torch's most dimensions: with each below 2**63 a product prints in under 1300 digits
 MAX_DEPTH = 32  # nesting of dicts and lists in a torch checkpoint
 TREE_DEPTH = 32  # module-path segments in the tree; deeper ones stay joined in the last node
 VALUE_CHARS = 120  # a non-tensor value is shown this long at most
@@ -226,13 +227,16 @@ def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
         raw = f.read(length)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, an integer of over 4300 digits
         raise CheckpointError(f"safetensors header is not JSON: {exc}") from exc
     except RecursionError as exc:  # a header is objects two levels deep; this one nests without end
         raise CheckpointError("safetensors header is nested too deeply to be a safetensors header") from exc
     if not isinstance(header, dict):
         raise CheckpointError("safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = header.pop("__metadata__", None)
+    metadata = (
+        {} if metadata is None else metadata
+    )  # but 0, false, "", [] are no map: the library refuses them
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError("safetensors __metadata__ must map strings to strings")
     if len(header) > limits.max_entries:
@@ -282,6 +286,8 @@ def _described(key: str, info: object, data: int) -> tuple[Described, int, int]:
         raise CheckpointError(f"{key!r}: unknown dtype {code!r}; known: {', '.join(SAFETENSORS_DTYPES)}")
     bits, dtype = SAFETENSORS_DTYPES[code]
     shape, offsets = info.get("shape"), info.get("data_offsets")
+    if isinstance(shape, list) and len(shape) > MAX_DIMS:  # before math.prod: 400,000 dims take seconds
+        raise CheckpointError(f"{key!r}: shape has {len(shape)} dimensions; torch allows at most {MAX_DIMS}")
     if not (isinstance(shape, list) and all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)):
         raise CheckpointError(f"{key!r}: shape must be a list of non-negative integers below 2**63")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
@@ -631,6 +637,63 @@ def load_into(
 
 def _shape(t: torch.Tensor) -> list[int]:
     return [len(t.unbind())] if t.is_nested else list(t.shape)
+
+
+class PageReport(BaseModel):
+    """What the page shows of a report: at most a few hundred of each kind of thing, so that a file of
+    100,000 tensors costs the server neither a long parse nor a long render; the totals stay exact."""
+
+    report: CheckpointReport = Field(description="Cut short: tree, values, groups and lists.")
+    tensors: int = Field(description="Tensors in the file (the report's list is left out).")
+    hidden: dict[str, int] = Field(description="What was left out, by part of the report.")
+
+
+def bounded(report: CheckpointReport, most: int) -> PageReport:
+    """``report`` with at most ``most`` tree nodes, values, sharing groups (and names in each), state
+    dicts, metadata items and keys of each kind in the load's outcome; the rest counted in hidden."""
+    hidden: dict[str, int] = {}
+
+    def cut(part: str, items: list) -> list:
+        if len(items) > most:
+            hidden[part] = hidden.get(part, 0) + len(items) - most
+        return items[:most]
+
+    tensors = len(report.tensors)
+    report.tensors = []
+    report.values = cut("values", report.values)
+    report.shared = [cut("shared_names", group) for group in cut("shared", report.shared)]
+    report.state_dicts = cut("state_dicts", report.state_dicts)
+    report.metadata = dict(cut("metadata", list(report.metadata.items())))
+    if report.load is not None:
+        report.load.missing_keys = cut("missing_keys", report.load.missing_keys)
+        report.load.unexpected_keys = cut("unexpected_keys", report.load.unexpected_keys)
+        report.load.size_mismatches = cut("size_mismatches", report.load.size_mismatches)
+    left = [most]  # tree nodes still to show, depth first: a node's totals stay exact
+
+    def prune(nodes: list[TreeNode]) -> list[TreeNode]:
+        kept = []
+        for node in nodes:
+            if left[0] <= 0:
+                break
+            left[0] -= 1
+            node.children = prune(node.children)
+            kept.append(node)
+        return kept
+
+    all_nodes = _count(report.tree)
+    report.tree = prune(report.tree)
+    if all_nodes > most:
+        hidden["tree"] = all_nodes - most
+    return PageReport(report=report, tensors=tensors, hidden=hidden)
+
+
+def _count(nodes: list[TreeNode]) -> int:
+    count, pending = 0, list(nodes)
+    while pending:
+        node = pending.pop()
+        count += 1
+        pending.extend(node.children)
+    return count
 
 
 def inspect_checkpoint(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import multiprocessing
 import os
@@ -25,12 +26,15 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import torch
+from pydantic_core import PydanticSerializationError
 
-from app.lab.checkpoints import CheckpointError, Limits, inspect_checkpoint
+from app.lab.checkpoints import CheckpointError, Limits, bounded, inspect_checkpoint
 from app.lab.spec import LabSpec
 
 READ = 1 << 20  # bytes per read from the pipe
+SURROGATES = "tensor names, keys and metadata must be valid Unicode text (no lone surrogates)"
 STOPPING = "the server is stopping; send the file again in a moment"
+PR_SET_PDEATHSIG = 1  # prctl(2)
 NICE = 5  # inspections yield the CPU to the server's own requests
 
 
@@ -73,13 +77,39 @@ def _limit(budget: Budget, file_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
 
 
+def _die_with_parent() -> None:
+    """SIGKILL when the forkserver (the parent, whose one thread forks) ends, as it does once the
+    server is gone, even killed by SIGKILL: a runaway inspection does not outlive the server until
+    its CPU limit. The forkserver ends when no process holds its "alive" pipe, which multiprocessing
+    gives every child too: this one lets go of it. Linux only; elsewhere the limits still end it."""
+    from multiprocessing import forkserver
+
+    alive = getattr(forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive)
+        forkserver._forkserver._forkserver_alive_fd = None
+    with contextlib.suppress(OSError, AttributeError):
+        parent = os.getppid()
+        set_ = ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0
+        if set_ and os.getppid() != parent:  # the parent went before the prctl took effect
+            os._exit(1)
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "bad_alloc" in str(exc)
 
 
-def _answer(path: str, limits: Limits, spec: LabSpec | None, at: str | None, budget: Budget) -> bytes:
+def _answer(
+    path: str, limits: Limits, spec: LabSpec | None, at: str | None, budget: Budget, shown: int | None
+) -> bytes:
     try:
-        report = inspect_checkpoint(Path(path), limits, spec, at).model_dump_json().encode()
+        found = inspect_checkpoint(Path(path), limits, spec, at)
+        report = (found if shown is None else bounded(found, shown)).model_dump_json().encode()
+    except PydanticSerializationError as exc:
+        if "surrogate" not in str(exc):
+            raise
+        return _refusal(422, SURROGATES)
     except CheckpointError as exc:
         return _refusal(exc.status, exc.message)
     except RecursionError:
@@ -100,13 +130,20 @@ def _refusal(status: int, message: str) -> bytes:
 
 
 def _child(
-    writer: Connection, path: str, limits: Limits, spec: LabSpec | None, at: str | None, budget: Budget
+    writer: Connection,
+    path: str,
+    limits: Limits,
+    spec: LabSpec | None,
+    at: str | None,
+    budget: Budget,
+    shown: int | None = None,
 ) -> None:
+    _die_with_parent()
     torch.set_num_threads(budget.threads)
     os.nice(NICE)
     _limit(budget, Path(path).stat().st_size)
     try:
-        body = _answer(path, limits, spec, at, budget)
+        body = _answer(path, limits, spec, at, budget, shown)
     except MemoryError:  # even building the refusal ran out
         body = _refusal(413, _memory_message(budget))
     view, fd = memoryview(body), writer.fileno()
@@ -230,13 +267,21 @@ async def _collect(reader: Connection, cap: int, timeout: float) -> tuple[bytes,
 
 
 async def inspect_isolated(
-    path: Path, limits: Limits, spec: LabSpec | None, at: str | None, budget: Budget
+    path: Path,
+    limits: Limits,
+    spec: LabSpec | None,
+    at: str | None,
+    budget: Budget,
+    shown: int | None = None,
 ) -> bytes:
     """The report on ``path`` as JSON bytes, from a child under ``budget``; a refusal raises
-    CheckpointError (the reader's own) or InspectionFailed (a limit hit, a crash)."""
+    CheckpointError (the reader's own) or InspectionFailed (a limit hit, a crash). With ``shown``,
+    a PageReport instead: at most that many of each kind of thing, cut short in the child."""
     context = _context()
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(writer, str(path), limits, spec, at, budget), daemon=True)
+    process = context.Process(
+        target=_child, args=(writer, str(path), limits, spec, at, budget, shown), daemon=True
+    )
     loop = asyncio.get_running_loop()
     if _stopping.is_set():
         raise InspectionFailed(503, STOPPING)

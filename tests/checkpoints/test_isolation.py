@@ -36,6 +36,7 @@ LIMITS = {
     "MRE_CHECKPOINT_MAX_ENTRIES": str(10**9),  # so that the CPU limit is what stops a fan-out
     "MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS": "1",
     "MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND": "2000",
+    "MRE_CHECKPOINT_UPLOADS": "16",  # ten at once below; the cap itself: tests/checkpoints/test_uploads.py
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,49 @@ def test_numbered_layers_are_in_numeric_order(tmp_path: Path) -> None:
     report = inspect_checkpoint(save(state, tmp_path / "m.pt", "torch_zip"), LIMITS)
     assert [node.name for node in report.tree] == [str(i) for i in range(12)]
     assert [child.name for child in report.tree[0].children] == ["bias", "weight"]  # as in the file
+
+
+A_TENSOR = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+
+
+@pytest.mark.parametrize("metadata", [0, False, "", [], 1, "x", [["a", "b"]]])
+def test_metadata_that_is_no_map_is_refused_as_the_library_refuses_it(
+    tmp_path: Path, metadata: object
+) -> None:
+    path = safetensors_file(tmp_path / "m.safetensors", {"__metadata__": metadata, "a": A_TENSOR}, b"\0" * 4)
+    with pytest.raises(Exception):  # noqa: B017 - the library's own error type
+        safe_open(str(path), "pt")
+    with pytest.raises(CheckpointError, match="__metadata__ must map strings to strings"):
+        inspect_checkpoint(path, LIMITS)
+
+
+def test_null_or_no_metadata_is_none(tmp_path: Path) -> None:
+    for header in ({"__metadata__": None, "a": A_TENSOR}, {"a": A_TENSOR}):
+        path = safetensors_file(tmp_path / "m.safetensors", header, b"\0" * 4)
+        safe_open(str(path), "pt")
+        assert inspect_checkpoint(path, LIMITS).metadata == {}
+
+
+def test_a_shape_of_too_many_dimensions_is_refused_at_once(tmp_path: Path) -> None:
+    """Before any product: 400,000 dimensions took 7 s of CPU, then a 190,000-digit number to print."""
+    entry = {"dtype": "F32", "shape": [3] * 400_000, "data_offsets": [0, 4]}
+    path = safetensors_file(tmp_path / "m.safetensors", {"a": entry}, b"\0" * 4)
+    limits = Limits(LIMITS.max_bytes, header_max_bytes=16 * 1024**2, max_entries=10)
+    started = time.process_time()
+    with pytest.raises(CheckpointError, match="shape has 400000 dimensions; torch allows at most 64"):
+        inspect_checkpoint(path, limits)
+    assert time.process_time() - started < 1
+
+
+def test_numbers_too_long_to_print_are_refused_plainly(tmp_path: Path) -> None:
+    """The largest 64 dimensions multiply to a number that prints (about 1,200 digits); an offset of
+    5,000 digits is not JSON Python reads, and says so."""
+    entry = {"dtype": "F32", "shape": [2**63 - 1] * 64, "data_offsets": [0, 4]}
+    path = safetensors_file(tmp_path / "m.safetensors", {"a": entry}, b"\0" * 4)
+    with pytest.raises(CheckpointError, match="elements, over 2\\*\\*63 - 1"):
+        inspect_checkpoint(path, LIMITS)
+    raw = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,' + b"9" * 5000 + b"]}}"
+    path = tmp_path / "n.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 4)
+    with pytest.raises(CheckpointError, match="safetensors header is not JSON"):
+        inspect_checkpoint(path, LIMITS)
