@@ -18,9 +18,13 @@ class HeadAsGet:
             await self.app(scope, receive, send)
             return
 
-        async def without_body(message: Message) -> None:
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
+        await self.app({**scope, "method": "GET"}, receive, without_body(send))
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+def without_body(send: Send) -> Send:
+    """``send`` with every body left out: what a HEAD gets of its GET's answer."""
+
+    async def bodiless(message: Message) -> None:
+        await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
+
+    return bodiless

@@ -23,6 +23,8 @@ from functools import lru_cache
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.head import without_body
+
 Headers = list[tuple[bytes, bytes]]
 MIN_GZIP = 1024  # smaller bodies gain nothing from compression
 # Request headers that select the representation inside one entry rather than being part of the key.
@@ -43,8 +45,9 @@ class Entry:
     plain: Headers
     packed: Headers | None
     not_modified: Headers
-    packed_etag: bytes = b""  # the gzipped body is another representation: its own strong tag
-    packed_not_modified: Headers = ()  # type: ignore[assignment]
+    # The gzipped body is another representation: its own strong tag (unused without one).
+    packed_etag: bytes
+    packed_not_modified: Headers
 
     @property
     def size(self) -> int:
@@ -69,33 +72,20 @@ def make_entry(status: int, headers: Headers, body: bytes, gzipped: bytes | None
     """The entry for a finished response; ``gzipped`` when the caller compressed ``body`` already."""
     kept = [(k, v) for k, v in headers if k not in (b"content-length", b"etag", b"content-encoding")]
     gzipped = gzipped if gzipped is not None else compress(body)
+    if gzipped is not None:
+        kept = _with_vary(kept, b"Accept-Encoding")  # the same URL answers in two encodings
     digest = hashlib.blake2b(body, digest_size=12).hexdigest().encode()
-    etag = b'"' + digest + b'"'
-    if gzipped is None:
-        plain_kept = [*kept, (b"etag", etag)]
-        return Entry(
-            etag,
-            status,
-            body,
-            None,
-            plain=[*plain_kept, (b"content-length", str(len(body)).encode())],
-            packed=None,
-            not_modified=plain_kept,
-        )
-    kept = _with_vary(kept, b"Accept-Encoding")  # the same URL answers in two encodings
-    packed_etag = b'"' + digest + b'-gzip"'
+    etag, packed_etag = b'"' + digest + b'"', b'"' + digest + b'-gzip"'
     plain_kept, packed_kept = [*kept, (b"etag", etag)], [*kept, (b"etag", packed_etag)]
     return Entry(
         etag,
         status,
         body,
         gzipped,
-        plain=[*plain_kept, (b"content-length", str(len(body)).encode())],
-        packed=[
-            *packed_kept,
-            (b"content-encoding", b"gzip"),
-            (b"content-length", str(len(gzipped)).encode()),
-        ],
+        plain=[*plain_kept, (b"content-length", b"%d" % len(body))],
+        packed=None
+        if gzipped is None
+        else [*packed_kept, (b"content-encoding", b"gzip"), (b"content-length", b"%d" % len(gzipped))],
         not_modified=plain_kept,
         packed_etag=packed_etag,
         packed_not_modified=packed_kept,
@@ -262,16 +252,8 @@ class FastHits:
         entry = self.store.get(key) if key is not None else None
         if entry is None:
             return False
-        head = scope["method"] == "HEAD"
-        await send_entry(scope, send if not head else _bodiless(send), entry, self.extra)
+        await send_entry(scope, without_body(send) if scope["method"] == "HEAD" else send, entry, self.extra)
         return True
-
-
-def _bodiless(send: Send) -> Send:
-    async def without_body(message: Message) -> None:
-        await send({**message, "body": b""} if message["type"] == "http.response.body" else message)
-
-    return without_body
 
 
 class HttpCache:
