@@ -55,9 +55,20 @@ def render(lang: str, page: str, context: dict, blocks: tuple[str, ...] | None =
     """The whole page, or only ``blocks`` of it (htmx fragments), in ``lang``."""
     template = environment(lang).get_template(page)
     if blocks is None:
-        return template.render(context).encode()
+        return compact(template.render(context)).encode()
     ctx = template.new_context(context)
-    return "".join("".join(template.blocks[b](ctx)) for b in blocks).encode()
+    return compact("".join("".join(template.blocks[b](ctx)) for b in blocks)).encode()
+
+
+# Indentation, or a run where whitespace is content (the code a reader copies keeps its own).
+_INDENT = re.compile(r"<(pre|textarea)\b.*?</\1>|\n[ \t]+", re.DOTALL | re.IGNORECASE)
+
+
+def compact(html: str) -> str:
+    """``html`` without the templates' indentation (about an eighth of a fragment), which the
+    browser would parse into text nodes and lay out on every swap. A line break stays where the
+    indentation was, so no text runs together; ``<pre>`` and ``<textarea>`` keep theirs."""
+    return _INDENT.sub(lambda m: m.group(0) if m.group(1) else "\n", html)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from app.http_cache import FastHits, HttpCache, ResponseStore
 from app.inspections import InProgress, Slots, body_caps, lifespan
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
-from app.limits import BodyLimit, HeadLimit, header_bytes, url_bytes
+from app.limits import BodyLimit, HeadLimit
 from app.security import SecurityHeaders, security_headers
 from app.settings import Settings, get_settings
 from app.uploads import UploadError
@@ -236,9 +236,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.responses,
         CACHED_PATHS,
         CACHED_PREFIXES,
-        within_limits=lambda scope: (
-            header_bytes(scope) <= settings.max_header_bytes and url_bytes(scope) <= settings.max_url_bytes
-        ),
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
         headers=security_headers(settings.frame_ancestors),
     )
     return app

@@ -38,6 +38,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = 32
 SPEC = "preset=testmodel&device=meta&style.buffer1=buffer"
 EXPERIMENT = "preset=testmodel&style.buffer1=buffer"  # on the CPU, so the step really trains
+# What Chromium sends; httpx and requests send "gzip, deflate". Only gzip is served compressed.
+BROWSER = "Accept-Encoding: gzip, deflate, br, zstd"
 
 
 @contextmanager
@@ -90,23 +92,29 @@ def wrk(url: str, headers: list[str] = (), seconds: int = DURATION) -> dict:
 
 
 def throughput(app: str, baseline: str) -> dict:
+    """Each view against the baseline, alternately. Views ask as a browser or an HTTP library does
+    (Chromium, httpx and requests all send Accept-Encoding with gzip), so they get what such clients
+    get; the ``*_identity`` rows, one round each, ask without it, as wrk and curl do by default."""
     host = app.removeprefix("http://")
+    swap = ["HX-Request: true", f"HX-Current-URL: http://{host}/?preset=testmodel"]
     views = {
-        "lab_json": (f"{app}/api/lab?{SPEC}", []),
-        "htmx_fragment": (
-            f"{app}/?{SPEC}",
-            ["HX-Request: true", f"HX-Current-URL: http://{host}/?preset=testmodel"],
-        ),
-        "full_page": (f"{app}/?{SPEC}", []),
-        "experiment": (f"{app}/api/experiments/step?{EXPERIMENT}", []),
+        "lab_json": (f"{app}/api/lab?{SPEC}", [BROWSER]),
+        "htmx_fragment": (f"{app}/?{SPEC}", [BROWSER, *swap]),
+        "full_page": (f"{app}/?{SPEC}", [BROWSER]),
+        "experiment": (f"{app}/api/experiments/step?{EXPERIMENT}", [BROWSER]),
     }
-    runs: dict[str, list[dict]] = {name: [] for name in ["baseline", *views]}
+    identity = {
+        "lab_json_identity": (f"{app}/api/lab?{SPEC}", []),
+        "htmx_fragment_identity": (f"{app}/?{SPEC}", swap),
+        "full_page_identity": (f"{app}/?{SPEC}", []),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in ["baseline", *views, *identity]}
     for url, headers in views.values():  # warm: the first request of each fills the cache
         urllib.request.urlopen(urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers)))
-    for _ in range(ROUNDS):
-        for name, (url, headers) in views.items():  # alternate: baseline, view, baseline, view ...
-            runs["baseline"].append(wrk(baseline + "/fixed"))
-            runs[name].append(wrk(url, headers))
+    schedule = [*views.items()] * ROUNDS + [*identity.items()]
+    for name, (url, headers) in schedule:  # alternate: baseline, view, baseline, view ...
+        runs["baseline"].append(wrk(baseline + "/fixed"))
+        runs[name].append(wrk(url, headers))
     base_rps = statistics.median(r["rps"] for r in runs["baseline"])
     summary = {}
     for name, rs in runs.items():
@@ -198,7 +206,8 @@ def main() -> None:
     report: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
         f"torch {torch.__version__}",
-        "wrk": f"-t2 -c{CONNECTIONS} -d{DURATION}s, {ROUNDS} rounds, alternating with the baseline",
+        "wrk": f"-t2 -c{CONNECTIONS} -d{DURATION}s, {ROUNDS} rounds (identity rows: 1), alternating with the "
+        "baseline; views send a browser's Accept-Encoding",
     }
     startups = []
     for _ in range(3):
@@ -217,9 +226,9 @@ def main() -> None:
 
 def print_report(r: dict) -> None:
     print(f"machine: {r['machine']}\nwrk: {r['wrk']}\n")
-    print(f"{'view':<15}{'req/s':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'view':<24}{'req/s':>9}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, t in r["throughput"].items():
-        print(f"{name:<15}{t['rps']:>9}{t['ratio']:>8}{t['p50_ms']:>9}{t['p99_ms']:>9}{t['errors']:>8}")
+        print(f"{name:<24}{t['rps']:>9}{t['ratio']:>8}{t['p50_ms']:>9}{t['p99_ms']:>9}{t['errors']:>8}")
     print("\ncold (first request of a never-seen spec, server-side):")
     for name, c in r["cold"].items():
         print(f"  {name:<16} median {c['median_ms']} ms, p90 {c['p90_ms']} ms over {c['specs']} specs")
