@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -353,3 +354,13 @@ def test_every_glossary_word_links_to_its_entry(client: TestClient) -> None:
     assert {href.removeprefix("#") for href in links} <= entries
     for where in ("members-table", "named-parameters", "named-buffers", "matrix", "experiment"):
         assert page.find("table", id=where).find_all("a", class_="term"), where
+
+
+def test_pages_drop_template_indentation_but_keep_code_verbatim(client: TestClient) -> None:
+    """The indentation of the templates is not sent (a smaller swap); the scripts keep theirs."""
+    query = "preset=testmodel&device=meta&experiment=step"
+    page = client.get("/?" + query).text
+    outside = re.sub(r"<(pre|textarea)\b.*?</\1>", "", page, flags=re.DOTALL)
+    assert "<pre" in page and not re.search(r"\n[ \t]+", outside)
+    report = client.get("/api/lab?" + query).json()
+    assert "\n    " in report["code"] and parse(page).find("code", id="code-text").text == report["code"]
