@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from app.lab.devices import device_ids
@@ -13,6 +9,7 @@ from app.lab.inspect import inspect
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
 from tests.lab.cases import PRESET_STYLES
+from tests.lab.scripts import Ran, run_scripts
 
 # Every style on every member of both presets (on meta, so devices move), plus the tutorials' defaults.
 SPECS = [
@@ -51,15 +48,10 @@ def expected(report: dict) -> dict[str, list[str]]:
     }
 
 
-def run(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-
-
 @pytest.fixture(scope="module")
-def runs() -> dict[str, tuple[dict, subprocess.CompletedProcess]]:
+def runs() -> dict[str, tuple[dict, Ran]]:
     reports = [inspect(resolve(s, device_ids())).model_dump() for s in SPECS]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(run, [r["code"] for r in reports]))
+    results = run_scripts([r["code"] for r in reports])
     return {LabSpec(**r["spec"]).query(): (r, out) for r, out in zip(reports, results, strict=True)}
 
 
