@@ -33,6 +33,7 @@ from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
 from tests.lab.reference import attach
+from tests.lab.scripts import run_scripts
 from tests.lab.test_codegen import expected, parse
 
 # Names that have broken out of, or been rewritten by, generated code: quotes that end a docstring
@@ -170,8 +171,7 @@ def test_a_name_that_ends_the_docstring_runs_no_code(client: TestClient, tmp_pat
     query = {"preset": "custom", f"style.{hostile}": "plain_tensor", "style.w": "parameter"}
     codes = [client.get("/api/lab", params=query).json()["code"]]
     codes += [client.get(f"/api/experiments/{e}", params=query).json()["code"] for e in ("step", "cast")]
-    for code in codes:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    for done in run_scripts(codes):
         assert done.returncode == 0, done.stderr
         assert not marker.exists()
     assert hostile in ast.get_docstring(ast.parse(codes[0]), clean=False)  # shown, as text
