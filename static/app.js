@@ -163,3 +163,37 @@
   document.addEventListener("DOMContentLoaded", reveal);
   document.addEventListener("htmx:afterSettle", reveal);
 })();
+
+// Architectures page: the filter box narrows the grouped tensor tables as you type (without
+// JavaScript the same box is a GET form the server filters by); expand or collapse the module tree.
+(function () {
+  const filter = document.getElementById("tensor-filter");
+  if (filter) {
+    filter.addEventListener("input", function () {
+      const q = filter.value;
+      document.querySelectorAll(".tensor-tables details.group").forEach(function (group) {
+        let shown = 0;
+        group.querySelectorAll("tr[data-name]").forEach(function (row) {
+          const match = row.dataset.name.includes(q);
+          row.hidden = !match;
+          if (match) shown += 1;
+        });
+        group.hidden = shown === 0;
+        group.open = q !== "" && shown > 0;
+        group.querySelector(".count").textContent = String(shown);
+      });
+    });
+  }
+  const tools = document.querySelector(".tree-tools");
+  if (tools) {
+    tools.hidden = false;
+    tools.addEventListener("click", function (event) {
+      const button = event.target.closest("button[data-tree]");
+      if (!button) return;
+      const open = button.dataset.tree === "open";
+      document.querySelectorAll(".module-tree details").forEach(function (d) {
+        d.open = open;
+      });
+    });
+  }
+})();

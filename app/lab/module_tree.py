@@ -219,7 +219,11 @@ def _cast_bytes(t: torch.Tensor, dtype: torch.dtype) -> int:
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:,.2f} GB"
+    """Bytes in decimal units, as disks and GPU specs give them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.2f} {unit}"
+    return f"{n} B"
 
 
 def memory_estimate(model: nn.Module, dtype: torch.dtype) -> MemoryEstimate:
@@ -235,7 +239,7 @@ def memory_estimate(model: nn.Module, dtype: torch.dtype) -> MemoryEstimate:
     n_train = sum(p.numel() for p in trainable)
     arithmetic = [
         f"weights: {n_params:,} parameters x {size} B = {_gb(weights)}",
-        f"buffers: {buffers:,} B = {_gb(buffers)}",
+        f"buffers: {buffers:,} B",
         f"gradients: {n_train:,} trainable x {size} B = {_gb(grads)}",
         f"AdamW: 2 x {n_train:,} x {size} B + {len(trainable)} steps x {ADAM_STEP_BYTES} B"
         f" = {_gb(optimizer)}",

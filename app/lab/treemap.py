@@ -23,6 +23,11 @@ class Tile:
     buffer_bytes: int
     buffer_h: float  # the height of the buffers' band at the tile's bottom
 
+    @property
+    def label(self) -> str:
+        # The end of the path says which block it is (layers.31); the tooltip has it whole.
+        return ".".join(self.path.split(".")[-2:])
+
 
 def blocks(root: ModuleNode, wanted: int = BLOCKS) -> list[tuple[ModuleNode, Counts]]:
     """Modules that together hold every byte, each once, opened from the largest until ``wanted``
@@ -57,16 +62,16 @@ def squarify(areas: list[float], x: float, y: float, w: float, h: float) -> list
         while i < len(areas) and _worst([*row, areas[i]], side) <= _worst(row, side):
             row.append(areas[i])
             i += 1
-        thick = sum(row) / side
+        thick = sum(row) / side  # the row runs along the shorter side
         offset = 0.0
         for a in row:
             length = a / thick
-            rects.append((x + offset, y, length, thick) if w >= h else (x, y + offset, thick, length))
+            rects.append((x, y + offset, thick, length) if w >= h else (x + offset, y, length, thick))
             offset += length
         if w >= h:
-            y, h = y + thick, h - thick
-        else:
             x, w = x + thick, w - thick
+        else:
+            y, h = y + thick, h - thick
     return rects
 
 
