@@ -126,6 +126,12 @@ def test_facts_the_issue_names() -> None:
     resnet = module_tree(build("resnet50"))
     batchnorms = [m for m in direct("resnet50").modules() if isinstance(m, nn.BatchNorm2d)]
     assert len(resnet.named_buffers) == 3 * len(batchnorms)
+    # What the descriptions say is what the models hold.
+    said = ARCHITECTURES["resnet50"].description["en"]
+    assert f"{len(batchnorms)} BatchNorms, so {len(resnet.named_buffers)} buffers" in said
+    gpt2 = direct("gpt2_tiny")
+    assert len(gpt2.state_dict()) == len(dict(gpt2.named_parameters())) + 1  # the tied head, listed twice
+    assert "state_dict() twice" in ARCHITECTURES["gpt2_tiny"].description["en"]
     bert = module_tree(build("bert_tiny"))
     assert {r.name: r.persistent for r in bert.named_buffers}["bert.embeddings.position_ids"] is False
 
@@ -204,3 +210,14 @@ def test_meta_round_trip_flags_what_no_load_restores(arch_id: str) -> None:
     assert all(torch.equal(got[n], want[n]) for n in want) and trip.unequal_after_fix == []
     assert all(model.get_parameter(g[0]) is model.get_parameter(g[1]) for g in trip.tied_before)
     assert trip.tied_after_fix == trip.tied_before
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tiny_configs_move_to_a_gpu() -> None:
+    for arch_id in [a for a, arch in ARCHITECTURES.items() if arch.tiny]:
+        model, reference = build(arch_id, "cuda:0"), direct(arch_id, "cpu")
+        report = module_tree(model)
+        assert {r.device for r in [*report.named_parameters, *report.named_buffers]} == {"cuda:0"}
+        for name, t in model.state_dict().items():
+            assert torch.equal(t.cpu(), reference.state_dict()[name]), (arch_id, name)
