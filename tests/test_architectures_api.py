@@ -80,6 +80,9 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     zh = client.get("/architectures/llama_tiny", params={"device": "cpu", "lang": "zh-CN"})
     assert zh.status_code == 200 and "模块树" in zh.text
     assert parse(zh.text).find(id="not-restorable").find_all("code")[0].text == "model.rotary_emb.inv_freq"
+    # An htmx request gets the report block alone.
+    fragment = client.get("/architectures/gpt2_tiny", params={"q": "wte"}, headers={"HX-Request": "true"})
+    assert fragment.text.startswith('<div id="results"') and "HX-Request" in fragment.headers["vary"]
     assert torch.__version__  # the page was read from this torch
 
 
