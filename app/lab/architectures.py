@@ -304,9 +304,10 @@ def check_device(arch: Architecture, device: str) -> None:
     raise ArchitectureError(422, f"device: {device!r} is not a device here; devices: {', '.join(allowed)}")
 
 
-def build(arch_id: str, device: str = "meta", seed: int = 0) -> nn.Module:
+def build(arch_id: str, device: str = "meta", seed: int = 0, dtype: torch.dtype | None = None) -> nn.Module:
     """The architecture as ``transformers`` builds it: on meta, or (tiny configs) on the CPU from
-    ``seed`` and then moved to ``device``. Raises ArchitectureError for an unknown id or device."""
+    ``seed`` and then moved to ``device``; cast by ``model.to(dtype)`` when a dtype is given.
+    Raises ArchitectureError for an unknown id or device."""
     arch = get(arch_id)
     check_device(arch, device)
     transformers = transformers_module()
@@ -314,11 +315,13 @@ def build(arch_id: str, device: str = "meta", seed: int = 0) -> nn.Module:
     auto = getattr(transformers, arch.auto_class)
     if device == "meta":
         with torch.device("meta"):
-            return auto.from_config(config)
-    with _seeded, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = auto.from_config(config)
-    return model.to(device)
+            model = auto.from_config(config)
+    else:
+        with _seeded, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = auto.from_config(config)
+        model = model.to(device)
+    return model if dtype is None else model.to(dtype)
 
 
 @dataclass(frozen=True)

@@ -86,9 +86,9 @@ class ModuleNode(BaseModel):
     own: Counts = Field(description="Tensors registered on this module itself.")
     total: Counts = Field(description="Its whole subtree.")
     tensors: list[str] = Field(description="Full names of the tensors registered on it, in torch's order.")
-    tied: list[str] = Field(
-        default_factory=list,
-        description="Its parameters that are another module's Parameter object (counted there).",
+    tied: dict[str, str] = Field(
+        default_factory=dict,
+        description="Its parameters that are one named earlier (counted there): name -> that name.",
     )
     children: list[ModuleNode] = Field(default_factory=list)
 
@@ -162,7 +162,7 @@ def tied_groups(model: nn.Module) -> list[list[str]]:
 def module_tree(model: nn.Module) -> ModuleTree:
     groups = tied_groups(model)
     others = {g[0]: g[1:] for g in groups}
-    tied_away = {name for g in groups for name in g[1:]}
+    tied_away = {name: g[0] for g in groups for name in g[1:]}
     state = model.state_dict()
     params = [
         _row(n, p, "parameter", requires_grad=p.requires_grad, tied_names=others.get(n, []))
@@ -186,8 +186,8 @@ def module_tree(model: nn.Module) -> ModuleTree:
         parts = owner.split(".") if owner else []
         for i in range(len(parts) + 1):
             nodes[".".join(parts[:i])].total.add(row)
-    for name in tied_away:
-        nodes[_owner(name)].tied.append(name)
+    for name, first in tied_away.items():
+        nodes[_owner(name)].tied[name] = first
 
     unique = params + buffers
     totals = Totals(

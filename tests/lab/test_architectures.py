@@ -91,7 +91,9 @@ def check_against_torch(report: ModuleTree, model: nn.Module) -> None:
         own = [n for n, _ in module.named_parameters(recurse=False)] + [
             n for n, _ in module.named_buffers(recurse=False)
         ]
-        assert sorted(t.rpartition(".")[2] for t in node.tensors + node.tied) == sorted(own)
+        assert sorted(t.rpartition(".")[2] for t in [*node.tensors, *node.tied]) == sorted(own)
+        for name, first in node.tied.items():
+            assert model.get_parameter(name) is model.get_parameter(first) and name in tied[first]
         dtypes: dict[str, int] = {}
         for t in [*mine_p, *mine_b.values()]:
             dtypes[str(t.dtype)[6:]] = dtypes.get(str(t.dtype)[6:], 0) + nbytes(t)
@@ -145,6 +147,9 @@ def test_tiny_configs_build_seeded_on_the_cpu() -> None:
         report = module_tree(model)
         check_against_torch(report, reference)
         assert {r.device for r in report.named_parameters} == {"cpu"}
+    half = build("bert_tiny", "cpu", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    assert half.get_buffer("bert.embeddings.position_ids").dtype == torch.int64  # as model.to() leaves it
 
 
 def test_refusals_name_the_problem() -> None:
