@@ -30,6 +30,17 @@ def test_list_and_trees(client: TestClient) -> None:
     assert tree["totals"]["tied_groups"] == [["transformer.wte.weight", "lm_head.weight"]]
     trip = client.get("/api/architectures/bert_tiny/round-trip").json()
     assert "bert.embeddings.position_ids" in trip["not_restorable"] and trip["unequal_after_fix"] == []
+    page = parse(client.get("/architectures/bert_tiny", params={"device": "cpu"}).text)
+    rows = {
+        tr.attrs["data-name"]: tr
+        for tr in page.find(id="round-trip-rows").find_all("tr")
+        if "data-name" in tr.attrs
+    }
+    bert = direct("bert_tiny", "cpu")
+    assert set(rows) == set(dict(bert.named_parameters(remove_duplicate=False)) | dict(bert.named_buffers()))
+    for name, tr in rows.items():
+        in_state = next(e for e in tr.find_all("td") if "flag" in e.attrs.get("class", "")).text
+        assert (in_state == "yes") == (name in bert.state_dict()), name
     # The toy presets' contract is unchanged: no architecture among them.
     assert not {p["id"] for p in client.get("/api/presets").json()} & set(ARCHITECTURES)
 
