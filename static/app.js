@@ -182,6 +182,17 @@
         group.open = q !== "" && shown > 0;
         group.querySelector(".count").textContent = String(shown);
       });
+      // The module tree opens down to every module holding a matching tensor.
+      const names = [];
+      document.querySelectorAll(".tensor-tables tr[data-name]:not([hidden])").forEach(function (row) {
+        names.push(row.dataset.name);
+      });
+      document.querySelectorAll(".module-tree details[data-path]").forEach(function (node) {
+        const prefix = node.dataset.path ? node.dataset.path + "." : "";
+        const holds = q !== "" && names.some(function (n) { return n.startsWith(prefix); });
+        if (q === "") node.open = node.dataset.path === "";
+        else node.open = holds;
+      });
     });
   }
   const tools = document.querySelector(".tree-tools");

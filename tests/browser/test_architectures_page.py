@@ -73,6 +73,12 @@ def test_tree_by_keyboard_and_filter(arch_page: Page) -> None:
     assert names == wanted * 2  # named_parameters() and state_dict(); no buffer matches
     assert table.count() == 2
     expect(table.first.locator(".count")).to_have_text(str(len(wanted)))
+    # ... and the module tree opens down to the modules that hold them, only those.
+    expect(page.locator("details[data-path='model.layers.31.mlp.up_proj']")).to_be_visible()
+    opened = page.locator(".module-tree details[open]").evaluate_all("ds => ds.map(d => d.dataset.path)")
+    owners = {n.rpartition(".")[0] for n in wanted}
+    parts = [o.split(".") for o in owners]
+    assert set(opened) == {".".join(p[:i]) for p in parts for i in range(len(p) + 1)}
     shot(page, "architectures-filter")
 
 
