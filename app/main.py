@@ -17,11 +17,12 @@ from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from app import api, checkpoint_page, i18n, pages
+from app import api, architectures_api, architectures_page, checkpoint_page, i18n, pages
 from app.assets import static_assets
 from app.head import HeadAsGet
 from app.http_cache import FastHits, HttpCache, ResponseStore
 from app.inspections import InProgress, Slots, body_caps, lifespan
+from app.lab.architectures import ArchitectureError
 from app.lab.checkpoints import CheckpointError
 from app.lab.spec import SpecError, UnknownPreset
 from app.limits import BodyLimit, HeadLimit
@@ -32,7 +33,7 @@ from app.uploads import UploadError
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
-CACHED_PREFIXES = ("/api/experiments/",)
+CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures")
 
 
 # Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
@@ -101,7 +102,7 @@ def _spec_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _refused(request: Request, exc: Exception) -> JSONResponse:
     # An upload or checkpoint the inspector cannot take: the status and message it chose.
-    assert isinstance(exc, UploadError | CheckpointError)
+    assert isinstance(exc, UploadError | CheckpointError | ArchitectureError)
     return _error(exc.message, exc.status)
 
 
@@ -214,9 +215,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UploadError, _refused)
     app.add_exception_handler(CheckpointError, _refused)
+    app.add_exception_handler(ArchitectureError, _refused)
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(checkpoint_page.router)
+    app.include_router(architectures_api.router)
+    app.include_router(architectures_page.router)
     app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)

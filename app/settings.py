@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # of up to checkpoint_max_bytes): one more gets a 503 at once, before a byte is written.
     checkpoint_uploads: int = 4
     checkpoint_tmp_dir: str | None = None
+    # Real architectures built by transformers (imported on the first one asked for): on unless off.
+    architectures: bool = True
     # Sites that may show the lab in an iframe (embed=1), e.g. "https://slides.example.org 'self'";
     # none by default. Each is a CSP source: 'self', or a scheme://host[:port] (a leading *. allowed).
     frame_ancestors: str = ""

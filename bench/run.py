@@ -29,6 +29,7 @@ import torch
 
 from app.lab.presets import PRESETS
 from app.lab.styles import STYLES
+from bench import architectures
 from tests.browser.harness import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +220,7 @@ def main() -> None:
         report["throughput"] = throughput(app, baseline)
         report["memory"] = memory(app, pid)
         report["page"] = page_load(app)
+    report["architectures"] = architectures.bench()
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
@@ -244,6 +246,9 @@ def print_report(r: dict) -> None:
     print("select changed -> tables painted (headless chromium, 1280x720):")
     for kind, t in p["interactions"].items():
         print(f"  {kind:<8} p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms over {t['changes']} changes")
+    if "architectures" in r:
+        print()
+        architectures.print_report(r["architectures"])
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
 

@@ -163,3 +163,48 @@
   document.addEventListener("DOMContentLoaded", reveal);
   document.addEventListener("htmx:afterSettle", reveal);
 })();
+
+// Architectures page: the filter box narrows the grouped tensor tables as you type (without
+// JavaScript the same box is a GET form the server filters by); expand or collapse the module tree.
+(function () {
+  const filter = document.getElementById("tensor-filter");
+  if (filter) {
+    filter.addEventListener("input", function () {
+      const q = filter.value;
+      document.querySelectorAll(".tensor-tables details.group").forEach(function (group) {
+        let shown = 0;
+        group.querySelectorAll("tr[data-name]").forEach(function (row) {
+          const match = row.dataset.name.includes(q);
+          row.hidden = !match;
+          if (match) shown += 1;
+        });
+        group.hidden = shown === 0;
+        group.open = q !== "" && shown > 0;
+        group.querySelector(".count").textContent = String(shown);
+      });
+      // The module tree opens down to every module holding a matching tensor.
+      const names = [];
+      document.querySelectorAll(".tensor-tables tr[data-name]:not([hidden])").forEach(function (row) {
+        names.push(row.dataset.name);
+      });
+      document.querySelectorAll(".module-tree details[data-path]").forEach(function (node) {
+        const prefix = node.dataset.path ? node.dataset.path + "." : "";
+        const holds = q !== "" && names.some(function (n) { return n.startsWith(prefix); });
+        if (q === "") node.open = node.dataset.path === "";
+        else node.open = holds;
+      });
+    });
+  }
+  const tools = document.querySelector(".tree-tools");
+  if (tools) {
+    tools.hidden = false;
+    tools.addEventListener("click", function (event) {
+      const button = event.target.closest("button[data-tree]");
+      if (!button) return;
+      const open = button.dataset.tree === "open";
+      document.querySelectorAll(".module-tree details").forEach(function (d) {
+        d.open = open;
+      });
+    });
+  }
+})();

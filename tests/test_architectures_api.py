@@ -1,0 +1,107 @@
+"""/api/architectures and /architectures: the same reports as the domain, torch's figures on the
+page, refusals as clear 4xx, the setting that turns them off, and transformers imported lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from fastapi.testclient import TestClient
+
+from app.lab.architectures import ARCHITECTURES
+from app.lab.module_tree import module_tree
+from app.main import create_app
+from app.settings import Settings
+from tests.lab.test_architectures import direct
+from tests.test_pages import parse
+
+
+def test_list_and_trees(client: TestClient) -> None:
+    listed = client.get("/api/architectures").json()
+    assert [a["id"] for a in listed] == list(ARCHITECTURES)
+    llama = next(a for a in listed if a["id"] == "llama_8b")
+    assert llama["devices"] == ["meta"] and llama["translations"]["zh-CN"]["title"]
+    assert {f["experiment"]: f["applies"] for f in llama["experiments"]}["step"] == "no"
+    tree = client.get("/api/architectures/gpt2_tiny", params={"device": "cpu"}).json()
+    model = direct("gpt2_tiny", "cpu")
+    assert tree == module_tree(model).model_dump(mode="json")
+    assert tree["totals"]["parameters"] == sum(p.numel() for p in model.parameters())
+    assert tree["totals"]["tied_groups"] == [["transformer.wte.weight", "lm_head.weight"]]
+    trip = client.get("/api/architectures/bert_tiny/round-trip").json()
+    assert "bert.embeddings.position_ids" in trip["not_restorable"] and trip["unequal_after_fix"] == []
+    page = parse(client.get("/architectures/bert_tiny", params={"device": "cpu"}).text)
+    rows = {
+        tr.attrs["data-name"]: tr
+        for tr in page.find(id="round-trip-rows").find_all("tr")
+        if "data-name" in tr.attrs
+    }
+    bert = direct("bert_tiny", "cpu")
+    assert set(rows) == set(dict(bert.named_parameters(remove_duplicate=False)) | dict(bert.named_buffers()))
+    for name, tr in rows.items():
+        in_state = next(e for e in tr.find_all("td") if "flag" in e.attrs.get("class", "")).text
+        assert (in_state == "yes") == (name in bert.state_dict()), name
+    # The toy presets' contract is unchanged: no architecture among them.
+    assert not {p["id"] for p in client.get("/api/presets").json()} & set(ARCHITECTURES)
+
+
+def test_refusals_are_clear_4xx(client: TestClient) -> None:
+    cases = [
+        ("/api/architectures/nope", 404, "unknown architecture 'nope'"),
+        ("/api/architectures/llama_8b?device=cpu", 422, "meta only"),
+        ("/api/architectures/llama_tiny?device=tpu", 422, "'tpu' is not a device here"),
+        ("/api/architectures/llama_8b/round-trip", 422, "needs real memory"),
+    ]
+    for url, status, says in cases:
+        response = client.get(url)
+        assert (response.status_code, says in response.json()["detail"]) == (status, True), url
+    assert client.get("/api/architectures/llama_tiny", params={"device": "x" * 40}).status_code == 422
+    page = client.get("/architectures/llama_8b", params={"device": "cpu"})
+    error = parse(page.text).find("section", **{"class": "error"})
+    assert page.status_code == 422 and "meta only" in error.text
+
+
+def test_turned_off() -> None:
+    with TestClient(create_app(Settings(architectures=False))) as off:
+        for url in ("/api/architectures", "/api/architectures/gpt2", "/architectures", "/architectures/gpt2"):
+            response = off.get(url)
+            assert response.status_code == 404 and "MRE_ARCHITECTURES=false" in response.text, url
+
+
+def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> None:
+    model = direct("llama_8b")
+    html = client.get("/architectures/llama_8b").text
+    page = parse(html)
+    assert page.find(id="total-parameters").text == f"{sum(p.numel() for p in model.parameters()):,}"
+    paths = [e.attrs["data-path"] for e in page.find_all("details") if "data-path" in e.attrs]
+    assert paths == [n for n, _ in model.named_modules()]
+    assert all("style" not in e.attrs for e in page.walk())  # strict CSP: nothing inline
+    groups = [e for e in page.find_all("details") if e.attrs.get("class") == "group"]
+    state = model.state_dict()
+    names = [tr.attrs["data-name"] for g in groups for tr in g.find_all("tr") if "data-name" in tr.attrs]
+    assert len(names) == len(dict(model.named_parameters())) + len(dict(model.named_buffers())) + len(state)
+    layer0 = next(g for g in groups if g.find("summary").find("code").text == "model.layers.0")
+    count = next(e for e in layer0.find("summary").walk() if e.attrs.get("class") == "count")
+    assert int(count.text) == sum(n.startswith("model.layers.0.") for n, _ in model.named_parameters())
+    # Without JavaScript the filter box is a GET form: the server keeps matching rows only.
+    filtered = parse(client.get("/architectures/llama_8b", params={"q": "layers.7.mlp"}).text)
+    kept = [tr.attrs["data-name"] for tr in filtered.find_all("tr") if "data-name" in tr.attrs]
+    wanted = [n for n in state if "layers.7.mlp" in n]
+    assert kept == wanted * 2  # named_parameters() and state_dict()
+    zh = client.get("/architectures/llama_tiny", params={"device": "cpu", "lang": "zh-CN"})
+    assert zh.status_code == 200 and "模块树" in zh.text
+    assert parse(zh.text).find(id="not-restorable").find_all("code")[0].text == "model.rotary_emb.inv_freq"
+    # An htmx request gets the report block alone.
+    fragment = client.get("/architectures/gpt2_tiny", params={"q": "wte"}, headers={"HX-Request": "true"})
+    assert fragment.text.startswith('<div id="results"') and "HX-Request" in fragment.headers["vary"]
+    assert torch.__version__  # the page was read from this torch
+
+
+def test_transformers_is_imported_only_when_asked() -> None:
+    code = (
+        "import sys; from fastapi.testclient import TestClient; from app.main import create_app\n"
+        "c = TestClient(create_app()); assert c.get('/api/health').status_code == 200\n"
+        "assert c.get('/api/architectures').status_code == 200\n"
+        "assert 'transformers' not in sys.modules, 'imported at start-up'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
