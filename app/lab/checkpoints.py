@@ -22,8 +22,10 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
-from app.lab.inspect import build, dtype_name
+from app.lab.diagnosis import Diagnosis, diagnose
+from app.lab.inspect import dtype_name
 from app.lab.spec import LabSpec
+from app.lab.targets import target_module
 
 # torch.load(weights_only=True) got the fixes for CVE-2025-32434 in 2.6 and CVE-2026-24747 in 2.10.
 MIN_TORCH = (2, 10)
@@ -146,6 +148,10 @@ class LoadOutcome(BaseModel):
     unexpected_keys: list[str] = Field(description="The file's keys the module lacks (strict=False).")
     size_mismatches: list[dict[str, str | list[int]]] = Field(
         description="Keys in both with other shapes: key, checkpoint, module."
+    )
+    diagnosis: Diagnosis | None = Field(
+        None,
+        description="Why it does not load, cause by cause, each with its fix and torch's outcome after it.",
     )
 
 
@@ -586,6 +592,7 @@ def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dic
     from safetensors import SafetensorError, safe_open
 
     keys = [loc[-1] for loc, _ in found.tensors]
+    wanted = {key for key in keys if _named_like(key, wanted)}
     state = dict.fromkeys(keys, torch.empty(0, device="meta"))
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -593,6 +600,11 @@ def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dic
     except SafetensorError as exc:
         raise CheckpointError(f"the safetensors library refused to read it: {exc}") from exc
     return state
+
+
+def _named_like(key: str, names: set[str]) -> bool:
+    """``key`` is one of ``names``, or one of them behind a prefix (module.linear.weight)."""
+    return key in names or any(key[i + 1 :] in names for i, c in enumerate(key) if c == ".")
 
 
 def _attempt(action: object) -> str:
@@ -609,10 +621,10 @@ def load_into(
     path: Path, fmt: str, found: Found, report: CheckpointReport, spec: LabSpec, at: str | None
 ) -> LoadOutcome:
     chosen = choose_state_dict(report, at)
-    loose: nn.Module = build(spec, refusals={})
+    loose: nn.Module = target_module(spec)
     expected = loose.state_dict()  # keys and shapes, read before anything is loaded
     state = _state(path, fmt, found, chosen, set(expected))
-    strict = _attempt(lambda: build(spec, refusals={}).load_state_dict(state))
+    strict = _attempt(lambda: target_module(spec).load_state_dict(state))
     result: list = []
     non_strict = _attempt(lambda: result.append(loose.load_state_dict(state, strict=False)))
     missing = [k for k in expected if k not in state]
@@ -632,6 +644,7 @@ def load_into(
         missing_keys=missing,
         unexpected_keys=unexpected,
         size_mismatches=mismatches,
+        diagnosis=diagnose(state, lambda: target_module(spec), strict),
     )
 
 
@@ -668,6 +681,9 @@ def bounded(report: CheckpointReport, most: int) -> PageReport:
         report.load.missing_keys = cut("missing_keys", report.load.missing_keys)
         report.load.unexpected_keys = cut("unexpected_keys", report.load.unexpected_keys)
         report.load.size_mismatches = cut("size_mismatches", report.load.size_mismatches)
+        for cause in report.load.diagnosis.causes if report.load.diagnosis else []:
+            cause.keys = cut("cause_keys", cause.keys)
+            cause.details = cut("cause_details", cause.details)
     left = [most]  # tree nodes still to show, depth first: a node's totals stay exact
 
     def prune(nodes: list[TreeNode]) -> list[TreeNode]:
