@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from app.main import create_app
 from app.settings import Settings
 from tests.checkpoints.doctor_files import Case, make_cases
+from tests.test_pages import parse
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +141,21 @@ def test_tied_alias_and_size_details(api: TestClient, cases: dict[str, Case]) ->
     assert all(
         d["checkpoint_dtype"] == "float16" and d["module_dtype"] == "float32" for d in dtype["details"]
     )
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_the_page_shows_each_cause_in_its_language_with_the_apis_fix(
+    api: TestClient, cases: dict[str, Case], lang: str
+) -> None:
+    case = cases["dp_compiled"]
+    body = case.file.read_bytes()
+    told = api.post(f"/api/checkpoints?{case.query}", files={"file": ("m.pt", body)}).json()["load"]
+    page = api.post(f"/checkpoints?lang={lang}", data={"preset": case.preset}, files={"file": ("m.pt", body)})
+    assert page.status_code == 200
+    items = parse(page.text).find(id="diagnosis").find_all("li", **{"data-cause": "prefix"})
+    assert len(items) == 2
+    for item, cause in zip(items, told["diagnosis"]["causes"], strict=True):
+        assert item.find("h4").text.startswith(cause["title"][lang])
+        assert item.find("pre", **{"class": "fix"}).text == cause["fix"]
+    fixes = parse(page.text).find("pre", id="fixes").text.splitlines()
+    assert fixes == [*told["diagnosis"]["fixes"], "model.load_state_dict(state)  # ok"]
