@@ -155,6 +155,30 @@ class LoadOutcome(BaseModel):
     )
 
 
+class ShardFile(BaseModel):
+    name: str = Field(description="The file's name as uploaded (the index names shards by it).")
+    format: str
+    tensors: int
+    bytes: int = Field(description="Bytes of the tensors it holds.")
+
+
+class ShardProblem(BaseModel):
+    kind: str = Field(
+        description="missing_from_shards (the index names it, no shard holds it), not_in_index, "
+        "in_two_shards, wrong_shard, shard_not_uploaded, total_size"
+    )
+    key: str = Field(description="The tensor (or, for shard_not_uploaded, the file; total_size: '').")
+    detail: str
+
+
+class Shards(BaseModel):
+    index: str | None = Field(description="The index file's name (model.safetensors.index.json), if sent.")
+    files: list[ShardFile]
+    total_size: int | None = Field(description="The index's metadata.total_size.")
+    tensor_bytes: int = Field(description="Bytes of the tensors the shards hold, each key once.")
+    problems: list[ShardProblem] = Field(description="What the index and the shards disagree on.")
+
+
 class CheckpointReport(BaseModel):
     format: str = Field(examples=["safetensors"], description="safetensors, torch_zip or torch_legacy")
     file_bytes: int
@@ -170,6 +194,7 @@ class CheckpointReport(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict, description="safetensors __metadata__.")
     load: LoadOutcome | None = None
     torch_version: str
+    shards: Shards | None = Field(None, description="A sharded checkpoint: its files and index, checked.")
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -215,6 +240,8 @@ class Found:
     state_dicts: list[list[str]] = field(default_factory=list)
     dicts: dict[str, dict] = field(default_factory=dict)  # torch formats: each state_dict, as loaded
     nodes: int = 0  # dicts, lists and leaves walked
+    objects: dict[str, torch.Tensor] = field(default_factory=dict)  # torch formats: tensors by name
+    sources: dict[str, Path] = field(default_factory=dict)  # safetensors: the file of each key (shards)
 
 
 def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
@@ -360,6 +387,7 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
     for location, value in _walk(loaded, [], limits, found):
         if isinstance(value, torch.Tensor):
             found.tensors.append((location, _of_tensor(value)))
+            found.objects[".".join(location)] = value  # mapped (zip): no byte read until compared
         else:
             found.values.append((location, value))
     return found
@@ -594,12 +622,30 @@ def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dic
     keys = [loc[-1] for loc, _ in found.tensors]
     wanted = {key for key in keys if _named_like(key, wanted)}
     state = dict.fromkeys(keys, torch.empty(0, device="meta"))
+    by_file: dict[Path, list[str]] = {}
+    for key in keys:
+        if key in wanted:
+            by_file.setdefault(found.sources.get(key, path), []).append(key)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            state.update({key: f.get_tensor(key) for key in keys if key in wanted})
+        for source, names in by_file.items():
+            with safe_open(str(source), framework="pt") as f:
+                state.update({key: f.get_tensor(key) for key in names})
     except SafetensorError as exc:
         raise CheckpointError(f"the safetensors library refused to read it: {exc}") from exc
     return state
+
+
+def tensor_of(path: Path, fmt: str, found: Found, name: str) -> torch.Tensor:
+    """One tensor's values, by its name in the report (read from disk now, for safetensors)."""
+    if fmt != "safetensors":
+        return found.objects[name]
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(found.sources.get(name, path)), framework="pt") as f:
+            return f.get_tensor(name)
+    except SafetensorError as exc:
+        raise CheckpointError(f"the safetensors library refused to read {name!r}: {exc}") from exc
 
 
 def _named_like(key: str, names: set[str]) -> bool:
@@ -681,6 +727,9 @@ def bounded(report: CheckpointReport, most: int) -> PageReport:
         report.load.missing_keys = cut("missing_keys", report.load.missing_keys)
         report.load.unexpected_keys = cut("unexpected_keys", report.load.unexpected_keys)
         report.load.size_mismatches = cut("size_mismatches", report.load.size_mismatches)
+    if report.shards is not None:
+        report.shards.problems = cut("shard_problems", report.shards.problems)
+    if report.load is not None:
         for cause in report.load.diagnosis.causes if report.load.diagnosis else []:
             cause.keys = cut("cause_keys", cause.keys)
             cause.details = cut("cause_details", cause.details)
@@ -721,3 +770,14 @@ def inspect_checkpoint(
     if spec is not None:
         report.load = load_into(path, fmt, found, report, spec, at)
     return report
+
+
+def inspect_files(
+    paths: list[Path], names: list[str], limits: Limits, spec: LabSpec | None = None, at: str | None = None
+) -> CheckpointReport:
+    """One file, or the files of a sharded checkpoint (its shards and index) read as one."""
+    if len(paths) == 1:
+        return inspect_checkpoint(paths[0], limits, spec, at)
+    from app.lab.shards import inspect_shards
+
+    return inspect_shards(paths, names, limits, spec, at)

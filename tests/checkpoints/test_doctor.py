@@ -13,13 +13,8 @@ from safetensors.torch import load_file
 
 from app.main import create_app
 from app.settings import Settings
-from tests.checkpoints.doctor_files import Case, make_cases
+from tests.checkpoints.doctor_files import Case
 from tests.test_pages import parse
-
-
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
-    return make_cases(tmp_path_factory.mktemp("doctor"))
 
 
 @pytest.fixture(scope="module")
