@@ -138,11 +138,20 @@ def _refusal(status: int, message: str) -> bytes:
     return b"E" + json.dumps({"status": status, "message": message}).encode()
 
 
+def _mapped(path: Path) -> int:
+    """Address space a file takes once read: its size (mapped, or read whole), twice for
+    safetensors, which safe_open maps twice while it opens the file (its own map and torch's)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    return 2 * size if len(head) == 9 and head[8:9] == b"{" else size
+
+
 def _child(writer: Connection, job: Job, budget: Budget) -> None:
     _die_with_parent()
     torch.set_num_threads(budget.threads)
     os.nice(NICE)
-    _limit(budget, sum(Path(path).stat().st_size for path in job.paths))
+    _limit(budget, sum(_mapped(Path(path)) for path in job.paths))
     try:
         body = _answer(job, budget)
     except MemoryError:  # even building the refusal ran out
