@@ -131,13 +131,19 @@ def doctor(gib: float, out: Path) -> None:
     limits, budget = inspections.limits(settings), inspections.budget(settings)
     spec = resolve(LabSpec(preset="testmodel"), ["cpu", "meta"])
     isolated.warm_up()
-    results: dict[str, list[float]] = {"inspect_a": [], "inspect_b": [], "compare": []}
+    results: dict[str, list[float]] = {
+        "inspect_a": [],
+        "inspect_b": [],
+        "compare": [],
+        "compare_all_differ": [],
+    }
     with tempfile.TemporaryDirectory(prefix="mre-bench-") as tmp:
-        a, b = Path(tmp) / "a.safetensors", Path(tmp) / "b.pt"
+        a, b, c = Path(tmp) / "a.safetensors", Path(tmp) / "b.pt", Path(tmp) / "c.pt"
         state = state_dict(gib)
         save_file(state, a)
-        state["layers.0.weight"][:10] += 1e-3
+        state["layers.0.weight"][:10] += 1e-3  # b: a re-save with one tensor touched
         torch.save(state, b)
+        torch.save({k: v * (1 + 1e-3) for k, v in state.items()}, c)  # c: every value moved (a fine-tune)
         del state
         for _ in range(2):
             for name, run in (
@@ -152,12 +158,21 @@ def doctor(gib: float, out: Path) -> None:
                         budget,
                     ),
                 ),
+                (
+                    "compare_all_differ",
+                    lambda: isolated.run_isolated(
+                        isolated.comparison_job(
+                            [a], [a.name], [c], [c.name], limits, settings.checkpoint_compare_max_elements
+                        ),
+                        budget,
+                    ),
+                ),
             ):
                 start = time.perf_counter()
                 body = asyncio.run(run())
                 results[name].append(time.perf_counter() - start)
                 print(f"{name}: {results[name][-1]:.2f} s ({len(body)} bytes of JSON)", flush=True)
-        sizes = {"a": a.stat().st_size, "b": b.stat().st_size}
+        sizes = {"a": a.stat().st_size, "b": b.stat().st_size, "c": c.stat().st_size}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(

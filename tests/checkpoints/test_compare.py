@@ -45,6 +45,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     b["table"] = a["table"] + 1  # over the cap: not compared
     b["y"] = b["x"]  # tied: one storage
     b["new"] = torch.ones(1)
+    torch.save({**b, "c": torch.tensor([1 + 1j, 2j])}, folder / "complex_b.pt")
+    save_file({"c": torch.tensor([1 + 0j, 2j])}, folder / "complex_a.safetensors")
     torch.save(b, folder / "b.pt")
     return folder / "a.safetensors", folder / "b.pt"
 
@@ -117,3 +119,12 @@ def test_the_page_gives_the_summary_first_then_the_rows(api: TestClient, pair: t
 def test_a_missing_second_file_is_a_422_naming_the_part(api: TestClient, pair: tuple[Path, Path]) -> None:
     answer = api.post("/api/checkpoints/compare", files={"file": ("a", pair[0].read_bytes())})
     assert answer.status_code == 422 and "'other'" in answer.json()["detail"]
+
+
+def test_complex_values_compare_by_modulus(api: TestClient, pair: tuple[Path, Path]) -> None:
+    a, b = pair[0].with_name("complex_a.safetensors"), pair[1].with_name("complex_b.pt")
+    files = [("file", (a.name, a.read_bytes())), ("other", (b.name, b.read_bytes()))]
+    rows = {r["key"]: r for r in api.post("/api/checkpoints/compare", files=files).json()["rows"]}
+    x, y = load_file(a)["c"], torch.load(b, weights_only=True)["c"]
+    assert rows["c"]["max_abs_diff"] == float((x - y).abs().max()) == 1.0
+    assert rows["c"]["differing"] == 1 and rows["c"]["changes"] == ["values"]
