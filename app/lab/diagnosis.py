@@ -99,17 +99,26 @@ def _copy(state: dict) -> OrderedDict:
     return copy
 
 
-def _lines(message: str, keys: list[str]) -> list[str]:
-    """The lines of torch's message that name one of ``keys`` (quoted, or as a size mismatch's)."""
-    names = set(keys)
-    found = []
-    for line in message.split("\n"):
-        quoted = {part for part in line.split('"')[1::2]}
-        mismatch = line.strip().removeprefix("size mismatch for ").partition(":")[0]
-        if quoted & names or mismatch in names:
-            text = line.strip()
-            found.append(text if len(text) <= LINE_CHARS else text[: LINE_CHARS - 1] + "…")
-    return found
+class _Message:
+    """torch's message, its lines indexed once by the keys they name (quoted, or a size mismatch's):
+    a file of 100,000 keys makes a message of 100,000 names, asked about by every cause."""
+
+    def __init__(self, message: str) -> None:
+        self.lines = [line.strip() for line in message.split("\n")]
+        self.naming: dict[str, list[int]] = {}
+        for number, line in enumerate(self.lines):
+            names = set(line.split('"')[1::2])
+            if line.startswith("size mismatch for "):
+                names.add(line.removeprefix("size mismatch for ").partition(":")[0])
+            for name in names:
+                self.naming.setdefault(name, []).append(number)
+
+    def about(self, keys: list[str]) -> list[str]:
+        numbers = sorted({n for key in keys for n in self.naming.get(key, ())})
+        return [
+            self.lines[n] if len(self.lines[n]) <= LINE_CHARS else self.lines[n][: LINE_CHARS - 1] + "…"
+            for n in numbers
+        ]
 
 
 def _keys(keys: list[str]) -> str:
@@ -190,14 +199,14 @@ class _Doctor:
     """The state as the fixes leave it, and torch's word on it after each."""
 
     def __init__(self, state: dict, make: Callable[[], nn.Module], strict_message: str) -> None:
-        self.state, self.make, self.message = _copy(state), make, strict_message
+        self.state, self.make, self.told = _copy(state), make, _Message(strict_message)
         self.causes: list[Cause] = []
         self.fixes: list[str] = []
         self.strict = True
         self.names = {k: k for k in state}  # key now -> key in the file (torch's message names those)
 
     def says(self, keys: list[str]) -> list[str]:
-        return _lines(self.message, [self.names.get(k, k) for k in keys])
+        return self.told.about([self.names.get(k, k) for k in keys])
 
     def strip(self, prefix: str) -> None:
         consume_prefix_in_state_dict_if_present(self.state, prefix)
