@@ -255,7 +255,9 @@ def test_no_file_part_and_two_files(api: TestClient) -> None:
     )
     two = [("file", ("a.pt", b"x")), ("file", ("b.pt", b"y"))]  # several files: one sharded checkpoint
     response = api.post("/api/checkpoints", files=two)
-    assert response.status_code == 422 and "not a safetensors or torch checkpoint" in response.json()["detail"]
+    assert (
+        response.status_code == 422 and "not a safetensors or torch checkpoint" in response.json()["detail"]
+    )
 
 
 def test_concurrent_inspections_are_bounded(tmp_dir: Path) -> None:
