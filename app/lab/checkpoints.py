@@ -776,8 +776,9 @@ def inspect_files(
     paths: list[Path], names: list[str], limits: Limits, spec: LabSpec | None = None, at: str | None = None
 ) -> CheckpointReport:
     """One file, or the files of a sharded checkpoint (its shards and index) read as one."""
-    if len(paths) == 1:
+    from app.lab.shards import inspect_shards, is_index
+
+    if len(paths) == 1 and not is_index(paths[0], names[0] if names else ""):
         return inspect_checkpoint(paths[0], limits, spec, at)
-    from app.lab.shards import inspect_shards
 
     return inspect_shards(paths, names, limits, spec, at)

@@ -27,12 +27,17 @@ from app.lab.spec import LabSpec
 MAX_FILES = 256  # files in one checkpoint (a 405B model in bfloat16 is 191 shards of 5 GB)
 
 
-def _index(path: Path, name: str, limits: Limits) -> dict | None:
-    """The index's JSON, if ``path`` is one: named .json, or starting with "{" where a safetensors
-    file has the 8 bytes of its header's length before its own "{"."""
+def is_index(path: Path, name: str) -> bool:
+    """Named .json, or starting with "{" where a safetensors file has the 8 bytes of its header's
+    length before its own "{"."""
     with path.open("rb") as f:
         head = f.read(9)
-    if not name.endswith(".json") and not (head[:1] == b"{" and head[8:9] != b"{"):
+    return name.endswith(".json") or (head[:1] == b"{" and head[8:9] != b"{")
+
+
+def _index(path: Path, name: str, limits: Limits) -> dict | None:
+    """The index's JSON, if ``path`` is one."""
+    if not is_index(path, name):
         return None
     size = path.stat().st_size
     if size > limits.header_max_bytes:

@@ -143,3 +143,43 @@ def test_architectures_plug_in_through_target_module(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "app.lab.architectures", fake)
     monkeypatch.setattr(sys.modules["app.lab"], "architectures", fake, raising=False)
     assert target_module("gpt2").weight.is_meta and asked == [("gpt2", "meta")]
+
+
+@pytest.mark.parametrize(
+    ("what", "message"),
+    [
+        ("index_not_json", "not a JSON index"),
+        ("index_without_weight_map", 'an index is an object with "weight_map"'),
+        ("two_indexes", "two index files"),
+        ("same_name_twice", "two files are called"),
+        ("index_alone", "an index and no shard"),
+        ("mixed_formats", "the shards mix formats"),
+        ("bad_total_size", "metadata.total_size must be a non-negative integer"),
+    ],
+)
+def test_a_malformed_sharded_checkpoint_is_a_422_saying_what(
+    api: TestClient, shards: Path, what: str, message: str
+) -> None:
+    files = shard_files(shards)
+    index = (shards / INDEX).read_bytes()
+    real = [(f.name, f.read_bytes()) for f in files]
+    torch_shard = ("pytorch_model-00009.bin", saved({"extra.weight": torch.ones(2)}))
+    sent = {
+        "index_not_json": [*real, (INDEX, b"{not json")],
+        "index_without_weight_map": [*real, (INDEX, b'{"metadata": {}}')],
+        "two_indexes": [*real, (INDEX, index), ("other.index.json", index)],
+        "same_name_twice": [real[0], real[0], (INDEX, index)],
+        "index_alone": [(INDEX, index)],
+        "mixed_formats": [*real, torch_shard, (INDEX, index)],
+        "bad_total_size": [*real, (INDEX, b'{"metadata": {"total_size": "12"}, "weight_map": {}}')],
+    }[what]
+    answer = api.post("/api/checkpoints", files=[("file", part) for part in sent])
+    assert answer.status_code == 422 and message in answer.json()["detail"], answer.text
+
+
+def saved(obj: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
