@@ -293,7 +293,14 @@ CHECKPOINT_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The checkpoint; several parts of this name are one sharded "
+                        "checkpoint (its shards and model.safetensors.index.json).",
+                    }
+                },
                 "required": ["file"],
             }
         },
@@ -339,8 +346,10 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[LabSpec | 
     "`.bin`: `torch.load(weights_only=True, mmap=True)`) and torch's legacy format. Tensors by location and "
     "as a tree by module path, totals per dtype, tensors sharing storage, other values, the dicts of "
     "tensors it holds. With a spec in the query (`preset=...`, as for /api/lab) it is also loaded into that "
-    "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches. Send the "
-    "file as multipart/form-data (part `file`) or as the raw body.",
+    "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches, and the "
+    "diagnosis: each cause (a wrapper's prefix, a tied weight saved once, BatchNorm statistics, "
+    "non-persistent buffers, sizes, dtypes) with its fix and torch's outcome after it. Send the file as "
+    "multipart/form-data (part `file`; several: a sharded checkpoint, its index checked) or as the raw body.",
 )
 async def checkpoint_post(request: Request, settings: SettingsDep) -> Response:
     spec, at = checkpoint_request(request, settings)
