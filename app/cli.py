@@ -5,7 +5,8 @@
 The same domain code, child process and limits as POST /api/checkpoints (limits from the same
 MRE_* settings); tables by rich; ``--json`` prints the API's JSON. Several FILEs are one sharded
 checkpoint (its shards and model.safetensors.index.json). Exit status: 0 it loads (without
---into: it was read; with --compare: no difference), 1 it does not (they differ), 2 bad input.
+--into: it was read, and a sharded one's index agrees with its shards; with --compare: no
+difference), 1 it does not (they disagree, they differ), 2 bad input.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return LOADS if comparison.identical else DOES_NOT
     report = CheckpointReport.model_validate_json(body)
     _print_json(body) if args.json else show_report(out, report, args.lang)
-    return LOADS if report.load is None or report.load.strict == "ok" else DOES_NOT
+    broken = report.shards is not None and bool(report.shards.problems)  # the index and shards disagree
+    return DOES_NOT if broken or (report.load is not None and report.load.strict != "ok") else LOADS
 
 
 def _spec(args: argparse.Namespace, settings: Settings) -> LabSpec | None:

@@ -183,3 +183,17 @@ def saved(obj: object) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+def test_mre_reads_the_shards_as_one_checkpoint(shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app import cli
+
+    files = [*shard_files(shards), shards / INDEX]
+    assert cli.main(["inspect", *map(str, files), "--json"]) == cli.LOADS
+    report = json.loads(capsys.readouterr().out)
+    index = json.loads((shards / INDEX).read_text())
+    assert report["shards"]["problems"] == [] and {t["name"] for t in report["tensors"]} == set(
+        index["weight_map"]
+    )
+    assert cli.main(["inspect", *map(str, files[1:])]) == cli.DOES_NOT  # the first shard left out
+    assert "shard_not_uploaded" in capsys.readouterr().out  # and the table names what is missing
