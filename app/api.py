@@ -11,8 +11,10 @@ from pydantic import BaseModel, Field
 
 from app import inspections
 from app.deps import SettingsDep
+from app.inspections import OTHER_FIELD
 from app.lab import devices, memo
 from app.lab.checkpoints import CheckpointReport
+from app.lab.compare import Comparison
 from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
 from app.lab.inspect import LabReport
 from app.lab.langs import EN, ZH
@@ -21,6 +23,7 @@ from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, from_query, loaded_into, resolve
 from app.lab.styles import ALL_STYLES
 from app.settings import Settings
+from app.uploads import FILE_FIELD
 
 router = APIRouter(prefix="/api", tags=["api"])
 
@@ -290,7 +293,14 @@ CHECKPOINT_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The checkpoint; several parts of this name are one sharded "
+                        "checkpoint (its shards and model.safetensors.index.json).",
+                    }
+                },
                 "required": ["file"],
             }
         },
@@ -336,11 +346,55 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[LabSpec | 
     "`.bin`: `torch.load(weights_only=True, mmap=True)`) and torch's legacy format. Tensors by location and "
     "as a tree by module path, totals per dtype, tensors sharing storage, other values, the dicts of "
     "tensors it holds. With a spec in the query (`preset=...`, as for /api/lab) it is also loaded into that "
-    "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches. Send the "
-    "file as multipart/form-data (part `file`) or as the raw body.",
+    "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches, and the "
+    "diagnosis: each cause (a wrapper's prefix, a tied weight saved once, BatchNorm statistics, "
+    "non-persistent buffers, sizes, dtypes) with its fix and torch's outcome after it. Send the file as "
+    "multipart/form-data (part `file`; several: a sharded checkpoint, its index checked) or as the raw body.",
 )
 async def checkpoint_post(request: Request, settings: SettingsDep) -> Response:
     spec, at = checkpoint_request(request, settings)
-    async with inspections.uploaded(request) as (path, _):
+    async with inspections.uploaded(request) as upload:
         # The child's JSON as it wrote it: parsing a 50k-tensor report again would cost ~200 MiB here.
-        return _json(await inspections.inspect_json(request, path, spec, at))
+        return _json(await inspections.inspect_json(request, upload.files, spec, at))
+
+
+COMPARE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "The first checkpoint."},
+                    "other": {"type": "string", "format": "binary", "description": "The second."},
+                },
+                "required": ["file", "other"],
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/checkpoints/compare",
+    response_model=Comparison,
+    responses={
+        400: {"description": "The client went away before the upload ended"},
+        404: {"description": "The inspector is turned off (MRE_CHECKPOINTS=false)"},
+        408: {"description": "The upload arrived slower than MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND"},
+        413: {"description": "The files together, a zip's contents, memory, entries or report over a cap"},
+        415: {"description": "Not multipart/form-data"},
+        422: {"description": "A part missing, not a checkpoint, truncated, or the inspector died on it"},
+        503: {"description": "Every inspection slot busy, or the server is stopping; try again"},
+        504: {"description": "The comparison ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
+    },
+    openapi_extra={"requestBody": COMPARE_BODY},
+    description="Two checkpoints side by side: part `file` is a, part `other` is b (several parts of one "
+    "name: that checkpoint's shards and index). A summary, then one row per key that differs: only in "
+    "one, shape, dtype, storage sharing, and for tensors up to MRE_CHECKPOINT_COMPARE_MAX_ELEMENTS the "
+    "largest absolute and relative difference of values, NaN and Inf counted.",
+)
+async def checkpoint_compare(request: Request) -> Response:
+    async with inspections.uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
+        a, b = upload.of(FILE_FIELD), upload.of(OTHER_FIELD)
+        return _json(await inspections.compare_json(request, a, b))

@@ -10,12 +10,14 @@ from app import inspections, pages
 from app.deps import SettingsDep
 from app.html import View, ViewDep, render
 from app.html import respond as page_response
+from app.inspections import OTHER_FIELD
 from app.lab.checkpoints import CheckpointError, PageReport
+from app.lab.compare import Comparison
 from app.lab.langs import LANGS
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError
 from app.lab.styles import ALL_STYLES
-from app.uploads import UploadError
+from app.uploads import FILE_FIELD, Received, UploadError
 
 router = APIRouter(include_in_schema=False)
 PAGE = "checkpoints.html"
@@ -37,6 +39,7 @@ def context(view: View, **extra: object) -> dict:
         "spec": None,
         "state_dict": "",
         "report": None,
+        "comparison": None,
         "tensors": 0,
         "hidden": {},
         "filename": "",
@@ -77,18 +80,27 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
     if off is not None:
         return off
     page: PageReport | None = None
+    comparison: Comparison | None = None
     spec = None
     filename = ""
     fields: dict[str, str] = {}
     try:
-        async with inspections.uploaded(request) as (path, upload):
-            filename, fields = upload.filename, dict(upload.fields)
+        async with inspections.uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
+            filename, fields = _names(upload.of(FILE_FIELD)), dict(upload.fields)
             spec = spec_of(upload.fields, settings.custom_max_elements)
-            page = await inspections.inspect_page(request, path, spec, fields.get("state_dict") or None)
+            if upload.of(OTHER_FIELD):  # a second checkpoint: compare the two
+                comparison = await inspections.compare_page(
+                    request, upload.of(FILE_FIELD), upload.of(OTHER_FIELD)
+                )
+            else:
+                at = fields.get("state_dict") or None
+                page = await inspections.inspect_page(request, upload.of(FILE_FIELD), spec, at)
     except (UploadError, CheckpointError) as exc:
         return respond(view, exc.status, error=exc.message, filename=filename, spec=spec)
     except SpecError as exc:
         return respond(view, 422, error=exc.message, filename=filename)
+    if comparison is not None:
+        return respond(view, comparison=comparison, spec=spec, filename=filename)
     assert page is not None
     return respond(
         view,
@@ -99,3 +111,7 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
         filename=filename,
         state_dict=fields.get("state_dict", ""),
     )
+
+
+def _names(files: list[Received]) -> str:
+    return ", ".join(f.filename for f in files if f.filename)

@@ -20,11 +20,14 @@ from starlette.requests import Request
 
 from app.lab import isolated
 from app.lab.checkpoints import MIN_TORCH, Limits, PageReport, torch_ok
+from app.lab.compare import Comparison
 from app.lab.spec import LabSpec
 from app.settings import Settings
-from app.uploads import Pace, Upload, UploadError, receive
+from app.uploads import FILE_FIELD, Pace, Received, Upload, UploadError, receive
 
-PATHS = ("/api/checkpoints", "/checkpoints")  # the routes that take an upload (their own body cap)
+# the routes that take an upload (their own body cap)
+PATHS = ("/api/checkpoints", "/checkpoints", "/api/checkpoints/compare")
+OTHER_FIELD = "other"  # the part of the second checkpoint, to compare with the first
 SLACK = 64 * 1024  # multipart framing and form fields around the file
 PAGE_MOST = 200  # tree nodes, values, groups, keys ... the page shows of each; the JSON API has all
 PREFIX = "mre-checkpoint-"  # then its server process: mre-checkpoint-<pid>.<start time>-<random>
@@ -113,43 +116,71 @@ def check_available(settings: Settings) -> None:
 
 
 @asynccontextmanager
-async def uploaded(request: Request) -> AsyncIterator[tuple[Path, Upload]]:
-    """The request's file on disk while the block runs; gone afterwards, whatever happened."""
+async def uploaded(request: Request, file_fields: tuple[str, ...] = (FILE_FIELD,)) -> AsyncIterator[Upload]:
+    """The request's files on disk while the block runs (several: a sharded checkpoint, or two
+    checkpoints to compare); gone afterwards, whatever happened. The cap is on their sum."""
     settings: Settings = request.app.state.settings
     check_available(settings)
     in_progress: InProgress = request.app.state.checkpoint_uploads
     with in_progress.taken():
         directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
         try:
-            path = directory / "upload"
             pace = Pace(
                 settings.checkpoint_upload_min_bytes_per_second, settings.checkpoint_upload_grace_seconds
             )
-            yield path, await receive(request, path, settings.checkpoint_max_bytes, pace)
+            yield await receive(request, directory, settings.checkpoint_max_bytes, pace, file_fields, True)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
 
 async def inspect_json(
     request: Request,
-    path: Path,
+    files: list[Received],
     spec: LabSpec | None = None,
     at: str | None = None,
     shown: int | None = None,
 ) -> bytes:
-    """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now."""
+    """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now.
+    Several files are one sharded checkpoint."""
     settings: Settings = request.app.state.settings
     slots: Slots = request.app.state.checkpoint_slots
+    paths, names = _paths(files)
     async with slots.taken():
-        return await isolated.inspect_isolated(path, limits(settings), spec, at, budget(settings), shown)
+        return await isolated.inspect_isolated(
+            paths[0] if len(paths) == 1 else paths, limits(settings), spec, at, budget(settings), shown, names
+        )
+
+
+def _paths(files: list[Received]) -> tuple[list[Path], list[str]]:
+    return [f.path for f in files], [f.filename or f"file {i + 1}" for i, f in enumerate(files)]
 
 
 async def inspect_page(
-    request: Request, path: Path, spec: LabSpec | None = None, at: str | None = None
+    request: Request, files: list[Received], spec: LabSpec | None = None, at: str | None = None
 ) -> PageReport:
     """What the page shows: cut short to PAGE_MOST of each kind in the child, so the server parses
     and renders a few hundred things, not the 100,000 a file may hold."""
-    return PageReport.model_validate_json(await inspect_json(request, path, spec, at, PAGE_MOST))
+    return PageReport.model_validate_json(await inspect_json(request, files, spec, at, PAGE_MOST))
+
+
+async def compare_json(
+    request: Request, a: list[Received], b: list[Received], shown: int | None = None
+) -> bytes:
+    """The comparison of two checkpoints (each a file or its shards), from one child."""
+    if not a or not b:
+        missing = FILE_FIELD if not a else OTHER_FIELD
+        raise UploadError(422, f"two checkpoints to compare: send the second in the part named {missing!r}")
+    settings: Settings = request.app.state.settings
+    (paths_a, names_a), (paths_b, names_b) = _paths(a), _paths(b)
+    job = isolated.comparison_job(
+        paths_a, names_a, paths_b, names_b, limits(settings), settings.checkpoint_compare_max_elements, shown
+    )
+    async with request.app.state.checkpoint_slots.taken():
+        return await isolated.run_isolated(job, budget(settings))
+
+
+async def compare_page(request: Request, a: list[Received], b: list[Received]) -> Comparison:
+    return Comparison.model_validate_json(await compare_json(request, a, b, PAGE_MOST))
 
 
 def owner(pid: int | None = None) -> str:

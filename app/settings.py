@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     checkpoint_wall_seconds: float = 60.0  # from the child's start to its answer: 504
     checkpoint_report_max_bytes: int = 64 * 1024**2  # the JSON report (99k tensors: 31 MB): 413
     checkpoint_pickle_max_bytes: int = 64 * 1024**2  # a zip's data.pkl unpacked: structure, not tensors
+    # Comparing two checkpoints: a tensor of more elements is compared by shape and dtype only.
+    checkpoint_compare_max_elements: int = 2**26
     # Every grace period of an upload, from its start and sliding, must bring this many bytes a
     # second (a client that trickles its body would otherwise hold a connection and a temp file for
     # ever, however much it sent first): 408.

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 FILE_FIELD = "file"
 MAX_FIELDS = 80  # the page's form: preset, device, a style per member, state_dict ...
 MAX_FIELD_BYTES = 1024
+MAX_FILES = 257  # a sharded checkpoint's shards and its index
 
 
 class UploadError(ValueError):
@@ -81,19 +82,37 @@ class _Window:
         return self.times[i] + self.pace.grace_seconds - time.monotonic()
 
 
+@dataclass(frozen=True)
+class Received:
+    """One file of the request, on disk under a name of ours (never the client's)."""
+
+    field: str
+    filename: str  # as the client named it, without any directory part
+    path: Path
+
+
 @dataclass
 class Upload:
-    filename: str = ""
-    size: int = 0
+    filename: str = ""  # the first file's
+    size: int = 0  # bytes of all files together: the cap is on the sum
     fields: list[tuple[str, str]] = field(default_factory=list)
     received: bool = False  # a file part (or a raw body) was there
+    files: list[Received] = field(default_factory=list)
+
+    def of(self, name: str) -> list[Received]:
+        return [f for f in self.files if f.field == name]
 
 
 class _Parts:
-    """python-multipart callbacks: the file part goes to ``out``, text fields to ``upload.fields``."""
+    """python-multipart callbacks: each part named in ``file_fields`` goes to a file of its own in
+    ``directory``, text fields to ``upload.fields``."""
 
-    def __init__(self, out: BinaryIO, upload: Upload, max_bytes: int) -> None:
-        self.out, self.upload, self.max_bytes = out, upload, max_bytes
+    def __init__(
+        self, directory: Path, upload: Upload, max_bytes: int, file_fields: tuple[str, ...], many: bool
+    ) -> None:
+        self.directory, self.upload, self.max_bytes = directory, upload, max_bytes
+        self.file_fields, self.many = file_fields, many
+        self.out: BinaryIO | None = None
         self.header_name = self.header_value = b""
         self.disposition = b""
         self.name: str | None = None
@@ -122,17 +141,25 @@ class _Parts:
                 422, 'a multipart part has no name (Content-Disposition: form-data; name="...")'
             )
         self.name = options[b"name"].decode("utf-8", "replace")
-        self.is_file = self.name == FILE_FIELD
+        self.is_file = self.name in self.file_fields
         if self.is_file:
-            if self.upload.received:
+            if self.upload.received and not self.many:
                 raise UploadError(422, f"one file per request, in the part named {FILE_FIELD!r}")
+            if len(self.upload.files) >= MAX_FILES:
+                raise UploadError(422, f"more than {MAX_FILES} files in one request")
             self.upload.received = True
-            self.upload.filename = options.get(b"filename", b"").decode("utf-8", "replace")
+            filename = options.get(b"filename", b"").decode("utf-8", "replace")
+            filename = filename.replace("\\", "/").rpartition("/")[2]  # a name, never a path
+            self.upload.filename = self.upload.filename or filename
+            path = self.directory / str(len(self.upload.files))
+            self.upload.files.append(Received(self.name, filename, path))
+            self.out = path.open("wb")
         elif len(self.upload.fields) >= MAX_FIELDS:
             raise UploadError(422, f"more than {MAX_FIELDS} form fields")
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.is_file:
+            assert self.out is not None
             _write(self.out, self.upload, data[start:end], self.max_bytes)
             return
         self.value += data[start:end]
@@ -143,6 +170,9 @@ class _Parts:
         self.ended = True
 
     def on_part_end(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.out = None
         if not self.is_file and self.name is not None:
             self.upload.fields.append((self.name, self.value.decode("utf-8", "replace")))
 
@@ -154,10 +184,19 @@ def _write(out: BinaryIO, upload: Upload, chunk: bytes, max_bytes: int) -> None:
     out.write(chunk)
 
 
-async def receive(request: Request, dest: Path, max_bytes: int, pace: Pace | None = None) -> Upload:
-    """Stream the request's file into ``dest``; the caller removes ``dest`` whatever happens."""
+async def receive(
+    request: Request,
+    directory: Path,
+    max_bytes: int,
+    pace: Pace | None = None,
+    file_fields: tuple[str, ...] = (FILE_FIELD,),
+    many: bool = False,
+) -> Upload:
+    """Stream the request's files into ``directory`` (each file part, or the raw body); ``many``
+    takes several (a sharded checkpoint, two to compare). The caller removes ``directory``
+    whatever happens."""
     try:
-        return await _receive(request, dest, max_bytes, pace)
+        return await _receive(request, directory, max_bytes, pace, file_fields, many)
     except ClientDisconnect as exc:  # nobody reads the answer; this keeps it out of the error log
         raise UploadError(400, "the client went away before the upload ended") from exc
 
@@ -183,33 +222,45 @@ async def _paced(request: Request, pace: Pace | None) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def _receive(request: Request, dest: Path, max_bytes: int, pace: Pace | None) -> Upload:
+async def _receive(
+    request: Request,
+    directory: Path,
+    max_bytes: int,
+    pace: Pace | None,
+    file_fields: tuple[str, ...],
+    many: bool,
+) -> Upload:
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     upload = Upload()
     truncated = False
-    with dest.open("wb") as out:
-        if kind == b"multipart/form-data":
-            boundary = params.get(b"boundary")
-            if not boundary:
-                raise UploadError(422, "multipart/form-data without a boundary")
-            parts = _Parts(out, upload, max_bytes)
-            callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
-            try:  # python-multipart raises its own errors (FormParserError and below) on all three
-                parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
-                async for chunk in _paced(request, pace):
-                    parser.write(chunk)
-                parser.finalize()
-            except FormParserError as exc:
-                raise UploadError(422, f"malformed multipart body: {exc}") from exc
-            truncated = not parts.ended
-        elif kind in (b"application/octet-stream", b""):
-            upload.received = True
+    if kind == b"multipart/form-data":
+        boundary = params.get(b"boundary")
+        if not boundary:
+            raise UploadError(422, "multipart/form-data without a boundary")
+        parts = _Parts(directory, upload, max_bytes, file_fields, many)
+        callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
+        try:  # python-multipart raises its own errors (FormParserError and below) on all three
+            parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+            async for chunk in _paced(request, pace):
+                parser.write(chunk)
+            parser.finalize()
+        except FormParserError as exc:
+            raise UploadError(422, f"malformed multipart body: {exc}") from exc
+        finally:
+            if parts.out is not None:
+                parts.out.close()
+        truncated = not parts.ended
+    elif kind in (b"application/octet-stream", b""):
+        upload.received = True
+        path = directory / "0"
+        upload.files.append(Received(file_fields[0], "", path))
+        with path.open("wb") as out:
             async for chunk in _paced(request, pace):
                 _write(out, upload, chunk, max_bytes)
-        else:
-            raise UploadError(
-                415, "send the file as multipart/form-data (field 'file') or as application/octet-stream"
-            )
+    else:
+        raise UploadError(
+            415, "send the file as multipart/form-data (field 'file') or as application/octet-stream"
+        )
     if not upload.received:
         raise UploadError(422, f"no file: send it in the multipart part named {FILE_FIELD!r}")
     if truncated:

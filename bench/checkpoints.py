@@ -84,7 +84,11 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true", help="a small inspection through a live server")
     parser.add_argument("--root", type=Path, default=None, help="with --latency: the tree to serve")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--doctor", action="store_true", help="inspect and compare two files (isolated)")
     args = parser.parse_args()
+    if args.doctor:
+        doctor(args.gib, args.out or Path("bench/results/doctor.json"))
+        return
     if args.latency:
         latency(args.root)
         return
@@ -107,6 +111,74 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"gib": args.gib, "torch": torch.__version__, "results": results}
     args.out.write_text(json.dumps(summary, indent=1))
+
+
+# -- the doctor: inspect and compare, each in its isolated child under the default limits ----------
+
+
+def doctor(gib: float, out: Path) -> None:
+    """Two files of ``gib`` each (a as safetensors, b the same tensors nudged, as torch zip): the
+    inspection of each loaded into testmodel, then their comparison (every value: the tensors are
+    under MRE_CHECKPOINT_COMPARE_MAX_ELEMENTS), through the child the server and mre use."""
+    import asyncio
+
+    from app import inspections
+    from app.lab import isolated
+    from app.lab.spec import LabSpec, resolve
+    from app.settings import Settings
+
+    settings = Settings()
+    limits, budget = inspections.limits(settings), inspections.budget(settings)
+    spec = resolve(LabSpec(preset="testmodel"), ["cpu", "meta"])
+    isolated.warm_up()
+    results: dict[str, list[float]] = {
+        "inspect_a": [],
+        "inspect_b": [],
+        "compare": [],
+        "compare_all_differ": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="mre-bench-") as tmp:
+        a, b, c = Path(tmp) / "a.safetensors", Path(tmp) / "b.pt", Path(tmp) / "c.pt"
+        state = state_dict(gib)
+        save_file(state, a)
+        state["layers.0.weight"][:10] += 1e-3  # b: a re-save with one tensor touched
+        torch.save(state, b)
+        torch.save({k: v * (1 + 1e-3) for k, v in state.items()}, c)  # c: every value moved (a fine-tune)
+        del state
+        for _ in range(2):
+            for name, run in (
+                ("inspect_a", lambda: isolated.inspect_isolated(a, limits, spec, None, budget)),
+                ("inspect_b", lambda: isolated.inspect_isolated(b, limits, spec, None, budget)),
+                (
+                    "compare",
+                    lambda: isolated.run_isolated(
+                        isolated.comparison_job(
+                            [a], [a.name], [b], [b.name], limits, settings.checkpoint_compare_max_elements
+                        ),
+                        budget,
+                    ),
+                ),
+                (
+                    "compare_all_differ",
+                    lambda: isolated.run_isolated(
+                        isolated.comparison_job(
+                            [a], [a.name], [c], [c.name], limits, settings.checkpoint_compare_max_elements
+                        ),
+                        budget,
+                    ),
+                ),
+            ):
+                start = time.perf_counter()
+                body = asyncio.run(run())
+                results[name].append(time.perf_counter() - start)
+                print(f"{name}: {results[name][-1]:.2f} s ({len(body)} bytes of JSON)", flush=True)
+        sizes = {"a": a.stat().st_size, "b": b.stat().st_size, "c": c.stat().st_size}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {"gib": gib, "torch": torch.__version__, "file_bytes": sizes, "seconds": results}, indent=1
+        )
+    )
 
 
 # -- hostile files against a live server ---------------------------------------------------------

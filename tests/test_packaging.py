@@ -48,6 +48,8 @@ def test_wheel_carries_templates_static_files_and_catalogs(wheel: Path) -> None:
         shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / name).rglob("*") if p.is_file()}
         assert {f"app/{n}" for n in shipped} <= names
     assert "app/locale/zh_CN/LC_MESSAGES/messages.po" in names
+    (entry_points,) = (n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "mre = app.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()  # the doctor's command
 
 
 def test_installed_wheel_serves_from_an_empty_directory(wheel: Path, tmp_path: Path) -> None:

@@ -22,8 +22,10 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
-from app.lab.inspect import build, dtype_name
+from app.lab.diagnosis import Diagnosis, diagnose
+from app.lab.inspect import dtype_name
 from app.lab.spec import LabSpec
+from app.lab.targets import target_module
 
 # torch.load(weights_only=True) got the fixes for CVE-2025-32434 in 2.6 and CVE-2026-24747 in 2.10.
 MIN_TORCH = (2, 10)
@@ -147,6 +149,34 @@ class LoadOutcome(BaseModel):
     size_mismatches: list[dict[str, str | list[int]]] = Field(
         description="Keys in both with other shapes: key, checkpoint, module."
     )
+    diagnosis: Diagnosis | None = Field(
+        None,
+        description="Why it does not load, cause by cause, each with its fix and torch's outcome after it.",
+    )
+
+
+class ShardFile(BaseModel):
+    name: str = Field(description="The file's name as uploaded (the index names shards by it).")
+    format: str
+    tensors: int
+    bytes: int = Field(description="Bytes of the tensors it holds.")
+
+
+class ShardProblem(BaseModel):
+    kind: str = Field(
+        description="missing_from_shards (the index names it, no shard holds it), not_in_index, "
+        "in_two_shards, wrong_shard, shard_not_uploaded, total_size"
+    )
+    key: str = Field(description="The tensor (or, for shard_not_uploaded, the file; total_size: '').")
+    detail: str
+
+
+class Shards(BaseModel):
+    index: str | None = Field(description="The index file's name (model.safetensors.index.json), if sent.")
+    files: list[ShardFile]
+    total_size: int | None = Field(description="The index's metadata.total_size.")
+    tensor_bytes: int = Field(description="Bytes of the tensors the shards hold, each key once.")
+    problems: list[ShardProblem] = Field(description="What the index and the shards disagree on.")
 
 
 class CheckpointReport(BaseModel):
@@ -164,6 +194,7 @@ class CheckpointReport(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict, description="safetensors __metadata__.")
     load: LoadOutcome | None = None
     torch_version: str
+    shards: Shards | None = Field(None, description="A sharded checkpoint: its files and index, checked.")
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -209,6 +240,8 @@ class Found:
     state_dicts: list[list[str]] = field(default_factory=list)
     dicts: dict[str, dict] = field(default_factory=dict)  # torch formats: each state_dict, as loaded
     nodes: int = 0  # dicts, lists and leaves walked
+    objects: dict[str, torch.Tensor] = field(default_factory=dict)  # torch formats: tensors by name
+    sources: dict[str, Path] = field(default_factory=dict)  # safetensors: the file of each key (shards)
 
 
 def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
@@ -354,6 +387,7 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
     for location, value in _walk(loaded, [], limits, found):
         if isinstance(value, torch.Tensor):
             found.tensors.append((location, _of_tensor(value)))
+            found.objects[".".join(location)] = value  # mapped (zip): no byte read until compared
         else:
             found.values.append((location, value))
     return found
@@ -586,13 +620,37 @@ def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dic
     from safetensors import SafetensorError, safe_open
 
     keys = [loc[-1] for loc, _ in found.tensors]
+    wanted = {key for key in keys if _named_like(key, wanted)}
     state = dict.fromkeys(keys, torch.empty(0, device="meta"))
+    by_file: dict[Path, list[str]] = {}
+    for key in keys:
+        if key in wanted:
+            by_file.setdefault(found.sources.get(key, path), []).append(key)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            state.update({key: f.get_tensor(key) for key in keys if key in wanted})
+        for source, names in by_file.items():
+            with safe_open(str(source), framework="pt") as f:
+                state.update({key: f.get_tensor(key) for key in names})
     except SafetensorError as exc:
         raise CheckpointError(f"the safetensors library refused to read it: {exc}") from exc
     return state
+
+
+def tensor_of(path: Path, fmt: str, found: Found, name: str) -> torch.Tensor:
+    """One tensor's values, by its name in the report (read from disk now, for safetensors)."""
+    if fmt != "safetensors":
+        return found.objects[name]
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(found.sources.get(name, path)), framework="pt") as f:
+            return f.get_tensor(name)
+    except SafetensorError as exc:
+        raise CheckpointError(f"the safetensors library refused to read {name!r}: {exc}") from exc
+
+
+def _named_like(key: str, names: set[str]) -> bool:
+    """``key`` is one of ``names``, or one of them behind a prefix (module.linear.weight)."""
+    return key in names or any(key[i + 1 :] in names for i, c in enumerate(key) if c == ".")
 
 
 def _attempt(action: object) -> str:
@@ -609,10 +667,10 @@ def load_into(
     path: Path, fmt: str, found: Found, report: CheckpointReport, spec: LabSpec, at: str | None
 ) -> LoadOutcome:
     chosen = choose_state_dict(report, at)
-    loose: nn.Module = build(spec, refusals={})
+    loose: nn.Module = target_module(spec)
     expected = loose.state_dict()  # keys and shapes, read before anything is loaded
     state = _state(path, fmt, found, chosen, set(expected))
-    strict = _attempt(lambda: build(spec, refusals={}).load_state_dict(state))
+    strict = _attempt(lambda: target_module(spec).load_state_dict(state))
     result: list = []
     non_strict = _attempt(lambda: result.append(loose.load_state_dict(state, strict=False)))
     missing = [k for k in expected if k not in state]
@@ -632,6 +690,7 @@ def load_into(
         missing_keys=missing,
         unexpected_keys=unexpected,
         size_mismatches=mismatches,
+        diagnosis=diagnose(state, lambda: target_module(spec), strict),
     )
 
 
@@ -668,6 +727,12 @@ def bounded(report: CheckpointReport, most: int) -> PageReport:
         report.load.missing_keys = cut("missing_keys", report.load.missing_keys)
         report.load.unexpected_keys = cut("unexpected_keys", report.load.unexpected_keys)
         report.load.size_mismatches = cut("size_mismatches", report.load.size_mismatches)
+    if report.shards is not None:
+        report.shards.problems = cut("shard_problems", report.shards.problems)
+    if report.load is not None:
+        for cause in report.load.diagnosis.causes if report.load.diagnosis else []:
+            cause.keys = cut("cause_keys", cause.keys)
+            cause.details = cut("cause_details", cause.details)
     left = [most]  # tree nodes still to show, depth first: a node's totals stay exact
 
     def prune(nodes: list[TreeNode]) -> list[TreeNode]:
@@ -705,3 +770,15 @@ def inspect_checkpoint(
     if spec is not None:
         report.load = load_into(path, fmt, found, report, spec, at)
     return report
+
+
+def inspect_files(
+    paths: list[Path], names: list[str], limits: Limits, spec: LabSpec | None = None, at: str | None = None
+) -> CheckpointReport:
+    """One file, or the files of a sharded checkpoint (its shards and index) read as one."""
+    from app.lab.shards import inspect_shards, is_index
+
+    if len(paths) == 1 and not is_index(paths[0], names[0] if names else ""):
+        return inspect_checkpoint(paths[0], limits, spec, at)
+
+    return inspect_shards(paths, names, limits, spec, at)

@@ -19,16 +19,19 @@ import os
 import resource
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
-from app.lab.checkpoints import CheckpointError, Limits, bounded, inspect_checkpoint
+from app.lab import compare
+from app.lab.checkpoints import CheckpointError, Limits, bounded, inspect_files
 from app.lab.spec import LabSpec
 
 READ = 1 << 20  # bytes per read from the pipe
@@ -100,12 +103,18 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "bad_alloc" in str(exc)
 
 
-def _answer(
-    path: str, limits: Limits, spec: LabSpec | None, at: str | None, budget: Budget, shown: int | None
-) -> bytes:
+@dataclass(frozen=True)
+class Job:
+    """What one child does: ``run`` (a module-level function with its arguments: it is pickled to the
+    child) reads ``paths`` and returns the report; the memory limit sits above the files' sizes."""
+
+    run: Callable[[], BaseModel]
+    paths: tuple[str, ...]
+
+
+def _answer(job: Job, budget: Budget) -> bytes:
     try:
-        found = inspect_checkpoint(Path(path), limits, spec, at)
-        report = (found if shown is None else bounded(found, shown)).model_dump_json().encode()
+        report = job.run().model_dump_json().encode()
     except PydanticSerializationError as exc:
         if "surrogate" not in str(exc):
             raise
@@ -129,27 +138,41 @@ def _refusal(status: int, message: str) -> bytes:
     return b"E" + json.dumps({"status": status, "message": message}).encode()
 
 
-def _child(
-    writer: Connection,
-    path: str,
-    limits: Limits,
-    spec: LabSpec | None,
-    at: str | None,
-    budget: Budget,
-    shown: int | None = None,
-) -> None:
+def _mapped(path: Path) -> int:
+    """Address space a file takes once read: its size (mapped, or read whole), twice for
+    safetensors, which safe_open maps twice while it opens the file (its own map and torch's)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(9)
+    return 2 * size if len(head) == 9 and head[8:9] == b"{" else size
+
+
+def _child(writer: Connection, job: Job, budget: Budget) -> None:
     _die_with_parent()
     torch.set_num_threads(budget.threads)
     os.nice(NICE)
-    _limit(budget, Path(path).stat().st_size)
+    _limit(budget, sum(_mapped(Path(path)) for path in job.paths))
     try:
-        body = _answer(path, limits, spec, at, budget, shown)
+        body = _answer(job, budget)
     except MemoryError:  # even building the refusal ran out
         body = _refusal(413, _memory_message(budget))
     view, fd = memoryview(body), writer.fileno()
     while view:
         view = view[os.write(fd, view) :]
     writer.close()
+
+
+def inspection(
+    paths: tuple[str, ...],
+    names: tuple[str, ...],
+    limits: Limits,
+    spec: LabSpec | None,
+    at: str | None,
+    shown: int | None,
+) -> BaseModel:
+    """The child's work for an inspection: the report, or (``shown``) the page's cut of it."""
+    found = inspect_files([Path(p) for p in paths], list(names), limits, spec, at)
+    return found if shown is None else bounded(found, shown)
 
 
 def _memory_message(budget: Budget) -> str:
@@ -165,6 +188,38 @@ def _report_message(budget: Budget, size: int | None = None) -> str:
         f"the report on this file would be {told}, over the cap of {budget.report_max_bytes} bytes"
         " (MRE_CHECKPOINT_REPORT_MAX_BYTES)"
     )
+
+
+def comparison(
+    a: tuple[str, ...],
+    a_names: tuple[str, ...],
+    b: tuple[str, ...],
+    b_names: tuple[str, ...],
+    limits: Limits,
+    value_max_elements: int,
+    shown: int | None,
+) -> BaseModel:
+    """The child's work for a comparison of two checkpoints (each one file or its shards)."""
+    found = compare.compare_checkpoints(
+        [Path(p) for p in a], list(a_names), [Path(p) for p in b], list(b_names), limits, value_max_elements
+    )
+    return found if shown is None else compare.bounded(found, shown)
+
+
+def comparison_job(
+    a: Sequence[Path],
+    a_names: Sequence[str],
+    b: Sequence[Path],
+    b_names: Sequence[str],
+    limits: Limits,
+    value_max_elements: int,
+    shown: int | None = None,
+) -> Job:
+    paths_a, paths_b = tuple(map(str, a)), tuple(map(str, b))
+    work = partial(
+        comparison, paths_a, tuple(a_names), paths_b, tuple(b_names), limits, value_max_elements, shown
+    )
+    return Job(work, paths_a + paths_b)
 
 
 # -- the parent --------------------------------------------------------------------------------
@@ -267,21 +322,28 @@ async def _collect(reader: Connection, cap: int, timeout: float) -> tuple[bytes,
 
 
 async def inspect_isolated(
-    path: Path,
+    path: Path | Sequence[Path],
     limits: Limits,
     spec: LabSpec | None,
     at: str | None,
     budget: Budget,
     shown: int | None = None,
+    names: Sequence[str] = (),
 ) -> bytes:
-    """The report on ``path`` as JSON bytes, from a child under ``budget``; a refusal raises
-    CheckpointError (the reader's own) or InspectionFailed (a limit hit, a crash). With ``shown``,
-    a PageReport instead: at most that many of each kind of thing, cut short in the child."""
+    """The report on ``path`` (or on several files read as one: a sharded checkpoint; ``names`` are
+    what they were called) as JSON bytes, from a child under ``budget``. With ``shown``, a
+    PageReport instead: at most that many of each kind of thing, cut short in the child."""
+    paths = (str(path),) if isinstance(path, Path) else tuple(map(str, path))
+    work = partial(inspection, paths, tuple(names), limits, spec, at, shown)
+    return await run_isolated(Job(work, paths), budget)
+
+
+async def run_isolated(job: Job, budget: Budget) -> bytes:
+    """``job``'s report as JSON bytes, from a child under ``budget``; a refusal raises CheckpointError
+    (the reader's own) or InspectionFailed (a limit hit, a crash)."""
     context = _context()
     reader, writer = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_child, args=(writer, str(path), limits, spec, at, budget, shown), daemon=True
-    )
+    process = context.Process(target=_child, args=(writer, job, budget), daemon=True)
     loop = asyncio.get_running_loop()
     if _stopping.is_set():
         raise InspectionFailed(503, STOPPING)

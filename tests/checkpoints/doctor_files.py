@@ -1,0 +1,79 @@
+"""Checkpoints as real libraries write them, each paired with the module it is loaded into and the
+causes the doctor must find (shared by the API test and the command-line test)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_model
+from torch import nn
+
+from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+
+
+@dataclass(frozen=True)
+class Case:
+    file: Path
+    preset: str
+    styles: dict[str, str]
+    causes: list[str]  # the ids the doctor must give, in order
+
+    @property
+    def query(self) -> str:
+        return "&".join([f"preset={self.preset}", *(f"style.{k}={v}" for k, v in self.styles.items())])
+
+    def module(self) -> nn.Module:
+        return reference(self.preset, {**TUTORIAL_DEFAULTS[self.preset], **self.styles})
+
+
+def _module(preset: str, **styles: str) -> nn.Module:
+    return reference(preset, {**TUTORIAL_DEFAULTS[preset], **styles})
+
+
+def make_cases(folder: Path) -> dict[str, Case]:
+    """Each file written by the library that writes it in the wild."""
+    model = _module("testmodel")
+    compiled = torch.compile(model)  # built, never run: its state_dict already has the _orig_mod. names
+    torch.save(nn.DataParallel(model).state_dict(), folder / "data_parallel.pt")
+    torch.save(compiled.state_dict(), folder / "compiled.pt")
+    torch.save(nn.DataParallel(compiled).state_dict(), folder / "dp_compiled.pt")
+    lightning = {
+        "epoch": 3,
+        "global_step": 120,
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+    }
+    torch.save(lightning, folder / "lightning.ckpt")
+    save_model(_module("tied_weights"), str(folder / "tied.safetensors"))  # keeps one name of the pair
+    norm = _module("batchnorm")
+    norm.bn = nn.BatchNorm1d(3, track_running_stats=False)  # the weights only, no running statistics
+    torch.save(norm.state_dict(), folder / "no_stats.pt")
+    torch.save(_module("positional_encoding").state_dict(), folder / "persistent_pe.pt")
+    torch.save(_module("positional_encoding", pe="non_persistent_buffer").state_dict(), folder / "no_pe.pt")
+    wider = _module("testmodel")
+    wider.linear = nn.Linear(3, 5)  # another width, saved in half precision
+    torch.save(wider.half().state_dict(), folder / "wider_half.pt")
+    return {
+        "data_parallel": Case(folder / "data_parallel.pt", "testmodel", {}, ["prefix"]),
+        "compiled": Case(folder / "compiled.pt", "testmodel", {}, ["prefix"]),
+        "dp_compiled": Case(folder / "dp_compiled.pt", "testmodel", {}, ["prefix", "prefix"]),
+        "lightning": Case(folder / "lightning.ckpt", "testmodel", {}, ["prefix"]),
+        "tied": Case(folder / "tied.safetensors", "tied_weights", {}, ["tied_weights"]),
+        "no_stats": Case(folder / "no_stats.pt", "batchnorm", {}, ["batchnorm_stats"]),
+        "persistent_pe": Case(
+            folder / "persistent_pe.pt",
+            "positional_encoding",
+            {"pe": "non_persistent_buffer"},
+            ["non_persistent_saved"],
+        ),
+        "no_pe": Case(
+            folder / "no_pe.pt",
+            "positional_encoding",
+            {"pe": "non_persistent_buffer"},
+            ["non_persistent_absent"],
+        ),
+        "wider_half": Case(
+            folder / "wider_half.pt", "testmodel", {}, ["size_mismatch", "size_mismatch", "dtype_change"]
+        ),
+    }

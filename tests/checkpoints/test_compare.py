@@ -1,0 +1,130 @@
+"""POST /api/checkpoints/compare and the page's comparison: every row checked against the two
+files as torch and safetensors read them, the differences computed here directly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import load_file, save_file
+
+from app.main import create_app
+from app.settings import Settings
+from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.test_pages import parse
+
+CAP = 12  # elements: a tensor with more is compared by shape and dtype only
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    uploads = tmp_path_factory.mktemp("uploads")
+    settings = Settings(checkpoint_tmp_dir=str(uploads), checkpoint_compare_max_elements=CAP)
+    with TestClient(create_app(settings)) as client:
+        yield client
+    assert list(uploads.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """a: a model's state_dict as safetensors; b: the same model after a few things happened to it,
+    as torch.save writes it (with two of its tensors made one)."""
+    folder = tmp_path_factory.mktemp("compare")
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"])
+    a = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    a |= {"table": torch.arange(20.0), "x": torch.ones(3), "y": torch.ones(3), "gone": torch.zeros(2)}
+    save_file(a, folder / "a.safetensors")
+    b = {k: v.clone() for k, v in a.items() if k != "gone"}
+    b["linear.weight"][0, 0] += 0.25  # trained a little
+    b["parameter1"] = torch.tensor([float("nan"), float("inf"), a["parameter1"][2].item()])
+    b["buffer2"] = a["buffer2"].half()  # saved in half precision
+    b["linear.bias"] = torch.zeros(4)  # another width
+    b["table"] = a["table"] + 1  # over the cap: not compared
+    b["y"] = b["x"]  # tied: one storage
+    b["new"] = torch.ones(1)
+    torch.save({**b, "c": torch.tensor([1 + 1j, 2j])}, folder / "complex_b.pt")
+    save_file({"c": torch.tensor([1 + 0j, 2j])}, folder / "complex_a.safetensors")
+    torch.save(b, folder / "b.pt")
+    return folder / "a.safetensors", folder / "b.pt"
+
+
+def expected(a: torch.Tensor, b: torch.Tensor) -> dict:
+    """The differences, written out with torch on the whole tensors."""
+    x, y = a.double().reshape(-1), b.double().reshape(-1)
+    finite = x.isfinite() & y.isfinite()
+    diff = (x - y).abs()
+    scale = torch.maximum(x.abs(), y.abs())
+    rel = torch.where(scale > 0, diff / scale.clamp_min(torch.finfo(torch.float64).tiny), 0)
+    same = (finite & (diff == 0)) | (x.isnan() & y.isnan()) | (x.isinf() & (x == y))
+    return {
+        "max_abs_diff": float(diff[finite].max()),
+        "max_rel_diff": float(rel[finite].max()),
+        "differing": int((~same).sum()),
+        "nan": [int(x.isnan().sum()), int(y.isnan().sum())],
+        "inf": [int(x.isinf().sum()), int(y.isinf().sum())],
+    }
+
+
+def test_every_difference_as_torch_computes_it(api: TestClient, pair: tuple[Path, Path]) -> None:
+    a_path, b_path = pair
+    files = [("file", (a_path.name, a_path.read_bytes())), ("other", (b_path.name, b_path.read_bytes()))]
+    answer = api.post("/api/checkpoints/compare", files=files)
+    assert answer.status_code == 200, answer.text
+    told = answer.json()
+    a, b = load_file(a_path), torch.load(b_path, weights_only=True)
+    rows = {row["key"]: row for row in told["rows"]}
+    assert told["identical"] is False and (told["a"], told["b"]) == (["a.safetensors"], ["b.pt"])
+    for key in a.keys() | b.keys():
+        changes = []
+        if key not in b:
+            changes = ["only_in_a"]
+        elif key not in a:
+            changes = ["only_in_b"]
+        else:
+            changes += ["shape"] if a[key].shape != b[key].shape else []
+            changes += ["dtype"] if a[key].dtype != b[key].dtype else []
+            tied = b[key].untyped_storage().data_ptr() in {
+                v.untyped_storage().data_ptr() for k, v in b.items() if k != key
+            }
+            changes += ["sharing"] if tied else []
+            if a[key].shape == b[key].shape and a[key].numel() > CAP:
+                changes.append("not_compared")
+            elif a[key].shape == b[key].shape:
+                values = expected(a[key], b[key])
+                if key in rows:  # a row for it (a value or dtype change): its numbers are torch's
+                    assert {k: rows[key][k] for k in values} == values, key
+                changes += ["values"] if values["differing"] else []
+        assert rows.get(key, {"changes": []})["changes"] == changes, key
+    summary = told["summary"]
+    assert (summary["only_in_a"], summary["only_in_b"], summary["common"]) == (1, 1, len(a) - 1)
+    assert summary["nan_b"] == 1 and summary["inf_b"] == 1 and summary["not_compared"] == 1
+    assert summary["sharing_changes"] == 2 and rows["x"]["shared_b"] == ["y"] and rows["x"]["shared_a"] == []
+    assert summary["max_abs_diff"] == max(r["max_abs_diff"] or 0 for r in told["rows"])
+
+
+def test_the_page_gives_the_summary_first_then_the_rows(api: TestClient, pair: tuple[Path, Path]) -> None:
+    a_path, b_path = pair
+    files = [("file", (a_path.name, a_path.read_bytes())), ("other", (b_path.name, b_path.read_bytes()))]
+    told = api.post("/api/checkpoints/compare", files=files).json()
+    page = parse(api.post("/checkpoints", files=files).text)
+    summary = page.find("dl", id="compare-summary")
+    assert summary.find("dd", **{"data-field": "only_in_a"}).text == str(told["summary"]["only_in_a"])
+    keys = [tr.attrs["data-key"] for tr in page.find("table", id="compare-rows").find("tbody").find_all("tr")]
+    assert keys == [row["key"] for row in told["rows"]]
+
+
+def test_a_missing_second_file_is_a_422_naming_the_part(api: TestClient, pair: tuple[Path, Path]) -> None:
+    answer = api.post("/api/checkpoints/compare", files={"file": ("a", pair[0].read_bytes())})
+    assert answer.status_code == 422 and "'other'" in answer.json()["detail"]
+
+
+def test_complex_values_compare_by_modulus(api: TestClient, pair: tuple[Path, Path]) -> None:
+    a, b = pair[0].with_name("complex_a.safetensors"), pair[1].with_name("complex_b.pt")
+    files = [("file", (a.name, a.read_bytes())), ("other", (b.name, b.read_bytes()))]
+    rows = {r["key"]: r for r in api.post("/api/checkpoints/compare", files=files).json()["rows"]}
+    x, y = load_file(a)["c"], torch.load(b, weights_only=True)["c"]
+    assert rows["c"]["max_abs_diff"] == float((x - y).abs().max()) == 1.0
+    assert rows["c"]["differing"] == 1 and rows["c"]["changes"] == ["values"]

@@ -1,0 +1,199 @@
+"""Sharded checkpoints as transformers writes them (``save_pretrained(max_shard_size=...)``): the
+shards and index in one request, one report, every disagreement between them named; and the
+doctor on a real GPT-2 (the tied lm_head that save_pretrained leaves out)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from fastapi.testclient import TestClient
+from safetensors.torch import load_file, save_file
+
+from app.lab.diagnosis import diagnose
+from app.lab.targets import target_module
+from app.main import create_app
+from app.settings import Settings
+from tests.test_pages import parse
+
+INDEX = "model.safetensors.index.json"
+
+
+def config() -> object:
+    return transformers.GPT2Config(
+        n_layer=2, n_embd=32, n_head=2, vocab_size=100, n_positions=16, bos_token_id=0, eos_token_id=0
+    )
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config()).save_pretrained(folder, max_shard_size="40KB")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    uploads = tmp_path_factory.mktemp("uploads")
+    with TestClient(create_app(Settings(checkpoint_tmp_dir=str(uploads)))) as client:
+        yield client
+    assert list(uploads.iterdir()) == []
+
+
+def parts(files: list[Path]) -> list[tuple[str, tuple[str, bytes]]]:
+    return [("file", (f.name, f.read_bytes())) for f in files]
+
+
+def shard_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("model-*.safetensors"))
+
+
+def test_the_shards_and_index_are_one_report(api: TestClient, shards: Path) -> None:
+    files = [*shard_files(shards), shards / INDEX]
+    assert len(files) > 2  # really sharded
+    answer = api.post("/api/checkpoints", files=parts(files))
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    index = json.loads((shards / INDEX).read_text())
+    held = {f.name: load_file(f) for f in shard_files(shards)}
+    assert report["shards"]["problems"] == []
+    assert {t["name"] for t in report["tensors"]} == set(index["weight_map"])
+    assert report["shards"]["total_size"] == index["metadata"]["total_size"]
+    assert report["shards"]["tensor_bytes"] == sum(
+        t.numel() * t.element_size() for state in held.values() for t in state.values()
+    )
+    assert [(f["name"], f["tensors"]) for f in report["shards"]["files"]] == [
+        (n, len(s)) for n, s in held.items()
+    ]
+    page = parse(api.post("/checkpoints", files=parts(files)).text)
+    assert len(page.find("ul", id="shard-files").find_all("li")) == len(held)
+
+
+def test_each_disagreement_is_named(api: TestClient, shards: Path, tmp_path: Path) -> None:
+    """A shard left out, a key the index invents and one it forgets, a key in two shards, a wrong
+    total_size: each expected from the files as safetensors and json read them."""
+    files = shard_files(shards)
+    held = {f.name: load_file(f) for f in files}
+    index = json.loads((shards / INDEX).read_text())
+    left_out, first = files[-1].name, files[0].name
+    forgotten = next(iter(held[files[1].name]))
+    twice = next(iter(held[first]))
+    index["weight_map"]["ghost.weight"] = first
+    del index["weight_map"][forgotten]
+    index["metadata"]["total_size"] += 1
+    (tmp_path / INDEX).write_text(json.dumps(index))
+    save_file({twice: held[first][twice]}, tmp_path / "extra.safetensors")
+    sent = [*files[:-1], tmp_path / "extra.safetensors", tmp_path / INDEX]
+    answer = api.post("/api/checkpoints", files=parts(sent))
+    assert answer.status_code == 200, answer.text
+    problems = {(p["kind"], p["key"]) for p in answer.json()["shards"]["problems"]}
+    present = {k: n for n in [f.name for f in files[:-1]] for k in held[n]}
+    expected = {("shard_not_uploaded", left_out), ("missing_from_shards", "ghost.weight"), ("total_size", "")}
+    expected |= {("missing_from_shards", k) for k, n in index["weight_map"].items() if n == left_out}
+    expected |= {("not_in_index", forgotten), ("in_two_shards", twice)}
+    assert problems == expected
+    assert all(k in present for kind, k in problems if kind in ("not_in_index", "in_two_shards"))
+
+
+def test_the_cap_is_on_the_sum(shards: Path, tmp_path: Path) -> None:
+    files = shard_files(shards)
+    total = sum(f.stat().st_size for f in files)  # each file far under the cap, all together over it
+    settings = Settings(checkpoint_tmp_dir=str(tmp_path), checkpoint_max_bytes=total - 1)
+    with TestClient(create_app(settings)) as capped:
+        answer = capped.post("/api/checkpoints", files=parts(files))
+    assert answer.status_code == 413 and "MRE_CHECKPOINT_MAX_BYTES" in answer.json()["detail"]
+
+
+def test_will_this_gpt2_checkpoint_load_into_gpt2(shards: Path) -> None:
+    """The doctor on transformers' own GPT-2: save_pretrained keeps one name of the tied embedding,
+    so a strict load_state_dict misses lm_head.weight; the fix is the alias, and torch agrees."""
+    state: dict = {}
+    for f in shard_files(shards):
+        state |= load_file(f)
+    model = lambda: transformers.GPT2LMHeadModel(config())  # noqa: E731
+    try:
+        model().load_state_dict(state)
+        told = "ok"
+    except RuntimeError as exc:
+        told = f"RuntimeError: {exc}"
+    diagnosis = diagnose(state, model, told)
+    tied = next(c for c in diagnosis.causes if c.id == "tied_weights")
+    assert tied.keys == ["lm_head.weight"] and "lm_head.weight" not in state
+    assert tied.fix == 'state.update({"lm_head.weight": state["transformer.wte.weight"]})'
+    assert all(c.severity != "error" for c in diagnosis.causes if c is not tied)
+    exec(tied.fix, {"state": state})
+    fixed = model()
+    fixed.load_state_dict(state)  # strict: torch takes it now
+    assert diagnosis.after_fixes == tied.after_fix == "ok"
+    assert torch.equal(fixed.lm_head.weight, state["transformer.wte.weight"])
+
+
+def test_architectures_plug_in_through_target_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """target_module is the one door: an architectures module, where it exists, is asked by id."""
+    asked = []
+    fake = types.ModuleType("app.lab.architectures")
+    fake.build = lambda arch, device: asked.append((arch, device)) or torch.nn.Linear(2, 2, device=device)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.lab.architectures", fake)
+    monkeypatch.setattr(sys.modules["app.lab"], "architectures", fake, raising=False)
+    assert target_module("gpt2").weight.is_meta and asked == [("gpt2", "meta")]
+
+
+@pytest.mark.parametrize(
+    ("what", "message"),
+    [
+        ("index_not_json", "not a JSON index"),
+        ("index_without_weight_map", 'an index is an object with "weight_map"'),
+        ("two_indexes", "two index files"),
+        ("same_name_twice", "two files are called"),
+        ("index_alone", "an index and no shard"),
+        ("mixed_formats", "the shards mix formats"),
+        ("bad_total_size", "metadata.total_size must be a non-negative integer"),
+    ],
+)
+def test_a_malformed_sharded_checkpoint_is_a_422_saying_what(
+    api: TestClient, shards: Path, what: str, message: str
+) -> None:
+    files = shard_files(shards)
+    index = (shards / INDEX).read_bytes()
+    real = [(f.name, f.read_bytes()) for f in files]
+    torch_shard = ("pytorch_model-00009.bin", saved({"extra.weight": torch.ones(2)}))
+    sent = {
+        "index_not_json": [*real, (INDEX, b"{not json")],
+        "index_without_weight_map": [*real, (INDEX, b'{"metadata": {}}')],
+        "two_indexes": [*real, (INDEX, index), ("other.index.json", index)],
+        "same_name_twice": [real[0], real[0], (INDEX, index)],
+        "index_alone": [(INDEX, index)],
+        "mixed_formats": [*real, torch_shard, (INDEX, index)],
+        "bad_total_size": [*real, (INDEX, b'{"metadata": {"total_size": "12"}, "weight_map": {}}')],
+    }[what]
+    answer = api.post("/api/checkpoints", files=[("file", part) for part in sent])
+    assert answer.status_code == 422 and message in answer.json()["detail"], answer.text
+
+
+def saved(obj: object) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_mre_reads_the_shards_as_one_checkpoint(shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from app import cli
+
+    files = [*shard_files(shards), shards / INDEX]
+    assert cli.main(["inspect", *map(str, files), "--json"]) == cli.LOADS
+    report = json.loads(capsys.readouterr().out)
+    index = json.loads((shards / INDEX).read_text())
+    assert report["shards"]["problems"] == [] and {t["name"] for t in report["tensors"]} == set(
+        index["weight_map"]
+    )
+    assert cli.main(["inspect", *map(str, files[1:])]) == cli.DOES_NOT  # the first shard left out
+    assert "shard_not_uploaded" in capsys.readouterr().out  # and the table names what is missing
