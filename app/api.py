@@ -22,6 +22,7 @@ from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, from_query, loaded_into, resolve
 from app.lab.styles import ALL_STYLES
+from app.lab.targets import Target, architecture_target
 from app.settings import Settings
 from app.uploads import FILE_FIELD
 
@@ -287,6 +288,7 @@ async def matrix_get(request: Request, settings: SettingsDep) -> Response:
 
 
 STATE_DICT = "state_dict"  # query: where in the file the state_dict to load is
+ARCHITECTURE = "architecture"  # query: load into this architecture (GET /api/architectures) instead
 CHECKPOINT_BODY = {
     "required": True,
     "content": {
@@ -314,18 +316,32 @@ CHECKPOINT_QUERY = [{**p, "required": False} for p in LAB_QUERY] + [
         "description": "Where in the file the state_dict to load is, e.g. model ('' for the top); "
         "by default the top, then model/state_dict keys, then the largest dict of tensors.",
         "schema": {"type": "string"},
-    }
+    },
+    {
+        "name": ARCHITECTURE,
+        "in": "query",
+        "description": "Load it into this architecture (an id of GET /api/architectures, built on the meta "
+        "device) instead of a preset's module.",
+        "schema": {"type": "string"},
+    },
 ]
 
 
-def checkpoint_request(request: Request, settings: Settings) -> tuple[LabSpec | None, str | None]:
-    """The module to load into (a spec in the query, as for /api/lab), checked before any upload."""
+def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | None, str | None]:
+    """The module to load into (a spec in the query, as for /api/lab, or an architecture's id),
+    checked before any upload."""
     items = request.query_params.multi_items()
-    at = [value for key, value in items if key == STATE_DICT]
-    if len(at) > 1:
-        raise SpecError(("query", STATE_DICT), f"query parameter {STATE_DICT!r} given more than once")
-    items = [(key, value) for key, value in items if key != STATE_DICT]
-    return (resolved(from_query(items), settings) if items else None), (at[0] if at else None)
+    for name in (STATE_DICT, ARCHITECTURE):
+        if sum(key == name for key, _ in items) > 1:
+            raise SpecError(("query", name), f"query parameter {name!r} given more than once")
+    at = next((value for key, value in items if key == STATE_DICT), None)
+    arch = next((value for key, value in items if key == ARCHITECTURE), None)
+    items = [(key, value) for key, value in items if key not in (STATE_DICT, ARCHITECTURE)]
+    if arch is not None:
+        if items:
+            raise SpecError(("query", ARCHITECTURE), "load into an architecture or a preset, not both")
+        return architecture_target(arch, settings), at
+    return (resolved(from_query(items), settings) if items else None), at
 
 
 @router.post(

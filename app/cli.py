@@ -21,11 +21,14 @@ from rich.table import Table
 
 from app import inspections
 from app.lab import isolated
+from app.lab.architectures import ARCHITECTURES, ArchitectureError
 from app.lab.checkpoints import CheckpointError, CheckpointReport
 from app.lab.compare import Comparison
 from app.lab.devices import device_ids
 from app.lab.langs import EN, LANGS
+from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, resolve
+from app.lab.targets import Target, architecture_target
 from app.settings import Settings
 
 LOADS, DOES_NOT, BAD_INPUT = 0, 1, 2
@@ -43,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("files", nargs="+", type=Path, metavar="FILE")
     inspect.add_argument(
-        "--into", metavar="PRESET", help="load it into this preset's module (see /api/presets)"
+        "--into",
+        metavar="MODULE",
+        help="load it into this preset's module (see /api/presets) or architecture (/api/architectures)",
     )
     inspect.add_argument(
         "--style", action="append", default=[], metavar="NAME=STYLE", help="a member's registration style"
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise CheckpointError(f"{path}: no such file")
         spec = _spec(args, settings)
         body = asyncio.run(_run(args, spec, settings))
-    except (CheckpointError, SpecError) as exc:
+    except (CheckpointError, SpecError, ArchitectureError) as exc:
         err.print(f"[bold red]mre:[/] {exc.message}", highlight=False, markup=True)
         return BAD_INPUT
     if args.compare:
@@ -80,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     return DOES_NOT if broken or (report.load is not None and report.load.strict != "ok") else LOADS
 
 
-def _spec(args: argparse.Namespace, settings: Settings) -> LabSpec | None:
+def _spec(args: argparse.Namespace, settings: Settings) -> Target | None:
     if args.into is None:
         if args.style:
             raise SpecError(("style",), "--style needs --into PRESET")
         return None
+    if args.into not in PRESETS and args.into in ARCHITECTURES:
+        if args.style:
+            raise SpecError(("style",), "--style is for a preset's members, not an architecture")
+        return architecture_target(args.into, settings.architectures)
     styles = {}
     for pair in args.style:
         name, sep, style = pair.partition("=")
@@ -94,7 +103,7 @@ def _spec(args: argparse.Namespace, settings: Settings) -> LabSpec | None:
     return resolve(LabSpec(preset=args.into, styles=styles), device_ids(), settings.custom_max_elements)
 
 
-async def _run(args: argparse.Namespace, spec: LabSpec | None, settings: Settings) -> bytes:
+async def _run(args: argparse.Namespace, spec: Target | None, settings: Settings) -> bytes:
     limits, budget = inspections.limits(settings), inspections.budget(settings)
     names = [p.name for p in args.files]
     if args.compare:
@@ -140,7 +149,8 @@ def show_report(out: Console, report: CheckpointReport, lang: str) -> None:
     if load is None:
         return
     where = f" (from {load.state_dict!r})" if load.state_dict else ""
-    out.print(f"\nload_state_dict into {load.spec.preset}{where}: ", end="")
+    into = load.spec.preset if load.spec else load.architecture
+    out.print(f"\nload_state_dict into {into}{where}: ", end="")
     out.print(load.strict, style="green" if load.strict == "ok" else "red", markup=False, highlight=False)
     diagnosis = load.diagnosis
     if diagnosis is None or not diagnosis.causes:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from app.lab import isolated
 from app.lab.checkpoints import MIN_TORCH, Limits, PageReport, torch_ok
 from app.lab.compare import Comparison
-from app.lab.spec import LabSpec
+from app.lab.targets import Target
 from app.settings import Settings
 from app.uploads import FILE_FIELD, Pace, Received, Upload, UploadError, receive
 
@@ -136,7 +136,7 @@ async def uploaded(request: Request, file_fields: tuple[str, ...] = (FILE_FIELD,
 async def inspect_json(
     request: Request,
     files: list[Received],
-    spec: LabSpec | None = None,
+    spec: Target | None = None,
     at: str | None = None,
     shown: int | None = None,
 ) -> bytes:
@@ -156,7 +156,7 @@ def _paths(files: list[Received]) -> tuple[list[Path], list[str]]:
 
 
 async def inspect_page(
-    request: Request, files: list[Received], spec: LabSpec | None = None, at: str | None = None
+    request: Request, files: list[Received], spec: Target | None = None, at: str | None = None
 ) -> PageReport:
     """What the page shows: cut short to PAGE_MOST of each kind in the child, so the server parses
     and renders a few hundred things, not the 100,000 a file may hold."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from torch import nn
 from app.lab.diagnosis import Diagnosis, diagnose
 from app.lab.inspect import dtype_name
 from app.lab.spec import LabSpec
-from app.lab.targets import target_module
+from app.lab.targets import Target, target_module
 
 # torch.load(weights_only=True) got the fixes for CVE-2025-32434 in 2.6 and CVE-2026-24747 in 2.10.
 MIN_TORCH = (2, 10)
@@ -140,7 +141,10 @@ class DtypeTotal(BaseModel):
 
 
 class LoadOutcome(BaseModel):
-    spec: LabSpec
+    spec: LabSpec | None = Field(None, description="The lab module it was loaded into (or none).")
+    architecture: str | None = Field(
+        None, description="The architecture it was loaded into (GET /api/architectures), built on meta."
+    )
     state_dict: str = Field(description="Where in the file the loaded state_dict is ('' for the top).")
     strict: str = Field(description='"ok", or torch\'s refusal of load_state_dict(state), type: message.')
     non_strict: str = Field(description="The same with strict=False: size mismatches still refuse.")
@@ -664,7 +668,16 @@ def _attempt(action: object) -> str:
 
 
 def load_into(
-    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: LabSpec, at: str | None
+    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: Target, at: str | None
+) -> LoadOutcome:
+    with warnings.catch_warnings():
+        # A full-size architecture is on meta, where torch warns of each copy that it does nothing.
+        warnings.filterwarnings("ignore", message="for .*: copying from a non-meta parameter")
+        return _load_into(path, fmt, found, report, spec, at)
+
+
+def _load_into(
+    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: Target, at: str | None
 ) -> LoadOutcome:
     chosen = choose_state_dict(report, at)
     loose: nn.Module = target_module(spec)
@@ -683,7 +696,8 @@ def load_into(
         if k in state and _shape(state[k]) != list(v.shape)
     ]
     return LoadOutcome(
-        spec=spec,
+        spec=spec if isinstance(spec, LabSpec) else None,
+        architecture=None if isinstance(spec, LabSpec) else spec,
         state_dict=chosen,
         strict=strict,
         non_strict=non_strict,
@@ -762,7 +776,7 @@ def _count(nodes: list[TreeNode]) -> int:
 
 
 def inspect_checkpoint(
-    path: Path, limits: Limits, spec: LabSpec | None = None, at: str | None = None
+    path: Path, limits: Limits, spec: Target | None = None, at: str | None = None
 ) -> CheckpointReport:
     """Everything the explorer says about a checkpoint file, and its load into ``spec``'s module."""
     fmt, found, metadata = read(path, limits)
@@ -773,7 +787,7 @@ def inspect_checkpoint(
 
 
 def inspect_files(
-    paths: list[Path], names: list[str], limits: Limits, spec: LabSpec | None = None, at: str | None = None
+    paths: list[Path], names: list[str], limits: Limits, spec: Target | None = None, at: str | None = None
 ) -> CheckpointReport:
     """One file, or the files of a sharded checkpoint (its shards and index) read as one."""
     from app.lab.shards import inspect_shards, is_index

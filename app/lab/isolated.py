@@ -32,7 +32,7 @@ from pydantic_core import PydanticSerializationError
 
 from app.lab import compare
 from app.lab.checkpoints import CheckpointError, Limits, bounded, inspect_files
-from app.lab.spec import LabSpec
+from app.lab.targets import Target
 
 READ = 1 << 20  # bytes per read from the pipe
 SURROGATES = "tensor names, keys and metadata must be valid Unicode text (no lone surrogates)"
@@ -166,7 +166,7 @@ def inspection(
     paths: tuple[str, ...],
     names: tuple[str, ...],
     limits: Limits,
-    spec: LabSpec | None,
+    spec: Target | None,
     at: str | None,
     shown: int | None,
 ) -> BaseModel:
@@ -324,7 +324,7 @@ async def _collect(reader: Connection, cap: int, timeout: float) -> tuple[bytes,
 async def inspect_isolated(
     path: Path | Sequence[Path],
     limits: Limits,
-    spec: LabSpec | None,
+    spec: Target | None,
     at: str | None,
     budget: Budget,
     shown: int | None = None,

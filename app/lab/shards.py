@@ -22,7 +22,7 @@ from app.lab.checkpoints import (
     load_into,
     read,
 )
-from app.lab.spec import LabSpec
+from app.lab.targets import Target
 
 MAX_FILES = 256  # files in one checkpoint (a 405B model in bfloat16 is 191 shards of 5 GB)
 
@@ -170,7 +170,7 @@ def _check(index: dict, holder: dict[str, str], sent: set[str], tensor_bytes: in
 
 
 def inspect_shards(
-    paths: list[Path], names: list[str], limits: Limits, spec: LabSpec | None, at: str | None
+    paths: list[Path], names: list[str], limits: Limits, spec: Target | None, at: str | None
 ) -> CheckpointReport:
     """The report on a sharded checkpoint, as on one file, with its shards and index checked."""
     fmt, found, metadata, shards = read_shards(paths, names, limits)

@@ -15,8 +15,13 @@ from app.lab.spec import LabSpec
 Target = LabSpec | str  # a preset's spec, or an architecture's id
 
 
-class UnknownTarget(LookupError):
-    pass
+def architecture_target(arch_id: str, enabled: bool) -> str:
+    """``arch_id`` as a load target, refused (404) where unknown or where architectures are off."""
+    from app.lab import architectures  # its catalogue only: transformers is imported on the first build
+
+    if not enabled:
+        raise architectures.ArchitectureError(404, architectures.OFF)
+    return architectures.get(arch_id).id
 
 
 def target_module(target: Target) -> nn.Module:
@@ -24,11 +29,12 @@ def target_module(target: Target) -> nn.Module:
     copied what it could)."""
     if isinstance(target, LabSpec):
         return build(target, refusals={})
-    try:
-        from app.lab import architectures  # type: ignore[attr-defined]
-    except ImportError:
-        raise UnknownTarget(f"unknown module {target!r}; presets: {', '.join(PRESETS)}") from None
-    # On meta: keys, shapes and dtypes are all a load checks; a 7B model costs no memory.
+    from app.lab import architectures
+
+    # A tiny config on the CPU, seeded (a few hundred KB); a full size on meta, where keys, shapes
+    # and dtypes, all a load checks, cost no memory (an 8B Llama included).
+    if architectures.get(target).tiny:
+        return architectures.build(target, "cpu")
     return architectures.build(target, "meta")
 
 

@@ -5,8 +5,6 @@ doctor on a real GPT-2 (the tied lm_head that save_pretrained leaves out)."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,6 @@ from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
 from app.lab.diagnosis import diagnose
-from app.lab.targets import target_module
 from app.main import create_app
 from app.settings import Settings
 from tests.test_pages import parse
@@ -135,14 +132,39 @@ def test_will_this_gpt2_checkpoint_load_into_gpt2(shards: Path) -> None:
     assert torch.equal(fixed.lm_head.weight, state["transformer.wte.weight"])
 
 
-def test_architectures_plug_in_through_target_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """target_module is the one door: an architectures module, where it exists, is asked by id."""
-    asked = []
-    fake = types.ModuleType("app.lab.architectures")
-    fake.build = lambda arch, device: asked.append((arch, device)) or torch.nn.Linear(2, 2, device=device)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.lab.architectures", fake)
-    monkeypatch.setattr(sys.modules["app.lab"], "architectures", fake, raising=False)
-    assert target_module("gpt2").weight.is_meta and asked == [("gpt2", "meta")]
+def test_a_gpt2_checkpoint_is_loaded_into_the_gpt2_architecture(api: TestClient, tmp_path: Path) -> None:
+    """ "Will this GPT-2 checkpoint load into GPT-2?": the architecture preset, by id, through the API
+    and mre, against transformers' own model built here from the same config."""
+    from app import cli
+    from app.lab.architectures import ARCHITECTURES
+
+    config = transformers.GPT2Config(**ARCHITECTURES["gpt2_tiny"].config)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    file = tmp_path / "model.safetensors"
+    state = load_file(file)
+    try:
+        transformers.GPT2LMHeadModel(config).load_state_dict(state)
+        torch_says = "ok"
+    except RuntimeError as exc:
+        torch_says = f"RuntimeError: {exc}"
+    assert torch_says != "ok"  # save_pretrained kept one name of the tied embedding
+
+    answer = api.post("/api/checkpoints", params={"architecture": "gpt2_tiny"}, files=parts([file]))
+    assert answer.status_code == 200, answer.text
+    load = answer.json()["load"]
+    assert (load["architecture"], load["spec"], load["strict"]) == ("gpt2_tiny", None, torch_says)
+    assert load["missing_keys"] == ["lm_head.weight"]
+    tied = next(c for c in load["diagnosis"]["causes"] if c["id"] == "tied_weights")
+    exec(tied["fix"], {"state": state})
+    transformers.GPT2LMHeadModel(config).load_state_dict(state)  # strict: torch takes it after the fix
+    assert load["diagnosis"]["after_fixes"] == "ok"
+
+    assert cli.main(["inspect", str(file), "--into", "gpt2_tiny"]) == cli.DOES_NOT
+    assert cli.main(["inspect", str(file), "--into", "gpt2_tiny", "--style", "a=buffer"]) == cli.BAD_INPUT
+    both = api.post("/api/checkpoints?architecture=gpt2_tiny&preset=testmodel", files=parts([file]))
+    unknown = api.post("/api/checkpoints?architecture=gpt5", files=parts([file]))
+    assert (both.status_code, unknown.status_code) == (422, 404) and "gpt2_tiny" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize(
