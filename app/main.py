@@ -17,8 +17,10 @@ from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from app import api, checkpoint_page, i18n, pages
+from app import api, checkpoint_page, classroom_pages, i18n, lessons_page, pages
 from app.assets import static_assets
+from app.classroom.brokers import make_broker
+from app.classroom.rooms import ClassError
 from app.head import HeadAsGet
 from app.http_cache import FastHits, HttpCache, ResponseStore
 from app.inspections import InProgress, Slots, body_caps, lifespan
@@ -163,6 +165,12 @@ def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return _error(detail, 422)
 
 
+def _class_error(request: Request, exc: Exception) -> Response:
+    # A class refused (no such room, not the teacher, a cap, Redis down): a page naming why.
+    assert isinstance(exc, ClassError)
+    return classroom_pages.error_page(request, exc)
+
+
 async def _docs(request: Request) -> HTMLResponse:
     assets = static_assets()
     return get_swagger_ui_html(
@@ -217,6 +225,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(checkpoint_page.router)
+    app.include_router(lessons_page.router)
+    app.include_router(classroom_pages.router)
+    app.state.classroom = make_broker(settings)
+    app.add_exception_handler(ClassError, _class_error)
     app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
