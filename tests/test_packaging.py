@@ -23,7 +23,7 @@ import pytest
 from tests.browser.harness import ROOT, free_port, wait_healthy
 
 # What a clone has that the build reads; nothing installed or generated comes along.
-SOURCES = ("app", "templates", "static", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
+SOURCES = ("app", "templates", "static", "lessons", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 
 
 @pytest.fixture(scope="module")
