@@ -23,26 +23,42 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 @contextmanager
 def app_server(port: int, env: dict[str, str] | None = None, workers: int = 1) -> Iterator[subprocess.Popen]:
     """The app on 127.0.0.1:port; at exit it must stop within its shutdown grace, streams open or not."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MRE_")}
-    settings = {"MRE_HOST": "127.0.0.1", "MRE_PORT": str(port), "MRE_WORKERS": str(workers)}
-    settings |= {"MRE_CHECKPOINTS": "false", "MRE_SHUTDOWN_GRACE_SECONDS": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=ROOT,
-        env={**clean, **settings, **(env or {})},
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_healthy(proc, f"http://127.0.0.1:{port}/api/health")
+    with app_servers([port], env, workers) as (proc,):
         yield proc
+
+
+@contextmanager
+def app_servers(
+    ports: list[int], env: dict[str, str] | None = None, workers: int = 1
+) -> Iterator[list[subprocess.Popen]]:
+    """One server per port, started side by side (each is seconds of torch import)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MRE_")}
+    settings = {"MRE_HOST": "127.0.0.1", "MRE_WORKERS": str(workers)}
+    settings |= {"MRE_CHECKPOINTS": "false", "MRE_SHUTDOWN_GRACE_SECONDS": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env={**clean, **settings, "MRE_PORT": str(port), **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            wait_healthy(proc, f"http://127.0.0.1:{port}/api/health")
+        yield procs
     finally:
-        proc.terminate()
-        proc.wait(20)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(20)
 
 
 @contextmanager
 def redis_server(port: int) -> Iterator[RedisProcess]:
-    """A real redis-server on loopback, no persistence; stopped and started again at will."""
+    """A real redis-server on loopback, in a temporary directory; stopped and started again at will."""
     server = RedisProcess(port)
     server.start()
     try:
@@ -60,17 +76,9 @@ class RedisProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        args = [
-            REDIS_SERVER,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
+        # Kept on disk (append-only, every write), so a class survives the server's restart.
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.proc = subprocess.Popen([*args, "--dir", self.dir], stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while not self.ping():
