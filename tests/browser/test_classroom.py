@@ -23,16 +23,25 @@ WORDS = {
 }  # fmt: skip
 
 
-@pytest.fixture
-def two(
-    browser: Browser, base_url: str, watch: Watch, request: pytest.FixtureRequest
-) -> Iterator[list[Page]]:
+def pages_of(browser: Browser, base_url: str, watch: Watch, locale: str) -> Iterator[list[Page]]:
     """The teacher's page and a student's, each in its own browser context (own cookies)."""
-    locale = "zh-CN" if request.node.callspec.params["lang"] == "zh-CN" else "en-US"
     contexts = [open_context(browser, base_url, watch, locale=locale) for _ in range(2)]
     yield [c.new_page() for c in contexts]
     for c in contexts:
         c.close()  # their event streams end with them
+
+
+@pytest.fixture
+def two(
+    browser: Browser, base_url: str, watch: Watch, request: pytest.FixtureRequest
+) -> Iterator[list[Page]]:
+    locale = "zh-CN" if request.node.callspec.params["lang"] == "zh-CN" else "en-US"
+    yield from pages_of(browser, base_url, watch, locale)
+
+
+@pytest.fixture
+def two_en(browser: Browser, base_url: str, watch: Watch) -> Iterator[list[Page]]:
+    yield from pages_of(browser, base_url, watch, "en-US")
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
@@ -86,3 +95,21 @@ def test_the_player_without_javascript(no_js_page: Page) -> None:
     expect(no_js_page.locator(".answer")).to_contain_text("Your prediction was right.")
     no_js_page.get_by_role("link", name="Next →").click()
     expect(no_js_page).to_have_url(re.compile(r"step=2$"))
+
+
+def test_a_class_follows_the_lab(two_en: list[Page]) -> None:
+    teacher, student = two_en
+    teacher.goto("/?preset=testmodel&device=meta")
+    teacher.get_by_role("button", name="Start a class").click()
+    expect(teacher).to_have_url(re.compile(r"/rooms/[A-Z0-9]{8}/teach$"))
+    student.goto(teacher.locator(".join-url a").get_attribute("href"))
+    row = student.locator("#follow #members-table tr[data-name='buffer1']")
+    expect(row).to_have_attribute("data-style", "plain_tensor")
+
+    teacher.get_by_role("link", name="Drive the class from the lab").click()
+    expect(teacher.locator("#class-bar [data-as=teacher]")).to_be_visible()
+    teacher.locator("#style-buffer1").select_option("buffer")  # an htmx swap, sent to the room
+    expect(row).to_have_attribute("data-style", "buffer")
+    moved = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "buffer"}).to("meta")
+    device = student.locator("#follow #members-table tr[data-name='buffer1'] td.device code").last
+    expect(device).to_have_text(str(moved.buffer1.device))
