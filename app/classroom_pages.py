@@ -340,6 +340,7 @@ async def event_stream(b, code: str, client: str, settings: Settings) -> AsyncIt
         async with b.hub.stream(code, client) as subscriber:
             yield b"retry: 2000\n\n"
             now = await b.room(code)
+            subscriber.version = max(subscriber.version, now.version)
             yield sse("state", {"version": now.version, "state": now.state}, now.version)
             while loop.time() < deadline:
                 got = await subscriber.next(

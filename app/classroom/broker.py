@@ -51,8 +51,13 @@ class Subscriber:
     def __init__(self) -> None:
         self.latest: dict[str, Event] = {}
         self.woken = asyncio.Event()
+        self.version = 0  # of the newest state delivered: an older one arriving late is dropped
 
     def deliver(self, event: Event) -> None:
+        if event.kind == "state":
+            if event.version <= self.version:
+                return
+            self.version = event.version
         self.latest[event.kind] = event
         self.woken.set()
 
@@ -129,9 +134,7 @@ class Failures:
 
     def check(self, client: str) -> None:
         if len(self._recent(client, time.monotonic())) >= self.limit:
-            raise TooManyFailures(
-                f"{self.limit} failed joins from your address in {self.window:g} s; wait a minute"
-            )
+            raise TooManyFailures.after(self.limit, self.window)
 
     def add(self, client: str) -> None:
         self._recent(client, time.monotonic()).append(time.monotonic())

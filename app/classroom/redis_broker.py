@@ -36,6 +36,19 @@ from app.classroom.rooms import (
 PREFIX = "mre:"
 CHANNELS = PREFIX + "events:*"
 RECONNECT_SECONDS = 0.5
+# A change of state in one step: stored, its version bumped, the room's keys renewed, and published,
+# so events leave in version order even when two requests race.
+SET_STATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+local event = {kind = 'state', code = ARGV[4], version = version, state = ARGV[1],
+               step = '', votes = 0, students = 0}
+redis.call('PUBLISH', KEYS[5], cjson.encode(event))
+return version
+"""
 
 
 def _unavailable(exc: Exception) -> Unavailable:
@@ -49,6 +62,7 @@ class RedisBroker:
         self.redis = Redis.from_url(url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
         self.listener: asyncio.Task | None = None
         self.ttl = max(int(limits.expiry_seconds), 1)
+        self.set_script = self.redis.register_script(SET_STATE)
 
     # Keys of one room.
     def _room_key(self, code: str) -> str:
@@ -146,14 +160,12 @@ class RedisBroker:
         return await self._call(self._set_state(code, state))
 
     async def _set_state(self, code: str, state: str) -> Room:
-        room = await self._room(code)
-        pipe = self.redis.pipeline()
-        pipe.hset(self._room_key(code), "state", state)
-        pipe.hincrby(self._room_key(code), "version", 1)
-        _, version = await pipe.execute()
-        await self._touch(code)
-        await self._publish(Event("state", code, version, state=state))
-        return replace(room, state=state, version=version)
+        keys = [self._room_key(code), self._students_key(code), self._count_key(code)]
+        keys += [PREFIX + "rooms", f"{PREFIX}events:{code}"]
+        version = await self.set_script(keys=keys, args=[state, self.ttl, time.time(), code])
+        if version is None:
+            raise NoSuchRoom(f"no class with the code {code}: it ended, or the code is mistyped")
+        return await self._room(code)
 
     async def join(self, code: str, student: str) -> Room:
         return await self._call(self._join(code, student))

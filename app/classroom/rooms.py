@@ -45,6 +45,10 @@ class Refused(ClassError):
 class TooManyFailures(ClassError):
     status = 429
 
+    @classmethod
+    def after(cls, limit: int, window: float) -> TooManyFailures:
+        return cls(f"{limit} failed joins from your address in {window:g} s; wait a minute")
+
 
 class Unavailable(ClassError):
     """The store is unreachable (Redis down): class features wait, the lab goes on."""
