@@ -120,7 +120,7 @@ class RoomView:
     vote: int | None  # this student's vote on the step shown
     voting: bool
     step_key: str
-    lang_query: str  # ?lang=... where the URL chose the language
+    lang_query: str  # ?lang=...&present=1: the view the URL chose, kept in the room's own links
 
     @property
     def code(self) -> str:
@@ -149,7 +149,7 @@ async def room_context(
     key = shown_state.step_key
     tally: Tally | None = await b.tally(room.code, key) if teacher and shown_state.step else None
     vote = await b.vote_of(room.code, key, student) if student and key else None
-    lang_query = f"?lang={view.lang}" if view.lang_chosen else ""
+    lang_query = view_query(view)
     rv = RoomView(
         room, teacher, join_url(request, settings, room.code), vote, shown_state.voting, key, lang_query
     )
@@ -169,6 +169,12 @@ async def room_context(
     context["own_url"] = with_view(shown_state.url, view)
     context["rv"] = rv
     return context
+
+
+def view_query(view: View) -> str:
+    pairs = [("lang", view.lang)] if view.lang_chosen else []
+    pairs += [("present", "1")] if view.present else []
+    return "?" + urlencode(pairs) if pairs else ""
 
 
 def with_view(url: str, view: View) -> str:
@@ -230,7 +236,7 @@ async def start_class(
 ) -> Response:
     shown_state = read_shown(state, settings.custom_max_elements)
     token = new_token()
-    room = await broker(request).create(token, shown_state.url)
+    room = await broker(request).create(token, shown_state.url, client_of(request))
     response = RedirectResponse(f"/rooms/{room.code}/teach", 303)
     response.set_cookie(TEACHER_COOKIE, token, path=f"/rooms/{room.code}", httponly=True, samesite="strict")
     return response
@@ -249,7 +255,7 @@ async def set_state(
     room = await _teacher(request, code)
     room = await broker(request).set_state(room.code, read_shown(state, settings.custom_max_elements).url)
     if not view.htmx:
-        return RedirectResponse(f"/rooms/{room.code}/teach", 303)
+        return RedirectResponse(f"/rooms/{room.code}/teach{view_query(view)}", 303)
     return page(view, await room_context(request, view, settings, room, True, None), "console")
 
 
@@ -296,7 +302,7 @@ async def vote(
     await check_vote(room, step, choice, settings)
     await broker(request).vote(room.code, step, student, choice)
     if not view.htmx:
-        return RedirectResponse(f"/rooms/{room.code}", 303)
+        return RedirectResponse(f"/rooms/{room.code}{view_query(view)}", 303)
     return page(view, await room_context(request, view, settings, room, False, student), "follow")
 
 

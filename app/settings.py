@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # one the teacher's browser used, which on the projector itself may be 127.0.0.1.
     class_url: str = ""
     class_max_rooms: int = 100
+    class_max_rooms_per_client: int = 5  # started from one address: nobody takes every room
     class_max_students: int = 300  # per room
     class_max_votes: int = 20_000  # per room, all steps together
     class_max_streams: int = 2000  # open event streams per process

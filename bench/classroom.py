@@ -29,6 +29,7 @@ ENV = {
     "MRE_CLASS_MAX_STREAMS_PER_CLIENT": str(STUDENTS + 10),  # every simulated student is on loopback
     "MRE_CLASS_MAX_STUDENTS": str(STUDENTS + 10),
     "MRE_CLASS_FAILED_JOINS_PER_MINUTE": "1000",
+    "MRE_CLASS_MAX_ROOMS_PER_CLIENT": "50",
 }
 
 

@@ -36,6 +36,7 @@ class Limits:
     """The caps of a classroom server (from Settings, class_*)."""
 
     rooms: int = 100
+    rooms_per_client: int = 5  # started from one client address, alive at once
     students: int = 300  # per room
     votes: int = 20_000  # per room, all steps together
     streams: int = 2000  # open event streams per process
@@ -43,6 +44,10 @@ class Limits:
     expiry_seconds: float = 3 * 3600.0  # a room nobody touched this long is gone
     failed_joins: int = 20  # per client address a minute: then 429 until the minute is over
     failure_window_seconds: float = 60.0
+
+
+def too_many_rooms(cap: int) -> str:
+    return f"{cap} classes were started from your address and are still open (MRE_CLASS_MAX_ROOMS_PER_CLIENT)"
 
 
 class Subscriber:
@@ -150,6 +155,7 @@ class MemoryBroker:
         self.touched: dict[str, float] = {}
         self.students: dict[str, set[str]] = {}
         self.votes: dict[str, dict[str, dict[str, int]]] = {}  # code -> step -> student -> choice
+        self.creators: dict[str, str] = {}  # code -> the client address that started it
         self.failures = Failures(limits.failed_joins, limits.failure_window_seconds)
 
     async def start(self) -> None:
@@ -161,7 +167,7 @@ class MemoryBroker:
     def _expire(self) -> None:
         now = time.monotonic()
         for code in [c for c, t in self.touched.items() if now - t > self.limits.expiry_seconds]:
-            for table in (self.rooms, self.touched, self.students, self.votes):
+            for table in (self.rooms, self.touched, self.students, self.votes, self.creators):
                 table.pop(code, None)
 
     def _room(self, code: str) -> Room:
@@ -171,13 +177,16 @@ class MemoryBroker:
             raise NoSuchRoom(f"no class with the code {code}: it ended, or the code is mistyped")
         return replace(room, students=len(self.students[code]))
 
-    async def create(self, token: str, state: str) -> Room:
+    async def create(self, token: str, state: str, client: str) -> Room:
         self._expire()
         if len(self.rooms) >= self.limits.rooms:
             raise Full(f"this server runs {len(self.rooms)} classes, its cap (MRE_CLASS_MAX_ROOMS)")
+        if list(self.creators.values()).count(client) >= self.limits.rooms_per_client:
+            raise Refused(too_many_rooms(self.limits.rooms_per_client))
         code = new_code()
         while code in self.rooms:
             code = new_code()
+        self.creators[code] = client
         self.rooms[code] = Room(code, digest(token), state, 1)
         self.touched[code], self.students[code], self.votes[code] = time.monotonic(), set(), {}
         return self.rooms[code]

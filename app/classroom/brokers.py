@@ -9,6 +9,7 @@ from app.settings import Settings
 def limits_of(settings: Settings) -> Limits:
     return Limits(
         rooms=settings.class_max_rooms,
+        rooms_per_client=settings.class_max_rooms_per_client,
         students=settings.class_max_students,
         votes=settings.class_max_votes,
         streams=settings.class_max_streams,

@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.classroom.broker import Hub, Limits
+from app.classroom.broker import Hub, Limits, too_many_rooms
 from app.classroom.rooms import (
     Event,
     Full,
@@ -139,14 +139,22 @@ class RedisBroker:
     async def room(self, code: str) -> Room:
         return await self._call(self._room(code))
 
-    async def create(self, token: str, state: str) -> Room:
-        return await self._call(self._create(token, state))
+    async def create(self, token: str, state: str, client: str) -> Room:
+        return await self._call(self._create(token, state, client))
 
-    async def _create(self, token: str, state: str) -> Room:
+    async def _create(self, token: str, state: str, client: str) -> Room:
         rooms = PREFIX + "rooms"
         await self.redis.zremrangebyscore(rooms, "-inf", time.time() - self.ttl)
         if await self.redis.zcard(rooms) >= self.limits.rooms:
             raise Full(f"this server runs {self.limits.rooms} classes, its cap (MRE_CLASS_MAX_ROOMS)")
+        # Rooms started from one address within the expiry time (an upper bound of those still open).
+        started = f"{PREFIX}started:{client}"
+        if int(await self.redis.get(started) or 0) >= self.limits.rooms_per_client:
+            raise Refused(too_many_rooms(self.limits.rooms_per_client))
+        pipe = self.redis.pipeline()
+        pipe.incr(started)
+        pipe.expire(started, self.ttl)
+        await pipe.execute()
         while True:
             code = new_code()
             key = self._room_key(code)

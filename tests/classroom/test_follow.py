@@ -41,6 +41,7 @@ ENV = {
     "MRE_CLASS_HEARTBEAT_SECONDS": "0.3",
     "MRE_CLASS_STREAM_SECONDS": "5",
     "MRE_CLASS_MAX_STREAMS_PER_CLIENT": "4",
+    "MRE_CLASS_MAX_ROOMS_PER_CLIENT": "50",  # every test starts its own room from loopback
 }
 
 

@@ -113,6 +113,11 @@ def test_codes_resist_guessing() -> None:
 
 
 def test_caps_on_rooms_students_votes_and_expiry() -> None:
+    per_client = TestClient(create_app(Settings(class_max_rooms_per_client=2)))
+    start(per_client), start(per_client)
+    third = per_client.post("/rooms", data={"state": "/"})
+    assert third.status_code == 409 and "MRE_CLASS_MAX_ROOMS_PER_CLIENT" in notice(third)
+
     app = create_app(Settings(class_max_rooms=1, class_max_students=1, class_max_votes=1))
     teacher, first, second = TestClient(app), TestClient(app), TestClient(app)
     code = start(teacher)
