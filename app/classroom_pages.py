@@ -12,7 +12,8 @@ import asyncio
 import io
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -81,8 +82,12 @@ class Shown:
         return bool(self.step and self.step.step.question and not self.step.revealed)
 
 
+@lru_cache(maxsize=256)
 def read_shown(state: str, max_elements: int) -> Shown:
-    """The state a teacher sets, checked and canonical; anything else is a 422 naming it."""
+    """The state a teacher sets, checked and canonical; anything else is a 422 naming it.
+
+    Remembered (a pure function of the URL, like a report): every student's page reads it again
+    after each change, so torch runs once per state, not once per student."""
     if len(state) > MAX_STATE:
         raise BadState(f"the state is a URL of at most {MAX_STATE} characters")
     parts = urlsplit(state)
@@ -156,19 +161,30 @@ async def room_context(
     context = {"view": view, "langs": LANGS, "rv": rv, "shown": shown_state, "error": None}
     if shown_state.step:
         step = shown_state.step
-        step_ctx = lessons_page.step_context(step, view, room=rv)
+        revealed = lab_html(room.state, view.lang, settings.custom_max_elements) if step.revealed else None
+        step_ctx = lessons_page.step_context(step, view, room=rv, lab_html=revealed)
         if tally is not None and step.step.question:
             step_ctx["tally"] = {"counts": tally.of(len(step.step.question.choices)), "total": tally.total}
         context.update(step_ctx)
         context["controls"] = teacher_controls(step) if teacher else None
     else:
-        assert shown_state.lab is not None
-        lab_view = replace(view, htmx=False)
-        body = render(view.lang, pages.PAGE, pages.context(lab_view, shown_state.lab), ("results", "more"))
-        context["lab_snapshot"] = Markup(body.decode())
+        context["lab_snapshot"] = lab_html(room.state, view.lang, settings.custom_max_elements)
     context["own_url"] = with_view(shown_state.url, view)
     context["rv"] = rv
     return context
+
+
+@lru_cache(maxsize=256)
+def lab_html(state: str, lang: str, max_elements: int) -> Markup:
+    """What a state shows of the lab, read-only, rendered once per state and language."""
+    shown_state = read_shown(state, max_elements)
+    view = View(lang=lang, lang_chosen=False, present=False, htmx=False)
+    if shown_state.step:
+        return lessons_page.lab_html(shown_state.step, view)
+    assert shown_state.lab is not None
+    return Markup(
+        render(lang, pages.PAGE, pages.context(view, shown_state.lab), ("results", "more")).decode()
+    )
 
 
 def view_query(view: View) -> str:

@@ -112,12 +112,13 @@ def lab_html(page: StepPage, view: View) -> Markup:
 
 def step_context(page: StepPage, view: View, **extra: object) -> dict:
     lesson, n = page.lesson, page.number
+    if "lab_html" not in extra:
+        extra["lab_html"] = lab_html(page, view) if page.revealed else None
     return {
         "view": view,
         "langs": LANGS,
         "page": page,
         "lesson": lesson,
-        "lab_html": lab_html(page, view) if page.revealed else None,
         "code_lines": pages.code_lines(page.lab.report),
         "lab_link": pages.link(page.lab.spec, view, page.lab.experiment_pairs),
         "prev_url": step_url(lesson.id, n - 1, view) if n > 1 else None,

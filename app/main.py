@@ -33,8 +33,8 @@ from app.uploads import UploadError
 
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
-CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
-CACHED_PREFIXES = ("/api/experiments/",)
+CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix", "/lessons")
+CACHED_PREFIXES = ("/api/experiments/", "/lessons/")  # a lesson step is a pure function of its URL too
 
 
 # Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
