@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from app.classroom.lessons import lessons
 from tests.browser.conftest import Watch, open_context
+from tests.classroom.servers import STUDENTS, TEACHER
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference
 
 LESSON = "parameters-and-buffers"
@@ -113,3 +114,36 @@ def test_a_class_follows_the_lab(two_en: list[Page]) -> None:
     moved = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "buffer"}).to("meta")
     device = student.locator("#follow #members-table tr[data-name='buffer1'] td.device code").last
     expect(device).to_have_text(str(moved.buffer1.device))
+
+
+def test_a_class_over_redis_and_two_processes(browser: Browser, class_servers: tuple) -> None:
+    """The teacher on one process, the student (through the join link) on the other, one Redis."""
+    teacher_url, student_url = f"http://127.0.0.1:{TEACHER}", f"http://127.0.0.1:{STUDENTS}"
+    watches = [Watch(teacher_url), Watch(student_url)]
+    contexts = [open_context(browser, w.base_url, w, locale="en-US") for w in watches]
+    try:
+        teacher, student = (c.new_page() for c in contexts)
+        lesson = lessons()["saving-and-loading"]
+        teacher.goto(f"/lessons/{lesson.id}?step=3")
+        teacher.get_by_role("button", name="Start a class").click()
+        join = teacher.locator(".join-url a").get_attribute("href")
+        assert join.startswith(student_url + "/rooms/")
+        student.goto(join)
+        expect(student.locator("#follow .narrative")).to_have_text(lesson.steps[2].text["en"])
+        student.get_by_role("button", name="it raises KeyError").click()
+        expect(teacher.locator("li[data-choice='2'] .count")).to_have_text("1")  # across processes
+        teacher.get_by_role("button", name="Reveal torch's answer").click()
+        saved = reference("positional_encoding", {"pe": "buffer"}).state_dict()
+        with pytest.raises(Exception) as refused:
+            reference("positional_encoding", {"pe": "non_persistent_buffer"}, into=True).load_state_dict(
+                saved
+            )
+        right = student.locator("#follow li.right")
+        expect(right).to_contain_text(f"it raises {type(refused.value).__name__}")
+        teacher.get_by_role("button", name="Next step").click()
+        expect(student.locator("#follow .narrative")).to_have_text(lesson.steps[3].text["en"])
+    finally:
+        for c in contexts:
+            c.close()
+    for w in watches:
+        assert w.errors == [] and w.outside == []

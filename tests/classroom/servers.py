@@ -3,6 +3,7 @@ redis-server, and a teacher driving a room over plain HTTP. Ports come from the 
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import os
 import shutil
@@ -10,7 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -18,6 +20,36 @@ from urllib.parse import urlencode
 from tests.browser.harness import ROOT, wait_healthy
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+# The class tests' two processes and their Redis (loopback ports of this project's tests).
+REDIS, TEACHER, STUDENTS = 18120, 18121, 18122
+# Connection deadlines far below a stream's life: a stream must outlive them all. The join link
+# points at the students' process, so a browser that follows it is served by the other one.
+CLASS_ENV = {
+    "MRE_KEEP_ALIVE_SECONDS": "1",
+    "MRE_HEAD_TIMEOUT_SECONDS": "1",
+    "MRE_BODY_TIMEOUT_SECONDS": "1",
+    "MRE_CLASS_HEARTBEAT_SECONDS": "0.3",
+    "MRE_CLASS_STREAM_SECONDS": "5",
+    "MRE_CLASS_MAX_STREAMS_PER_CLIENT": "4",
+    "MRE_CLASS_MAX_ROOMS_PER_CLIENT": "50",  # every test starts its own room from loopback
+    "MRE_CLASS_URL": f"http://127.0.0.1:{STUDENTS}",
+}
+
+
+@contextmanager
+def class_servers() -> Iterator[tuple[RedisProcess, list[subprocess.Popen]]]:
+    """A real redis-server and two app processes sharing it: the teacher's and the students'."""
+    with (
+        redis_server(REDIS) as redis,
+        app_servers([TEACHER, STUDENTS], {**CLASS_ENV, "MRE_REDIS_URL": redis.url}) as procs,
+    ):
+        yield redis, procs
+
+
+def run(coroutine: Coroutine) -> object:
+    """``asyncio.run`` in a thread of its own: Playwright's sync API may hold this thread's loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 @contextmanager

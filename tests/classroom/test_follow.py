@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from bench.sse import open_stream
-from tests.classroom.servers import Teacher, app_servers, redis_server
+from tests.classroom.servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server, run
 from tests.test_pages import parse as parse_html
 
-REDIS, TEACHER, STUDENTS = 18120, 18121, 18122
+SHUTDOWN = 18123
 LESSON = "/lessons/parameters-and-buffers"
 STEP = "parameters-and-buffers:1"
 
@@ -33,62 +30,41 @@ def counts(html: str) -> list[int]:
     return [int(c.text) for c in parse_html(html).find_all("span", class_="count")]
 
 
-# Deadlines far below a stream's life: a stream must outlive them all.
-ENV = {
-    "MRE_KEEP_ALIVE_SECONDS": "1",
-    "MRE_HEAD_TIMEOUT_SECONDS": "1",
-    "MRE_BODY_TIMEOUT_SECONDS": "1",
-    "MRE_CLASS_HEARTBEAT_SECONDS": "0.3",
-    "MRE_CLASS_STREAM_SECONDS": "5",
-    "MRE_CLASS_MAX_STREAMS_PER_CLIENT": "4",
-    "MRE_CLASS_MAX_ROOMS_PER_CLIENT": "50",  # every test starts its own room from loopback
-}
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple]:
-    with (
-        redis_server(REDIS) as redis,
-        app_servers([TEACHER, STUDENTS], {**ENV, "MRE_REDIS_URL": redis.url}) as procs,
-    ):
-        yield redis, procs
-
-
 def room(lesson_step: str = "?step=1") -> tuple[Teacher, Teacher, str]:
     teacher, students = Teacher(TEACHER), Teacher(STUDENTS)  # the other process, same room
     students.code = teacher.start(LESSON + lesson_step)
     return teacher, students, students.code
 
 
-def test_follow_and_vote_across_processes(servers) -> None:
-    asyncio.run(follow_and_vote(*room()))
+def test_follow_and_vote_across_processes(class_servers) -> None:
+    run(follow_and_vote(*room()))
 
 
-def test_streams_outlive_deadlines_and_reconnect_whole(servers) -> None:
-    asyncio.run(streams(*room()))
+def test_streams_outlive_deadlines_and_reconnect_whole(class_servers) -> None:
+    run(streams(*room()))
 
 
-def test_redis_stopped_mid_class(servers) -> None:
-    redis, _ = servers
+def test_redis_stopped_mid_class(class_servers) -> None:
+    redis, _ = class_servers
     teacher, students, code = room()
-    asyncio.run(outage(redis, teacher, students, code))
+    run(outage(redis, teacher, students, code))
 
 
-def test_shutdown_does_not_wait_for_open_streams(servers) -> None:
+def test_shutdown_does_not_wait_for_open_streams() -> None:
     """Event streams never end by themselves: shutdown gives them its grace (2 s here), then closes."""
-    _, (_, students_server) = servers
-    _, _, code = room()
+    with app_server(SHUTDOWN, CLASS_ENV) as server:
+        code = Teacher(SHUTDOWN).start(LESSON + "?step=1")
 
-    async def hold() -> None:
-        stream = await open_stream("127.0.0.1", STUDENTS, f"/rooms/{code}/events")
-        assert (await stream.next()).data["state"] == LESSON + "?step=1"
-        started = time.monotonic()
-        students_server.terminate()
-        while (await stream.next(timeout=10)) is not None:
-            pass
-        assert time.monotonic() - started < 5
+        async def hold() -> None:
+            stream = await open_stream("127.0.0.1", SHUTDOWN, f"/rooms/{code}/events")
+            assert (await stream.next()).data["state"] == LESSON + "?step=1"
+            started = time.monotonic()
+            server.terminate()
+            while (await stream.next(timeout=10)) is not None:
+                pass
+            assert time.monotonic() - started < 5
 
-    asyncio.run(hold())
+        run(hold())
 
 
 async def streams(teacher: Teacher, students: Teacher, code: str) -> None:
