@@ -26,6 +26,20 @@ def test_every_lesson_can_be_taught() -> None:
         assert sum(step.question is not None for step in lesson.steps) >= 3, lesson.id
 
 
+def test_every_step_plays_in_both_languages(client: TestClient) -> None:
+    for lesson in lessons().values():
+        for number, step in enumerate(lesson.steps, 1):
+            for lang in LANGS:
+                page = client.get(f"/lessons/{lesson.id}?step={number}&reveal=1&lang={lang}")
+                tree = parse_html(page.text)
+                assert page.status_code == 200, (lesson.id, number)
+                assert tree.find("p", class_="narrative").text == step.text[lang]
+                assert tree.find("table", id="members-table")  # the lab's own blocks, revealed
+                if step.question:  # exactly one choice is torch's, as the answer says
+                    right = [li for li in tree.find_all("li") if "right" in li.attrs.get("class", "").split()]
+                    assert len(right) == 1 and tree.find("div", class_="answer")
+
+
 def test_the_check_finds_what_is_wrong() -> None:
     yes_no = [{"value": True, "label": {"en": "yes"}}, {"value": False, "label": {"en": "no", "zh-CN": "否"}}]
     broken = parse(
