@@ -13,6 +13,7 @@ COPY pyproject.toml setup.py MANIFEST.in README.md /src/
 COPY app /src/app
 COPY templates /src/templates
 COPY static /src/static
+COPY lessons /src/lessons
 RUN pip install /src && rm -rf /src && useradd --create-home --uid 10001 explorer
 USER explorer
 WORKDIR /home/explorer

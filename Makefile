@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed
 
 CHROMIUM := /usr/bin/chromium
 WRK := /usr/bin/wrk
+REDIS := /usr/bin/redis-server
 # Root in CI and containers; sudo on a workstation.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -26,12 +27,12 @@ $(STAMP): pyproject.toml Makefile
 run: install
 	$(BIN)/python -m app
 
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(REDIS)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 # Throughput against a fixed-bytes baseline, cold cost, startup, memory, page weight.
-bench: install $(CHROMIUM) $(WRK)
+bench: install $(CHROMIUM) $(WRK) $(REDIS)
 	$(BIN)/python -m bench.run
 
 # Inspection time and peak memory for a generated checkpoint per format (GIB=1 by default).
@@ -42,6 +43,11 @@ bench-checkpoints: install
 $(WRK):
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+
+# Debian's redis-server: the class tests and the bench start their own on a loopback port.
+$(REDIS):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
 
 # Debian's chromium for the browser tests (Playwright's own browser download cannot work offline).
 $(CHROMIUM):

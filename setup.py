@@ -1,5 +1,5 @@
-"""Build hook: the top-level templates/ and static/ go into the wheel as app/templates and
-app/static (found there by app.resources), so an installed package needs no source tree."""
+"""Build hook: the top-level templates/, static/ and lessons/ go into the wheel as app/templates,
+app/static and app/lessons (found there by app.resources), so an installed package needs no source tree."""
 
 import shutil
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-BESIDE_THE_PACKAGE = ("templates", "static")
+BESIDE_THE_PACKAGE = ("templates", "static", "lessons")
 
 
 class BuildWithResources(build_py):

@@ -17,8 +17,19 @@ from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from app import api, architectures_api, architectures_page, checkpoint_page, i18n, pages
+from app import (
+    api,
+    architectures_api,
+    architectures_page,
+    checkpoint_page,
+    classroom_pages,
+    i18n,
+    lessons_page,
+    pages,
+)
 from app.assets import static_assets
+from app.classroom.brokers import make_broker
+from app.classroom.rooms import ClassError
 from app.head import HeadAsGet
 from app.http_cache import FastHits, HttpCache, ResponseStore
 from app.inspections import InProgress, Slots, body_caps, lifespan
@@ -32,8 +43,9 @@ from app.uploads import UploadError
 
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
-CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix")
-CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures")
+CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix", "/lessons")
+# A lesson step, like an architecture's report, is a pure function of its URL too.
+CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", "/lessons/")
 
 
 # Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
@@ -164,6 +176,12 @@ def _invalid(request: Request, exc: Exception) -> JSONResponse:
     return _error(detail, 422)
 
 
+def _class_error(request: Request, exc: Exception) -> Response:
+    # A class refused (no such room, not the teacher, a cap, Redis down): a page naming why.
+    assert isinstance(exc, ClassError)
+    return classroom_pages.error_page(request, exc)
+
+
 async def _docs(request: Request) -> HTMLResponse:
     assets = static_assets()
     return get_swagger_ui_html(
@@ -221,6 +239,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkpoint_page.router)
     app.include_router(architectures_api.router)
     app.include_router(architectures_page.router)
+    app.include_router(lessons_page.router)
+    app.include_router(classroom_pages.router)
+    app.state.classroom = make_broker(settings)
+    app.add_exception_handler(ClassError, _class_error)
     app.add_route("/docs", _docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)

@@ -10,6 +10,6 @@ PACKAGE = Path(__file__).parent
 
 
 def resource_dir(name: str) -> Path:
-    """``templates`` or ``static``: the installed copy if there is one, else the checkout's."""
+    """``templates``, ``static`` or ``lessons``: the installed copy if there is one, else the checkout's."""
     installed = PACKAGE / name
     return installed if installed.is_dir() else PACKAGE.parent / name

@@ -155,4 +155,5 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "workers": settings.workers,
         "http": protocol,
         "timeout_keep_alive": settings.keep_alive_seconds,
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,  # event streams never end alone
     }

@@ -78,6 +78,27 @@ class Settings(BaseSettings):
     # Above the app's own caps (headers and URL), which answer the usual oversized head.
     max_head_buffer_bytes: int = 64 * 1024
 
+    # Classes (follow mode, votes). Rooms, snapshots and votes live in this process, unless a Redis
+    # URL is given (redis://host:6379/0): then in Redis, and any number of workers serve one class.
+    redis_url: str = ""
+    # The address students open (join link and QR code), e.g. http://10.0.0.5:8000; by default the
+    # one the teacher's browser used, which on the projector itself may be 127.0.0.1.
+    class_url: str = ""
+    class_max_rooms: int = 100
+    class_max_rooms_per_client: int = 5  # started from one address: nobody takes every room
+    class_max_students: int = 300  # per room
+    class_max_votes: int = 20_000  # per room, all steps together
+    class_max_streams: int = 2000  # open event streams per process
+    class_max_streams_per_client: int = 8  # per client address and process: a few tabs
+    class_expiry_seconds: float = 3 * 3600.0  # a room nobody changed or joined this long ends
+    class_failed_joins_per_minute: int = 20  # per client address: guessing codes gets a 429
+    # An event stream is closed after this long and the browser reconnects (getting the whole state
+    # again), so a stream that stopped reading is never held for ever.
+    class_stream_seconds: float = 300.0
+    class_heartbeat_seconds: float = 15.0  # a comment on an idle stream: proxies keep it, a gone client shows
+    # On shutdown, open requests (event streams never end by themselves) get this long, then close.
+    shutdown_grace_seconds: float = 5.0
+
     @field_validator("frame_ancestors")
     @classmethod
     def _sources(cls, value: str) -> str:

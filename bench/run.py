@@ -3,7 +3,8 @@ by wrk on loopback in the same run, alternately, so the ratios survive a shared,
 
 Prints requests/s, p50/p99 and errors per view and its ratio to the baseline; the cold cost of a
 never-seen spec (server-side, from Server-Timing); startup time; resident memory after 5k and 50k
-mixed requests; the first page load and change -> paint of each interaction in headless chromium.
+mixed requests; the first page load and change -> paint of each interaction in headless chromium;
+the fan-out of a class's changes to 200 students (bench/classroom.py).
 Writes bench/results/latest.json.
 """
 
@@ -29,7 +30,7 @@ import torch
 
 from app.lab.presets import PRESETS
 from app.lab.styles import STYLES
-from bench import architectures
+from bench import architectures, classroom
 from tests.browser.harness import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,6 +222,7 @@ def main() -> None:
         report["memory"] = memory(app, pid)
         report["page"] = page_load(app)
     report["architectures"] = architectures.bench()
+    report["classroom"] = classroom.run()  # its own servers (and a redis-server), after the others
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print_report(report)
@@ -249,6 +251,7 @@ def print_report(r: dict) -> None:
     if "architectures" in r:
         print()
         architectures.print_report(r["architectures"])
+    classroom.print_report(r["classroom"])
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
 

@@ -156,6 +156,96 @@
     if (bar) bar.hidden = true;
   });
 
+  // Lessons: the arrow keys step, r reveals (the links and the console's buttons do the same).
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.shiftKey || typing(event.target)) return;
+    const key = { ArrowLeft: "ArrowLeft", ArrowRight: "ArrowRight", KeyR: "r" }[event.code];
+    if (!key) return;
+    const target = document.querySelector("#lesson [aria-keyshortcuts='" + key + "'], #console [data-key='" + key + "']");
+    if (!target) return;
+    event.preventDefault();
+    target.click();
+  });
+
+  // A class. Students and the teacher's console listen to the room's events (Server-Sent Events)
+  // and fetch their view again when it changed; the stream sends the whole state first on every
+  // connection, and a refused or broken stream is opened again after a pause, growing to 15 s.
+  const CLASS = "mre-class", TEACH = "mre-teach";
+  function live() { return document.querySelector("#follow[data-events], #console[data-events]"); }
+  function listen() {
+    const first = live();
+    if (!first) return;
+    if (first.id === "follow") sessionStorage.setItem(CLASS, first.dataset.code);
+    let pause = 1000, fetching = false, again = false, source = null;
+    function refresh() {
+      const el = live();
+      if (!el) return;
+      if (fetching) { again = true; return; }
+      fetching = true;
+      htmx.ajax("GET", el.dataset.view, { target: "#" + el.id, swap: "outerHTML" }).finally(function () {
+        fetching = false;
+        if (again) { again = false; refresh(); }
+      });
+    }
+    function status(text) {
+      const el = live() && live().querySelector(".live");
+      if (el) el.textContent = text ? el.dataset.offline : "";
+    }
+    function connect() {
+      source = new EventSource(first.dataset.events);
+      source.addEventListener("state", function (event) {
+        pause = 1000;
+        status(false);
+        const el = live();
+        if (el && JSON.parse(event.data).version !== Number(el.dataset.version)) refresh();
+      });
+      ["tally", "students"].forEach(function (kind) {
+        source.addEventListener(kind, function () { if (first.id === "console") refresh(); });
+      });
+      source.addEventListener("unavailable", function () { source.close(); retry(); });
+      source.onerror = function () {
+        status(true);
+        if (source.readyState === EventSource.CLOSED) retry();
+      };
+    }
+    function retry() {
+      status(true);
+      setTimeout(connect, pause);
+      pause = Math.min(pause * 2, 15000);
+    }
+    connect();
+  }
+  document.addEventListener("DOMContentLoaded", listen);
+
+  // Away from the class page in a tab that is in a class: a way back (a student exploring), or,
+  // for the teacher driving from the lab, every change of the lab sent to the room.
+  function classBar() {
+    const bar = document.getElementById("class-bar");
+    if (!bar || live()) return;
+    const hash = /^#teach=([A-Z0-9]{8})$/.exec(location.hash);
+    if (hash) {
+      sessionStorage.setItem(TEACH, hash[1]);
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    const teach = sessionStorage.getItem(TEACH), student = sessionStorage.getItem(CLASS);
+    const link = bar.querySelector(teach && location.pathname === "/" ? "[data-as=teacher]" : "[data-as=student]");
+    const code = link.dataset.as === "teacher" ? teach : student;
+    if (!code) return;
+    link.href = "/rooms/" + code + (link.dataset.as === "teacher" ? "/teach" : "");
+    link.hidden = false;
+    bar.hidden = false;
+    if (link.dataset.as === "teacher") drive(code);
+  }
+  function drive(code) {
+    function send() {
+      const body = new URLSearchParams({ state: location.pathname + location.search });
+      fetch("/rooms/" + code + "/state", { method: "POST", body: body, headers: { "HX-Request": "true" } });
+    }
+    send();
+    document.addEventListener("htmx:pushedIntoHistory", send);
+  }
+  document.addEventListener("DOMContentLoaded", classBar);
+
   // Controls that need this script stay hidden without it.
   function reveal() {
     document.querySelectorAll("button.copy, button.help-open").forEach(function (b) { b.hidden = false; });

@@ -23,7 +23,7 @@ import pytest
 from tests.browser.harness import ROOT, free_port, wait_healthy
 
 # What a clone has that the build reads; nothing installed or generated comes along.
-SOURCES = ("app", "templates", "static", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
+SOURCES = ("app", "templates", "static", "lessons", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +42,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def test_wheel_carries_templates_static_files_and_catalogs(wheel: Path) -> None:
+def test_wheel_carries_templates_static_files_lessons_and_catalogs(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("templates", "static"):
+    for name in ("templates", "static", "lessons"):
         shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / name).rglob("*") if p.is_file()}
         assert {f"app/{n}" for n in shipped} <= names
     assert "app/locale/zh_CN/LC_MESSAGES/messages.po" in names
@@ -83,6 +83,8 @@ def test_installed_wheel_serves_from_an_empty_directory(wheel: Path, tmp_path: P
         assert page.status == 200 and 'id="named-parameters"' in html
         with urllib.request.urlopen(base + "/?lang=zh-CN") as page:
             assert '<html lang="zh-CN"' in page.read().decode()
+        with urllib.request.urlopen(base + "/lessons/saving-and-loading?step=3&reveal=1") as page:
+            assert "Unexpected key(s) in state_dict" in page.read().decode()  # a lesson, from the wheel
         with urllib.request.urlopen(base + "/static/app.css") as css:
             assert css.status == 200 and css.read() == (ROOT / "static" / "app.css").read_bytes()
     finally:
