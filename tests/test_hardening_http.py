@@ -236,7 +236,7 @@ def methods_by_path(routes: list, prefix: str = "") -> dict[str, set[str]]:
 def routes(with_get: bool) -> list[str]:
     """A URL for every path with (or without) a GET route, path parameters filled in."""
     fill = {"{experiment_id}": "step", "{name:path}": "app.css", "{lesson_id}": "register-parameter"}
-    fill |= {"{code}": "ABCD2345"}  # no such class: its 404
+    fill |= {"{code}": "ABCD2345", "{arch_id}": "gpt2_tiny"}  # no such class: its 404
     urls = []
     for path, methods in methods_by_path(create_app().routes).items():
         if ("GET" in methods) is with_get:
