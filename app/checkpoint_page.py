@@ -112,10 +112,10 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
             filename, fields = _names(upload.of(FILE_FIELD)), dict(upload.fields)
             architecture = architecture_of(upload.fields, settings)
             spec = None if architecture else spec_of(upload.fields, settings.custom_max_elements)
-            if upload.of(OTHER_FIELD):  # a second checkpoint: compare the two
-                comparison = await inspections.compare_page(
-                    request, upload.of(FILE_FIELD), upload.of(OTHER_FIELD)
-                )
+            # A file input left empty still sends a part, with no name and no bytes: no second file.
+            others = [f for f in upload.of(OTHER_FIELD) if f.filename or f.path.stat().st_size]
+            if others:  # a second checkpoint: compare the two
+                comparison = await inspections.compare_page(request, upload.of(FILE_FIELD), others)
             else:
                 at = fields.get("state_dict") or None
                 page = await inspections.inspect_page(

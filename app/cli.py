@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file():
                 raise CheckpointError(f"{path}: no such file")
         spec = _spec(args, settings)
-        body = asyncio.run(_run(args, spec, settings))
+        body = _wait(_run(args, spec, settings))
     except (CheckpointError, SpecError, ArchitectureError) as exc:
         err.print(f"[bold red]mre:[/] {exc.message}", highlight=False, markup=True)
         return BAD_INPUT
@@ -83,6 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     _print_json(body) if args.json else show_report(out, report, args.lang)
     broken = report.shards is not None and bool(report.shards.problems)  # the index and shards disagree
     return DOES_NOT if broken or (report.load is not None and report.load.strict != "ok") else LOADS
+
+
+def _wait(job: Coroutine[Any, Any, bytes]) -> bytes:
+    """``job`` run to its end, also where this thread already runs an event loop (a notebook, or a
+    test under Playwright's sync API), which asyncio.run refuses: then on a thread of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(job)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, job).result()
 
 
 def _spec(args: argparse.Namespace, settings: Settings) -> Target | None:

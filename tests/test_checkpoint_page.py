@@ -61,3 +61,15 @@ def test_one_element_is_not_elements_and_the_labs_styles_are_named(client: TestC
     (hint,) = re.findall(r"With the styles of the lab you came from:(.*?)</p>", form, re.S)
     assert "style." not in hint and "preset=" not in hint  # no raw query string for people
     assert "<code>buffer1</code> register_buffer()" in hint
+
+
+def test_a_compare_input_left_empty_is_no_second_file(client: TestClient) -> None:
+    """Browsers send an empty part (no name, no bytes) for a file input left empty: it is not a
+    checkpoint to compare with, and the file is inspected and loaded as if the input were absent."""
+    response = client.post(
+        "/checkpoints",
+        files=[("file", ("m.pt", checkpoint())), ("other", ("", b"", "application/octet-stream"))],
+        data={"preset": "testmodel", "state_dict": "model"},
+    )
+    assert response.status_code == 200, response.text[-500:]
+    assert "Missing key(s) in state_dict" in response.text

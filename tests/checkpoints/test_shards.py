@@ -160,6 +160,10 @@ def test_a_gpt2_checkpoint_is_loaded_into_the_gpt2_architecture(api: TestClient,
     transformers.GPT2LMHeadModel(config).load_state_dict(state)  # strict: torch takes it after the fix
     assert load["diagnosis"]["after_fixes"] == "ok"
 
+    html = api.post("/checkpoints", data={"preset": "gpt2_tiny"}, files=parts([file])).text
+    assert '<option value="gpt2_tiny" selected>' in html
+    page = parse(html)
+    assert "gpt2_tiny" in next(h.text for h in page.find_all("h3") if "Loaded into" in h.text)
     assert cli.main(["inspect", str(file), "--into", "gpt2_tiny"]) == cli.DOES_NOT
     assert cli.main(["inspect", str(file), "--into", "gpt2_tiny", "--style", "a=buffer"]) == cli.BAD_INPUT
     both = api.post("/api/checkpoints?architecture=gpt2_tiny&preset=testmodel", files=parts([file]))
