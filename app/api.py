@@ -327,6 +327,14 @@ CHECKPOINT_QUERY = [{**p, "required": False} for p in LAB_QUERY] + [
 ]
 
 
+# What every upload route may answer, whatever it does with the files.
+UPLOADED: dict[int | str, dict] = {
+    400: {"description": "The client went away before the upload ended"},
+    408: {"description": "The upload arrived slower than MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND"},
+    503: {"description": "Every inspection slot busy, or the server is stopping; try again"},
+}
+
+
 def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | None, str | None]:
     """The module to load into (a spec in the query, as for /api/lab, or an architecture's id),
     checked before any upload."""
@@ -348,13 +356,14 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | N
     "/checkpoints",
     response_model=CheckpointReport,
     responses={
-        400: {"description": "The client went away before the upload ended"},
-        404: {"description": "Unknown preset, or the inspector is turned off (MRE_CHECKPOINTS=false)"},
-        408: {"description": "The upload arrived slower than MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND"},
+        **UPLOADED,
+        404: {
+            "description": "Unknown preset or architecture, or the inspector (MRE_CHECKPOINTS) or the "
+            "architectures (MRE_ARCHITECTURES) turned off"
+        },
         413: {"description": "File, zip contents, pickle, memory, entries or report over a cap"},
         415: {"description": "Neither multipart/form-data nor application/octet-stream"},
         422: {"description": "Not a checkpoint, truncated, refused by torch, or the inspector died on it"},
-        503: {"description": "Every inspection slot busy, or the server is stopping; try again"},
         504: {"description": "The inspection ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
     },
     openapi_extra={"requestBody": CHECKPOINT_BODY, "parameters": CHECKPOINT_QUERY},
@@ -395,13 +404,11 @@ COMPARE_BODY = {
     "/checkpoints/compare",
     response_model=Comparison,
     responses={
-        400: {"description": "The client went away before the upload ended"},
+        **UPLOADED,
         404: {"description": "The inspector is turned off (MRE_CHECKPOINTS=false)"},
-        408: {"description": "The upload arrived slower than MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND"},
         413: {"description": "The files together, a zip's contents, memory, entries or report over a cap"},
         415: {"description": "Not multipart/form-data"},
         422: {"description": "A part missing, not a checkpoint, truncated, or the inspector died on it"},
-        503: {"description": "Every inspection slot busy, or the server is stopping; try again"},
         504: {"description": "The comparison ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
     },
     openapi_extra={"requestBody": COMPARE_BODY},
