@@ -348,7 +348,7 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | N
     if arch is not None:
         if items:
             raise SpecError(("query", ARCHITECTURE), "load into an architecture or a preset, not both")
-        return architecture_target(arch, settings), at
+        return architecture_target(arch, settings.architectures), at
     return (resolved(from_query(items), settings) if items else None), at
 
 

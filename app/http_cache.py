@@ -32,6 +32,8 @@ MIN_GZIP = 1024  # smaller bodies gain nothing from compression
 NOT_KEYS = {b"accept-encoding"}
 HIT = [(b"server-timing", b'cache;desc="hit"')]
 Normaliser = Callable[[bytes], Hashable]
+# Per path: where each Vary header goes in the key, its reader, the part for it absent or empty.
+Learnt = tuple[dict[bytes, int], tuple[Normaliser, ...], tuple[Hashable, ...]]
 SHORT = 64  # a header value up to this long is its own key part; a longer one, its digest
 OVERHEAD = 512  # bytes an entry costs beyond its bodies and key: objects, header lists
 
@@ -177,7 +179,7 @@ class ResponseStore:
         self.bytes = 0  # what the entries and their keys hold
         # Per path, learnt from its responses: where each Vary header goes in the key, its reader,
         # and the part for a header absent or empty (which the pages read alike).
-        self.vary: dict[str, tuple[dict[bytes, int], tuple[Normaliser, ...], tuple[Hashable, ...]]] = {}
+        self.vary: dict[str, Learnt] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -186,15 +188,22 @@ class ResponseStore:
         learnt = self.vary.get(scope["path"])
         if learnt is None:
             return None
-        positions, readers, absent = learnt
+        positions = learnt[0]
+        varied = [(at, v) for name, v in scope["headers"] if (at := positions.get(name)) is not None]
+        return self.key_of(scope["path"], scope["query_string"], learnt, varied)
+
+    @staticmethod
+    def key_of(path: str, query: bytes, learnt: Learnt, varied: list[tuple[int, bytes]]) -> tuple:
+        """The key from the values of the path's Vary headers, each at its place in the key, in
+        request order: the first of repeated headers counts, as in Starlette."""
+        _, readers, absent = learnt
         parts = list(absent)
         found = [False] * len(readers)
-        for name, value in scope["headers"]:  # one pass; the first of repeated headers, as Starlette
-            at = positions.get(name)
-            if at is not None and not found[at]:
+        for at, value in varied:
+            if not found[at]:
                 found[at] = True
                 parts[at] = readers[at](value) if value else absent[at]
-        return (scope["path"], scope["query_string"], *parts)
+        return (path, query, *parts)
 
     def get(self, key: tuple) -> Entry | None:
         entry = self.entries.get(key)
@@ -257,7 +266,7 @@ class FastHits:
         learnt = self.store.vary.get(path)
         if learnt is None or url_bytes(scope) > self.max_url_bytes:
             return False
-        positions, readers, absent = learnt
+        positions = learnt[0]
         size, if_none_match, accept_encoding = 0, b"", b""
         varied: list[tuple[int, bytes]] = []
         for name, value in scope["headers"]:  # the first of repeated headers counts, as in Starlette
@@ -271,13 +280,7 @@ class FastHits:
                 if_none_match = if_none_match or value
         if size > self.max_header_bytes:
             return False  # read nothing of an oversized head: the stack refuses it
-        parts = list(absent)
-        found = [False] * len(readers)
-        for at, value in varied:
-            if not found[at]:
-                found[at] = True
-                parts[at] = readers[at](value) if value else absent[at]
-        entry = self.store.get((path, scope["query_string"], *parts))
+        entry = self.store.get(self.store.key_of(path, scope["query_string"], learnt, varied))
         if entry is None:
             return False
         status, headers, body = representation(entry, if_none_match, accept_encoding)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from app.lab import architectures  # its catalogue: transformers is imported on the first build
 from app.lab.inspect import build
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec
@@ -17,8 +18,6 @@ Target = LabSpec | str  # a preset's spec, or an architecture's id
 
 def architecture_target(arch_id: str, enabled: bool) -> str:
     """``arch_id`` as a load target, refused (404) where unknown or where architectures are off."""
-    from app.lab import architectures  # its catalogue only: transformers is imported on the first build
-
     if not enabled:
         raise architectures.ArchitectureError(404, architectures.OFF)
     return architectures.get(arch_id).id
@@ -29,8 +28,6 @@ def target_module(target: Target) -> nn.Module:
     copied what it could)."""
     if isinstance(target, LabSpec):
         return build(target, refusals={})
-    from app.lab import architectures
-
     # A tiny config on the CPU, seeded (a few hundred KB); a full size on meta, where keys, shapes
     # and dtypes, all a load checks, cost no memory (an 8B Llama included).
     if architectures.get(target).tiny:

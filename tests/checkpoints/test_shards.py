@@ -169,6 +169,10 @@ def test_a_gpt2_checkpoint_is_loaded_into_the_gpt2_architecture(api: TestClient,
     both = api.post("/api/checkpoints?architecture=gpt2_tiny&preset=testmodel", files=parts([file]))
     unknown = api.post("/api/checkpoints?architecture=gpt5", files=parts([file]))
     assert (both.status_code, unknown.status_code) == (422, 404) and "gpt2_tiny" in unknown.json()["detail"]
+    off = TestClient(create_app(Settings(architectures=False)))  # refused before any upload or inspector
+    refused = off.post("/api/checkpoints?architecture=gpt2_tiny", files=parts([file]))
+    assert refused.status_code == 404 and "MRE_ARCHITECTURES=false" in refused.json()["detail"]
+    assert 'value="gpt2_tiny"' not in off.get("/checkpoints").text
 
 
 @pytest.mark.parametrize(
