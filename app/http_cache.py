@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
@@ -38,19 +39,46 @@ SHORT = 64  # a header value up to this long is its own key part; a longer one, 
 OVERHEAD = 512  # bytes an entry costs beyond its bodies and key: objects, header lists
 
 
+# What uvicorn refuses in a header it sends (its httptools protocol's checks, done there per header
+# per response): a form whose headers pass once can go to the socket as bytes (``Form.lines``).
+BAD_NAME = re.compile(b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]')
+BAD_VALUE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_lines(headers: Headers) -> bytes | None:
+    """``headers`` as the lines of a response head, or None when one is not valid on the wire."""
+    if any(BAD_NAME.search(name) or BAD_VALUE.search(value) for name, value in headers):
+        return None
+    return b"".join(name.lower() + b": " + value + b"\r\n" for name, value in headers)
+
+
+@dataclass(frozen=True)
+class Form:
+    """One representation of an entry as sent: its headers also as the lines of a head, built once."""
+
+    status: int
+    headers: Headers
+    body: bytes
+    lines: bytes | None
+
+    @classmethod
+    def of(cls, status: int, headers: Headers, body: bytes) -> Form:
+        return cls(status, headers, body, header_lines(headers))
+
+
 @dataclass(frozen=True)
 class Entry:
     etag: bytes
     status: int
     body: bytes
     gzipped: bytes | None
-    # Header lists built once, so a hit only picks one.
-    plain: Headers
-    packed: Headers | None
-    not_modified: Headers
+    # The forms a hit picks from, built once.
+    plain: Form
+    packed: Form | None
+    not_modified: Form
     # The gzipped body is another representation: its own strong tag (unused without one).
     packed_etag: bytes
-    packed_not_modified: Headers
+    packed_not_modified: Form
 
     @property
     def size(self) -> int:
@@ -80,18 +108,18 @@ def make_entry(status: int, headers: Headers, body: bytes, gzipped: bytes | None
     digest = hashlib.blake2b(body, digest_size=12).hexdigest().encode()
     etag, packed_etag = b'"' + digest + b'"', b'"' + digest + b'-gzip"'
     plain_kept, packed_kept = [*kept, (b"etag", etag)], [*kept, (b"etag", packed_etag)]
+    packed_length = b"%d" % len(gzipped or b"")
+    packed_headers = [*packed_kept, (b"content-encoding", b"gzip"), (b"content-length", packed_length)]
     return Entry(
         etag,
         status,
         body,
         gzipped,
-        plain=[*plain_kept, (b"content-length", b"%d" % len(body))],
-        packed=None
-        if gzipped is None
-        else [*packed_kept, (b"content-encoding", b"gzip"), (b"content-length", b"%d" % len(gzipped))],
-        not_modified=plain_kept,
+        plain=Form.of(status, [*plain_kept, (b"content-length", b"%d" % len(body))], body),
+        packed=None if gzipped is None else Form.of(status, packed_headers, gzipped),
+        not_modified=Form.of(304, plain_kept, b""),
         packed_etag=packed_etag,
-        packed_not_modified=packed_kept,
+        packed_not_modified=Form.of(304, packed_kept, b""),
     )
 
 
@@ -128,25 +156,25 @@ def none_match(if_none_match: bytes, etag: bytes) -> bool:
     return any(tag.strip().removeprefix(b"W/") == etag for tag in if_none_match.split(b","))
 
 
-def representation(entry: Entry, if_none_match: bytes, accept_encoding: bytes) -> tuple[int, Headers, bytes]:
-    """Status, headers and body of ``entry`` for this client: a 304 when it has the form it would
-    get, gzipped when it takes gzip."""
+def representation(entry: Entry, if_none_match: bytes, accept_encoding: bytes) -> Form:
+    """The form of ``entry`` for this client: a 304 when it has the form it would get, gzipped when
+    it takes gzip."""
     packed = entry.packed is not None and bool(accept_encoding) and accepts_gzip(accept_encoding)
     etag = entry.packed_etag if packed else entry.etag  # the tag of the form this client gets
     if if_none_match and entry.status == 200 and none_match(if_none_match, etag):
-        return 304, entry.packed_not_modified if packed else entry.not_modified, b""
-    if packed:
-        return entry.status, entry.packed, entry.gzipped or b""  # type: ignore[return-value]
-    return entry.status, entry.plain, entry.body
+        return entry.packed_not_modified if packed else entry.not_modified
+    return entry.packed if packed else entry.plain  # type: ignore[return-value]
+
+
+async def send_form(send: Send, form: Form, extra: Headers) -> None:
+    await send({"type": "http.response.start", "status": form.status, "headers": [*form.headers, *extra]})
+    await send({"type": "http.response.body", "body": form.body})
 
 
 async def send_entry(scope: Scope, send: Send, entry: Entry, extra: Headers) -> None:
     """``entry`` as a 304 when the client has it, gzipped when the client takes it."""
-    status, headers, body = representation(
-        entry, _header(scope, b"if-none-match"), _header(scope, b"accept-encoding")
-    )
-    await send({"type": "http.response.start", "status": status, "headers": [*headers, *extra]})
-    await send({"type": "http.response.body", "body": body})
+    form = representation(entry, _header(scope, b"if-none-match"), _header(scope, b"accept-encoding"))
+    await send_form(send, form, extra)
 
 
 def bounded(value: bytes) -> Hashable:
@@ -257,15 +285,16 @@ class FastHits:
         self.max_url_bytes = max_url_bytes
         self.max_header_bytes = max_header_bytes
         self.extra = [*HIT, *headers]
+        self.extra_lines = header_lines(self.extra)
 
-    async def answer(self, scope: Scope, send: Send) -> bool:
-        """Send the stored answer and say True, or send nothing and say False."""
+    def form(self, scope: Scope) -> Form | None:
+        """The stored form for this request when it is a plain hit, else None."""
         method, path = scope["method"], scope["path"]
         if method not in ("GET", "HEAD") or not (path in self.paths or path.startswith(self.prefixes)):
-            return False
+            return None
         learnt = self.store.vary.get(path)
         if learnt is None or url_bytes(scope) > self.max_url_bytes:
-            return False
+            return None
         positions = learnt[0]
         size, if_none_match, accept_encoding = 0, b"", b""
         varied: list[tuple[int, bytes]] = []
@@ -279,15 +308,26 @@ class FastHits:
             elif name == b"if-none-match":
                 if_none_match = if_none_match or value
         if size > self.max_header_bytes:
-            return False  # read nothing of an oversized head: the stack refuses it
+            return None  # read nothing of an oversized head: the stack refuses it
         entry = self.store.get(self.store.key_of(path, scope["query_string"], learnt, varied))
-        if entry is None:
+        return None if entry is None else representation(entry, if_none_match, accept_encoding)
+
+    async def answer(self, scope: Scope, send: Send) -> bool:
+        """Send the stored answer and say True, or send nothing and say False."""
+        form = self.form(scope)
+        if form is None:
             return False
-        status, headers, body = representation(entry, if_none_match, accept_encoding)
-        reply = without_body(send) if method == "HEAD" else send
-        await reply({"type": "http.response.start", "status": status, "headers": [*headers, *self.extra]})
-        await reply({"type": "http.response.body", "body": body})
+        await send_form(without_body(send) if scope["method"] == "HEAD" else send, form, self.extra)
         return True
+
+    def wire(self, scope: Scope) -> tuple[int, bytes, bytes] | None:
+        """The stored answer for the server to write itself (``app.serving``): status, header lines
+        and body (none for a HEAD); None where ``answer`` would not answer, or where a header would
+        be refused by uvicorn, whose checks the lines have passed once, when the entry was made."""
+        form = self.form(scope)
+        if form is None or form.lines is None or self.extra_lines is None:
+            return None
+        return form.status, form.lines + self.extra_lines, b"" if scope["method"] == "HEAD" else form.body
 
 
 class HttpCache:

@@ -14,8 +14,10 @@ import json
 from functools import partial
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from app.http_cache import FastHits
 from app.security import security_headers
 from app.settings import Settings
 
@@ -48,22 +50,41 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.head_timeout = head_timeout
         self.body_timeout = body_timeout
         self.max_head_bytes = max_head_bytes
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None  # fires at or before deadline_at
+        self.deadline_at: float | None = None  # loop time when the armed deadline passes
+        self.hits = hits_of(self.app)
+        self.queued = False  # while a response's end starts the request that waited behind it
+        self.server_headers: tuple[list, bytes] = ([], b"")  # uvicorn's date and server, as lines
         self.in_head = False  # between a request's first byte and the end of its head
         self.in_body = False  # between the end of a head and the end of its body
         self.head_bytes = 0
 
     def _arm(self, seconds: float) -> None:
-        self._disarm()
-        self.deadline = self.loop.call_later(seconds, self._expired)
+        # Every request arms and disarms twice; a timer per arming cost more than the rest of a
+        # cached answer. So the deadline is a number, and one timer per connection fires at or
+        # before it: moved only when a deadline comes sooner than it, rescheduled when it finds
+        # the deadline moved later.
+        at = self.loop.time() + seconds
+        self.deadline_at = at
+        if self.deadline is None or self.deadline.when() > at:
+            if self.deadline is not None:
+                self.deadline.cancel()
+            self.deadline = self.loop.call_at(at, self._due)
 
     def _disarm(self) -> None:
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        self.deadline_at = None  # the timer, when it fires, finds nothing due
+
+    def _due(self) -> None:
+        self.deadline = None
+        if self.deadline_at is None:
+            return
+        if self.loop.time() < self.deadline_at:
+            self.deadline = self.loop.call_at(self.deadline_at, self._due)
+            return
+        self.deadline_at = None
+        self._expired()
 
     def _expired(self) -> None:
-        self.deadline = None
         if self.in_body and self.flow.read_paused:
             self._arm(self.body_timeout)  # the app has not read what came: not the client's delay
         elif self.transport.is_closing():
@@ -81,6 +102,9 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -101,6 +125,45 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._arm(self.body_timeout)
         super().on_headers_complete()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # A cache hit is written here, without a task, a scope's journey or uvicorn's per-header
+        # checks. Not for a request that waited behind another (its start comes from the previous
+        # response's end: answering at once would recurse along the queue), nor while the client
+        # does not read (the ASGI path waits for it), nor past the concurrency limit (then ``app``
+        # is uvicorn's 503), nor for a forwarded request when there is an access log (its line
+        # names the client that uvicorn's proxy-headers middleware, skipped here, would find).
+        if not self.queued and app is self.app and self.hits is not None and not self.flow.write_paused:
+            hit = None if self.access_log and forwarded(cycle.scope) else self.hits.wire(cycle.scope)
+            if hit is not None:
+                self._write_hit(cycle, *hit)
+                return
+        super()._start_asgi_task(cycle, app)
+
+    def _write_hit(self, cycle: RequestResponseCycle, status: int, lines: bytes, body: bytes) -> None:
+        """What ``RequestResponseCycle.send`` does with a start and a final body, in one write."""
+        cycle.response_started = cycle.response_complete = True
+        cycle.waiting_for_100_continue = False
+        if cycle.access_log:
+            scope = cycle.scope
+            cycle.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(scope),
+                scope["method"],
+                get_path_with_query_string(scope),
+                scope["http_version"],
+                status,
+            )
+        defaults = self.server_state.default_headers  # replaced, not changed, once a second
+        if defaults is not self.server_headers[0]:
+            self.server_headers = (defaults, b"".join(n + b": " + v + b"\r\n" for n, v in defaults))
+        close = b"" if cycle.keep_alive else b"connection: close\r\n"
+        head = (STATUS_LINE[status], self.server_headers[1], lines, close, b"\r\n")
+        self.transport.write(b"".join((*head, body)))
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
+
     def on_message_complete(self) -> None:
         if self.in_body:
             self.in_body = False
@@ -117,7 +180,9 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         waiting = not self.pipeline  # otherwise the next request's head is already here
+        self.queued = True
         super().on_response_complete()
+        self.queued = False
         if waiting and not self.in_body and not self.transport.is_closing():
             self._arm(self.head_timeout)
 
@@ -138,6 +203,20 @@ class DeadlineProtocol(HttpToolsProtocol):
         head = STATUS_LINE[status] + b"".join(name + b": " + value + b"\r\n" for name, value in headers)
         self.transport.write(head + b"content-length: %d\r\n\r\n" % len(body) + body)
         self.transport.close()
+
+
+def forwarded(scope: dict) -> bool:
+    return any(name == b"x-forwarded-for" for name, _ in scope["headers"])
+
+
+def hits_of(app: Any) -> FastHits | None:
+    """The app's cache hits, under uvicorn's wrappers (its proxy-headers middleware has ``.app``)."""
+    for _ in range(8):
+        hits = getattr(app, "hits", None)
+        if isinstance(hits, FastHits):
+            return hits
+        app = getattr(app, "app", None)
+    return None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

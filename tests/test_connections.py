@@ -282,12 +282,17 @@ def test_a_body_the_app_has_not_read_yet_is_not_the_clients_delay() -> None:
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100_000
         )
         assert protocol.in_body and protocol.flow.read_paused  # uvicorn stopped reading: over its buffer
-        protocol.deadline.cancel()
-        protocol._expired()  # the body deadline passes while uvicorn is not reading
-        assert not transport.closed and protocol.deadline is not None
+
+        def deadline_passes() -> None:
+            protocol.deadline.cancel()
+            protocol.deadline_at = protocol.loop.time() - 1
+            protocol._due()
+
+        deadline_passes()  # the body deadline passes while uvicorn is not reading
+        assert not transport.closed and protocol.deadline_at > protocol.loop.time() + 59  # armed again
+        assert not protocol.deadline.cancelled()
         protocol.flow.resume_reading()  # the app read it; now the client is the one not sending
-        protocol.deadline.cancel()
-        protocol._expired()
+        deadline_passes()
         assert transport.closed
         for task in list(protocol.tasks):
             task.cancel()
