@@ -45,25 +45,17 @@ BROWSER = "Accept-Encoding: gzip, deflate, br, zstd"
 
 
 @contextmanager
-def server(module: str) -> tuple[str, int, float]:
-    """uvicorn serving ``module`` on a free port; yields (base URL, pid, seconds to healthy)."""
+def server(module: str, stock: bool = False) -> tuple[str, int, float]:
+    """``module`` served on a free port as ``make run`` serves the app (``bench.serve``), or by
+    uvicorn's stock command line (``stock``); yields (base URL, pid, seconds to healthy)."""
     port = free_port()
     health = "/api/health" if module == "app.main:app" else "/fixed"  # the baseline answers any path
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            module,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-    )
+    if stock:
+        command = ["-m", "uvicorn", module, "--port", str(port), "--log-level", "warning", "--no-access-log"]
+    else:
+        command = ["-m", "bench.serve", module]
+    proc = subprocess.Popen([sys.executable, *command], cwd=ROOT, env={**os.environ, "MRE_PORT": str(port)})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(proc, base + health)
@@ -93,10 +85,14 @@ def wrk(url: str, headers: list[str] = (), seconds: int = DURATION) -> dict:
     }
 
 
-def throughput(app: str, baseline: str) -> dict:
-    """Each view against the baseline, alternately. Views ask as a browser or an HTTP library does
-    (Chromium, httpx and requests all send Accept-Encoding with gzip), so they get what such clients
-    get; the ``*_identity`` rows, one round each, ask without it, as wrk and curl do by default."""
+def throughput(app: str, baseline: str, stock_app: str, stock_baseline: str) -> dict:
+    """Each view against the baseline, alternately, both served as ``make run`` serves. Views ask as
+    a browser or an HTTP library does (Chromium, httpx and requests all send Accept-Encoding with
+    gzip), so they get what such clients get; one round each of the other rows: ``*_identity`` ask
+    without it, as wrk and curl do by default; ``*_asgi`` are the same hits from the app under
+    uvicorn's stock protocol, where the app's ASGI callable answers them (``FastHits.answer``)
+    rather than the server's protocol (``DeadlineProtocol``); ``baseline_stock`` is the baseline
+    under that stock protocol, which has no deadlines."""
     host = app.removeprefix("http://")
     swap = ["HX-Request: true", f"HX-Current-URL: http://{host}/?preset=testmodel"]
     views = {
@@ -105,15 +101,19 @@ def throughput(app: str, baseline: str) -> dict:
         "full_page": (f"{app}/?{SPEC}", [BROWSER]),
         "experiment": (f"{app}/api/experiments/step?{EXPERIMENT}", [BROWSER]),
     }
-    identity = {
+    others = {
         "lab_json_identity": (f"{app}/api/lab?{SPEC}", []),
         "htmx_fragment_identity": (f"{app}/?{SPEC}", swap),
         "full_page_identity": (f"{app}/?{SPEC}", []),
+        "lab_json_asgi": (f"{stock_app}/api/lab?{SPEC}", [BROWSER]),
+        "htmx_fragment_asgi": (f"{stock_app}/?{SPEC}", [BROWSER, *swap]),
+        "full_page_asgi": (f"{stock_app}/?{SPEC}", [BROWSER]),
+        "baseline_stock": (f"{stock_baseline}/fixed", []),
     }
-    runs: dict[str, list[dict]] = {name: [] for name in ["baseline", *views, *identity]}
-    for url, headers in views.values():  # warm: the first request of each fills the cache
+    runs: dict[str, list[dict]] = {name: [] for name in ["baseline", *views, *others]}
+    for url, headers in [*views.values(), *others.values()]:  # warm: the first of each fills the cache
         urllib.request.urlopen(urllib.request.Request(url, headers=dict(h.split(": ", 1) for h in headers)))
-    schedule = [*views.items()] * ROUNDS + [*identity.items()]
+    schedule = [*views.items()] * ROUNDS + [*others.items()]
     for name, (url, headers) in schedule:  # alternate: baseline, view, baseline, view ...
         runs["baseline"].append(wrk(baseline + "/fixed"))
         runs[name].append(wrk(url, headers))
@@ -208,8 +208,8 @@ def main() -> None:
     report: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}, "
         f"torch {torch.__version__}",
-        "wrk": f"-t2 -c{CONNECTIONS} -d{DURATION}s, {ROUNDS} rounds (identity rows: 1), alternating with the "
-        "baseline; views send a browser's Accept-Encoding",
+        "wrk": f"-t2 -c{CONNECTIONS} -d{DURATION}s, {ROUNDS} rounds (other rows: 1), alternating with the "
+        "baseline; views send a browser's Accept-Encoding; served as make run serves (bench.serve)",
     }
     startups = []
     for _ in range(3):
@@ -218,7 +218,9 @@ def main() -> None:
     report["startup_s"] = round(statistics.median(startups), 2)
     with server("app.main:app") as (app, pid, _), server("bench.baseline:app") as (baseline, _, _):
         report["cold"] = cold(app)
-        report["throughput"] = throughput(app, baseline)
+        stock_app, stock_baseline = server("app.main:app", True), server("bench.baseline:app", True)
+        with stock_app as (stock_app_url, _, _), stock_baseline as (stock_baseline_url, _, _):
+            report["throughput"] = throughput(app, baseline, stock_app_url, stock_baseline_url)
         report["memory"] = memory(app, pid)
         report["page"] = page_load(app)
     report["architectures"] = architectures.bench()
