@@ -2,15 +2,18 @@
 
 uvicorn (0.54, httptools) closes a connection idle after a response (``timeout_keep_alive``), but
 nothing else: a connection that never sends a byte, or sends half a request head and stops, or
-stops in the middle of a body, is kept open forever, and a few thousand of them take every file
-descriptor. ``DeadlineProtocol`` adds the three deadlines, and a cap on the bytes a request head
-may make it buffer (httptools has none; the app's own 431 comes only once the head is whole).
+stops in the middle of a body, or never reads its answers, is kept open forever, and a few thousand
+of them take every file descriptor. ``DeadlineProtocol`` adds the four deadlines, and a cap on the
+bytes a request head may make it buffer (httptools has none; the app's own 431 comes only once the
+head is whole). It also writes cache hits itself (``_write_hit``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from functools import partial
 from typing import Any
 
@@ -29,7 +32,8 @@ class DeadlineProtocol(HttpToolsProtocol):
       previous response ended (uvicorn's keep-alive timeout still closes an idle one sooner);
     - a body that brings no byte for ``body_timeout`` seconds closes the connection (while uvicorn
       itself has paused reading, the wait is the app's, not the client's, and does not count);
-    - a head of more than ``max_head_bytes`` is answered 431 and the connection closed.
+    - a head of more than ``max_head_bytes`` is answered 431 and the connection closed;
+    - a client that reads nothing of its answers for ``send_timeout`` seconds is dropped.
 
     A head or body that runs out of time is answered 408 before the close (an idle connection
     between requests is just closed). What it answers itself (408, 431, and uvicorn's 400 for a
@@ -42,6 +46,7 @@ class DeadlineProtocol(HttpToolsProtocol):
         head_timeout: float,
         body_timeout: float,
         max_head_bytes: int,
+        send_timeout: float = 30.0,
         frame_ancestors: str = "",
         **kwargs: Any,
     ) -> None:
@@ -52,6 +57,9 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.max_head_bytes = max_head_bytes
         self.deadline: asyncio.TimerHandle | None = None  # fires at or before deadline_at
         self.deadline_at: float | None = None  # loop time when the armed deadline passes
+        self.send_timeout = send_timeout
+        self.stall: asyncio.TimerHandle | None = None  # armed while the client reads nothing
+        self.running: RequestResponseCycle | None = None  # the request the app was last given
         self.hits = hits_of(self.app)
         self.queued = False  # while a response's end starts the request that waited behind it
         self.server_headers: tuple[list, bytes] = ([], b"")  # uvicorn's date and server, as lines
@@ -101,10 +109,15 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._arm(self.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.running is not None and not self.running.response_complete:
+            # uvicorn marks only the newest request's cycle: one running while later ones wait in
+            # the pipeline would wake from its wait to write and hit the closed transport.
+            self.running.disconnected = True
         self._disarm()
-        if self.deadline is not None:
-            self.deadline.cancel()
-            self.deadline = None
+        for timer in (self.deadline, self.stall):
+            if timer is not None:
+                timer.cancel()
+        self.deadline = self.stall = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -112,13 +125,19 @@ class DeadlineProtocol(HttpToolsProtocol):
             self._arm(self.body_timeout)
         super().data_received(data)
         if self.in_head and not self.transport.is_closing():
-            self.head_bytes += len(data)
+            if self.head_bytes < 0:
+                # The head began in this read, after the requests it completed: it is at most
+                # what follows the last blank line (more when a body came before it).
+                end = data.rfind(b"\r\n\r\n")
+                self.head_bytes = len(data) - (end + 4 if end >= 0 else 0)
+            else:
+                self.head_bytes += len(data)
             if self.head_bytes > self.max_head_bytes:
                 self._refuse_head()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self.in_head, self.head_bytes = True, 0
+        self.in_head, self.head_bytes = True, -1  # -1: begun in the read being parsed
 
     def on_headers_complete(self) -> None:
         self.in_head, self.in_body = False, True
@@ -126,6 +145,11 @@ class DeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self.transport.is_closing():
+            # A response that ended the connection (HTTP/1.0, Connection: close) was written at
+            # once, and the parser goes on through what else the same read brought: nobody can
+            # receive an answer to it, so it is not run (uvicorn drops a queued request alike).
+            return
         # A cache hit is written here, without a task, a scope's journey or uvicorn's per-header
         # checks. Not for a request that waited behind another (its start comes from the previous
         # response's end: answering at once would recurse along the queue), nor while the client
@@ -137,6 +161,7 @@ class DeadlineProtocol(HttpToolsProtocol):
             if hit is not None:
                 self._write_hit(cycle, *hit)
                 return
+        self.running = cycle
         super()._start_asgi_task(cycle, app)
 
     def _write_hit(self, cycle: RequestResponseCycle, status: int, lines: bytes, body: bytes) -> None:
@@ -186,6 +211,29 @@ class DeadlineProtocol(HttpToolsProtocol):
         if waiting and not self.in_body and not self.transport.is_closing():
             self._arm(self.head_timeout)
 
+    def pause_writing(self) -> None:
+        # The client reads none of what was sent for ``send_timeout``: it is dropped (it reads
+        # nothing, so it gets no answer, and closing would wait to send what it does not read).
+        # Otherwise a client that sends requests and never reads holds its buffers for ever.
+        super().pause_writing()
+        if self.stall is None:
+            self.stall = self.loop.call_later(self.send_timeout, self._stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
+
+    def _stalled(self) -> None:
+        self.stall = None
+        if self.flow.write_paused and not self.transport.is_closing():
+            self._disarm()
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:  # a reset, so the kernel drops what it still holds for the client too
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()
+
     def _refuse_head(self) -> None:
         self._disarm()
         self._answer_and_close(431, f"request head over the limit of {self.max_head_bytes} bytes")
@@ -226,6 +274,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         head_timeout=settings.head_timeout_seconds,
         body_timeout=settings.body_timeout_seconds,
         max_head_bytes=settings.max_head_buffer_bytes,
+        send_timeout=settings.send_timeout_seconds,
         frame_ancestors=settings.frame_ancestors,
     )
     return {

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     head_timeout_seconds: float = 10.0
     # A body that sends nothing for this long (an upload on a slow link still sends every second).
     body_timeout_seconds: float = 30.0
+    # A client that reads nothing of what was sent to it for this long is dropped: one that sends
+    # requests and never reads would otherwise hold the server's buffers for them for ever.
+    send_timeout_seconds: float = 30.0
     # Bytes a request head may make the server buffer before it is whole (then 431, closed).
     # Above the app's own caps (headers and URL), which answer the usual oversized head.
     max_head_buffer_bytes: int = 64 * 1024

@@ -35,6 +35,7 @@ def server() -> Iterator[tuple[int, int]]:
         "MRE_HEAD_TIMEOUT_SECONDS": str(TIMEOUT),
         "MRE_BODY_TIMEOUT_SECONDS": str(TIMEOUT),
         "MRE_KEEP_ALIVE_SECONDS": str(int(TIMEOUT)),
+        "MRE_SEND_TIMEOUT_SECONDS": str(TIMEOUT),
     }
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     try:
@@ -149,6 +150,17 @@ def test_an_idle_keep_alive_connection_is_closed_after_its_response(server: tupl
     assert received.startswith(b"HTTP/1.1 200") and seconds <= TIMEOUT + SLACK
 
 
+def test_a_client_that_never_reads_its_answers_is_dropped(server: tuple[int, int]) -> None:
+    page = b"GET /?preset=testmodel&device=meta HTTP/1.1\r\nHost: x\r\n\r\n"  # 20 KB each
+    with socket.create_connection(("127.0.0.1", server[0]), timeout=TIMEOUT + SLACK + 3) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(page * 500)  # 10 MB of answers asked for; none read for a while
+        time.sleep(TIMEOUT + SLACK)
+        received, seconds = read_until_closed(sock)
+    assert received.count(b"HTTP/1.1 200") < 500 and seconds < SLACK  # dropped: a reset, nothing more
+    assert get(server[0]).startswith(b"HTTP/1.1 200")  # the server goes on
+
+
 def test_slow_but_timely_requests_are_served(server: tuple[int, int]) -> None:
     body = b'{"preset": "testmodel", "device": "meta"}'
     with connect(server[0]) as sock:
@@ -231,6 +243,7 @@ def test_the_shipped_defaults_are_what_python_m_app_runs_with() -> None:
         "head_timeout": 10.0,
         "body_timeout": 30.0,
         "max_head_bytes": 65536,
+        "send_timeout": 30.0,
         "frame_ancestors": "",
     }
     assert options["timeout_keep_alive"] == 5
@@ -241,13 +254,16 @@ class Transport(asyncio.Transport):
 
     def __init__(self) -> None:
         super().__init__()
-        self.written, self.closed = b"", False
+        self.written, self.closed, self.aborted = b"", False, False
 
     def write(self, data: bytes) -> None:  # type: ignore[override]
         self.written += data
 
     def close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
     def is_closing(self) -> bool:
         return self.closed

@@ -156,6 +156,65 @@ def test_thousands_of_pipelined_hits_in_one_read_are_all_answered(app: Any) -> N
     run(check)
 
 
+def test_nothing_more_is_run_after_a_hit_that_ended_the_connection(app: Any) -> None:
+    async def check() -> None:
+        served = Served(app, Deadline)
+        last = request(LAB, "Connection: keep-alive", method="HEAD", version="1.0")  # 1.0: it ends here
+        miss = request("/api/lab?preset=batchnorm&device=meta")
+        written, tasks = await served.send(last + request(LAB, method="HEAD") * 10 + miss)
+        assert written.count(b"HTTP/1.1 ") == 1 and served.transport.closed
+        assert tasks == 0 and served.protocol.server_state.total_requests == 1
+
+    run(check)
+
+
+def test_a_pipeline_longer_than_the_head_buffer_cap_is_not_one_head(app: Any) -> None:
+    async def check() -> None:
+        served = Served(app, Deadline)
+        pipeline = request(LAB, method="HEAD") * 1700  # 117 KB of whole heads in one read
+        written, _ = await served.send(pipeline + b"HEAD " + LAB.encode())  # and the start of one more
+        assert written.count(b"HTTP/1.1 200") == 1700 and not served.transport.closed
+        await served.send(b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert served.transport.written.count(b"HTTP/1.1 200") == 1701
+        big = Served(app, Deadline)  # a head that itself passes the cap still does, after whole ones
+        written, _ = await big.send(request(LAB) * 2 + b"GET /?" + b"a" * 70_000)
+        assert written.count(b"HTTP/1.1 200") == 2 and b"HTTP/1.1 431" in written and big.transport.closed
+
+    run(check)
+
+
+def test_the_send_deadline_is_armed_while_the_client_reads_nothing(app: Any) -> None:
+    async def check() -> None:
+        served = Served(app, Deadline)
+        protocol = served.protocol
+        protocol.pause_writing()  # the transport's buffer is over its high-water mark
+        stall = protocol.stall
+        assert stall is not None and stall.when() - protocol.loop.time() > 29
+        protocol.resume_writing()  # it read some: no deadline
+        assert protocol.stall is None and stall.cancelled()
+        protocol.pause_writing()
+        protocol.stall.cancel()
+        protocol._stalled()  # still reading nothing when it passes
+        assert served.transport.aborted
+
+    run(check)
+
+
+def test_a_request_waiting_to_write_when_the_connection_is_lost_writes_nothing(app: Any) -> None:
+    async def check() -> None:
+        served = Served(app, Deadline)
+        served.protocol.flow.pause_writing()
+        served.protocol.data_received(request(LAB) * 2)  # one waits to write, one waits behind it
+        task = next(iter(served.protocol.tasks))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        served.protocol.connection_lost(None)
+        await asyncio.wait_for(task, 1)
+        assert served.transport.written == b"" and task.exception() is None
+
+    run(check)
+
+
 def test_a_client_that_does_not_read_gets_the_asgi_path_which_waits_for_it(app: Any) -> None:
     async def check() -> None:
         served = Served(app, Deadline)
