@@ -124,7 +124,7 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
     except (UploadError, CheckpointError, ArchitectureError) as exc:
         return respond(view, exc.status, error=exc.message, filename=filename, spec=spec, **chosen())
     except SpecError as exc:
-        return respond(view, 422, error=exc.message, filename=filename, **chosen())
+        return respond(view, 422, error=exc.text(view.lang), filename=filename, **chosen())
     if comparison is not None:
         return respond(view, comparison=comparison, spec=spec, filename=filename, **chosen())
     assert page is not None

@@ -101,15 +101,17 @@ def spec_of(query: list[tuple[str, str]], max_elements: int) -> tuple[LabSpec, l
     return resolve(spec.model_copy(update=update), devices.device_ids(), max_elements), ignored
 
 
-def with_edit(query: list[tuple[str, str]], max_elements: int) -> tuple[list[tuple[str, str]], str | None]:
+def with_edit(
+    query: list[tuple[str, str]], max_elements: int, lang: str
+) -> tuple[list[tuple[str, str]], str | None]:
     """The query with the custom module's edit applied, or, where the module cannot take it (a bad
-    shape, too many elements), the query without the edit and the reason."""
+    shape, too many elements), the query without the edit and the reason, in ``lang``."""
     if not any(key in ("add", "drop") for key, _ in query):
         return query, None
     try:
         spec_of(query, max_elements)
     except SpecError as exc:
-        return [(key, value) for key, value in query if key not in EDIT_PARAMS], exc.message
+        return [(key, value) for key, value in query if key not in EDIT_PARAMS], exc.text(lang)
     return query, None
 
 
@@ -192,7 +194,7 @@ def read_page(
 ) -> LabPage:
     """The page model of a query; a spec that cannot be shown raises its SpecError."""
     editing = any(key in ("add", "drop") for key, _ in query)
-    query, edit_error = with_edit(query, max_elements)
+    query, edit_error = with_edit(query, max_elements, view.lang)
     spec, ignored = spec_of(query, max_elements)
     experiment, pairs = experiment_of(query, spec, max_elements)
     report, table = memo.report(spec), matrix(spec)
@@ -286,7 +288,7 @@ async def lab_page(request: Request, view: ViewDep, settings: SettingsDep) -> Re
         page = read_page(query, view, request.headers.get("hx-current-url"), settings.custom_max_elements)
     except SpecError as exc:
         status = 404 if isinstance(exc, UnknownPreset) else 422
-        return respond(view, PAGE, context(view, error=exc.message), (), status)
+        return respond(view, PAGE, context(view, error=exc.text(view.lang)), (), status)
     permalink = link(page.spec, view, page.experiment_pairs)
     if page.editing and not page.edit_error and not view.htmx:
         # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
