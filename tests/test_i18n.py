@@ -53,6 +53,8 @@ SPEC_ERRORS = [
     "preset=custom&style.a=buffer&shape.a=99x99x99",
     "preset=custom&shape.a=3",
     "preset=custom&" + "&".join(f"style.m{i}=buffer" for i in range(40)),
+    "preset=" + "x" * 100,
+    "preset=testmodel&device=" + "x" * 100,
 ]
 
 

@@ -103,7 +103,11 @@ def _spec(where: str, **fields: object) -> LabSpec:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         loc = (where, *map(str, first["loc"]))
-        zh = f"{'.'.join(loc)} 无效（pydantic 的话）：{first['msg']}"
+        where_zh, limit = ".".join(loc), first.get("ctx", {}).get("max_length")
+        if first["type"] in ("string_too_long", "too_long") and limit is not None:
+            zh = f"{where_zh} 太长：最多 {limit} 个{'字符' if first['type'] == 'string_too_long' else '项'}"
+        else:
+            zh = f"{where_zh} 无效（pydantic 原文）：{first['msg']}"
         raise SpecError(loc, first["msg"], zh) from None
 
 
