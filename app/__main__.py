@@ -2,7 +2,7 @@
 
 import uvicorn
 
-from app.serving import uvicorn_options
+from app.http.serving import uvicorn_options
 from app.settings import get_settings
 
 if __name__ == "__main__":

@@ -22,16 +22,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from app import inspections
-from app.lab import isolated
-from app.lab.architectures import ARCHITECTURES, ArchitectureError
-from app.lab.checkpoints import CheckpointError, CheckpointReport
-from app.lab.compare import Comparison
+from app.architectures.catalogue import ARCHITECTURES, ArchitectureError
+from app.doctor import caps as inspections
+from app.doctor import isolated
+from app.doctor.compare import Comparison
+from app.doctor.report import CheckpointError, CheckpointReport
+from app.doctor.targets import Target, architecture_target
 from app.lab.devices import device_ids
-from app.lab.langs import EN, LANGS
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, resolve
-from app.lab.targets import Target, architecture_target
+from app.langs import EN, LANGS
 from app.settings import Settings
 
 LOADS, DOES_NOT, BAD_INPUT = 0, 1, 2

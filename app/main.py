@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 
 import torch
@@ -17,29 +19,26 @@ from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from app import (
-    api,
-    architectures_api,
-    architectures_page,
-    checkpoint_page,
-    classroom_pages,
-    i18n,
-    lessons_page,
-    pages,
-)
-from app.assets import static_assets
+from app.architectures import routes as architectures_routes
+from app.architectures.catalogue import ArchitectureError
+from app.classroom import routes as classroom_routes
 from app.classroom.brokers import make_broker
 from app.classroom.rooms import ClassError
-from app.head import HeadAsGet
-from app.http_cache import FastHits, HttpCache, ResponseStore
-from app.inspections import InProgress, Slots, body_caps, lifespan
-from app.lab.architectures import ArchitectureError
-from app.lab.checkpoints import CheckpointError
+from app.doctor import routes as doctor_routes
+from app.doctor import runs
+from app.doctor.caps import InProgress, Slots, body_caps
+from app.doctor.report import CheckpointError
+from app.doctor.uploads import UploadError
+from app.http.cache import FastHits, HttpCache, ResponseStore
+from app.http.head import HeadAsGet
+from app.http.limits import BodyLimit, HeadLimit
+from app.http.security import SecurityHeaders, security_headers
+from app.lab import page as lab_page
+from app.lab import routes as lab_routes
 from app.lab.spec import SpecError, UnknownPreset
-from app.limits import BodyLimit, HeadLimit
-from app.security import SecurityHeaders, security_headers
 from app.settings import Settings, get_settings
-from app.uploads import UploadError
+from app.web import i18n
+from app.web.assets import static_assets
 
 SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
@@ -65,7 +64,7 @@ def keyed_by(settings: Settings) -> dict:
 
     @lru_cache(maxsize=256)
     def previous(value: bytes) -> str | None:
-        spec = pages.previous_spec(value.decode("latin-1"), settings.custom_max_elements)
+        spec = lab_page.previous_spec(value.decode("latin-1"), settings.custom_max_elements)
         return spec.query() if spec else None
 
     return {
@@ -179,7 +178,7 @@ def _invalid(request: Request, exc: Exception) -> JSONResponse:
 def _class_error(request: Request, exc: Exception) -> Response:
     # A class refused (no such room, not the teacher, a cap, Redis down): a page naming why.
     assert isinstance(exc, ClassError)
-    return classroom_pages.error_page(request, exc)
+    return classroom_routes.error_page(request, exc)
 
 
 async def _docs(request: Request) -> HTMLResponse:
@@ -193,8 +192,15 @@ async def _docs(request: Request) -> HTMLResponse:
     )
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What runs once the server starts: the doctor's start-up (stale uploads, its forkserver)."""
+    runs.start(app.state.settings)
+    yield
+
+
 class ExplorerApp(FastAPI):
-    """FastAPI with the HTTP cache's plain hits answered in front of it (``app.http_cache.FastHits``):
+    """FastAPI with the HTTP cache's plain hits answered in front of it (``app.http.cache.FastHits``):
     a repeated spec then costs about what the server itself does, not the framework's middleware."""
 
     hits: FastHits | None = None
@@ -234,13 +240,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(UploadError, _refused)
     app.add_exception_handler(CheckpointError, _refused)
     app.add_exception_handler(ArchitectureError, _refused)
-    app.include_router(api.router)
-    app.include_router(pages.router)
-    app.include_router(checkpoint_page.router)
-    app.include_router(architectures_api.router)
-    app.include_router(architectures_page.router)
-    app.include_router(lessons_page.router)
-    app.include_router(classroom_pages.router)
+    for router in (
+        lab_routes.api,
+        lab_routes.pages,
+        doctor_routes.api,
+        doctor_routes.pages,
+        architectures_routes.api,
+        architectures_routes.pages,
+        classroom_routes.pages,
+    ):
+        app.include_router(router)
     app.state.classroom = make_broker(settings)
     app.add_exception_handler(ClassError, _class_error)
     app.add_route("/docs", _docs, include_in_schema=False)

@@ -29,8 +29,8 @@ def _ms(seconds: float) -> float:
 
 
 def in_process() -> dict:
-    from app.lab import architecture_memo
-    from app.lab.architectures import ARCHITECTURES, transformers_module
+    from app.architectures import memo as architecture_memo
+    from app.architectures.catalogue import ARCHITECTURES, transformers_module
 
     start = time.perf_counter()
     transformers_module()

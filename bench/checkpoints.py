@@ -27,7 +27,8 @@ from safetensors.torch import save_file
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from app.lab.checkpoints import Limits, inspect_checkpoint
+from app.doctor.examine import inspect_checkpoint
+from app.doctor.report import Limits
 from app.lab.spec import LabSpec, resolve
 spec = resolve(LabSpec(preset="testmodel"), ["cpu", "meta"])
 limits = Limits(8 * 1024**3, 16 * 1024**2, 100_000, legacy_max_bytes=8 * 1024**3)
@@ -122,8 +123,8 @@ def doctor(gib: float, out: Path) -> None:
     under MRE_CHECKPOINT_COMPARE_MAX_ELEMENTS), through the child the server and mre use."""
     import asyncio
 
-    from app import inspections
-    from app.lab import isolated
+    from app.doctor import caps as inspections
+    from app.doctor import isolated
     from app.lab.spec import LabSpec, resolve
     from app.settings import Settings
 

@@ -1,5 +1,5 @@
 """``python -m bench.serve MODULE``: serve an ASGI app as ``make run`` serves ours (``python -m app``:
-``app.serving.uvicorn_options``, its protocol included), so the baseline and the app run under the
+``app.http.serving.uvicorn_options``, its protocol included), so the baseline and the app run under the
 same server. On the port MRE_PORT names, without an access log (a line per request is the log's
 cost, not the server's)."""
 
@@ -7,7 +7,7 @@ import sys
 
 import uvicorn
 
-from app.serving import uvicorn_options
+from app.http.serving import uvicorn_options
 from app.settings import get_settings
 
 if __name__ == "__main__":

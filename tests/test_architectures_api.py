@@ -9,8 +9,8 @@ import sys
 import torch
 from fastapi.testclient import TestClient
 
-from app.lab.architectures import ARCHITECTURES
-from app.lab.module_tree import module_tree
+from app.architectures.catalogue import ARCHITECTURES
+from app.architectures.module_tree import module_tree
 from app.main import create_app
 from app.settings import Settings
 from tests.lab.test_architectures import direct

@@ -17,7 +17,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
-from app import inspections
+from app.doctor import runs as inspections
 from app.main import create_app
 from app.settings import Settings
 from tests.crafted import malicious_checkpoint
@@ -305,7 +305,7 @@ def test_the_feature_can_be_turned_off() -> None:
 
 
 def test_old_torch_is_refused(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.inspections.torch_ok", lambda: False)
+    monkeypatch.setattr("app.doctor.caps.torch_ok", lambda: False)
     response = post(api, saved({"w": torch.ones(2)}))
     assert response.status_code == 503 and "needs torch >= 2.10" in response.json()["detail"]
 

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from app.serving import DeadlineProtocol, uvicorn_options
+from app.http.serving import DeadlineProtocol, uvicorn_options
 from app.settings import Settings
 from tests.browser.harness import ROOT, free_port, wait_healthy
 

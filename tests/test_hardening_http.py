@@ -8,12 +8,13 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from app import html, http_cache
+from app.http import cache as http_cache
+from app.http.security import CSP, DOCS_CSP, HEADERS
 from app.lab import memo
 from app.lab.experiments import EXPERIMENTS
 from app.main import create_app
-from app.security import CSP, DOCS_CSP, HEADERS
 from app.settings import Settings
+from app.web import html
 
 POST_JSON_ROUTES = ["/api/lab", *(f"/api/experiments/{e}" for e in EXPERIMENTS)]
 NOT_FINITE = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"]

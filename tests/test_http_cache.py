@@ -7,13 +7,13 @@ import gzip
 import pytest
 from fastapi.testclient import TestClient
 
-from app.assets import static_assets
 from app.lab import memo
 from app.lab.devices import device_ids
-from app.lab.inspect import inspect
+from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
 from app.main import create_app
 from app.settings import Settings
+from app.web.assets import static_assets
 
 QUERY = {"preset": "testmodel", "device": "meta", "style.buffer1": "nn_buffer"}
 

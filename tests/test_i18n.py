@@ -12,14 +12,14 @@ import pytest
 from babel.messages.extract import extract_from_dir
 from fastapi.testclient import TestClient
 
-from app.i18n import translations
 from app.lab import spec as spec_module
-from app.lab.langs import ZH
+from app.lab.page import spec_of
 from app.lab.presets import PRESETS
 from app.lab.spec import SpecError
 from app.lab.styles import STYLES
-from app.pages import spec_of
+from app.langs import ZH
 from app.settings import Settings
+from app.web.i18n import translations
 
 ROOT = Path(__file__).resolve().parents[1]
 

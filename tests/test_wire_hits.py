@@ -17,9 +17,9 @@ from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.http_cache import BAD_NAME, BAD_VALUE, header_lines, make_entry
+from app.http.cache import BAD_NAME, BAD_VALUE, header_lines, make_entry
+from app.http.serving import DeadlineProtocol
 from app.main import create_app
-from app.serving import DeadlineProtocol
 from app.settings import Settings
 from tests.test_connections import Transport
 

@@ -13,8 +13,8 @@ from urllib.parse import parse_qsl
 
 from app.lab import memo
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
-from app.lab.inspect import LabReport
 from app.lab.matrix import Matrix, matrix
+from app.lab.report import LabReport
 from app.lab.spec import SHAPE_PREFIX, STYLE_PREFIX, LabSpec, SpecError, from_query, loaded_into, resolve
 
 INTO = "into."  # load_into: the styles of the module loaded into, as in the lab's URL

@@ -16,8 +16,8 @@ from functools import cache
 from pathlib import Path
 
 from app.classroom.facts import LabState, facts, read_state
-from app.lab.langs import LANGS
 from app.lab.spec import SpecError
+from app.langs import LANGS
 from app.resources import resource_dir
 
 Text = dict[str, str]  # language -> text

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from app.lab.inspect import LabReport
 from app.lab.matrix import Matrix
+from app.lab.report import LabReport
 
 TABLES = ("named_parameters", "named_buffers", "state_dict")
 # The member row's facts that a change of style or device can change.

@@ -16,11 +16,11 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from app.lab import codegen
-from app.lab.inspect import build, dtype_name
-from app.lab.langs import EN, ZH
 from app.lab.presets import PRESETS
+from app.lab.report import build, dtype_name
 from app.lab.spec import LabSpec
 from app.lab.tensors import tensors
+from app.langs import EN, ZH
 
 CASTS = {"half": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64}
 SMALL = 16  # a tensor this small has its values in the result: a student can read them

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import torch
 
 from app.lab.devices import device_ids
-from app.lab.inspect import LabReport, inspect
+from app.lab.report import LabReport, inspect
 from app.lab.spec import LabSpec, from_query
 
 MAX_REPORTS = 1024  # a class explores a few dozen specs

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app.lab.langs import EN, ZH
 from app.lab.styles import CONTAINERS, STYLES
+from app.langs import EN, ZH
 
 
 @dataclass(frozen=True)

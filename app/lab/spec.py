@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.lab.langs import ZH
 from app.lab.presets import PRESETS, Member
 from app.lab.styles import STYLES
+from app.langs import ZH
 from app.settings import get_settings
 
 STYLE_PREFIX = "style."

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from app.lab.langs import EN, ZH
+from app.langs import EN, ZH
 
 Attach = Callable[[nn.Module, str, Any], None]  # a tensor, or a list of layers for a container
 

@@ -15,15 +15,10 @@ from fastapi.testclient import TestClient
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from app.lab.checkpoints import (
-    SAFETENSORS_DTYPES,
-    SHARED_NAMES,
-    TREE_DEPTH,
-    CheckpointError,
-    CheckpointTooLarge,
-    Limits,
-    inspect_checkpoint,
-)
+from app.doctor.describe import TREE_DEPTH
+from app.doctor.examine import inspect_checkpoint
+from app.doctor.formats import SAFETENSORS_DTYPES
+from app.doctor.report import SHARED_NAMES, CheckpointError, CheckpointTooLarge, Limits
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
 from app.main import create_app

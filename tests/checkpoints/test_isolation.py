@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.inspections import owner
+from app.doctor.uploads import owner
 from tests.browser.harness import ROOT, free_port, wait_healthy
 from tests.crafted import EMPTY_DICT, big_string, deep_key, deep_value, fan_out, torch_zip
 

@@ -14,7 +14,7 @@ import transformers
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
-from app.lab.diagnosis import diagnose
+from app.doctor.diagnosis import diagnose
 from app.main import create_app
 from app.settings import Settings
 from tests.test_pages import parse
@@ -136,7 +136,7 @@ def test_a_gpt2_checkpoint_is_loaded_into_the_gpt2_architecture(api: TestClient,
     """ "Will this GPT-2 checkpoint load into GPT-2?": the architecture preset, by id, through the API
     and mre, against transformers' own model built here from the same config."""
     from app import cli
-    from app.lab.architectures import ARCHITECTURES
+    from app.architectures.catalogue import ARCHITECTURES
 
     config = transformers.GPT2Config(**ARCHITECTURES["gpt2_tiny"].config)
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from app.classroom.facts import read_state
 from app.classroom.lessons import answer, check, lessons, parse
-from app.lab.langs import LANGS
+from app.langs import LANGS
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference
 from tests.test_pages import HX
 from tests.test_pages import parse as parse_html

@@ -9,10 +9,10 @@ import torch
 import transformers
 from torch import nn
 
-from app.lab.architectures import ARCHITECTURES, ArchitectureError, build
-from app.lab.meta_roundtrip import round_trip
-from app.lab.module_tree import ModuleTree, grouped, module_tree
-from app.lab.treemap import treemap
+from app.architectures.catalogue import ARCHITECTURES, ArchitectureError, build
+from app.architectures.module_tree import ModuleTree, grouped, module_tree
+from app.architectures.roundtrip import round_trip
+from app.architectures.treemap import treemap
 
 
 def direct(arch_id: str, device: str = "meta") -> nn.Module:

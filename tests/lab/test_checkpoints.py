@@ -12,14 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from app.lab.checkpoints import (
-    MAX_DEPTH,
-    CheckpointError,
-    CheckpointTooLarge,
-    Limits,
-    inspect_checkpoint,
-    torch_ok,
-)
+from app.doctor.examine import inspect_checkpoint
+from app.doctor.formats import MAX_DEPTH, torch_ok
+from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference

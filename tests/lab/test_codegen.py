@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.lab.devices import device_ids
-from app.lab.inspect import inspect
 from app.lab.presets import PRESETS
+from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
 from tests.lab.cases import PRESET_STYLES
 from tests.lab.scripts import Ran, run_scripts

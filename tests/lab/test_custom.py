@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from torch import nn
 
 from app.lab.devices import device_ids
-from app.lab.inspect import inspect
+from app.lab.report import inspect
 from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import STYLES
 from app.main import create_app

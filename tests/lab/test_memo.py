@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.lab import inspect as lab_inspect
 from app.lab import memo
+from app.lab import report as lab_inspect
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
 

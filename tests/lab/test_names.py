@@ -28,7 +28,7 @@ from torch import nn
 from app.lab import codegen
 from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
-from app.lab.inspect import inspect
+from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
 from app.main import create_app

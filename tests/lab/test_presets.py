@@ -7,10 +7,10 @@ import torch
 
 from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
-from app.lab.inspect import build, inspect
-from app.lab.langs import EN, ZH
 from app.lab.presets import PRESETS
+from app.lab.report import build, inspect
 from app.lab.spec import LabSpec, resolve
+from app.langs import EN, ZH
 from tests.lab.cases import PRESET_STYLES
 from tests.lab.reference import TUTORIAL_DEFAULTS, reference, untracked
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from app.lab.langs import LANGS
 from app.lab.styles import STYLES
+from app.langs import LANGS
 from tests.lab.reference import attach
 
 DESIGN_IDS = [

@@ -1,0 +1,76 @@
+"""An architecture's page model: the module tree, the byte map, the grouped tensor tables and the
+meta round trip, from the same functions as /api/architectures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from app.architectures import memo as architecture_memo
+from app.architectures.catalogue import (
+    ARCHITECTURES,
+    EXPERIMENT_FIT,
+    OFF,
+    Architecture,
+    ArchitectureError,
+    devices_for,
+)
+from app.architectures.module_tree import ModuleTree, TensorGroup, grouped
+from app.architectures.roundtrip import RoundTrip
+from app.architectures.treemap import Tile, treemap
+from app.langs import LANGS
+from app.web.html import View
+
+PAGE = "architectures/architectures.html"
+MAX_FILTER = 100  # characters of the filter box that are read
+
+
+@dataclass(frozen=True)
+class ArchitecturePage:
+    """What one architecture's page shows; ``arch`` is None on the list page."""
+
+    view: View
+    arch: Architecture | None = None
+    device: str = "meta"
+    tree: ModuleTree | None = None
+    tiles: list[Tile] = field(default_factory=list)
+    tables: dict[str, list[TensorGroup]] = field(default_factory=dict)
+    roundtrip: RoundTrip | None = None
+    q: str = ""
+    error: str | None = None
+
+    def context(self) -> dict:
+        return {
+            "page": self,
+            "view": self.view,
+            "langs": LANGS,
+            "architectures": ARCHITECTURES,
+            "fits": EXPERIMENT_FIT,
+            "devices": devices_for(self.arch) if self.arch else (),
+        }
+
+
+def _matching(groups: list[TensorGroup], q: str) -> list[TensorGroup]:
+    if not q:
+        return groups
+    kept = [(g, [r for r in g.rows if q in r.name]) for g in groups]
+    return [g.model_copy(update={"rows": rows, "count": len(rows)}) for g, rows in kept if rows]
+
+
+def page_of(view: View, arch_id: str, device: str, q: str, on: bool) -> tuple[ArchitecturePage, int]:
+    """The page model and its status; a refusal is said on the page, with torch's or our message."""
+    try:
+        if not on:
+            raise ArchitectureError(404, OFF)
+        arch = ARCHITECTURES.get(arch_id)
+        tree = architecture_memo.tree(arch_id, device)
+    except ArchitectureError as exc:
+        return ArchitecturePage(view, arch=None, error=exc.message), exc.status
+    assert arch is not None
+    q = q[:MAX_FILTER]
+    tables = {
+        "named_parameters()": _matching(grouped(tree.named_parameters), q),
+        "named_buffers()": _matching(grouped(tree.named_buffers), q),
+        "state_dict()": _matching(grouped(tree.state_dict), q),
+    }
+    trip = architecture_memo.roundtrip(arch_id) if arch.tiny else None
+    return ArchitecturePage(view, arch, device, tree, treemap(tree.root), tables, trip, q), 200

@@ -1,0 +1,117 @@
+"""The architectures' routes: /api/architectures (the list, a module tree, the meta round trip) and
+their pages."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from app.architectures import memo as architecture_memo
+from app.architectures.catalogue import ARCHITECTURES, EXPERIMENT_FIT, OFF, ArchitectureError, devices_for
+from app.architectures.module_tree import ModuleTree
+from app.architectures.page import PAGE, ArchitecturePage, page_of
+from app.architectures.roundtrip import RoundTrip
+from app.langs import EN, ZH
+from app.web.deps import SettingsDep
+from app.web.html import ViewDep, respond
+
+
+def enabled(settings: SettingsDep) -> None:
+    if not settings.architectures:
+        raise ArchitectureError(404, OFF)
+
+
+api = APIRouter(prefix="/api/architectures", tags=["architectures"], dependencies=[Depends(enabled)])
+ArchId = Annotated[str, Path(max_length=64, examples=["llama_tiny"])]
+DeviceQuery = Annotated[str, Query(max_length=32, description="meta (default), or cpu/cuda:N for tiny ones")]
+RESPONSES: dict = {
+    404: {"description": "Unknown architecture, or architectures are off (MRE_ARCHITECTURES=false)"},
+    422: {"description": "A device that is not here, or a full-size shape off meta"},
+    503: {"description": "transformers is not installed"},
+}
+
+
+class Text(BaseModel):
+    title: str
+    description: str
+
+
+class FitOut(BaseModel):
+    experiment: str = Field(examples=["step"])
+    applies: str = Field(examples=["no"], description='"all", "tiny" (tiny configs only) or "no".')
+    reason: str
+    translations: dict[str, str] = Field(description="The reason per language, e.g. zh-CN.")
+
+
+class ArchitectureOut(BaseModel):
+    id: str = Field(examples=["llama_8b"])
+    family: str = Field(examples=["llama"])
+    title: str
+    description: str
+    tiny: bool = Field(description="Can be built with real values on the devices listed.")
+    devices: list[str] = Field(description="Devices it can be built on here.")
+    config_class: str = Field(examples=["LlamaConfig"])
+    auto_class: str = Field(examples=["AutoModelForCausalLM"])
+    config: dict = Field(description="The config's keyword arguments (the rest are transformers' defaults).")
+    code: str = Field(description="A script that builds it on meta with transformers alone.")
+    experiments: list[FitOut]
+    translations: dict[str, Text]
+
+
+def _fits() -> list[FitOut]:
+    return [
+        FitOut(
+            experiment=f.experiment, applies=f.applies, reason=f.reason[EN], translations={ZH: f.reason[ZH]}
+        )
+        for f in EXPERIMENT_FIT
+    ]
+
+
+@api.get("")
+async def list_architectures() -> list[ArchitectureOut]:
+    return [
+        ArchitectureOut(
+            **{k: getattr(a, k) for k in ("id", "family", "tiny", "config_class", "auto_class", "config")},
+            title=a.title[EN],
+            description=a.description[EN],
+            devices=list(devices_for(a)),
+            code=a.code(),
+            experiments=_fits(),
+            translations={ZH: Text(title=a.title[ZH], description=a.description[ZH])},
+        )
+        for a in ARCHITECTURES.values()
+    ]
+
+
+@api.get("/{arch_id}", response_model=ModuleTree, responses=RESPONSES)
+def architecture_tree(arch_id: ArchId, device: DeviceQuery = "meta") -> Response:
+    """The module tree: per submodule its parameters and buffers, tied parameters counted once,
+    totals as torch counts them, memory per dtype for inference and AdamW training."""
+    return Response(architecture_memo.tree_json(arch_id, device), media_type="application/json")
+
+
+@api.get("/{arch_id}/round-trip", response_model=RoundTrip, responses=RESPONSES)
+def architecture_round_trip(arch_id: ArchId) -> RoundTrip:
+    """Meta, to_empty(), load_state_dict from a CPU-built twin: what stays uninitialised, and the fix."""
+    return architecture_memo.roundtrip(arch_id)
+
+
+pages = APIRouter(include_in_schema=False)
+
+
+@pages.get("/architectures")
+async def architecture_list(view: ViewDep, settings: SettingsDep) -> Response:
+    error = None if settings.architectures else OFF
+    page = ArchitecturePage(view, error=error)
+    return respond(view, PAGE, page.context(), ("report",), 404 if error else 200)
+
+
+@pages.get("/architectures/{arch_id}")
+def architecture_page(
+    arch_id: str, view: ViewDep, settings: SettingsDep, device: str = "meta", q: str = ""
+) -> Response:
+    page, status = page_of(view, arch_id, device, q, settings.architectures)
+    return respond(view, PAGE, page.context(), ("report",), status)

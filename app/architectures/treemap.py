@@ -1,0 +1,97 @@
+"""Where a model's bytes are, as rectangles: the tree is opened largest-first until it shows enough
+blocks, then laid out as a squarified treemap (Bruls, Huizing, van Wijk 2000). Pure geometry: the
+page draws the rectangles as SVG on the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.architectures.module_tree import Counts, ModuleNode
+
+BLOCKS = 16  # open the tree until at least this many blocks show (or nothing is left to open)
+
+
+@dataclass(frozen=True)
+class Tile:
+    path: str
+    class_name: str
+    x: float
+    y: float
+    w: float
+    h: float
+    parameter_bytes: int
+    buffer_bytes: int
+    buffer_h: float  # the height of the buffers' band at the tile's bottom
+
+    @property
+    def label(self) -> str:
+        # The end of the path says which block it is (layers.31); the tooltip has it whole.
+        return ".".join(self.path.split(".")[-2:])
+
+
+def blocks(root: ModuleNode, wanted: int = BLOCKS) -> list[tuple[ModuleNode, Counts]]:
+    """Modules that together hold every byte, each once, opened from the largest until ``wanted``
+    show; an opened module that holds tensors itself stays as a block of those alone."""
+    shown = [(root, root.total)]
+    while len(shown) < wanted:
+        openable = [
+            i for i, (n, c) in enumerate(shown) if c is n.total and any(k.total.bytes for k in n.children)
+        ]
+        if not openable:
+            break
+        i = max(openable, key=lambda i: shown[i][1].bytes)
+        node = shown[i][0]
+        own = [(node, node.own)] if node.own.bytes else []
+        shown[i : i + 1] = own + [(c, c.total) for c in node.children if c.total.bytes]
+    return shown
+
+
+def _worst(row: list[float], side: float) -> float:
+    total = sum(row)
+    return max(max(side * side * a / total**2, total**2 / (side * side * a)) for a in row)
+
+
+def squarify(areas: list[float], x: float, y: float, w: float, h: float) -> list[tuple[float, ...]]:
+    """Rectangles (x, y, w, h) of the given areas (which sum to w*h), in the same order."""
+    rects: list[tuple[float, ...]] = []
+    i = 0
+    while i < len(areas):
+        side = min(w, h)
+        row = [areas[i]]
+        i += 1
+        while i < len(areas) and _worst([*row, areas[i]], side) <= _worst(row, side):
+            row.append(areas[i])
+            i += 1
+        thick = sum(row) / side  # the row runs along the shorter side
+        offset = 0.0
+        for a in row:
+            length = a / thick
+            rects.append((x, y + offset, thick, length) if w >= h else (x + offset, y, length, thick))
+            offset += length
+        if w >= h:
+            x, w = x + thick, w - thick
+        else:
+            y, h = y + thick, h - thick
+    return rects
+
+
+def treemap(root: ModuleNode, width: float = 960, height: float = 360) -> list[Tile]:
+    shown = sorted(blocks(root), key=lambda nc: -nc[1].bytes)
+    total = sum(c.bytes for _, c in shown)
+    if not total:
+        return []
+    areas = [c.bytes / total * width * height for _, c in shown]
+    return [
+        Tile(
+            node.path or "(model)",
+            node.class_name,
+            x,
+            y,
+            w,
+            h,
+            c.parameter_bytes,
+            c.buffer_bytes,
+            h * c.buffer_bytes / c.bytes,
+        )
+        for (node, c), (x, y, w, h) in zip(shown, squarify(areas, 0, 0, width, height), strict=True)
+    ]

@@ -1,0 +1,279 @@
+"""The classroom's page models: a lesson step (``/lessons/<id>?step=N``: the lab page's own
+pipeline, marked against the step before it, its question's facts hidden until the reveal) and a
+room as its teacher or a student sees it (what the room's state URL shows, the vote, the tally).
+
+What a room shows is a URL of this site: a lesson step (``&reveal=1`` once revealed) or a lab
+(``/?preset=...``). Students see it rendered here, read-only, and leave for the real page to explore
+on their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from markupsafe import Markup
+
+from app.classroom.broker import Broker
+from app.classroom.facts import LabState, outcome_message, read_state
+from app.classroom.lessons import Answer, Lesson, Step, answer, lessons
+from app.classroom.rooms import ClassError, Room, Tally, shown
+from app.lab import devices
+from app.lab import page as pages
+from app.lab.spec import SpecError
+from app.langs import LANGS
+from app.web.html import View, render
+
+STEP_PAGE = "classroom/lesson.html"
+INDEX = "classroom/lessons.html"
+BLOCKS = ("lesson",)
+LAB_BLOCKS = ("results", "more")  # what a revealed step shows of its lab
+
+
+class StepError(ValueError):
+    """A step URL that names no step: 404 for an unknown lesson, 422 for a bad step number."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True)
+class StepPage:
+    lesson: Lesson
+    number: int  # 1-based
+    step: Step
+    state: LabState
+    lab: pages.LabPage
+    revealed: bool  # no question, or the reveal was asked for: the facts are shown
+    answer: Answer | None
+    chosen: int | None  # the prediction made on this device (alone, not in a class)
+    message: str | None  # torch's whole message behind a refusal the question asks about
+
+
+def _number(text: str | None, lesson: Lesson) -> int:
+    last = len(lesson.steps)
+    if text is None:
+        return 1
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= last:
+        raise StepError(422, f"step must be a whole number from 1 to {last}, not {text[:20]!r}")
+    return int(text)
+
+
+def _choice(text: str | None, step: Step) -> int | None:
+    count = len(step.question.choices) if step.question else 0
+    if text is None or not text.isascii() or not text.isdigit() or int(text[:6]) >= count:
+        return None  # a prediction that names no choice is no prediction
+    return int(text)
+
+
+def read_step(lesson_id: str, query: dict[str, str], max_elements: int, reveal: bool = False) -> StepPage:
+    """The page model of one step; ``reveal`` forces the answer shown (a class after its reveal)."""
+    lesson = lessons().get(lesson_id)
+    if lesson is None:
+        raise StepError(404, f"no lesson {lesson_id[:80]!r}; lessons: {', '.join(lessons())}")
+    number = _number(query.get("step"), lesson)
+    step = lesson.steps[number - 1]
+    state = read_state(step.state, devices.device_ids(), max_elements)
+    previous = "/?" + lesson.steps[number - 2].state if number > 1 else None
+    # As an htmx swap from the step before: every fact that changed is marked with its old value.
+    lab = pages.read_page(parse_qsl(step.state), _swap_view(), previous, max_elements)
+    revealed = step.question is None or reveal or query.get("reveal") == "1"
+    q = step.question
+    return StepPage(
+        lesson=lesson,
+        number=number,
+        step=step,
+        state=state,
+        lab=lab,
+        revealed=revealed,
+        answer=answer(q, state) if q and revealed else None,
+        chosen=_choice(query.get("choice"), step),
+        message=outcome_message(state, q.fact) if q and revealed else None,
+    )
+
+
+def _swap_view() -> View:
+    return View(lang="en", lang_chosen=False, present=False, htmx=True)
+
+
+def step_url(lesson_id: str, number: int, view: View, **extra: str) -> str:
+    pairs = [("step", str(number)), *extra.items()]
+    pairs += [("lang", view.lang)] if view.lang_chosen else []
+    pairs += [("present", "1")] if view.present else []
+    return f"/lessons/{lesson_id}?{urlencode(pairs)}"
+
+
+def step_lab_html(page: StepPage, view: View) -> Markup:
+    """The revealed lab: lab.html's own blocks, rendered as a full page renders them."""
+    shown = replace(view, htmx=False)
+    blocks = LAB_BLOCKS if page.lab.experiment is None else ("results", "experiment_controls", "more")
+    return Markup(render(view.lang, pages.PAGE, pages.context(shown, page.lab), blocks).decode())
+
+
+def step_context(page: StepPage, view: View, **extra: object) -> dict:
+    lesson, n = page.lesson, page.number
+    if "lab_html" not in extra:
+        extra["lab_html"] = step_lab_html(page, view) if page.revealed else None
+    return {
+        "view": view,
+        "langs": LANGS,
+        "page": page,
+        "lesson": lesson,
+        "code_lines": pages.code_lines(page.lab.report),
+        "lab_link": pages.link(page.lab.spec, view, page.lab.experiment_pairs),
+        "prev_url": step_url(lesson.id, n - 1, view) if n > 1 else None,
+        "next_url": step_url(lesson.id, n + 1, view) if n < len(lesson.steps) else None,
+        "url": lambda **extra: step_url(lesson.id, n, view, **extra),
+        "lang_url": lambda lang: step_url(lesson.id, n, replace(view, lang=lang, lang_chosen=True)),
+        "present_url": step_url(lesson.id, n, replace(view, present=not view.present)),
+        "room": None,
+        **extra,
+    }
+
+
+ROOM_PAGE = "classroom/room.html"
+MAX_STATE = 2048  # a lab permalink is a few hundred bytes
+
+
+class BadState(ClassError):
+    status = 422
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a room's state URL shows: a lesson step, or a lab."""
+
+    url: str  # canonical, as students may open it themselves
+    step: StepPage | None
+    lab: pages.LabPage | None
+
+    @property
+    def step_key(self) -> str:
+        """The step votes are counted for (lesson and number); empty for a lab."""
+        return f"{self.step.lesson.id}:{self.step.number}" if self.step else ""
+
+    @property
+    def voting(self) -> bool:
+        return bool(self.step and self.step.step.question and not self.step.revealed)
+
+
+@lru_cache(maxsize=256)
+def read_shown(state: str, max_elements: int) -> Shown:
+    """The state a teacher sets, checked and canonical; anything else is a 422 naming it.
+
+    Remembered (a pure function of the URL, like a report): every student's page reads it again
+    after each change, so torch runs once per state, not once per student."""
+    if len(state) > MAX_STATE:
+        raise BadState(f"the state is a URL of at most {MAX_STATE} characters")
+    parts = urlsplit(state)
+    query = [
+        (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("lang", "present")
+    ]
+    try:
+        if parts.path.startswith("/lessons/"):
+            lesson_id = parts.path.removeprefix("/lessons/")
+            step = read_step(lesson_id, dict(query), max_elements)
+            extra = {"reveal": "1"} if step.revealed and step.step.question else {}
+            url = f"/lessons/{lesson_id}?" + urlencode({"step": str(step.number), **extra})
+            return Shown(url, step, None)
+        if parts.path == "/":
+            lab = pages.read_page(query, pages_view(), None, max_elements)
+            return Shown(pages.link(lab.spec, pages_view(), lab.experiment_pairs), None, lab)
+    except StepError as exc:
+        raise BadState(exc.message) from None
+    except SpecError as exc:
+        raise BadState(f"the state's lab: {exc.message}") from None
+    raise BadState("the state is a lesson step (/lessons/<id>?step=N) or a lab (/?preset=...)")
+
+
+def pages_view() -> View:
+    return View(lang="en", lang_chosen=False, present=False, htmx=False)
+
+
+@dataclass(frozen=True)
+class RoomView:
+    """A room as one page shows it: to its teacher (the console) or to a student."""
+
+    room: Room
+    teacher: bool
+    join_url: str
+    vote: int | None  # this student's vote on the step shown
+    voting: bool
+    step_key: str
+    lang_query: str  # ?lang=...&present=1: the view the URL chose, kept in the room's own links
+
+    @property
+    def code(self) -> str:
+        return self.room.code
+
+    @property
+    def shown_code(self) -> str:
+        return shown(self.room.code)
+
+    @property
+    def vote_url(self) -> str:
+        return f"/rooms/{self.code}/vote{self.lang_query}"
+
+
+async def room_context(
+    b: Broker, join: str, view: View, max_elements: int, room: Room, teacher: bool, student: str | None
+) -> dict:
+    """What room.html shows of a room: to its teacher (``teacher``) or a student (``student``'s id)."""
+    shown_state = read_shown(room.state, max_elements)
+    key = shown_state.step_key
+    tally: Tally | None = await b.tally(room.code, key) if teacher and shown_state.step else None
+    vote = await b.vote_of(room.code, key, student) if student and key else None
+    lang_query = view_query(view)
+    rv = RoomView(room, teacher, join, vote, shown_state.voting, key, lang_query)
+    context = {"view": view, "langs": LANGS, "rv": rv, "shown": shown_state, "error": None}
+    if shown_state.step:
+        step = shown_state.step
+        revealed = lab_html(room.state, view.lang, max_elements) if step.revealed else None
+        step_ctx = step_context(step, view, room=rv, lab_html=revealed)
+        if tally is not None and step.step.question:
+            step_ctx["tally"] = {"counts": tally.of(len(step.step.question.choices)), "total": tally.total}
+        context.update(step_ctx)
+        context["controls"] = teacher_controls(step) if teacher else None
+    else:
+        context["lab_snapshot"] = lab_html(room.state, view.lang, max_elements)
+    context["own_url"] = with_view(shown_state.url, view)
+    context["rv"] = rv
+    return context
+
+
+@lru_cache(maxsize=256)
+def lab_html(state: str, lang: str, max_elements: int) -> Markup:
+    """What a state shows of the lab, read-only, rendered once per state and language."""
+    shown_state = read_shown(state, max_elements)
+    view = View(lang=lang, lang_chosen=False, present=False, htmx=False)
+    if shown_state.step:
+        return step_lab_html(shown_state.step, view)
+    assert shown_state.lab is not None
+    return Markup(
+        render(lang, pages.PAGE, pages.context(view, shown_state.lab), ("results", "more")).decode()
+    )
+
+
+def view_query(view: View) -> str:
+    pairs = [("lang", view.lang)] if view.lang_chosen else []
+    pairs += [("present", "1")] if view.present else []
+    return "?" + urlencode(pairs) if pairs else ""
+
+
+def with_view(url: str, view: View) -> str:
+    pairs = [("lang", view.lang)] if view.lang_chosen else []
+    pairs += [("present", "1")] if view.present else []
+    return url + ("&" + urlencode(pairs) if pairs else "")
+
+
+def teacher_controls(step: StepPage) -> dict[str, str | None]:
+    """The states the console's buttons set: the steps either side, and this one revealed."""
+    lesson, n = step.lesson, step.number
+    base = f"/lessons/{lesson.id}?step="
+    return {
+        "prev": f"{base}{n - 1}" if n > 1 else None,
+        "next": f"{base}{n + 1}" if n < len(lesson.steps) else None,
+        "reveal": f"{base}{n}&reveal=1" if step.step.question and not step.revealed else None,
+    }

@@ -1,0 +1,133 @@
+"""Loading a checkpoint's state_dict into a module, as torch does it: the state_dict chosen, torch's
+strict and non-strict outcome, and the diagnosis of what went wrong."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from app.doctor.diagnosis import diagnose
+from app.doctor.formats import Found
+from app.doctor.report import CheckpointError, CheckpointReport, LoadOutcome
+from app.doctor.targets import Target, target_module
+from app.lab.spec import LabSpec
+
+PREFERRED = ("state_dict", "model_state_dict", "model", "module", "net")
+
+
+def choose_state_dict(report: CheckpointReport, asked: str | None) -> str:
+    """The state_dict to load: the one asked for, the file itself, a conventional key, the largest."""
+    found = report.state_dicts
+    if asked is not None:
+        if asked not in found:
+            known = ", ".join(repr(s) for s in found) or "none"
+            raise CheckpointError(f"no state_dict at {asked!r}; state_dicts in this file: {known}")
+        return asked
+    if not found:
+        raise CheckpointError("the file holds no dict of tensors to load into a module")
+    for candidate in ("", *PREFERRED):
+        if candidate in found:
+            return candidate
+    counts = Counter(".".join(t.location[:-1]) for t in report.tensors)
+    return max(found, key=lambda s: counts[s])
+
+
+def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dict[str, torch.Tensor]:
+    """The state_dict at ``at``, as torch.load gave it (its ``_metadata``, module versions, kept:
+    load_state_dict reads it). From safetensors only the keys the module has are read; the others
+    stand in as empty meta tensors, which load_state_dict only counts as unexpected."""
+    if fmt != "safetensors":
+        return found.dicts[at]
+    from safetensors import SafetensorError, safe_open
+
+    keys = [loc[-1] for loc, _ in found.tensors]
+    wanted = {key for key in keys if _named_like(key, wanted)}
+    state = dict.fromkeys(keys, torch.empty(0, device="meta"))
+    by_file: dict[Path, list[str]] = {}
+    for key in keys:
+        if key in wanted:
+            by_file.setdefault(found.sources.get(key, path), []).append(key)
+    try:
+        for source, names in by_file.items():
+            with safe_open(str(source), framework="pt") as f:
+                state.update({key: f.get_tensor(key) for key in names})
+    except SafetensorError as exc:
+        raise CheckpointError(f"the safetensors library refused to read it: {exc}") from exc
+    return state
+
+
+def tensor_of(path: Path, fmt: str, found: Found, name: str) -> torch.Tensor:
+    """One tensor's values, by its name in the report (read from disk now, for safetensors)."""
+    if fmt != "safetensors":
+        return found.objects[name]
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(found.sources.get(name, path)), framework="pt") as f:
+            return f.get_tensor(name)
+    except SafetensorError as exc:
+        raise CheckpointError(f"the safetensors library refused to read {name!r}: {exc}") from exc
+
+
+def _named_like(key: str, names: set[str]) -> bool:
+    """``key`` is one of ``names``, or one of them behind a prefix (module.linear.weight)."""
+    return key in names or any(key[i + 1 :] in names for i, c in enumerate(key) if c == ".")
+
+
+def _attempt(action: object) -> str:
+    try:
+        action()  # type: ignore[operator]
+    except (RecursionError, MemoryError):
+        raise
+    except Exception as exc:  # torch's refusal is the result
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def load_into(
+    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: Target, at: str | None
+) -> LoadOutcome:
+    with warnings.catch_warnings():
+        # A full-size architecture is on meta, where torch warns of each copy that it does nothing.
+        warnings.filterwarnings("ignore", message="for .*: copying from a non-meta parameter")
+        return _load_into(path, fmt, found, report, spec, at)
+
+
+def _load_into(
+    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: Target, at: str | None
+) -> LoadOutcome:
+    chosen = choose_state_dict(report, at)
+    loose: nn.Module = target_module(spec)
+    expected = loose.state_dict()  # keys and shapes, read before anything is loaded
+    state = _state(path, fmt, found, chosen, set(expected))
+    strict = _attempt(lambda: target_module(spec).load_state_dict(state))
+    result: list = []
+    non_strict = _attempt(lambda: result.append(loose.load_state_dict(state, strict=False)))
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if result:
+        missing, unexpected = list(result[0].missing_keys), list(result[0].unexpected_keys)
+    mismatches = [
+        {"key": k, "checkpoint": _shape(state[k]), "module": list(v.shape)}
+        for k, v in expected.items()
+        if k in state and _shape(state[k]) != list(v.shape)
+    ]
+    return LoadOutcome(
+        spec=spec if isinstance(spec, LabSpec) else None,
+        architecture=None if isinstance(spec, LabSpec) else spec,
+        state_dict=chosen,
+        strict=strict,
+        non_strict=non_strict,
+        missing_keys=missing,
+        unexpected_keys=unexpected,
+        size_mismatches=mismatches,
+        diagnosis=diagnose(state, lambda: target_module(spec), strict),
+    )
+
+
+def _shape(t: torch.Tensor) -> list[int]:
+    return [len(t.unbind())] if t.is_nested else list(t.shape)

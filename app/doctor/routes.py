@@ -1,0 +1,242 @@
+"""The doctor's routes: POST /api/checkpoints (and compare) for programs, and the checkpoint page,
+both over the same uploads, child processes and report."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from app.architectures.catalogue import ArchitectureError
+from app.doctor import runs
+from app.doctor.caps import check_available
+from app.doctor.compare import Comparison
+from app.doctor.page import PAGE, architecture_of, context, offered, respond, spec_of
+from app.doctor.report import CheckpointError, CheckpointReport, PageReport, UploadError
+from app.doctor.targets import Target, architecture_target
+from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, uploaded
+from app.lab import devices
+from app.lab.routes import LAB_QUERY
+from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.settings import Settings
+from app.web.deps import SettingsDep
+from app.web.html import View, ViewDep, render
+
+api = APIRouter(prefix="/api", tags=["api"])
+pages = APIRouter(include_in_schema=False)
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+def resolved(spec: LabSpec, settings: Settings) -> LabSpec:
+    return resolve(spec, devices.device_ids(), settings.custom_max_elements)
+
+
+STATE_DICT = "state_dict"  # query: where in the file the state_dict to load is
+ARCHITECTURE = "architecture"  # query: load into this architecture (GET /api/architectures) instead
+CHECKPOINT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "The checkpoint; several parts of this name are one sharded "
+                        "checkpoint (its shards and model.safetensors.index.json).",
+                    }
+                },
+                "required": ["file"],
+            }
+        },
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+CHECKPOINT_QUERY = [{**p, "required": False} for p in LAB_QUERY] + [
+    {
+        "name": STATE_DICT,
+        "in": "query",
+        "description": "Where in the file the state_dict to load is, e.g. model ('' for the top); "
+        "by default the top, then model/state_dict keys, then the largest dict of tensors.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": ARCHITECTURE,
+        "in": "query",
+        "description": "Load it into this architecture (an id of GET /api/architectures, built on the meta "
+        "device) instead of a preset's module.",
+        "schema": {"type": "string"},
+    },
+]
+
+
+# What every upload route may answer, whatever it does with the files.
+UPLOADED: dict[int | str, dict] = {
+    400: {"description": "The client went away before the upload ended"},
+    408: {"description": "The upload arrived slower than MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND"},
+    503: {"description": "Every inspection slot busy, or the server is stopping; try again"},
+}
+
+
+def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | None, str | None]:
+    """The module to load into (a spec in the query, as for /api/lab, or an architecture's id),
+    checked before any upload."""
+    items = request.query_params.multi_items()
+    for name in (STATE_DICT, ARCHITECTURE):
+        if sum(key == name for key, _ in items) > 1:
+            raise SpecError(("query", name), f"query parameter {name!r} given more than once")
+    at = next((value for key, value in items if key == STATE_DICT), None)
+    arch = next((value for key, value in items if key == ARCHITECTURE), None)
+    items = [(key, value) for key, value in items if key not in (STATE_DICT, ARCHITECTURE)]
+    if arch is not None:
+        if items:
+            raise SpecError(("query", ARCHITECTURE), "load into an architecture or a preset, not both")
+        return architecture_target(arch, settings.architectures), at
+    return (resolved(from_query(items), settings) if items else None), at
+
+
+@api.post(
+    "/checkpoints",
+    response_model=CheckpointReport,
+    responses={
+        **UPLOADED,
+        404: {
+            "description": "Unknown preset or architecture, or the inspector (MRE_CHECKPOINTS) or the "
+            "architectures (MRE_ARCHITECTURES) turned off"
+        },
+        413: {"description": "File, zip contents, pickle, memory, entries or report over a cap"},
+        415: {"description": "Neither multipart/form-data nor application/octet-stream"},
+        422: {"description": "Not a checkpoint, truncated, refused by torch, or the inspector died on it"},
+        504: {"description": "The inspection ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
+    },
+    openapi_extra={"requestBody": CHECKPOINT_BODY, "parameters": CHECKPOINT_QUERY},
+    description="What is inside a checkpoint: `.safetensors` (header only), torch zip files (`.pt`, `.pth`, "
+    "`.bin`: `torch.load(weights_only=True, mmap=True)`) and torch's legacy format. Tensors by location and "
+    "as a tree by module path, totals per dtype, tensors sharing storage, other values, the dicts of "
+    "tensors it holds. With a spec in the query (`preset=...`, as for /api/lab) it is also loaded into that "
+    "module: torch's strict and non-strict outcome, missing and unexpected keys, size mismatches, and the "
+    "diagnosis: each cause (a wrapper's prefix, a tied weight saved once, BatchNorm statistics, "
+    "non-persistent buffers, sizes, dtypes) with its fix and torch's outcome after it. Send the file as "
+    "multipart/form-data (part `file`; several: a sharded checkpoint, its index checked) or as the raw body.",
+)
+async def checkpoint_post(request: Request, settings: SettingsDep) -> Response:
+    spec, at = checkpoint_request(request, settings)
+    async with uploaded(request) as upload:
+        # The child's JSON as it wrote it: parsing a 50k-tensor report again would cost ~200 MiB here.
+        return _json(await runs.inspect_json(request, upload.files, spec, at))
+
+
+COMPARE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary", "description": "The first checkpoint."},
+                    "other": {"type": "string", "format": "binary", "description": "The second."},
+                },
+                "required": ["file", "other"],
+            }
+        }
+    },
+}
+
+
+@api.post(
+    "/checkpoints/compare",
+    response_model=Comparison,
+    responses={
+        **UPLOADED,
+        404: {"description": "The inspector is turned off (MRE_CHECKPOINTS=false)"},
+        413: {"description": "The files together, a zip's contents, memory, entries or report over a cap"},
+        415: {"description": "Not multipart/form-data"},
+        422: {"description": "A part missing, not a checkpoint, truncated, or the inspector died on it"},
+        504: {"description": "The comparison ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
+    },
+    openapi_extra={"requestBody": COMPARE_BODY},
+    description="Two checkpoints side by side: part `file` is a, part `other` is b (several parts of one "
+    "name: that checkpoint's shards and index). A summary, then one row per key that differs: only in "
+    "one, shape, dtype, storage sharing, and for tensors up to MRE_CHECKPOINT_COMPARE_MAX_ELEMENTS the "
+    "largest absolute and relative difference of values, NaN and Inf counted.",
+)
+async def checkpoint_compare(request: Request) -> Response:
+    async with uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
+        a, b = upload.of(FILE_FIELD), upload.of(OTHER_FIELD)
+        return _json(await runs.compare_json(request, a, b))
+
+
+def _off(request: Request, view: View) -> Response | None:
+    """The page of a server where the inspector cannot run (switched off, torch too old)."""
+    try:
+        check_available(request.app.state.settings)
+    except UploadError as exc:
+        return HTMLResponse(render(view.lang, PAGE, context(view, error=exc.message, off=True)), exc.status)
+    return None
+
+
+@pages.get("/checkpoints", response_class=HTMLResponse)
+async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+    """The form; a lab's spec in the query (its "inspect a checkpoint" link) is preselected."""
+    off = _off(request, view)
+    if off is not None:
+        return off
+    pairs = request.query_params.multi_items()
+    try:
+        spec = spec_of(pairs, settings.custom_max_elements)
+    except SpecError:
+        spec = None
+    architecture = None if spec else architecture_of(pairs, settings)
+    return respond(view, spec=spec, architecture=architecture, architectures=offered(settings))
+
+
+@pages.post("/checkpoints", response_class=HTMLResponse)
+async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+    off = _off(request, view)
+    if off is not None:
+        return off
+    page: PageReport | None = None
+    comparison: Comparison | None = None
+    spec = architecture = None
+    filename = ""
+    fields: dict[str, str] = {}
+
+    def chosen() -> dict:  # what the form offers and had chosen, as the request left it
+        return {"architecture": architecture, "architectures": offered(settings)}
+
+    try:
+        async with uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
+            filename, fields = _names(upload.of(FILE_FIELD)), dict(upload.fields)
+            architecture = architecture_of(upload.fields, settings)
+            spec = None if architecture else spec_of(upload.fields, settings.custom_max_elements)
+            # A file input left empty still sends a part, with no name and no bytes: no second file.
+            others = [f for f in upload.of(OTHER_FIELD) if f.filename or f.path.stat().st_size]
+            if others:  # a second checkpoint: compare the two
+                comparison = await runs.compare_page(request, upload.of(FILE_FIELD), others)
+            else:
+                at = fields.get("state_dict") or None
+                page = await runs.inspect_page(request, upload.of(FILE_FIELD), architecture or spec, at)
+    except (UploadError, CheckpointError, ArchitectureError) as exc:
+        return respond(view, exc.status, error=exc.message, filename=filename, spec=spec, **chosen())
+    except SpecError as exc:
+        return respond(view, 422, error=exc.text(view.lang), filename=filename, **chosen())
+    if comparison is not None:
+        return respond(view, comparison=comparison, spec=spec, filename=filename, **chosen())
+    assert page is not None
+    return respond(
+        view,
+        report=page.report,
+        tensors=page.tensors,
+        hidden=page.hidden,
+        spec=spec,
+        filename=filename,
+        state_dict=fields.get("state_dict", ""),
+        **chosen(),
+    )
+
+
+def _names(files: list[Received]) -> str:
+    return ", ".join(f.filename for f in files if f.filename)

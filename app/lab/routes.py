@@ -1,0 +1,303 @@
+"""The lab's routes: the JSON API v1 (the contract in DESIGN.md) and the lab page, thin layers over
+``app.lab`` and its page model (``app.lab.page``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import torch
+from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from app.lab import devices, memo
+from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
+from app.lab.matrix import Matrix, matrix
+from app.lab.page import PAGE, blocks_of, context, link, read_page
+from app.lab.presets import PRESETS
+from app.lab.report import LabReport
+from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, loaded_into, resolve
+from app.lab.styles import ALL_STYLES
+from app.langs import EN, ZH
+from app.settings import Settings
+from app.web.deps import SettingsDep
+from app.web.html import VARY, ViewDep, respond
+
+api = APIRouter(prefix="/api", tags=["api"])
+pages = APIRouter(include_in_schema=False)
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    torch_version: str = Field(examples=["2.13.0+cpu"])
+    devices: list[str] = Field(examples=[["cpu", "meta", "cuda:0"]])
+
+
+class DeviceOut(BaseModel):
+    id: str = Field(examples=["cuda:0"])
+    label: str = Field(examples=["NVIDIA H100 80GB HBM3"])
+    kind: str = Field(examples=["cuda"], description="cpu, meta, cuda or mps")
+    total_memory: int | None = Field(None, description="Bytes; null where torch cannot tell.")
+    allocated_memory: int | None = Field(None, description="Bytes allocated by this server's tensors.")
+
+
+class StyleText(BaseModel):
+    title: str
+    explanation: str
+
+
+class StyleOut(BaseModel):
+    id: str = Field(examples=["buffer"])
+    title: str = Field(examples=["register_buffer()"])
+    explanation: str
+    code: str = Field(examples=['self.register_buffer("x", t)'])
+    kind: str = Field(
+        "tensor",
+        examples=["tensor"],
+        description='"tensor": attaches a tensor; "container": holds a list of sub-layers (layer_list).',
+    )
+    translations: dict[str, StyleText] = Field(description="Title and explanation per language, e.g. zh-CN.")
+
+
+class Text(BaseModel):
+    title: str
+    description: str
+
+
+class MemberOut(BaseModel):
+    name: str = Field(examples=["weight"])
+    default_style: str = Field(examples=["register_parameter"])
+    styles: list[str]
+    init: str = Field(examples=["torch.ones(10, 10)"], description="The expression that makes its tensor.")
+
+
+class PresetOut(BaseModel):
+    id: str = Field(examples=["mymodule"])
+    title: str
+    description: str
+    class_name: str = Field(examples=["MyModule"])
+    custom: bool = Field(False, description="Members come from the spec: style.NAME and shape.NAME.")
+    members: list[MemberOut]
+    translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
+
+
+def resolved(spec: LabSpec, settings: Settings) -> LabSpec:
+    return resolve(spec, devices.device_ids(), settings.custom_max_elements)
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type="application/json")
+
+
+# The query is read by hand (so a repeated spec costs one dict lookup); this documents it.
+LAB_QUERY = [
+    {"name": "preset", "in": "query", "required": True, "schema": {"type": "string"}, "example": "testmodel"},
+    {"name": "device", "in": "query", "schema": {"type": "string", "default": "cpu"}, "example": "meta"},
+    {
+        "name": "style.{member}",
+        "in": "query",
+        "description": "One per member to change, e.g. style.buffer1=buffer; see GET /api/presets. "
+        "For the custom preset also shape.{member}=3x4.",
+        "schema": {"type": "string"},
+    },
+]
+LAB_RESPONSES: dict = {
+    404: {"description": "Unknown preset"},
+    413: {"description": "Request body over the limit"},
+    422: {"description": "Malformed spec, unknown member or style, or a device that is not here"},
+}
+
+
+@api.get("/health")
+async def health() -> Health:
+    return Health(status="ok", torch_version=torch.__version__, devices=list(devices.device_ids()))
+
+
+@api.get("/devices")
+async def list_devices() -> list[DeviceOut]:
+    return [DeviceOut(**vars(d)) for d in devices.available()]
+
+
+@api.get("/styles")
+async def list_styles() -> list[StyleOut]:
+    return [
+        StyleOut(
+            id=s.id,
+            title=s.title[EN],
+            explanation=s.explanation[EN],
+            code=s.code,
+            kind=s.kind,
+            translations={ZH: StyleText(title=s.title[ZH], explanation=s.explanation[ZH])},
+        )
+        for s in ALL_STYLES.values()
+    ]
+
+
+@api.get("/presets")
+async def list_presets() -> list[PresetOut]:
+    return [
+        PresetOut(
+            id=p.id,
+            title=p.title[EN],
+            description=p.description[EN],
+            class_name=p.class_name,
+            custom=p.custom,
+            members=[MemberOut(**vars(m)) for m in p.members],
+            translations={ZH: Text(title=p.title[ZH], description=p.description[ZH])},
+        )
+        for p in PRESETS.values()
+    ]
+
+
+@api.get(
+    "/lab",
+    response_model=LabReport,
+    responses=LAB_RESPONSES,
+    openapi_extra={"parameters": LAB_QUERY},
+    description="The lab report for a spec in the query: `preset`, `device`, and `style.<member>=<style>` "
+    "for each member to change, e.g. `/api/lab?preset=testmodel&device=meta&style.buffer1=buffer`. "
+    "Answers carry a strong ETag; send it back in If-None-Match for a 304.",
+)
+async def lab_get(request: Request, settings: SettingsDep) -> Response:
+    # Repeated queries never get here (app.http.cache answers them); a new one costs about 1 ms.
+    return _json(memo.report_json(resolved(from_query(request.query_params.multi_items()), settings)))
+
+
+@api.post(
+    "/lab",
+    response_model=LabReport,
+    responses=LAB_RESPONSES,
+    description="The same report as GET /api/lab, for a JSON spec.",
+)
+async def lab_post(spec: Annotated[LabSpec, Body()], settings: SettingsDep) -> Response:
+    return _json(memo.report_json(resolved(spec, settings)))
+
+
+class ExperimentOut(BaseModel):
+    id: str = Field(examples=["step"])
+    title: str
+    description: str
+    translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
+    params: dict[str, list[str]] = Field(
+        description="Options and their allowed values; the first is the default."
+    )
+
+
+class ExperimentRequest(LabSpec):
+    params: dict[str, str] = Field(
+        default_factory=dict, description='Experiment options, e.g. {"dtype": "half"}.'
+    )
+    into: dict[str, str] = Field(
+        default_factory=dict,
+        description="load_into only: member styles of the module the state_dict is loaded into.",
+    )
+
+
+def experiment_or_404(experiment_id: str) -> Experiment:
+    if experiment_id not in EXPERIMENTS:
+        raise HTTPException(404, f"unknown experiment {experiment_id!r}; known: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[experiment_id]
+
+
+def run_resolved(experiment: Experiment, request: ExperimentRequest, settings: Settings) -> bytes:
+    spec = resolved(LabSpec(**request.model_dump(include={"preset", "device", "styles", "shapes"})), settings)
+    for name, value in request.params.items():
+        allowed = experiment.params.get(name)
+        if allowed is None:
+            raise SpecError(
+                ("params", name),
+                f"{experiment.id!r} takes no option {name!r}; options: "
+                f"{', '.join(experiment.params) or 'none'}",
+            )
+        if value not in allowed:
+            raise SpecError(("params", name), f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    other = None
+    if request.into:
+        if experiment.id != "load_into":
+            raise SpecError(("into",), "only load_into takes the styles of another module")
+        try:
+            other = resolved(loaded_into(request, request.into), settings)
+        except SpecError as exc:
+            raise SpecError(("into", *exc.loc[1:]), exc.message) from exc
+    return run_experiment(experiment.id, spec, other, **request.params).model_dump_json().encode()
+
+
+@api.get("/experiments")
+async def list_experiments() -> list[ExperimentOut]:
+    return [
+        ExperimentOut(
+            id=e.id,
+            title=e.title[EN],
+            description=e.description[EN],
+            translations={ZH: Text(title=e.title[ZH], description=e.description[ZH])},
+            params={k: list(v) for k, v in e.params.items()},
+        )
+        for e in EXPERIMENTS.values()
+    ]
+
+
+@api.get(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentResult,
+    responses=LAB_RESPONSES,
+    openapi_extra={"parameters": LAB_QUERY},
+    description="Run an experiment on the module of the spec in the query (as for /api/lab). Options go "
+    "in the query by name (e.g. `dtype=half`); for load_into, `into.<member>=<style>` gives the module "
+    "the state_dict is loaded into.",
+)
+async def experiment_get(experiment_id: str, request: Request, settings: SettingsDep) -> Response:
+    experiment = experiment_or_404(experiment_id)
+    spec_items, params, into = [], {}, {}
+    for key, value in request.query_params.multi_items():
+        if key.startswith("into."):
+            into[key.removeprefix("into.")] = value
+        elif key in experiment.params:
+            params[key] = value
+        else:
+            spec_items.append((key, value))
+    spec = from_query(spec_items)
+    body = ExperimentRequest(**spec.model_dump(), params=params, into=into)
+    return _json(run_resolved(experiment, body, settings))
+
+
+@api.post(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentResult,
+    responses=LAB_RESPONSES,
+    description="The same result as the GET form, for a JSON body.",
+)
+async def experiment_post(
+    experiment_id: str, request: Annotated[ExperimentRequest, Body()], settings: SettingsDep
+) -> Response:
+    return _json(run_resolved(experiment_or_404(experiment_id), request, settings))
+
+
+@api.get(
+    "/matrix",
+    response_model=Matrix,
+    responses=LAB_RESPONSES,
+    openapi_extra={"parameters": LAB_QUERY},
+    description="The tutorials' table, complete: one row per member, every cell computed by running the "
+    "experiments on this spec's module (spec in the query, as for /api/lab).",
+)
+async def matrix_get(request: Request, settings: SettingsDep) -> Response:
+    spec = resolved(from_query(request.query_params.multi_items()), settings)
+    return _json(matrix(spec).model_dump_json().encode())
+
+
+@pages.get("/", response_class=HTMLResponse)
+async def lab_page(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+    query = request.query_params.multi_items()
+    try:
+        page = read_page(query, view, request.headers.get("hx-current-url"), settings.custom_max_elements)
+    except SpecError as exc:
+        status = 404 if isinstance(exc, UnknownPreset) else 422
+        return respond(view, PAGE, context(view, error=exc.text(view.lang)), (), status)
+    permalink = link(page.spec, view, page.experiment_pairs)
+    if page.editing and not page.edit_error and not view.htmx:
+        # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
+        return RedirectResponse(permalink, 303, headers={"Vary": VARY})
+    # The canonical permalink goes into the address bar, not the form's field order. A refused edit
+    # is 422 for a full page (htmx gets its notice in the blocks it swaps).
+    status = 422 if page.edit_error else 200
+    return respond(view, PAGE, context(view, page), blocks_of(page, view), status, {"HX-Push-Url": permalink})
