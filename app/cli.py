@@ -20,18 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from app.architectures.catalogue import ARCHITECTURES, ArchitectureError
+from app.architectures.catalogue import ARCHITECTURES
 from app.doctor import caps as inspections
 from app.doctor import isolated
 from app.doctor.compare import Comparison
 from app.doctor.report import CheckpointError, CheckpointReport
 from app.doctor.targets import Target, architecture_target
+from app.errors import Refusal
 from app.lab.devices import device_ids
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, SpecError, resolve
-from app.langs import EN, LANGS
+from app.langs import EN, LANGS, Text
 from app.settings import Settings
 
 LOADS, DOES_NOT, BAD_INPUT = 0, 1, 2
@@ -72,11 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for path in [*args.files, *(args.compare or [])]:
             if not path.is_file():
-                raise CheckpointError(f"{path}: no such file")
+                raise CheckpointError(Text("{path}: no such file", path=path))
         spec = _spec(args, settings)
         body = _wait(_run(args, spec, settings))
-    except (CheckpointError, SpecError, ArchitectureError) as exc:
-        err.print(f"[bold red]mre:[/] {exc.message}", highlight=False, markup=True)
+    except Refusal as exc:
+        err.print(f"[bold red]mre:[/] {escape(exc.text(args.lang))}", highlight=False, markup=True)
         return BAD_INPUT
     if args.compare:
         comparison = Comparison.model_validate_json(body)
@@ -102,17 +104,17 @@ def _wait(job: Coroutine[Any, Any, bytes]) -> bytes:
 def _spec(args: argparse.Namespace, settings: Settings) -> Target | None:
     if args.into is None:
         if args.style:
-            raise SpecError(("style",), "--style needs --into PRESET")
+            raise SpecError(("style",), Text("--style needs --into PRESET"))
         return None
     if args.into not in PRESETS and args.into in ARCHITECTURES:
         if args.style:
-            raise SpecError(("style",), "--style is for a preset's members, not an architecture")
+            raise SpecError(("style",), Text("--style is for a preset's members, not an architecture"))
         return architecture_target(args.into, settings.architectures)
     styles = {}
     for pair in args.style:
         name, sep, style = pair.partition("=")
         if not sep:
-            raise SpecError(("style",), f"--style {pair!r}: write NAME=STYLE")
+            raise SpecError(("style",), Text("--style {pair!r}: write NAME=STYLE", pair=pair))
         styles[name] = style
     return resolve(LabSpec(preset=args.into, styles=styles), device_ids(), settings.custom_max_elements)
 

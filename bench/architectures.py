@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 
-from tests.browser.harness import chromium, free_port, live_server
+from tests.support.browser import chromium, free_port, live_server
 
 COLD_RUNS = 5
 WARM_REQUESTS = 200

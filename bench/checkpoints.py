@@ -187,7 +187,7 @@ def doctor(gib: float, out: Path) -> None:
 
 def _hostile_files(directory: Path) -> list[tuple[str, str, Path, dict[str, str]]]:
     """(class, what, file, extra MRE_ settings): the worst file of each class in issue 10."""
-    from tests.crafted import big_string, deep_key, deep_value, fan_out, torch_zip
+    from tests.support.crafted import big_string, deep_key, deep_value, fan_out, torch_zip
 
     def put(name: str, content: bytes) -> Path:
         (directory / name).write_bytes(content)
@@ -318,7 +318,7 @@ def hostile(out: Path) -> None:
     """Each class's worst file against a fresh server (uvicorn, default limits but those named)."""
     import os
 
-    from tests.browser.harness import ROOT, free_port, wait_healthy
+    from tests.support.browser import ROOT, free_port, wait_healthy
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="mre-bench-") as tmp:
@@ -366,7 +366,7 @@ def latency(root: Path | None, rounds: int = 40) -> None:
     import statistics
     import urllib.request
 
-    from tests.browser.harness import ROOT, free_port, wait_healthy
+    from tests.support.browser import ROOT, free_port, wait_healthy
 
     buffer = io.BytesIO()
     torch.save({"linear.weight": torch.ones(3, 3), "linear.bias": torch.ones(3)}, buffer)

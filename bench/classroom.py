@@ -18,7 +18,7 @@ import sys
 import time
 
 from bench.sse import Stream, open_stream
-from tests.classroom.servers import Teacher, app_servers, redis_server
+from tests.support.class_servers import Teacher, app_servers, redis_server
 
 STUDENTS = int(os.environ.get("BENCH_STUDENTS", "200"))
 CHANGES = int(os.environ.get("BENCH_CLASS_CHANGES", "40"))

@@ -10,7 +10,7 @@ import statistics
 import sys
 from contextlib import nullcontext
 
-from tests.browser.harness import chromium, live_server
+from tests.support.browser import chromium, live_server
 
 RUNS = 15
 CHANGES = 20  # per kind of interaction

@@ -31,7 +31,7 @@ import torch
 from app.lab.presets import PRESETS
 from app.lab.styles import STYLES
 from bench import architectures, classroom
-from tests.browser.harness import free_port, wait_healthy
+from tests.support.browser import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "latest.json"

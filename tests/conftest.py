@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-process client for the app."""
+"""Shared fixtures: an in-process client for the app, checkpoints written by real libraries, the
+class servers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from tests.support.checkpoints import Case, make_cases
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +21,13 @@ def client() -> Iterator[TestClient]:
 @pytest.fixture(scope="session")
 def class_servers() -> Iterator[tuple]:
     """Redis and two app processes for the class tests, here and in the browser (started once)."""
-    from tests.classroom.servers import class_servers as start
+    from tests.support.class_servers import class_servers as start
 
     with start() as servers:
         yield servers
+
+
+@pytest.fixture(scope="session")
+def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
+    """Checkpoints written by real libraries, once per session for every test that needs them."""
+    return make_cases(tmp_path_factory.mktemp("doctor"))

@@ -10,7 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 from torch import nn
 
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 STYLES = {**TUTORIAL_DEFAULTS["testmodel"], "parameter1": "frozen_parameter"}
 QUERY = {"preset": "testmodel", **{f"style.{k}": v for k, v in STYLES.items()}}

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.lab.experiments import EXPERIMENTS
-from tests.lab.reference import TUTORIAL_DEFAULTS, named, reference
+from tests.support.reference import TUTORIAL_DEFAULTS, named, reference
 
 
 def test_list(client: TestClient) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import ROOT, free_port, wait_healthy
+from tests.support.browser import ROOT, free_port, wait_healthy
 
 # What a clone has that the build reads; nothing installed or generated comes along.
 SOURCES = ("app", "templates", "static", "lessons", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")

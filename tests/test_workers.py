@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.browser.harness import ROOT, free_port, wait_healthy
+from tests.support.browser import ROOT, free_port, wait_healthy
 
 
 def children(pid: int) -> list[int]:

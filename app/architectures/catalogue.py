@@ -16,20 +16,19 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from app.errors import Refusal
 from app.lab.devices import device_ids
-from app.langs import EN, ZH
+from app.langs import Text
 
 TRANSFORMERS_PIN = "transformers==5.23.0"  # as pinned in pyproject.toml; named in the refusal below
-OFF = "architectures are turned off on this server (MRE_ARCHITECTURES=false)"
+OFF = Text("architectures are turned off on this server (MRE_ARCHITECTURES=false)")
 
 
-class ArchitectureError(Exception):
+class ArchitectureError(Refusal):
     """A request no architecture can answer: ``status`` is the HTTP status a face gives it."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+    def __init__(self, status: int, text: Text) -> None:
+        super().__init__(text, status=status)
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,8 @@ class Architecture:
     auto_class: str  # the Auto class whose from_config builds it, e.g. "AutoModelForCausalLM"
     config: dict = field(hash=False)  # the config's keyword arguments, written in code
     tiny: bool  # small enough to build on a real device with real values
-    title: dict[str, str] = field(hash=False)
-    description: dict[str, str] = field(hash=False)
+    title: Text = field(hash=False)
+    description: Text = field(hash=False)
     source: str = ""
 
     def code(self, device: str = "meta") -> str:
@@ -57,11 +56,16 @@ class Architecture:
 
 
 def _arch(
-    id: str, family: str, config_class: str, auto_class: str, config: dict, tiny: bool, en: tuple, zh: tuple
+    id: str,
+    family: str,
+    config_class: str,
+    auto_class: str,
+    config: dict,
+    tiny: bool,
+    title: Text,
+    about: Text,
 ) -> Architecture:
-    return Architecture(
-        id, family, config_class, auto_class, config, tiny, {EN: en[0], ZH: zh[0]}, {EN: en[1], ZH: zh[1]}
-    )
+    return Architecture(id, family, config_class, auto_class, config, tiny, title, about)
 
 
 LLAMA_TINY = {
@@ -118,15 +122,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForCausalLM",
             LLAMA_TINY,
             True,
-            (
-                "Llama, tiny (2 layers, tied head)",
+            Text("Llama, tiny (2 layers, tied head)"),
+            Text(
                 "Llama's layout at toy size: its rotary embedding keeps inv_freq as a non-persistent "
-                "buffer, which no checkpoint carries, and its output layer is tied to the embedding.",
-            ),
-            (
-                "Llama，微型（2 层，输出层共享权重）",
-                "玩具尺寸的 Llama 结构：旋转位置编码把 inv_freq 存为非持久缓冲区，任何检查点都不包含它；"
-                "输出层与词嵌入共享权重。",
+                "buffer, which no checkpoint carries, and its output layer is tied to the embedding."
             ),
         ),
         _arch(
@@ -136,15 +135,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForCausalLM",
             LLAMA_8B,
             False,
-            (
-                "Llama 3 8B shape (meta only)",
-                "The 8B shape: 32 layers, grouped-query attention, a 128k vocabulary. On the meta device "
-                "it is built in well under a second and holds no memory; 8 billion real values would.",
-            ),
-            (
-                "Llama 3 8B 结构（仅 meta）",
-                "8B 的结构：32 层、分组查询注意力、12.8 万词表。在 meta 设备上不到一秒即可构建，"
-                "且不占内存；80 亿个真实数值则要占。",
+            Text("Llama 3 8B shape (meta only)"),
+            Text(
+                "The 8B shape: 32 layers, grouped-query attention, a 128k vocabulary. On the meta "
+                "device it is built in well under a second and holds no memory; 8 billion real values "
+                "would."
             ),
         ),
         _arch(
@@ -154,15 +149,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForCausalLM",
             GPT2_TINY,
             True,
-            (
-                "GPT-2, tiny (2 layers)",
+            Text("GPT-2, tiny (2 layers)"),
+            Text(
                 "GPT-2 at toy size: the language-model head is tied to the token embedding, so "
-                "named_parameters() lists it once and state_dict() twice.",
-            ),
-            (
-                "GPT-2，微型（2 层）",
-                "玩具尺寸的 GPT-2：语言模型输出层与词嵌入共享权重，"
-                "所以 named_parameters() 只列一次，state_dict() 列两次。",
+                "named_parameters() lists it once and state_dict() twice."
             ),
         ),
         _arch(
@@ -172,8 +162,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForCausalLM",
             {},
             False,
-            ("GPT-2 (124M, meta only)", "GPT-2's default config: 12 layers, 768 wide, a tied head."),
-            ("GPT-2（124M，仅 meta）", "GPT-2 的默认配置：12 层，宽 768，输出层共享权重。"),
+            Text("GPT-2 (124M, meta only)"),
+            Text("GPT-2's default config: 12 layers, 768 wide, a tied head."),
         ),
         _arch(
             "bert_tiny",
@@ -182,15 +172,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForMaskedLM",
             BERT_TINY,
             True,
-            (
-                "BERT masked LM, tiny (2 layers)",
-                "BERT at toy size: position_ids and token_type_ids are non-persistent buffers, and the "
-                "prediction decoder shares its weight and bias with other parameters.",
-            ),
-            (
-                "BERT 掩码语言模型，微型（2 层）",
-                "玩具尺寸的 BERT：position_ids 和 token_type_ids 是非持久缓冲区，"
-                "预测解码器的权重和偏置与其他参数共享。",
+            Text("BERT masked LM, tiny (2 layers)"),
+            Text(
+                "BERT at toy size: position_ids and token_type_ids are non-persistent buffers, and "
+                "the prediction decoder shares its weight and bias with other parameters."
             ),
         ),
         _arch(
@@ -200,8 +185,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForMaskedLM",
             {},
             False,
-            ("BERT-base masked LM (meta only)", "BERT-base's default config: 12 layers, 768 wide."),
-            ("BERT-base 掩码语言模型（仅 meta）", "BERT-base 的默认配置：12 层，宽 768。"),
+            Text("BERT-base masked LM (meta only)"),
+            Text("BERT-base's default config: 12 layers, 768 wide."),
         ),
         _arch(
             "resnet_tiny",
@@ -210,15 +195,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForImageClassification",
             RESNET_TINY,
             True,
-            (
-                "ResNet, tiny (2 stages)",
+            Text("ResNet, tiny (2 stages)"),
+            Text(
                 "ResNet at toy size: every BatchNorm carries running_mean, running_var and an int64 "
-                "num_batches_tracked as persistent buffers.",
-            ),
-            (
-                "ResNet，微型（2 个阶段）",
-                "玩具尺寸的 ResNet：每个 BatchNorm 都带有持久缓冲区 running_mean、running_var "
-                "和 int64 的 num_batches_tracked。",
+                "num_batches_tracked as persistent buffers."
             ),
         ),
         _arch(
@@ -228,14 +208,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForImageClassification",
             {"num_labels": 1000},
             False,
-            (
-                "ResNet-50 (meta only)",
-                "ResNet-50 with an ImageNet head: 53 BatchNorms, so 159 buffers beside its parameters.",
-            ),
-            (
-                "ResNet-50（仅 meta）",
-                "带 ImageNet 分类头的 ResNet-50：53 个 BatchNorm，所以参数之外还有 159 个缓冲区。",
-            ),
+            Text("ResNet-50 (meta only)"),
+            Text("ResNet-50 with an ImageNet head: 53 BatchNorms, so 159 buffers beside its parameters."),
         ),
         _arch(
             "vit_tiny",
@@ -244,14 +218,10 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForImageClassification",
             VIT_TINY,
             True,
-            (
-                "ViT, tiny (2 layers, 32x32 images)",
+            Text("ViT, tiny (2 layers, 32x32 images)"),
+            Text(
                 "A vision transformer at toy size: the class token and position embeddings are "
-                "parameters registered directly on the embeddings module.",
-            ),
-            (
-                "ViT，微型（2 层，32x32 图像）",
-                "玩具尺寸的视觉 Transformer：类别标记和位置嵌入是直接注册在嵌入模块上的参数。",
+                "parameters registered directly on the embeddings module."
             ),
         ),
         _arch(
@@ -261,8 +231,8 @@ ARCHITECTURES: dict[str, Architecture] = {
             "AutoModelForImageClassification",
             {"num_labels": 1000},
             False,
-            ("ViT-B/16 (meta only)", "ViT-Base, 16x16 patches of 224x224 images, an ImageNet head."),
-            ("ViT-B/16（仅 meta）", "ViT-Base，224x224 图像切成 16x16 的块，ImageNet 分类头。"),
+            Text("ViT-B/16 (meta only)"),
+            Text("ViT-Base, 16x16 patches of 224x224 images, an ImageNet head."),
         ),
     )
 }
@@ -275,14 +245,23 @@ def transformers_module() -> ModuleType:
     try:
         return importlib.import_module("transformers")
     except ImportError as exc:
-        message = f"transformers is not installed here ({exc}); pip install {TRANSFORMERS_PIN}"
-        raise ArchitectureError(503, message) from exc
+        text = Text(
+            "transformers is not installed here ({error}); pip install {pin}", error=exc, pin=TRANSFORMERS_PIN
+        )
+        raise ArchitectureError(503, text) from exc
 
 
 def get(arch_id: str) -> Architecture:
     arch = ARCHITECTURES.get(arch_id)
     if arch is None:
-        raise ArchitectureError(404, f"unknown architecture {arch_id!r}; known: {', '.join(ARCHITECTURES)}")
+        raise ArchitectureError(
+            404,
+            Text(
+                "unknown architecture {arch_id!r}; known: {names}",
+                arch_id=arch_id,
+                names=", ".join(ARCHITECTURES),
+            ),
+        )
     return arch
 
 
@@ -298,10 +277,22 @@ def check_device(arch: Architecture, device: str) -> None:
     if device in device_ids():
         raise ArchitectureError(
             422,
-            f"device: {arch.id} is built on meta only (real values would take gigabytes); "
-            f"its tiny config ({arch.family}_tiny) builds on {', '.join(device_ids())}",
+            Text(
+                "device: {id} is built on meta only (real values would take gigabytes); its tiny "
+                "config ({family}_tiny) builds on {names}",
+                id=arch.id,
+                family=arch.family,
+                names=", ".join(device_ids()),
+            ),
         )
-    raise ArchitectureError(422, f"device: {device!r} is not a device here; devices: {', '.join(allowed)}")
+    raise ArchitectureError(
+        422,
+        Text(
+            "device: {device!r} is not a device here; devices: {names}",
+            device=device,
+            names=", ".join(allowed),
+        ),
+    )
 
 
 def build(arch_id: str, device: str = "meta", seed: int = 0, dtype: torch.dtype | None = None) -> nn.Module:
@@ -339,44 +330,33 @@ EXPERIMENT_FIT = (
     Fit(
         "module_tree",
         "all",
-        {
-            EN: "Counts, bytes and devices are read from shapes and dtypes, which meta tensors have.",
-            ZH: "数量、字节数和设备都从形状和 dtype 读出，meta 张量也有这些信息。",
-        },
+        Text("Counts, bytes and devices are read from shapes and dtypes, which meta tensors have."),
     ),
     Fit(
         "memory",
         "all",
-        {
-            EN: "The estimate is arithmetic on element counts and dtype sizes, read from the live model.",
-            ZH: "估算只是对元素数和 dtype 大小做算术，数据从实时模型读出。",
-        },
+        Text("The estimate is arithmetic on element counts and dtype sizes, read from the live model."),
     ),
     Fit(
         "meta_roundtrip",
         "tiny",
-        {
-            EN: "to_empty() needs real memory and the proof a model built on the CPU: tiny configs only.",
-            ZH: "to_empty() 需要真实内存，证明还需要一个在 CPU 上构建的模型：仅限微型配置。",
-        },
+        Text("to_empty() needs real memory and the proof a model built on the CPU: tiny configs only."),
     ),
     Fit(
         "step",
         "no",
-        {
-            EN: "No optimizer step on meta: there are no values to update. The memory estimate gives what "
-            "gradients and AdamW states would cost instead.",
-            ZH: "meta 上没有优化器步骤：没有可更新的数值。内存估算给出梯度和 AdamW 状态的开销。",
-        },
+        Text(
+            "No optimizer step on meta: there are no values to update. The memory estimate gives what "
+            "gradients and AdamW states would cost instead."
+        ),
     ),
     Fit(
         "load_into",
         "no",
-        {
-            EN: "It loads a state_dict into the same preset with other member styles; an architecture's "
-            "registrations are fixed by its code. Loading a real checkpoint is the checkpoint inspector's.",
-            ZH: "它把 state_dict 加载到换了成员注册方式的同一预设中；架构的注册方式由其代码固定。"
-            "加载真实检查点属于检查点检查器。",
-        },
+        Text(
+            "It loads a state_dict into the same preset with other member styles; an architecture's "
+            "registrations are fixed by its code. Loading a real checkpoint is the checkpoint "
+            "inspector's."
+        ),
     ),
 )

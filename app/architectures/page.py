@@ -64,7 +64,7 @@ def page_of(view: View, arch_id: str, device: str, q: str, on: bool) -> tuple[Ar
         arch = ARCHITECTURES.get(arch_id)
         tree = architecture_memo.tree(arch_id, device)
     except ArchitectureError as exc:
-        return ArchitecturePage(view, arch=None, error=exc.message), exc.status
+        return ArchitecturePage(view, arch=None, error=exc.text(view.lang)), exc.status
     assert arch is not None
     q = q[:MAX_FILTER]
     tables = {

@@ -16,6 +16,7 @@ from torch import nn
 
 from app.architectures.catalogue import ArchitectureError, build, get
 from app.architectures.module_tree import tied_groups
+from app.langs import Text
 
 FIX_CODE = """\
 # the model's own initialisation of each module that owns a non-persistent buffer
@@ -61,7 +62,12 @@ def round_trip(arch_id: str) -> RoundTrip:
     arch = get(arch_id)
     if not arch.tiny:
         raise ArchitectureError(
-            422, f"{arch_id} is meta only: the round trip needs real memory; try {arch.family}_tiny"
+            422,
+            Text(
+                "{arch_id} is meta only: the round trip needs real memory; try {family}_tiny",
+                arch_id=arch_id,
+                family=arch.family,
+            ),
         )
     reference_model = build(arch_id, "cpu")
     reference = _tensors(reference_model)

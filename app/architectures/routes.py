@@ -104,7 +104,7 @@ pages = APIRouter(include_in_schema=False)
 
 @pages.get("/architectures")
 async def architecture_list(view: ViewDep, settings: SettingsDep) -> Response:
-    error = None if settings.architectures else OFF
+    error = None if settings.architectures else OFF[view.lang]
     page = ArchitecturePage(view, error=error)
     return respond(view, PAGE, page.context(), ("report",), 404 if error else 200)
 

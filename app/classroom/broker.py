@@ -20,14 +20,20 @@ from typing import Protocol
 from app.classroom.rooms import (
     Event,
     Full,
-    NoSuchRoom,
     Refused,
     Room,
     Tally,
     TooManyFailures,
+    class_full,
     digest,
     new_code,
+    no_such_room,
+    not_joined,
+    rooms_cap,
+    rooms_per_client_cap,
+    votes_cap,
 )
+from app.langs import Text
 
 KINDS = ("state", "tally", "students")  # the order a stream sends what came at once
 
@@ -45,10 +51,6 @@ class Limits:
     expiry_seconds: float = 3 * 3600.0  # a room nobody touched this long is gone
     failed_joins: int = 20  # per client address a minute: then 429 until the minute is over
     failure_window_seconds: float = 60.0
-
-
-def too_many_rooms(cap: int) -> str:
-    return f"{cap} classes were started from your address and are still open (MRE_CLASS_MAX_ROOMS_PER_CLIENT)"
 
 
 class Broker(Protocol):
@@ -109,10 +111,20 @@ class Hub:
     def check(self, client: str) -> None:
         """Refuse a stream over the caps: this process's, and one client address's."""
         if self.count >= self.limits.streams:
-            raise Full(f"this server has {self.count} class streams open, its cap (MRE_CLASS_MAX_STREAMS)")
+            raise Full(
+                Text(
+                    "this server has {count} class streams open, its cap (MRE_CLASS_MAX_STREAMS)",
+                    count=self.count,
+                )
+            )
         if self.by_client.get(client, 0) >= self.limits.streams_per_client:
-            message = f"{self.limits.streams_per_client} class streams are open from your address, its cap"
-            raise Refused(message + " (MRE_CLASS_MAX_STREAMS_PER_CLIENT)")
+            raise Refused(
+                Text(
+                    "{cap} class streams are open from your address, its cap"
+                    " (MRE_CLASS_MAX_STREAMS_PER_CLIENT)",
+                    cap=self.limits.streams_per_client,
+                )
+            )
 
     @asynccontextmanager
     async def stream(self, code: str, client: str) -> AsyncIterator[Subscriber]:
@@ -194,15 +206,15 @@ class MemoryBroker:
         self._expire()
         room = self.rooms.get(code)
         if room is None:
-            raise NoSuchRoom(f"no class with the code {code}: it ended, or the code is mistyped")
+            raise no_such_room(code)
         return replace(room, students=len(self.students[code]))
 
     async def create(self, token: str, state: str, client: str) -> Room:
         self._expire()
         if len(self.rooms) >= self.limits.rooms:
-            raise Full(f"this server runs {len(self.rooms)} classes, its cap (MRE_CLASS_MAX_ROOMS)")
+            raise rooms_cap(len(self.rooms))
         if list(self.creators.values()).count(client) >= self.limits.rooms_per_client:
-            raise Refused(too_many_rooms(self.limits.rooms_per_client))
+            raise rooms_per_client_cap(self.limits.rooms_per_client)
         code = new_code()
         while code in self.rooms:
             code = new_code()
@@ -226,7 +238,7 @@ class MemoryBroker:
         joined = self.students[code]
         if student not in joined:
             if len(joined) >= self.limits.students:
-                raise Refused(f"this class is full: {len(joined)} students (MRE_CLASS_MAX_STUDENTS)")
+                raise class_full(len(joined))
             joined.add(student)
             self.hub.deliver(Event("students", code, room.version, students=len(joined)))
         return replace(room, students=len(joined))
@@ -234,10 +246,10 @@ class MemoryBroker:
     async def vote(self, code: str, step: str, student: str, choice: int) -> Tally:
         room = self._room(code)
         if student not in self.students[code]:
-            raise Refused("join the class before voting")
+            raise not_joined()
         votes = self.votes[code]
         if student not in votes.get(step, {}) and sum(map(len, votes.values())) >= self.limits.votes:
-            raise Refused(f"this class has {self.limits.votes} votes, its cap (MRE_CLASS_MAX_VOTES)")
+            raise votes_cap(self.limits.votes)
         votes.setdefault(step, {})[student] = choice
         tally = await self.tally(code, step)
         self.hub.deliver(Event("tally", code, room.version, step=step, votes=tally.total))

@@ -16,6 +16,7 @@ from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.matrix import Matrix, matrix
 from app.lab.report import LabReport
 from app.lab.spec import SHAPE_PREFIX, STYLE_PREFIX, LabSpec, SpecError, from_query, loaded_into, resolve
+from app.langs import Text
 
 INTO = "into."  # load_into: the styles of the module loaded into, as in the lab's URL
 VIEW_KEYS = ("lang", "present", "embed")  # how a page is shown, not what it shows
@@ -50,17 +51,23 @@ def read_state(query: str, devices: Iterable[str], max_elements: int) -> LabStat
 def _experiment(rest: dict[str, str], spec: LabSpec, devices: Iterable[str], max_elements: int):
     chosen = EXPERIMENTS.get(rest.pop("experiment", ""))
     if chosen is None:
-        raise SpecError(("query", "experiment"), f"experiment: one of {', '.join(EXPERIMENTS)}")
+        raise SpecError(
+            ("query", "experiment"), Text("experiment: one of {names}", names=", ".join(EXPERIMENTS))
+        )
     into = {k.removeprefix(INTO): rest.pop(k) for k in list(rest) if k.startswith(INTO)}
     params = {}
     for name, allowed in chosen.params.items():
         if name in rest:
             value = rest.pop(name)
             if value not in allowed:
-                raise SpecError(("query", name), f"{name}: one of {', '.join(allowed)}")
+                raise SpecError(
+                    ("query", name), Text("{name}: one of {names}", name=name, names=", ".join(allowed))
+                )
             params[name] = value
     if rest:
-        raise SpecError(("query", next(iter(rest))), f"unknown query parameter {next(iter(rest))!r}")
+        raise SpecError(
+            ("query", next(iter(rest))), Text("unknown query parameter {name!r}", name=next(iter(rest)))
+        )
     other = resolve(loaded_into(spec, into), devices, max_elements) if chosen.id == "load_into" else None
     return run_experiment(chosen.id, spec, other, **params)
 

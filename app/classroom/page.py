@@ -19,10 +19,11 @@ from app.classroom.broker import Broker
 from app.classroom.facts import LabState, outcome_message, read_state
 from app.classroom.lessons import Answer, Lesson, Step, answer, lessons
 from app.classroom.rooms import ClassError, Room, Tally, shown
+from app.errors import Refusal
 from app.lab import devices
 from app.lab import page as pages
 from app.lab.spec import SpecError
-from app.langs import LANGS
+from app.langs import LANGS, Text
 from app.web.html import View, render
 
 STEP_PAGE = "classroom/lesson.html"
@@ -31,12 +32,11 @@ BLOCKS = ("lesson",)
 LAB_BLOCKS = ("results", "more")  # what a revealed step shows of its lab
 
 
-class StepError(ValueError):
+class StepError(Refusal):
     """A step URL that names no step: 404 for an unknown lesson, 422 for a bad step number."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status, self.message = status, message
+    def __init__(self, status: int, text: Text) -> None:
+        super().__init__(text, status=status)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ def _number(text: str | None, lesson: Lesson) -> int:
     if text is None:
         return 1
     if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= last:
-        raise StepError(422, f"step must be a whole number from 1 to {last}, not {text[:20]!r}")
+        raise StepError(
+            422, Text("step must be a whole number from 1 to {last}, not {text!r}", last=last, text=text[:20])
+        )
     return int(text)
 
 
@@ -72,7 +74,14 @@ def read_step(lesson_id: str, query: dict[str, str], max_elements: int, reveal: 
     """The page model of one step; ``reveal`` forces the answer shown (a class after its reveal)."""
     lesson = lessons().get(lesson_id)
     if lesson is None:
-        raise StepError(404, f"no lesson {lesson_id[:80]!r}; lessons: {', '.join(lessons())}")
+        raise StepError(
+            404,
+            Text(
+                "no lesson {lesson_id!r}; lessons: {names}",
+                lesson_id=lesson_id[:80],
+                names=", ".join(lessons()),
+            ),
+        )
     number = _number(query.get("step"), lesson)
     step = lesson.steps[number - 1]
     state = read_state(step.state, devices.device_ids(), max_elements)
@@ -166,7 +175,7 @@ def read_shown(state: str, max_elements: int) -> Shown:
     Remembered (a pure function of the URL, like a report): every student's page reads it again
     after each change, so torch runs once per state, not once per student."""
     if len(state) > MAX_STATE:
-        raise BadState(f"the state is a URL of at most {MAX_STATE} characters")
+        raise BadState(Text("the state is a URL of at most {most} characters", most=MAX_STATE))
     parts = urlsplit(state)
     query = [
         (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in ("lang", "present")
@@ -182,10 +191,10 @@ def read_shown(state: str, max_elements: int) -> Shown:
             lab = pages.read_page(query, pages_view(), None, max_elements)
             return Shown(pages.link(lab.spec, pages_view(), lab.experiment_pairs), None, lab)
     except StepError as exc:
-        raise BadState(exc.message) from None
+        raise BadState(exc.words) from None
     except SpecError as exc:
-        raise BadState(f"the state's lab: {exc.message}") from None
-    raise BadState("the state is a lesson step (/lessons/<id>?step=N) or a lab (/?preset=...)")
+        raise BadState(Text("the state's lab: {error}", error=exc.words)) from None
+    raise BadState(Text("the state is a lesson step (/lessons/<id>?step=N) or a lab (/?preset=...)"))
 
 
 def pages_view() -> View:

@@ -19,19 +19,24 @@ from dataclasses import asdict, replace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.classroom.broker import Hub, Limits, too_many_rooms
+from app.classroom.broker import Hub, Limits
 from app.classroom.rooms import (
     Event,
-    Full,
     NoSuchRoom,
-    Refused,
     Room,
     Tally,
     TooManyFailures,
     Unavailable,
+    class_full,
     digest,
     new_code,
+    no_such_room,
+    not_joined,
+    rooms_cap,
+    rooms_per_client_cap,
+    votes_cap,
 )
+from app.langs import Text
 
 PREFIX = "mre:"
 CHANNELS = PREFIX + "events:*"
@@ -52,7 +57,12 @@ return version
 
 
 def _unavailable(exc: Exception) -> Unavailable:
-    return Unavailable(f"the class store (Redis) is unreachable ({type(exc).__name__}); the lab still works")
+    return Unavailable(
+        Text(
+            "the class store (Redis) is unreachable ({error}); the lab still works",
+            error=type(exc).__name__,
+        )
+    )
 
 
 class RedisBroker:
@@ -133,7 +143,7 @@ class RedisBroker:
         pipe.scard(self._students_key(code))
         fields, students = await pipe.execute()
         if not fields:
-            raise NoSuchRoom(f"no class with the code {code}: it ended, or the code is mistyped")
+            raise no_such_room(code)
         return Room(code, fields["token"], fields["state"], int(fields["version"]), students)
 
     async def room(self, code: str) -> Room:
@@ -146,11 +156,11 @@ class RedisBroker:
         rooms = PREFIX + "rooms"
         await self.redis.zremrangebyscore(rooms, "-inf", time.time() - self.ttl)
         if await self.redis.zcard(rooms) >= self.limits.rooms:
-            raise Full(f"this server runs {self.limits.rooms} classes, its cap (MRE_CLASS_MAX_ROOMS)")
+            raise rooms_cap(self.limits.rooms)
         # Rooms started from one address within the expiry time (an upper bound of those still open).
         started = f"{PREFIX}started:{client}"
         if int(await self.redis.get(started) or 0) >= self.limits.rooms_per_client:
-            raise Refused(too_many_rooms(self.limits.rooms_per_client))
+            raise rooms_per_client_cap(self.limits.rooms_per_client)
         pipe = self.redis.pipeline()
         pipe.incr(started)
         pipe.expire(started, self.ttl)
@@ -172,7 +182,7 @@ class RedisBroker:
         keys += [PREFIX + "rooms", f"{PREFIX}events:{code}"]
         version = await self.set_script(keys=keys, args=[state, self.ttl, time.time(), code])
         if version is None:
-            raise NoSuchRoom(f"no class with the code {code}: it ended, or the code is mistyped")
+            raise no_such_room(code)
         return await self._room(code)
 
     async def join(self, code: str, student: str) -> Room:
@@ -183,7 +193,7 @@ class RedisBroker:
         key = self._students_key(code)
         if not await self.redis.sismember(key, student):
             if room.students >= self.limits.students:
-                raise Refused(f"this class is full: {room.students} students (MRE_CLASS_MAX_STUDENTS)")
+                raise class_full(room.students)
             await self.redis.sadd(key, student)
             await self._touch(code)
             room = replace(room, students=room.students + 1)
@@ -196,11 +206,11 @@ class RedisBroker:
     async def _vote(self, code: str, step: str, student: str, choice: int) -> Tally:
         room = await self._room(code)
         if not await self.redis.sismember(self._students_key(code), student):
-            raise Refused("join the class before voting")
+            raise not_joined()
         key = self._votes_key(code, step)
         if not await self.redis.hexists(key, student):
             if int(await self.redis.get(self._count_key(code)) or 0) >= self.limits.votes:
-                raise Refused(f"this class has {self.limits.votes} votes, its cap (MRE_CLASS_MAX_VOTES)")
+                raise votes_cap(self.limits.votes)
             await self.redis.incr(self._count_key(code))
         pipe = self.redis.pipeline()
         pipe.hset(key, student, choice)
@@ -226,11 +236,7 @@ class RedisBroker:
     async def check_failures(self, client: str) -> None:
         failures = await self._call(self.redis.get(f"{PREFIX}fail:{client}"))
         if int(failures or 0) >= self.limits.failed_joins:
-            seconds = self.limits.failure_window_seconds
-            message = (
-                f"{self.limits.failed_joins} failed joins from your address in {seconds:g} s; wait a minute"
-            )
-            raise TooManyFailures(message)
+            raise TooManyFailures.after(self.limits.failed_joins, self.limits.failure_window_seconds)
 
     async def failed(self, client: str) -> None:
         key = f"{PREFIX}fail:{client}"

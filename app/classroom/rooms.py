@@ -12,18 +12,17 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
+from app.errors import Refusal
+from app.langs import Text
+
 ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 8
 
 
-class ClassError(Exception):
-    """A class request refused, with the HTTP status that says why and a message naming the limit."""
+class ClassError(Refusal):
+    """A class request refused, with the HTTP status that says why and a text naming the limit."""
 
     status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class NoSuchRoom(ClassError):
@@ -47,13 +46,51 @@ class TooManyFailures(ClassError):
 
     @classmethod
     def after(cls, limit: int, window: float) -> TooManyFailures:
-        return cls(f"{limit} failed joins from your address in {window:g} s; wait a minute")
+        return cls(
+            Text(
+                "{limit} failed joins from your address in {window:g} s; wait a minute",
+                limit=limit,
+                window=window,
+            )
+        )
 
 
 class Unavailable(ClassError):
     """The store is unreachable (Redis down): class features wait, the lab goes on."""
 
     status = 503
+
+
+def no_such_room(code: str) -> NoSuchRoom:
+    return NoSuchRoom(Text("no class with the code {code}: it ended, or the code is mistyped", code=code))
+
+
+def rooms_cap(rooms: int) -> Full:
+    return Full(Text("this server runs {rooms} classes, its cap (MRE_CLASS_MAX_ROOMS)", rooms=rooms))
+
+
+def rooms_per_client_cap(cap: int) -> Refused:
+    return Refused(
+        Text(
+            "{cap} classes were started from your address and are still open"
+            " (MRE_CLASS_MAX_ROOMS_PER_CLIENT)",
+            cap=cap,
+        )
+    )
+
+
+def class_full(students: int) -> Refused:
+    return Refused(
+        Text("this class is full: {students} students (MRE_CLASS_MAX_STUDENTS)", students=students)
+    )
+
+
+def votes_cap(votes: int) -> Refused:
+    return Refused(Text("this class has {votes} votes, its cap (MRE_CLASS_MAX_VOTES)", votes=votes))
+
+
+def not_joined() -> Refused:
+    return Refused(Text("join the class before voting"))
 
 
 def new_code() -> str:

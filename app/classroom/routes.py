@@ -40,7 +40,8 @@ from app.classroom.rooms import (
     new_token,
     normalise,
 )
-from app.langs import LANGS
+from app.errors import Refusal
+from app.langs import LANGS, Text
 from app.settings import Settings
 from app.web.deps import SettingsDep
 from app.web.html import VARY, View, ViewDep, render, respond
@@ -80,17 +81,23 @@ def page(
     return HTMLResponse(body, status, headers={"Vary": VARY, "Cache-Control": "no-store", **(headers or {})})
 
 
-def error_page(request: Request, exc: ClassError) -> HTMLResponse:
-    view = View(lang="en", lang_chosen=False, present=False, htmx=False)
-    context = {"view": view, "langs": LANGS, "rv": None, "error": exc.message}
+def error_page(view: View, exc: Refusal) -> HTMLResponse:
+    """A class that cannot be shown (no such room, not the teacher, a cap, Redis down): why, in the
+    page's language, and the join form."""
+    context = {"view": view, "langs": LANGS, "rv": None, "error": exc.text(view.lang)}
     return HTMLResponse(
         render(view.lang, ROOM_PAGE, context), exc.status, headers={"Cache-Control": "no-store"}
     )
 
 
-def step_error_page(view: View, exc: StepError) -> HTMLResponse:
-    context = {"view": view, "langs": LANGS, "error": exc.message, "lessons": lessons()}
+def step_error_page(view: View, exc: Refusal) -> HTMLResponse:
+    """A step URL that names no step: why, and the list of lessons."""
+    context = {"view": view, "langs": LANGS, "error": exc.text(view.lang), "lessons": lessons()}
     return HTMLResponse(render(view.lang, INDEX, context), exc.status)
+
+
+# The pages this feature shows its refusals on, by path (app.web.errors renders the rest).
+ERROR_PAGES = (("/rooms", error_page), ("/join", error_page), ("/lessons", step_error_page))
 
 
 @pages.get("/lessons", response_class=HTMLResponse)
@@ -117,7 +124,9 @@ async def _room(request: Request, code: str) -> Room:
     normal = normalise(code)
     try:
         if normal is None:
-            raise NoSuchRoom(f"{code[:20]!r} is not a class code: 8 letters and digits, like ABCD-EFGH")
+            raise NoSuchRoom(
+                Text("{code!r} is not a class code: 8 letters and digits, like ABCD-EFGH", code=code[:20])
+            )
         return await b.room(normal)
     except NoSuchRoom:
         await b.failed(client)
@@ -128,7 +137,7 @@ async def _teacher(request: Request, code: str) -> Room:
     room = await _room(request, code)
     if not is_teacher(room, request.cookies.get(TEACHER_COOKIE)):
         raise NotTeacher(
-            "only the teacher who started this class can drive it (the token is in their browser)"
+            Text("only the teacher who started this class can drive it (the token is in their browser)")
         )
     return room
 
@@ -201,7 +210,7 @@ async def vote(
     room = await _room(request, code)
     student = request.cookies.get(STUDENT_COOKIE)
     if not student:
-        raise Refused("open the class's join link before voting")
+        raise Refused(Text("open the class's join link before voting"))
     await check_vote(room, step, choice, settings)
     await broker(request).vote(room.code, step, student, choice)
     if not view.htmx:
@@ -212,10 +221,12 @@ async def vote(
 async def check_vote(room: Room, step: str, choice: int, settings: Settings) -> None:
     shown_state = read_shown(room.state, settings.custom_max_elements)
     if not shown_state.voting or step != shown_state.step_key:
-        raise Refused("voting on this step is closed: the class has moved on, or the answer is revealed")
+        raise Refused(
+            Text("voting on this step is closed: the class has moved on, or the answer is revealed")
+        )
     assert shown_state.step and shown_state.step.step.question
     if choice >= len(shown_state.step.step.question.choices):
-        raise Refused(f"choice {choice} is not one of this question's choices")
+        raise Refused(Text("choice {choice} is not one of this question's choices", choice=choice))
 
 
 def sse(kind: str, data: dict, event_id: int | None = None) -> bytes:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager, contextmanager
 from app.doctor import isolated
 from app.doctor.formats import MIN_TORCH, torch_ok
 from app.doctor.report import Limits, UploadError
+from app.langs import Text
 from app.settings import Settings
 
 # the routes that take an upload (their own body cap)
@@ -33,7 +34,9 @@ class Slots:
         deadline = time.monotonic() + self.wait
         while self.active >= self.n:
             if time.monotonic() > deadline:
-                raise UploadError(503, f"{self.n} checkpoint inspections are running; try again in a moment")
+                raise UploadError(
+                    503, Text("{n} checkpoint inspections are running; try again in a moment", n=self.n)
+                )
             await asyncio.sleep(0.05)
         self.active += 1
         try:
@@ -54,8 +57,11 @@ class InProgress:
         if self.active >= self.n:
             raise UploadError(
                 503,
-                f"{self.n} checkpoint uploads are in progress on this server, its most"
-                " (MRE_CHECKPOINT_UPLOADS); try again in a moment",
+                Text(
+                    "{n} checkpoint uploads are in progress on this server, its most "
+                    "(MRE_CHECKPOINT_UPLOADS); try again in a moment",
+                    n=self.n,
+                ),
             )
         self.active += 1
         try:
@@ -91,10 +97,15 @@ def body_caps(settings: Settings) -> dict[str, int]:
 def check_available(settings: Settings) -> None:
     """Refuse at once where the inspector is off or this torch is too old for it."""
     if not settings.checkpoints:
-        raise UploadError(404, "checkpoint inspection is turned off on this server (MRE_CHECKPOINTS=false)")
+        raise UploadError(
+            404, Text("checkpoint inspection is turned off on this server (MRE_CHECKPOINTS=false)")
+        )
     if not torch_ok():
         raise UploadError(
             503,
-            f"checkpoint inspection needs torch >= {'.'.join(map(str, MIN_TORCH))}"
-            " (weights-only unpickler fixes for CVE-2025-32434 and CVE-2026-24747)",
+            Text(
+                "checkpoint inspection needs torch >= {names} (weights-only unpickler fixes for "
+                "CVE-2025-32434 and CVE-2026-24747)",
+                names=".".join(map(str, MIN_TORCH)),
+            ),
         )

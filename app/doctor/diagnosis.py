@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from app.lab.report import dtype_name
-from app.langs import EN, ZH
+from app.langs import Text, verbatim
 
 # The wrappers whose names end up in front of every key: DataParallel and DistributedDataParallel,
 # torch.compile's OptimizedModule, a LightningModule holding the network as self.model.
@@ -292,34 +292,27 @@ def _prefix_cause(doctor: _Doctor, prefix: str, loaded_before: int) -> None:
     keys = [k for k in doctor.state if k.startswith(prefix)]
     source = PREFIXES.get(prefix)
     who = (
-        {EN: f"saved from a {source} wrapper", ZH: f"由 {source} 包装后的模型保存"}
+        Text("saved from a {source} wrapper", source=source)
         if source
-        else {
-            EN: "saved from a module that held this one as an attribute",
-            ZH: "由把这个模块作为属性的外层模块保存",
-        }
+        else Text("saved from a module that held this one as an attribute")
     )
     silent = (
-        {
-            EN: " With strict=False nothing at all is loaded, silently.",
-            ZH: " 用 strict=False 加载时什么都不会加载，且没有任何提示。",
-        }
-        if loaded_before == 0
-        else {EN: "", ZH: ""}
+        Text(" With strict=False nothing at all is loaded, silently.") if loaded_before == 0 else verbatim("")
     )
     cause = Cause(
         id="prefix",
         severity="error",
         keys=keys,
-        title={EN: f'Every key starts with "{prefix}"', ZH: f"每个键都以 “{prefix}” 开头"},
-        explanation={
-            EN: f"The file was {who[EN]}: its {len(keys)} keys carry the prefix {prefix!r}, which this "
-            f"module's keys do not.{silent[EN]} Removing the prefix (as torch's own "
-            "consume_prefix_in_state_dict_if_present does) gives the module's names.",
-            ZH: f"这个文件{who[ZH]}：它的 {len(keys)} 个键带有前缀 {prefix!r}，而这个模块的键没有。"
-            f"{silent[ZH]}去掉前缀（torch 自带的 consume_prefix_in_state_dict_if_present 就是这样做的）"
-            "就得到模块的名字。",
-        },
+        title=Text('Every key starts with "{prefix}"', prefix=prefix),
+        explanation=Text(
+            "The file was {who}: its {count} keys carry the prefix {prefix!r}, which this module's keys "
+            "do not.{silent} Removing the prefix (as torch's own consume_prefix_in_state_dict_if_present "
+            "does) gives the module's names.",
+            who=who,
+            count=len(keys),
+            prefix=prefix,
+            silent=silent,
+        ),
         fix=f'torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state, "{prefix}")',
         torch_says=doctor.says(keys),
     )
@@ -339,16 +332,14 @@ def _tied_cause(doctor: _Doctor, aliases: dict[str, str]) -> None:
         id="tied_weights",
         severity="error",
         keys=keys,
-        title={EN: "A tied weight saved under one name only", ZH: "共享权重只以一个名字保存"},
-        explanation={
-            EN: f"In this module these keys are the same tensor as another ({words}). The saver kept one "
+        title=Text("A tied weight saved under one name only"),
+        explanation=Text(
+            "In this module these keys are the same tensor as another ({words}). The saver kept one "
             "name of each shared tensor (safetensors' save_model does; so does transformers' "
-            "save_pretrained), so the other is missing; the value is in the file under the name it kept.",
-            ZH: f"在这个模块中，这些键与另一个键是同一个张量（{words}）。保存时每个共享张量只保留了一个名字"
-            "（safetensors 的 save_model 和 transformers 的 save_pretrained 都会这样做），"
-            "所以另一个名字缺失；"
-            "数值就在文件中保留的那个名字下。",
-        },
+            "save_pretrained), so the other is missing; the value is in the file under the name it "
+            "kept.",
+            words=words,
+        ),
         fix=f"state.update({{{pairs}}})",
         torch_says=doctor.says(keys),
     )
@@ -361,16 +352,13 @@ def _stats_cause(doctor: _Doctor, stats: list[str], expected: dict) -> None:
         id="batchnorm_stats",
         severity="error",
         keys=stats,
-        title={EN: "BatchNorm running statistics missing", ZH: "缺少 BatchNorm 的运行统计量"},
-        explanation={
-            EN: "The file has the norm layers' weights but not their running statistics (saved from a "
-            "layer built with track_running_stats=False, or filtered out). The fix fills them with the "
-            "module's defaults (mean 0, variance 1): in eval mode the layer then normalises with those, "
-            "so run some batches in train mode to re-estimate them.",
-            ZH: "文件里有归一化层的权重，却没有它们的运行统计量（保存时该层用了 track_running_stats=False，"
-            "或被过滤掉了）。修复会用模块的默认值（均值 0、方差 1）填充：eval 模式下该层就用这些值归一化，"
-            "所以要在 train 模式下跑一些批次来重新估计。",
-        },
+        title=Text("BatchNorm running statistics missing"),
+        explanation=Text(
+            "The file has the norm layers' weights but not their running statistics (saved from a "
+            "layer built with track_running_stats=False, or filtered out). The fix fills them with "
+            "the module's defaults (mean 0, variance 1): in eval mode the layer then normalises with "
+            "those, so run some batches in train mode to re-estimate them."
+        ),
         fix="state.update({k: v for k, v in model.state_dict().items() if k not in state and k.endswith("
         '("running_mean", "running_var", "num_batches_tracked"))})',
         torch_says=doctor.says(stats),
@@ -387,15 +375,12 @@ def _saved_non_persistent_cause(doctor: _Doctor, saved: list[str]) -> None:
         id="non_persistent_saved",
         severity="error",
         keys=saved,
-        title={EN: "A non-persistent buffer in the file", ZH: "文件里有非持久缓冲区"},
-        explanation={
-            EN: "This module registers these buffers with persistent=False: state_dict() leaves them out and "
-            "load_state_dict takes no value for them (the module computes its own). The file was saved "
-            "from a version where they were persistent. Drop them.",
-            ZH: "这个模块用 persistent=False 注册了这些缓冲区：state_dict() 不包含它们，"
-            "load_state_dict 也不接受"
-            "它们的值（模块自己计算）。这个文件保存自它们还是持久缓冲区的版本。把它们去掉即可。",
-        },
+        title=Text("A non-persistent buffer in the file"),
+        explanation=Text(
+            "This module registers these buffers with persistent=False: state_dict() leaves them out "
+            "and load_state_dict takes no value for them (the module computes its own). The file was "
+            "saved from a version where they were persistent. Drop them."
+        ),
         fix=f"for k in {_keys(saved)}: state.pop(k)",
         torch_says=doctor.says(saved),
     )
@@ -408,13 +393,11 @@ def _absent_non_persistent_cause(doctor: _Doctor, absent: list[str]) -> None:
             id="non_persistent_absent",
             severity="info",
             keys=absent,
-            title={EN: "Non-persistent buffers: absent by design", ZH: "非持久缓冲区：按设计不在文件中"},
-            explanation={
-                EN: "These buffers are registered with persistent=False: no checkpoint carries them and no "
-                "load expects them; the module keeps the values it computed. Not an error.",
-                ZH: "这些缓冲区用 persistent=False 注册：检查点不包含它们，加载也不需要它们；"
-                "模块保留自己计算的值。这不是错误。",
-            },
+            title=Text("Non-persistent buffers: absent by design"),
+            explanation=Text(
+                "These buffers are registered with persistent=False: no checkpoint carries them and no "
+                "load expects them; the module keeps the values it computed. Not an error."
+            ),
             fix="",
             torch_says=[],
         ),
@@ -442,13 +425,14 @@ def _size_cause(doctor: _Doctor, key: str, want: torch.Tensor) -> None:
             id="transposed",
             severity="error",
             keys=[key],
-            title={EN: f"{key}: stored transposed", ZH: f"{key}：以转置形式保存"},
-            explanation={
-                EN: f"The file has {have}, the module {need}: the same matrix transposed, as a layer that "
-                "stores (in, out) saves it (Hugging Face's Conv1D in GPT-2) where nn.Linear keeps (out, in).",
-                ZH: f"文件里是 {have}，模块是 {need}：同一个矩阵的转置，按 (in, out) 存储的层"
-                "（如 Hugging Face GPT-2 的 Conv1D）就是这样保存的，而 nn.Linear 是 (out, in)。",
-            },
+            title=Text("{key}: stored transposed", key=key),
+            explanation=Text(
+                "The file has {have}, the module {need}: the same matrix transposed, as a layer that "
+                "stores (in, out) saves it (Hugging Face's Conv1D in GPT-2) where nn.Linear keeps (out, "
+                "in).",
+                have=have,
+                need=need,
+            ),
             fix=f'state["{key}"] = state["{key}"].t()',
             torch_says=says,
             details=detail,
@@ -460,14 +444,14 @@ def _size_cause(doctor: _Doctor, key: str, want: torch.Tensor) -> None:
             id="reshaped",
             severity="error",
             keys=[key],
-            title={EN: f"{key}: same elements, another shape", ZH: f"{key}：元素数相同，形状不同"},
-            explanation={
-                EN: f"The file has {have}, the module {need}, with as many elements: a layer saved in"
-                " another layout (a 1x1 convolution and a linear layer, a flattened table). Reshape it"
-                " only if the element order is the same.",
-                ZH: f"文件里是 {have}，模块是 {need}，元素个数相同：保存时的层布局不同（1x1 卷积与线性层、"
-                "展平的表）。只有元素顺序一致时才能直接 reshape。",
-            },
+            title=Text("{key}: same elements, another shape", key=key),
+            explanation=Text(
+                "The file has {have}, the module {need}, with as many elements: a layer saved in "
+                "another layout (a 1x1 convolution and a linear layer, a flattened table). Reshape it "
+                "only if the element order is the same.",
+                have=have,
+                need=need,
+            ),
             fix=f'state["{key}"] = state["{key}"].reshape({", ".join(map(str, need))})',
             torch_says=says,
             details=detail,
@@ -483,16 +467,15 @@ def _size_cause(doctor: _Doctor, key: str, want: torch.Tensor) -> None:
         id="size_mismatch",
         severity="error",
         keys=[key],
-        title={EN: f"{key}: another size", ZH: f"{key}：尺寸不同"},
-        explanation={
-            EN: f"The file has {have}, the module {need}: the layer was built with other sizes (another "
+        title=Text("{key}: another size", key=key),
+        explanation=Text(
+            "The file has {have}, the module {need}: the layer was built with other sizes (another "
             "vocabulary, number of classes or width). Build the module with the file's sizes, or leave "
             "this tensor at its initial value: drop it and load with strict=False (even strict=False "
             "refuses a size mismatch).",
-            ZH: f"文件里是 {have}，模块是 {need}：这一层构建时用了别的尺寸（词表、类别数或宽度不同）。"
-            "要么按文件的尺寸构建模块，要么让这个张量保持初始值：去掉它并用 strict=False 加载"
-            "（尺寸不一致时 strict=False 也会拒绝）。",
-        },
+            have=have,
+            need=need,
+        ),
         fix=f'state.pop("{key}")  # then model.load_state_dict(state, strict=False)',
         torch_says=says,
         details=detail,
@@ -506,16 +489,13 @@ def _dtype_cause(doctor: _Doctor, changed: list[str], expected: dict) -> None:
             id="dtype_change",
             severity="warning",
             keys=changed,
-            title={EN: "Another dtype: torch casts on load", ZH: "数据类型不同：加载时 torch 会转换"},
-            explanation={
-                EN: "These tensors have another dtype in the file than in the module. load_state_dict copies "
+            title=Text("Another dtype: torch casts on load"),
+            explanation=Text(
+                "These tensors have another dtype in the file than in the module. load_state_dict copies "
                 "into the module's tensors, casting without a word: the module keeps its dtype (a float16 "
-                "file loaded into float32 gains nothing; float32 into float16 loses precision). To keep the "
-                "file's dtype, cast the module first.",
-                ZH: "这些张量在文件中的数据类型与模块中的不同。load_state_dict 会把数值复制进模块的张量，"
-                "并且默默转换：模块保持自己的数据类型（float16 文件加载进 float32 不会更精确；"
-                "float32 加载进 float16 会损失精度）。要保留文件的数据类型，先转换模块。",
-            },
+                "file loaded into float32 gains nothing; float32 into float16 loses precision). To keep "
+                "the file's dtype, cast the module first."
+            ),
             fix=f"model.to({_dtype_of(doctor.state, changed)})  # before loading, to keep the file's dtype",
             torch_says=[],
             details=[_detail(k, doctor.state[k], expected[k]) for k in changed],
@@ -538,14 +518,12 @@ def _missing_cause(doctor: _Doctor, missing: list[str]) -> None:
             id="missing",
             severity="error",
             keys=missing,
-            title={EN: "Keys the file does not have", ZH: "文件里没有的键"},
-            explanation={
-                EN: "The module has these tensors and the file has no value for them under any name. Loaded "
+            title=Text("Keys the file does not have"),
+            explanation=Text(
+                "The module has these tensors and the file has no value for them under any name. Loaded "
                 "with strict=False they keep their initial values: right for a new head on a pretrained "
-                "body, wrong if the file is for another model.",
-                ZH: "模块有这些张量，而文件里没有任何名字对应它们。用 strict=False 加载时它们保持初始值："
-                "给预训练主干接一个新输出层时这是对的，如果文件属于另一个模型就是错的。",
-            },
+                "body, wrong if the file is for another model."
+            ),
             fix="model.load_state_dict(state, strict=False)",
             torch_says=doctor.says(missing),
         ),
@@ -555,12 +533,11 @@ def _missing_cause(doctor: _Doctor, missing: list[str]) -> None:
 
 def _unexpected_cause(doctor: _Doctor, unexpected: list[str], module_keys: int) -> None:
     matched = sum(1 for k in doctor.state if k not in set(unexpected))
-    other = {EN: "", ZH: ""}
+    other = verbatim("")
     if matched == 0:
-        other = {
-            EN: " None of the file's keys is this module's: it is probably a checkpoint of another model.",
-            ZH: " 文件中没有一个键属于这个模块：它很可能是另一个模型的检查点。",
-        }
+        other = Text(
+            " None of the file's keys is this module's: it is probably a checkpoint of another model."
+        )
     fixes = (
         f"for k in {_keys(unexpected)}: state.pop(k)"
         if len(unexpected) <= KEYS_IN_FIX
@@ -576,16 +553,14 @@ def _unexpected_cause(doctor: _Doctor, unexpected: list[str], module_keys: int) 
             id="unexpected",
             severity="error",
             keys=unexpected,
-            title={EN: "Keys this module does not have", ZH: "这个模块没有的键"},
-            explanation={
-                EN: f"The file has these tensors; the module (with {module_keys} keys) has nothing"
-                " of that name, "
-                f"even with a prefix removed.{other[EN]} Drop them if they belong to a part you left out "
-                "(an optimizer, an EMA copy, a head you replaced).",
-                ZH: f"文件里有这些张量，模块（共 {module_keys} 个键）里却没有同名的，"
-                f"去掉前缀也没有。{other[ZH]}"
-                "如果它们属于你没有用到的部分（优化器、EMA 副本、换掉的输出层），把它们去掉。",
-            },
+            title=Text("Keys this module does not have"),
+            explanation=Text(
+                "The file has these tensors; the module (with {module_keys} keys) has nothing of that "
+                "name, even with a prefix removed.{other} Drop them if they belong to a part you left "
+                "out (an optimizer, an EMA copy, a head you replaced).",
+                module_keys=module_keys,
+                other=other,
+            ),
             fix=fixes,
             torch_says=doctor.says(unexpected),
         ),

@@ -19,6 +19,7 @@ import torch
 
 from app.doctor.report import NESTED_SHAPES, CheckpointError, CheckpointTooLarge, Limits
 from app.lab.report import dtype_name
+from app.langs import Text
 
 # torch.load(weights_only=True) got the fixes for CVE-2025-32434 in 2.6 and CVE-2026-24747 in 2.10.
 MIN_TORCH = (2, 10)
@@ -74,10 +75,13 @@ def sniff(path: Path) -> str:
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     if not head:
-        raise CheckpointError("the file is empty")
+        raise CheckpointError(Text("the file is empty"))
     raise CheckpointError(
-        f"not a safetensors or torch checkpoint: it starts with {head[:8].hex(' ')}"
-        " (safetensors starts with an 8-byte header size and '{', torch files with a zip or pickle header)"
+        Text(
+            "not a safetensors or torch checkpoint: it starts with {hex} (safetensors starts with an "
+            "8-byte header size and '{{', torch files with a zip or pickle header)",
+            hex=head[:8].hex(" "),
+        )
     )
 
 
@@ -114,29 +118,41 @@ def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
         length = int.from_bytes(f.read(8), "little")
         if length > limits.header_max_bytes:
             raise CheckpointTooLarge(
-                f"safetensors header of {length} bytes is over the cap of {limits.header_max_bytes} bytes"
+                Text(
+                    "safetensors header of {length} bytes is over the cap of {header_max_bytes} bytes",
+                    length=length,
+                    header_max_bytes=limits.header_max_bytes,
+                )
             )
         if 8 + length > size:
             raise CheckpointError(
-                f"truncated: the header says {length} bytes, the file has {size - 8} after it"
+                Text(
+                    "truncated: the header says {length} bytes, the file has {value} after it",
+                    length=length,
+                    value=size - 8,
+                )
             )
         raw = f.read(length)
     try:
         header = json.loads(raw)
     except ValueError as exc:  # not UTF-8, not JSON, an integer of over 4300 digits
-        raise CheckpointError(f"safetensors header is not JSON: {exc}") from exc
+        raise CheckpointError(Text("safetensors header is not JSON: {exc}", exc=exc)) from exc
     except RecursionError as exc:  # a header is objects two levels deep; this one nests without end
-        raise CheckpointError("safetensors header is nested too deeply to be a safetensors header") from exc
+        raise CheckpointError(
+            Text("safetensors header is nested too deeply to be a safetensors header")
+        ) from exc
     if not isinstance(header, dict):
-        raise CheckpointError("safetensors header is not a JSON object")
+        raise CheckpointError(Text("safetensors header is not a JSON object"))
     metadata = header.pop("__metadata__", None)
     metadata = (
         {} if metadata is None else metadata
     )  # but 0, false, "", [] are no map: the library refuses them
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise CheckpointError("safetensors __metadata__ must map strings to strings")
+        raise CheckpointError(Text("safetensors __metadata__ must map strings to strings"))
     if len(header) > limits.max_entries:
-        raise CheckpointTooLarge(f"{len(header)} tensors; at most {limits.max_entries}")
+        raise CheckpointTooLarge(
+            Text("{count} tensors; at most {max_entries}", count=len(header), max_entries=limits.max_entries)
+        )
     data = size - 8 - length
     spans = []
     found = Found(state_dicts=[[]] if header else [])
@@ -153,56 +169,114 @@ def _check_spans(spans: list[tuple[int, int, str]], data: int) -> None:
     spans.sort()
     for (_, end, key), (start, _, other) in pairwise(spans):
         if start < end:
-            raise CheckpointError(f"tensors {key!r} and {other!r} overlap (safetensors forbids it)")
+            raise CheckpointError(
+                Text("tensors {key!r} and {other!r} overlap (safetensors forbids it)", key=key, other=other)
+            )
         if start > end:
             raise CheckpointError(
-                f"{start - end} bytes between tensors {key!r} and {other!r} belong to no tensor"
-                " (safetensors forbids holes; its library refuses the file)"
+                Text(
+                    "{value} bytes between tensors {key!r} and {other!r} belong to no tensor "
+                    "(safetensors forbids holes; its library refuses the file)",
+                    value=start - end,
+                    key=key,
+                    other=other,
+                )
             )
     first = spans[0][0] if spans else 0
     last = spans[-1][1] if spans else 0
     if first > 0:
         raise CheckpointError(
-            f"the first {first} data bytes belong to no tensor (safetensors forbids holes; its library"
-            " refuses the file)"
+            Text(
+                "the first {first} data bytes belong to no tensor (safetensors forbids holes; its "
+                "library refuses the file)",
+                first=first,
+            )
         )
     if last < data:
         raise CheckpointError(
-            f"{data - last} bytes after the last tensor belong to no tensor (trailing bytes: the"
-            " safetensors library refuses the file)"
+            Text(
+                "{value} bytes after the last tensor belong to no tensor (trailing bytes: the "
+                "safetensors library refuses the file)",
+                value=data - last,
+            )
         )
 
 
 def _described(key: str, info: object, data: int) -> tuple[Described, int, int]:
     """Check one header entry against the format and the bytes that follow the header."""
     if not isinstance(info, dict):
-        raise CheckpointError(f"{key!r}: an entry must be an object with dtype, shape, data_offsets")
+        raise CheckpointError(
+            Text("{key!r}: an entry must be an object with dtype, shape, data_offsets", key=key)
+        )
     code = info.get("dtype")
     if not isinstance(code, str) or code not in SAFETENSORS_DTYPES:
-        raise CheckpointError(f"{key!r}: unknown dtype {code!r}; known: {', '.join(SAFETENSORS_DTYPES)}")
+        raise CheckpointError(
+            Text(
+                "{key!r}: unknown dtype {code!r}; known: {names}",
+                key=key,
+                code=code,
+                names=", ".join(SAFETENSORS_DTYPES),
+            )
+        )
     bits, dtype = SAFETENSORS_DTYPES[code]
     shape, offsets = info.get("shape"), info.get("data_offsets")
     if isinstance(shape, list) and len(shape) > MAX_DIMS:  # before math.prod: 400,000 dims take seconds
-        raise CheckpointError(f"{key!r}: shape has {len(shape)} dimensions; torch allows at most {MAX_DIMS}")
+        raise CheckpointError(
+            Text(
+                "{key!r}: shape has {count} dimensions; torch allows at most {MAX_DIMS}",
+                key=key,
+                count=len(shape),
+                MAX_DIMS=MAX_DIMS,
+            )
+        )
     if not (isinstance(shape, list) and all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)):
-        raise CheckpointError(f"{key!r}: shape must be a list of non-negative integers below 2**63")
+        raise CheckpointError(
+            Text("{key!r}: shape must be a list of non-negative integers below 2**63", key=key)
+        )
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
-        raise CheckpointError(f"{key!r}: data_offsets must be [begin, end]")
+        raise CheckpointError(Text("{key!r}: data_offsets must be [begin, end]", key=key))
     start, end = offsets
     if not 0 <= start <= end <= data:
         raise CheckpointError(
-            f"{key!r}: data_offsets {offsets} fall outside the {data} data bytes (truncated?)"
+            Text(
+                "{key!r}: data_offsets {offsets} fall outside the {data} data bytes (truncated?)",
+                key=key,
+                offsets=offsets,
+                data=data,
+            )
         )
     elements = math.prod(shape)
     if elements > MAX_DIM:
-        raise CheckpointError(f"{key!r}: shape {shape} has {elements} elements, over 2**63 - 1")
+        raise CheckpointError(
+            Text(
+                "{key!r}: shape {shape} has {elements} elements, over 2**63 - 1",
+                key=key,
+                shape=shape,
+                elements=elements,
+            )
+        )
     expected, rest = divmod(elements * bits, 8)
     if rest:
         raise CheckpointError(
-            f"{key!r}: {elements} elements of {code} ({bits} bits each) are not whole bytes"
+            Text(
+                "{key!r}: {elements} elements of {code} ({bits} bits each) are not whole bytes",
+                key=key,
+                elements=elements,
+                code=code,
+                bits=bits,
+            )
         )
     if end - start != expected:
-        raise CheckpointError(f"{key!r}: {end - start} bytes for shape {shape} of {code} ({expected})")
+        raise CheckpointError(
+            Text(
+                "{key!r}: {value} bytes for shape {shape} of {code} ({expected})",
+                key=key,
+                value=end - start,
+                shape=shape,
+                code=code,
+                expected=expected,
+            )
+        )
     name = dtype_name(dtype) if dtype is not None and dtype.itemsize * 8 == bits else code
     return Described(shape=shape, dtype=name, elements=elements, bytes=expected), start, end
 
@@ -213,21 +287,36 @@ def _check_zip(path: Path, limits: Limits) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"not a readable zip (truncated or corrupt?): {exc}") from exc
+        raise CheckpointError(Text("not a readable zip (truncated or corrupt?): {exc}", exc=exc)) from exc
     if len(members) > limits.max_entries:
-        raise CheckpointTooLarge(f"the zip holds {len(members)} members; at most {limits.max_entries}")
+        raise CheckpointTooLarge(
+            Text(
+                "the zip holds {count} members; at most {max_entries}",
+                count=len(members),
+                max_entries=limits.max_entries,
+            )
+        )
     declared = sum(m.file_size for m in members)
     if declared > limits.max_bytes:
         raise CheckpointTooLarge(
-            f"the zip declares {declared} bytes once unpacked, over the cap of {limits.max_bytes} bytes"
+            Text(
+                "the zip declares {declared} bytes once unpacked, over the cap of {max_bytes} bytes",
+                declared=declared,
+                max_bytes=limits.max_bytes,
+            )
         )
     pickles = [m for m in members if m.filename.endswith(".pkl")]
     for member in pickles:
         if member.file_size > limits.pickle_max_bytes:
             raise CheckpointTooLarge(
-                f"{member.filename} declares {member.file_size} bytes once unpacked: the pickle holds"
-                f" the structure, not the tensors, and is capped at {limits.pickle_max_bytes} bytes"
-                " (MRE_CHECKPOINT_PICKLE_MAX_BYTES)"
+                Text(
+                    "{filename} declares {file_size} bytes once unpacked: the pickle holds the "
+                    "structure, not the tensors, and is capped at {pickle_max_bytes} bytes "
+                    "(MRE_CHECKPOINT_PICKLE_MAX_BYTES)",
+                    filename=member.filename,
+                    file_size=member.file_size,
+                    pickle_max_bytes=limits.pickle_max_bytes,
+                )
             )
 
 
@@ -244,7 +333,11 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
         if "can't allocate memory" in str(exc):  # torch's allocator under the memory limit
             raise MemoryError(str(exc)) from exc
         raise CheckpointError(
-            f"torch.load(weights_only=True) refused it: {type(exc).__name__}: {exc}"
+            Text(
+                "torch.load(weights_only=True) refused it: {error_type}: {exc}",
+                error_type=type(exc).__name__,
+                exc=exc,
+            )
         ) from exc
     found = Found()
     for location, value in _walk(loaded, [], limits, found):
@@ -260,12 +353,20 @@ def _walk(
     obj: object, location: list[str], limits: Limits, found: Found
 ) -> Iterator[tuple[list[str], object]]:
     if len(location) > MAX_DEPTH:
-        raise CheckpointError(f"nested deeper than {MAX_DEPTH} levels at {'.'.join(location)}")
+        raise CheckpointError(
+            Text(
+                "nested deeper than {MAX_DEPTH} levels at {names}",
+                MAX_DEPTH=MAX_DEPTH,
+                names=".".join(location),
+            )
+        )
     # Every dict, list and leaf counts: a few bytes of pickle can point at one list from a million
     # places (its memo), and an empty list is no entry but still costs a visit.
     found.nodes += 1
     if found.nodes > 2 * limits.max_entries:
-        raise CheckpointTooLarge(f"more than {2 * limits.max_entries} dicts, lists and values")
+        raise CheckpointTooLarge(
+            Text("more than {value} dicts, lists and values", value=2 * limits.max_entries)
+        )
     if isinstance(obj, dict):
         if (
             obj
@@ -279,7 +380,7 @@ def _walk(
         items = ((str(i), v) for i, v in enumerate(obj))
     else:
         if len(found.tensors) + len(found.values) >= limits.max_entries:
-            raise CheckpointTooLarge(f"more than {limits.max_entries} entries")
+            raise CheckpointTooLarge(Text("more than {max_entries} entries", max_entries=limits.max_entries))
         yield location, obj
         return
     for key, value in items:
@@ -293,12 +394,19 @@ def _key(key: object) -> str:
 def read(path: Path, limits: Limits) -> tuple[str, Found, dict[str, str]]:
     size = path.stat().st_size
     if size > limits.max_bytes:
-        raise CheckpointTooLarge(f"{size} bytes, over the cap of {limits.max_bytes} bytes")
+        raise CheckpointTooLarge(
+            Text("{size} bytes, over the cap of {max_bytes} bytes", size=size, max_bytes=limits.max_bytes)
+        )
     fmt = sniff(path)
     if fmt == "torch_legacy" and size > limits.legacy_max_bytes:
         raise CheckpointTooLarge(
-            f"{size} bytes in torch's legacy format, which is read whole into memory: over the cap of "
-            f"{limits.legacy_max_bytes} bytes; saved again with torch.save (zip format) it is read in place"
+            Text(
+                "{size} bytes in torch's legacy format, which is read whole into memory: over the cap "
+                "of {legacy_max_bytes} bytes; saved again with torch.save (zip format) it is read in "
+                "place",
+                size=size,
+                legacy_max_bytes=limits.legacy_max_bytes,
+            )
         )
     if fmt == "safetensors":
         found, metadata = _safetensors(path, limits)

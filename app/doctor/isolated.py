@@ -35,10 +35,12 @@ from app.doctor.describe import bounded
 from app.doctor.examine import inspect_files
 from app.doctor.report import CheckpointError, Limits
 from app.doctor.targets import Target
+from app.errors import Refusal
+from app.langs import Text, rendered
 
 READ = 1 << 20  # bytes per read from the pipe
-SURROGATES = "tensor names, keys and metadata must be valid Unicode text (no lone surrogates)"
-STOPPING = "the server is stopping; send the file again in a moment"
+SURROGATES = Text("tensor names, keys and metadata must be valid Unicode text (no lone surrogates)")
+STOPPING = Text("the server is stopping; send the file again in a moment")
 PR_SET_PDEATHSIG = 1  # prctl(2)
 NICE = 5  # inspections yield the CPU to the server's own requests
 
@@ -57,9 +59,8 @@ class Budget:
 class InspectionFailed(CheckpointError):
     """The child hit a limit or died; ``status`` says which kind of answer the client gets."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, status: int, text: Text) -> None:
+        super().__init__(text, status=status)
 
 
 # -- the child ---------------------------------------------------------------------------------
@@ -121,23 +122,24 @@ def _answer(job: Job, budget: Budget) -> bytes:
         if "surrogate" not in str(exc):
             raise
         return _refusal(422, SURROGATES)
-    except CheckpointError as exc:
-        return _refusal(exc.status, exc.message)
+    except Refusal as exc:  # the reader's own, or the module's (an architecture that cannot be built)
+        return _refusal(exc.status, exc.words)
     except RecursionError:
         return _refusal(
-            422, "the file nests its values too deeply to be read (RecursionError in the inspector)"
+            422, Text("the file nests its values too deeply to be read (RecursionError in the inspector)")
         )
     except Exception as exc:
         if _out_of_memory(exc):
             return _refusal(413, _memory_message(budget))
-        return _refusal(422, f"the inspector could not read this file: {type(exc).__name__}: {exc}"[:2000])
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        return _refusal(422, Text("the inspector could not read this file: {error}", error=error))
     if len(report) + 1 > budget.report_max_bytes:
         return _refusal(413, _report_message(budget, len(report)))
     return b"R" + report
 
 
-def _refusal(status: int, message: str) -> bytes:
-    return b"E" + json.dumps({"status": status, "message": message}).encode()
+def _refusal(status: int, text: Text) -> bytes:
+    return b"E" + json.dumps({"status": status, "text": dict(text)}).encode()
 
 
 def _mapped(path: Path) -> int:
@@ -177,18 +179,25 @@ def inspection(
     return found if shown is None else bounded(found, shown)
 
 
-def _memory_message(budget: Budget) -> str:
-    return (
-        f"reading this file needs more than {budget.memory_bytes} bytes of memory beyond the file itself"
-        " (MRE_CHECKPOINT_MEMORY_BYTES)"
+def _memory_message(budget: Budget) -> Text:
+    return Text(
+        "reading this file needs more than {memory_bytes} bytes of memory beyond the file itself"
+        " (MRE_CHECKPOINT_MEMORY_BYTES)",
+        memory_bytes=budget.memory_bytes,
     )
 
 
-def _report_message(budget: Budget, size: int | None = None) -> str:
-    told = f"{size} bytes" if size is not None else "more"
-    return (
-        f"the report on this file would be {told}, over the cap of {budget.report_max_bytes} bytes"
-        " (MRE_CHECKPOINT_REPORT_MAX_BYTES)"
+def _report_message(budget: Budget, size: int | None = None) -> Text:
+    if size is None:
+        return Text(
+            "the report on this file would be over the cap of {cap} bytes (MRE_CHECKPOINT_REPORT_MAX_BYTES)",
+            cap=budget.report_max_bytes,
+        )
+    return Text(
+        "the report on this file would be {size} bytes, over the cap of {cap} bytes"
+        " (MRE_CHECKPOINT_REPORT_MAX_BYTES)",
+        size=size,
+        cap=budget.report_max_bytes,
     )
 
 
@@ -386,8 +395,11 @@ def _outcome(body: bytes, cause: str, exitcode: int | None, stopped: bool, budge
     if cause == "deadline":
         raise InspectionFailed(
             504,
-            f"reading this file took longer than {budget.wall_seconds:g} seconds"
-            " (MRE_CHECKPOINT_WALL_SECONDS); the inspection was stopped",
+            Text(
+                "reading this file took longer than {wall_seconds:g} seconds "
+                "(MRE_CHECKPOINT_WALL_SECONDS); the inspection was stopped",
+                wall_seconds=budget.wall_seconds,
+            ),
         )
     if cause == "cap":
         raise InspectionFailed(413, _report_message(budget))
@@ -395,22 +407,35 @@ def _outcome(body: bytes, cause: str, exitcode: int | None, stopped: bool, budge
         return body[1:]
     if exitcode == 0 and body[:1] == b"E":
         refusal = json.loads(body[1:])
-        raise InspectionFailed(refusal["status"], refusal["message"])
+        raise InspectionFailed(refusal["status"], rendered(refusal["text"]))
     if exitcode == -signal.SIGXCPU:
         raise InspectionFailed(
             504,
-            f"reading this file used more than {budget.cpu_seconds} seconds of CPU time"
-            " (MRE_CHECKPOINT_CPU_SECONDS); the inspection was stopped",
+            Text(
+                "reading this file used more than {cpu_seconds} seconds of CPU time "
+                "(MRE_CHECKPOINT_CPU_SECONDS); the inspection was stopped",
+                cpu_seconds=budget.cpu_seconds,
+            ),
         )
     if exitcode == -signal.SIGKILL:  # not ours: the CPU limit's hard stop, or the kernel's OOM killer
         raise InspectionFailed(
             504,
-            f"the inspector process was killed (SIGKILL): over {budget.cpu_seconds} seconds of CPU time"
-            " (MRE_CHECKPOINT_CPU_SECONDS), or the server ran out of memory",
+            Text(
+                "the inspector process was killed (SIGKILL): over {cpu_seconds} seconds of CPU time "
+                "(MRE_CHECKPOINT_CPU_SECONDS), or the server ran out of memory",
+                cpu_seconds=budget.cpu_seconds,
+            ),
         )
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else "?"
         raise InspectionFailed(
-            422, f"the inspector process died (signal {-exitcode}, {name}) reading this file"
+            422,
+            Text(
+                "the inspector process died (signal {value}, {name}) reading this file",
+                value=-exitcode,
+                name=name,
+            ),
         )
-    raise InspectionFailed(422, f"the inspector process ended (status {exitcode}) without an answer")
+    raise InspectionFailed(
+        422, Text("the inspector process ended (status {exitcode}) without an answer", exitcode=exitcode)
+    )

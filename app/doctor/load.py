@@ -15,6 +15,7 @@ from app.doctor.formats import Found
 from app.doctor.report import CheckpointError, CheckpointReport, LoadOutcome
 from app.doctor.targets import Target, target_module
 from app.lab.spec import LabSpec
+from app.langs import Text
 
 PREFERRED = ("state_dict", "model_state_dict", "model", "module", "net")
 
@@ -25,10 +26,14 @@ def choose_state_dict(report: CheckpointReport, asked: str | None) -> str:
     if asked is not None:
         if asked not in found:
             known = ", ".join(repr(s) for s in found) or "none"
-            raise CheckpointError(f"no state_dict at {asked!r}; state_dicts in this file: {known}")
+            raise CheckpointError(
+                Text(
+                    "no state_dict at {asked!r}; state_dicts in this file: {known}", asked=asked, known=known
+                )
+            )
         return asked
     if not found:
-        raise CheckpointError("the file holds no dict of tensors to load into a module")
+        raise CheckpointError(Text("the file holds no dict of tensors to load into a module"))
     for candidate in ("", *PREFERRED):
         if candidate in found:
             return candidate
@@ -56,7 +61,7 @@ def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dic
             with safe_open(str(source), framework="pt") as f:
                 state.update({key: f.get_tensor(key) for key in names})
     except SafetensorError as exc:
-        raise CheckpointError(f"the safetensors library refused to read it: {exc}") from exc
+        raise CheckpointError(Text("the safetensors library refused to read it: {exc}", exc=exc)) from exc
     return state
 
 
@@ -70,7 +75,9 @@ def tensor_of(path: Path, fmt: str, found: Found, name: str) -> torch.Tensor:
         with safe_open(str(found.sources.get(name, path)), framework="pt") as f:
             return f.get_tensor(name)
     except SafetensorError as exc:
-        raise CheckpointError(f"the safetensors library refused to read {name!r}: {exc}") from exc
+        raise CheckpointError(
+            Text("the safetensors library refused to read {name!r}: {exc}", name=name, exc=exc)
+        ) from exc
 
 
 def _named_like(key: str, names: set[str]) -> bool:

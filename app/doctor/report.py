@@ -8,31 +8,27 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from app.doctor.diagnosis import Diagnosis
+from app.errors import Refusal
 from app.lab.spec import LabSpec
+from app.langs import Text
 
 SHARED_NAMES = 8  # a tensor's shared_with lists this many of its group; `shared` lists them all
 NESTED_SHAPES = 64  # a nested tensor's component shapes listed
 
 
-class CheckpointError(ValueError):
-    """A file that cannot be inspected; the message says why (torch's own words where it refused)."""
-
-    status = 422
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class CheckpointError(Refusal):
+    """A file that cannot be inspected; the text says why (torch's own words where it refused)."""
 
 
 class CheckpointTooLarge(CheckpointError):
     status = 413
 
 
-class UploadError(ValueError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class UploadError(Refusal):
+    """An upload refused before or while it arrives: too large, too slow, malformed, no slot."""
+
+    def __init__(self, status: int, text: Text) -> None:
+        super().__init__(text, status=status)
 
 
 @dataclass(frozen=True)

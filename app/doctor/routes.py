@@ -6,17 +6,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.architectures.catalogue import ArchitectureError
 from app.doctor import runs
 from app.doctor.caps import check_available
 from app.doctor.compare import Comparison
 from app.doctor.page import PAGE, architecture_of, context, offered, respond, spec_of
-from app.doctor.report import CheckpointError, CheckpointReport, PageReport, UploadError
+from app.doctor.report import CheckpointReport, PageReport, UploadError
 from app.doctor.targets import Target, architecture_target
 from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, uploaded
+from app.errors import Refusal
 from app.lab import devices
 from app.lab.routes import LAB_QUERY
 from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.langs import Text
 from app.settings import Settings
 from app.web.deps import SettingsDep
 from app.web.html import View, ViewDep, render
@@ -87,13 +88,13 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | N
     items = request.query_params.multi_items()
     for name in (STATE_DICT, ARCHITECTURE):
         if sum(key == name for key, _ in items) > 1:
-            raise SpecError(("query", name), f"query parameter {name!r} given more than once")
+            raise SpecError(("query", name), Text("query parameter {name!r} given more than once", name=name))
     at = next((value for key, value in items if key == STATE_DICT), None)
     arch = next((value for key, value in items if key == ARCHITECTURE), None)
     items = [(key, value) for key, value in items if key not in (STATE_DICT, ARCHITECTURE)]
     if arch is not None:
         if items:
-            raise SpecError(("query", ARCHITECTURE), "load into an architecture or a preset, not both")
+            raise SpecError(("query", ARCHITECTURE), Text("load into an architecture or a preset, not both"))
         return architecture_target(arch, settings.architectures), at
     return (resolved(from_query(items), settings) if items else None), at
 
@@ -174,7 +175,9 @@ def _off(request: Request, view: View) -> Response | None:
     try:
         check_available(request.app.state.settings)
     except UploadError as exc:
-        return HTMLResponse(render(view.lang, PAGE, context(view, error=exc.message, off=True)), exc.status)
+        return HTMLResponse(
+            render(view.lang, PAGE, context(view, error=exc.text(view.lang), off=True)), exc.status
+        )
     return None
 
 
@@ -219,10 +222,10 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
             else:
                 at = fields.get("state_dict") or None
                 page = await runs.inspect_page(request, upload.of(FILE_FIELD), architecture or spec, at)
-    except (UploadError, CheckpointError, ArchitectureError) as exc:
-        return respond(view, exc.status, error=exc.message, filename=filename, spec=spec, **chosen())
-    except SpecError as exc:
+    except SpecError as exc:  # the module chosen in the form
         return respond(view, 422, error=exc.text(view.lang), filename=filename, **chosen())
+    except Refusal as exc:  # the upload, the file or the architecture
+        return respond(view, exc.status, error=exc.text(view.lang), filename=filename, spec=spec, **chosen())
     if comparison is not None:
         return respond(view, comparison=comparison, spec=spec, filename=filename, **chosen())
     assert page is not None

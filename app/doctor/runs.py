@@ -14,6 +14,7 @@ from app.doctor.compare import Comparison
 from app.doctor.report import PageReport, UploadError
 from app.doctor.targets import Target
 from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, remove_stale
+from app.langs import Text
 from app.settings import Settings
 
 PAGE_MOST = 200  # tree nodes, values, groups, keys ... the page shows of each; the JSON API has all
@@ -55,7 +56,12 @@ async def compare_json(
     """The comparison of two checkpoints (each a file or its shards), from one child."""
     if not a or not b:
         missing = FILE_FIELD if not a else OTHER_FIELD
-        raise UploadError(422, f"two checkpoints to compare: send the second in the part named {missing!r}")
+        raise UploadError(
+            422,
+            Text(
+                "two checkpoints to compare: send the second in the part named {missing!r}", missing=missing
+            ),
+        )
     settings: Settings = request.app.state.settings
     (paths_a, names_a), (paths_b, names_b) = _paths(a), _paths(b)
     job = isolated.comparison_job(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from app.doctor.formats import Found, read
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits, ShardFile, ShardProblem, Shards
+from app.langs import Text
 
 MAX_FILES = 256  # files in one checkpoint (a 405B model in bfloat16 is 191 shards of 5 GB)
 
@@ -30,21 +31,44 @@ def _index(path: Path, name: str, limits: Limits) -> dict | None:
     size = path.stat().st_size
     if size > limits.header_max_bytes:
         raise CheckpointTooLarge(
-            f"{name}: an index of {size} bytes, over the cap of {limits.header_max_bytes}"
+            Text(
+                "{name}: an index of {size} bytes, over the cap of {header_max_bytes}",
+                name=name,
+                size=size,
+                header_max_bytes=limits.header_max_bytes,
+            )
         )
     try:
         index = json.loads(path.read_bytes())
     except (ValueError, RecursionError) as exc:
-        raise CheckpointError(f"{name}: not a JSON index: {exc}"[:2000]) from exc
+        error = str(exc)[:2000]
+        raise CheckpointError(
+            Text("{name}: not a JSON index: {error}", name=name[:200], error=error)
+        ) from exc
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-        raise CheckpointError(f'{name}: an index is an object with "weight_map": {{key: shard file name}}')
+        raise CheckpointError(
+            Text('{name}: an index is an object with "weight_map": {{key: shard file name}}', name=name)
+        )
     if len(weight_map) > limits.max_entries:
-        raise CheckpointTooLarge(f"{name}: {len(weight_map)} keys; at most {limits.max_entries}")
+        raise CheckpointTooLarge(
+            Text(
+                "{name}: {count} keys; at most {max_entries}",
+                name=name,
+                count=len(weight_map),
+                max_entries=limits.max_entries,
+            )
+        )
     metadata = index.get("metadata") or {}
     total = metadata.get("total_size") if isinstance(metadata, dict) else None
     if total is not None and (type(total) is not int or total < 0):
-        raise CheckpointError(f"{name}: metadata.total_size must be a non-negative integer, not {total!r}")
+        raise CheckpointError(
+            Text(
+                "{name}: metadata.total_size must be a non-negative integer, not {total!r}",
+                name=name,
+                total=total,
+            )
+        )
     return {"weight_map": weight_map, "total_size": total}
 
 
@@ -53,13 +77,27 @@ def read_shards(
 ) -> tuple[str, Found, dict[str, str], Shards]:
     """The shards' tensors as one file's (the first shard to hold a key keeps it), and the check."""
     if len(paths) > MAX_FILES:
-        raise CheckpointTooLarge(f"{len(paths)} files; a sharded checkpoint is at most {MAX_FILES}")
+        raise CheckpointTooLarge(
+            Text(
+                "{count} files; a sharded checkpoint is at most {MAX_FILES}",
+                count=len(paths),
+                MAX_FILES=MAX_FILES,
+            )
+        )
     size = sum(p.stat().st_size for p in paths)
     if size > limits.max_bytes:
-        raise CheckpointTooLarge(f"{size} bytes in all, over the cap of {limits.max_bytes} bytes")
+        raise CheckpointTooLarge(
+            Text(
+                "{size} bytes in all, over the cap of {max_bytes} bytes",
+                size=size,
+                max_bytes=limits.max_bytes,
+            )
+        )
     if len(set(names)) != len(names):
         twice = sorted({n for n in names if names.count(n) > 1})
-        raise CheckpointError(f"two files are called {twice[0]!r}: the index names shards by file name")
+        raise CheckpointError(
+            Text("two files are called {twice!r}: the index names shards by file name", twice=twice[0])
+        )
     index, index_name = None, None
     shards: list[tuple[Path, str]] = []
     for path, name in zip(paths, names, strict=True):
@@ -68,12 +106,16 @@ def read_shards(
             shards.append((path, name))
         elif index is not None:
             raise CheckpointError(
-                f"two index files: {index_name!r} and {name!r}; send one checkpoint at a time"
+                Text(
+                    "two index files: {index_name!r} and {name!r}; send one checkpoint at a time",
+                    index_name=index_name,
+                    name=name,
+                )
             )
         else:
             index, index_name = found, name
     if not shards:
-        raise CheckpointError("an index and no shard: send the shard files with it")
+        raise CheckpointError(Text("an index and no shard: send the shard files with it"))
     merged = Found(state_dicts=[[]])
     merged.dicts[""] = {}
     files, formats, metadata = [], set(), {}
@@ -87,11 +129,13 @@ def read_shards(
         tops = [t for t in found.tensors if len(t[0]) == 1]
         if fmt != "safetensors" and found.state_dicts != [[]]:
             raise CheckpointError(
-                f"{name}: a shard is one flat dict of tensors; this file holds other things"
+                Text("{name}: a shard is one flat dict of tensors; this file holds other things", name=name)
             )
         entries += len(tops)
         if entries > limits.max_entries:
-            raise CheckpointTooLarge(f"more than {limits.max_entries} tensors in the shards")
+            raise CheckpointTooLarge(
+                Text("more than {max_entries} tensors in the shards", max_entries=limits.max_entries)
+            )
         files.append(ShardFile(name=name, format=fmt, tensors=len(tops), bytes=sum(d.bytes for _, d in tops)))
         for location, described in tops:
             key = location[0]
@@ -108,7 +152,9 @@ def read_shards(
                 merged.dicts[""][key] = found.objects[key]
                 merged.objects[key] = found.objects[key]
     if len(formats) > 1:
-        raise CheckpointError(f"the shards mix formats ({', '.join(sorted(formats))}); a checkpoint uses one")
+        raise CheckpointError(
+            Text("the shards mix formats ({names}); a checkpoint uses one", names=", ".join(sorted(formats)))
+        )
     tensor_bytes = sum(d.bytes for _, d in merged.tensors)
     if index is not None:
         problems += _check(index, holder, {n for _, n in shards}, tensor_bytes)

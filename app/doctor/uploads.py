@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from app.doctor.caps import InProgress, check_available
 from app.doctor.report import UploadError
+from app.langs import Text
 from app.settings import Settings
 
 FILE_FIELD = "file"
@@ -51,9 +52,15 @@ class Pace:
     def refusal(self, received: int) -> UploadError:
         return UploadError(
             408,
-            f"the upload came too slowly ({received} bytes so far): every {self.grace_seconds:g} s of an"
-            f" upload must bring at least {self.window_bytes} bytes ({self.min_rate} bytes a second;"
-            " MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND, MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS)",
+            Text(
+                "the upload came too slowly ({received} bytes so far): every {grace_seconds:g} s of "
+                "an upload must bring at least {window_bytes} bytes ({min_rate} bytes a second; "
+                "MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND, MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS)",
+                received=received,
+                grace_seconds=self.grace_seconds,
+                window_bytes=self.window_bytes,
+                min_rate=self.min_rate,
+            ),
         )
 
 
@@ -141,15 +148,19 @@ class _Parts:
         _, options = parse_options_header(self.disposition)
         if b"name" not in options:
             raise UploadError(
-                422, 'a multipart part has no name (Content-Disposition: form-data; name="...")'
+                422, Text('a multipart part has no name (Content-Disposition: form-data; name="...")')
             )
         self.name = options[b"name"].decode("utf-8", "replace")
         self.is_file = self.name in self.file_fields
         if self.is_file:
             if self.upload.received and not self.many:
-                raise UploadError(422, f"one file per request, in the part named {FILE_FIELD!r}")
+                raise UploadError(
+                    422, Text("one file per request, in the part named {FILE_FIELD!r}", FILE_FIELD=FILE_FIELD)
+                )
             if len(self.upload.files) >= MAX_FILES:
-                raise UploadError(422, f"more than {MAX_FILES} files in one request")
+                raise UploadError(
+                    422, Text("more than {MAX_FILES} files in one request", MAX_FILES=MAX_FILES)
+                )
             self.upload.received = True
             filename = options.get(b"filename", b"").decode("utf-8", "replace")
             filename = filename.replace("\\", "/").rpartition("/")[2]  # a name, never a path
@@ -158,7 +169,7 @@ class _Parts:
             self.upload.files.append(Received(self.name, filename, path))
             self.out = path.open("wb")
         elif len(self.upload.fields) >= MAX_FIELDS:
-            raise UploadError(422, f"more than {MAX_FIELDS} form fields")
+            raise UploadError(422, Text("more than {MAX_FIELDS} form fields", MAX_FIELDS=MAX_FIELDS))
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.is_file:
@@ -167,7 +178,14 @@ class _Parts:
             return
         self.value += data[start:end]
         if len(self.value) > MAX_FIELD_BYTES:
-            raise UploadError(422, f"form field {self.name!r} over {MAX_FIELD_BYTES} bytes")
+            raise UploadError(
+                422,
+                Text(
+                    "form field {name!r} over {MAX_FIELD_BYTES} bytes",
+                    name=self.name,
+                    MAX_FIELD_BYTES=MAX_FIELD_BYTES,
+                ),
+            )
 
     def on_end(self) -> None:
         self.ended = True
@@ -183,7 +201,13 @@ class _Parts:
 def _write(out: BinaryIO, upload: Upload, chunk: bytes, max_bytes: int) -> None:
     upload.size += len(chunk)
     if upload.size > max_bytes:
-        raise UploadError(413, f"the file is over the cap of {max_bytes} bytes (MRE_CHECKPOINT_MAX_BYTES)")
+        raise UploadError(
+            413,
+            Text(
+                "the file is over the cap of {max_bytes} bytes (MRE_CHECKPOINT_MAX_BYTES)",
+                max_bytes=max_bytes,
+            ),
+        )
     out.write(chunk)
 
 
@@ -201,7 +225,7 @@ async def receive(
     try:
         return await _receive(request, directory, max_bytes, pace, file_fields, many)
     except ClientDisconnect as exc:  # nobody reads the answer; this keeps it out of the error log
-        raise UploadError(400, "the client went away before the upload ended") from exc
+        raise UploadError(400, Text("the client went away before the upload ended")) from exc
 
 
 async def _paced(request: Request, pace: Pace | None) -> AsyncIterator[bytes]:
@@ -239,7 +263,7 @@ async def _receive(
     if kind == b"multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:
-            raise UploadError(422, "multipart/form-data without a boundary")
+            raise UploadError(422, Text("multipart/form-data without a boundary"))
         parts = _Parts(directory, upload, max_bytes, file_fields, many)
         callbacks = {name: getattr(parts, name) for name in dir(parts) if name.startswith("on_")}
         try:  # python-multipart raises its own errors (FormParserError and below) on all three
@@ -248,7 +272,7 @@ async def _receive(
                 parser.write(chunk)
             parser.finalize()
         except FormParserError as exc:
-            raise UploadError(422, f"malformed multipart body: {exc}") from exc
+            raise UploadError(422, Text("malformed multipart body: {exc}", exc=exc)) from exc
         finally:
             if parts.out is not None:
                 parts.out.close()
@@ -262,13 +286,15 @@ async def _receive(
                 _write(out, upload, chunk, max_bytes)
     else:
         raise UploadError(
-            415, "send the file as multipart/form-data (field 'file') or as application/octet-stream"
+            415, Text("send the file as multipart/form-data (field 'file') or as application/octet-stream")
         )
     if not upload.received:
-        raise UploadError(422, f"no file: send it in the multipart part named {FILE_FIELD!r}")
+        raise UploadError(
+            422, Text("no file: send it in the multipart part named {FILE_FIELD!r}", FILE_FIELD=FILE_FIELD)
+        )
     if truncated:
         raise UploadError(
-            422, "the multipart body ends before its closing boundary: the file may be truncated"
+            422, Text("the multipart body ends before its closing boundary: the file may be truncated")
         )
     return upload
 

@@ -20,7 +20,7 @@ from app.lab.presets import PRESETS
 from app.lab.report import build, dtype_name
 from app.lab.spec import LabSpec
 from app.lab.tensors import tensors
-from app.langs import EN, ZH
+from app.langs import Text
 
 CASTS = {"half": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64}
 SMALL = 16  # a tensor this small has its values in the result: a student can read them
@@ -316,67 +316,53 @@ EXPERIMENTS: dict[str, Experiment] = {
     for e in (
         Experiment(
             "forward",
-            {EN: "Forward pass", ZH: "前向传播"},
-            {EN: "The preset's forward on a sample input.", ZH: "在示例输入上运行模块的 forward。"},
+            Text("Forward pass"),
+            Text("The preset's forward on a sample input."),
             forward,
             {"mode": ("train", "eval")},
         ),
         Experiment(
             "step",
-            {EN: "One SGD step", ZH: "一步 SGD"},
-            {
-                EN: "Forward, backward, one SGD step over model.parameters().",
-                ZH: "前向、反向传播，再对 model.parameters() 做一步 SGD。",
-            },
+            Text("One SGD step"),
+            Text("Forward, backward, one SGD step over model.parameters()."),
             step,
             {},
         ),
         Experiment(
             "cast",
-            {EN: "Dtype cast", ZH: "类型转换"},
-            {EN: "model.half(), .bfloat16() or .double().", ZH: "model.half()、.bfloat16() 或 .double()。"},
+            Text("Dtype cast"),
+            Text("model.half(), .bfloat16() or .double()."),
             cast,
             {"dtype": tuple(CASTS)},
         ),
         Experiment(
             "save_load",
-            {EN: "Save and load", ZH: "保存与加载"},
-            {
-                EN: "A forward changes the module; its state_dict is saved and loaded into a fresh module.",
-                ZH: "一次前向传播改变模块；保存它的 state_dict，再加载到一个新模块中。",
-            },
+            Text("Save and load"),
+            Text("A forward changes the module; its state_dict is saved and loaded into a fresh module."),
             save_load,
             {},
         ),
         Experiment(
             "load_into",
-            {EN: "Load into another module", ZH: "加载到另一个模块"},
-            {
-                EN: "Save with this spec, load into another: strict, then strict=False.",
-                ZH: "用当前设置保存，加载到另一种设置的模块：先 strict，再 strict=False。",
-            },
+            Text("Load into another module"),
+            Text("Save with this spec, load into another: strict, then strict=False."),
             load_into,
             {},
         ),
         Experiment(
             "identity",
-            {EN: "Object identity", ZH: "对象身份"},
-            {
-                EN: "Which tensors stay the same object through .to(device) and .to(float64), and what that "
-                "means for an optimizer made before.",
-                ZH: "哪些张量在 .to(device) 和 .to(float64) 之后仍是同一个对象，"
-                "以及这对之前创建的优化器意味着什么。",
-            },
+            Text("Object identity"),
+            Text(
+                "Which tensors stay the same object through .to(device) and .to(float64), and what that "
+                "means for an optimizer made before."
+            ),
             identity,
             {},
         ),
         Experiment(
             "meta_roundtrip",
-            {EN: "Meta and back", ZH: "移到 meta 再移回"},
-            {
-                EN: "To meta, .to('cpu') refused, then to_empty(): which tensors need re-initialising.",
-                ZH: "移到 meta，.to('cpu') 被拒绝，再用 to_empty()：哪些张量需要重新初始化。",
-            },
+            Text("Meta and back"),
+            Text("To meta, .to('cpu') refused, then to_empty(): which tensors need re-initialising."),
             meta_roundtrip,
             {},
         ),

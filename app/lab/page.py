@@ -120,7 +120,7 @@ def previous_spec(url: str | None, max_elements: int) -> LabSpec | None:
         if parts.path not in ("/", "") or not (parts.path or parts.query):
             return None  # not the lab page (or nothing at all): nothing to compare with
         return spec_of(parse_qsl(parts.query, keep_blank_values=True), max_elements)[0]
-    except ValueError:  # SpecError, or a URL urlsplit cannot read (``http://[``)
+    except (SpecError, ValueError):  # or a URL urlsplit cannot read (``http://[``)
         return None
 
 

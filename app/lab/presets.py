@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from app.lab.styles import CONTAINERS, STYLES
-from app.langs import EN, ZH
+from app.langs import Text
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="mymodule",
             class_name="MyModule",
-            title={EN: "MyModule (register_parameter tutorial)", ZH: "MyModule（register_parameter 教程）"},
-            description={
-                EN: "Two bias-free convolutions plus a 10x10 'weight' of ones and a 10-element 'bias' of "
+            title=Text("MyModule (register_parameter tutorial)"),
+            description=Text(
+                "Two bias-free convolutions plus a 10x10 'weight' of ones and a 10-element 'bias' of "
                 "zeros, registered with register_parameter as in the tutorial. Switch them to buffers to "
-                "see them leave named_parameters() but stay in state_dict().",
-                ZH: "两个无偏置卷积层，加上全 1 的 10x10 'weight' 和全 0 的 10 维 'bias'，"
-                "按教程用 register_parameter 注册。把它们换成缓冲区，"
-                "可以看到它们离开 named_parameters()，但仍留在 state_dict() 中。",
-            },
+                "see them leave named_parameters() but stay in state_dict()."
+            ),
             layers=(
                 Layer(
                     "conv1",
@@ -84,15 +81,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="testmodel",
             class_name="TestModel",
-            title={EN: "TestModel (parameters vs buffers tutorial)", ZH: "TestModel（参数与缓冲区教程）"},
-            description={
-                EN: "A 3x3 linear layer with two parameters (attribute and register_parameter), a plain "
+            title=Text("TestModel (parameters vs buffers tutorial)"),
+            description=Text(
+                "A 3x3 linear layer with two parameters (attribute and register_parameter), a plain "
                 "tensor attribute 'buffer1' and a registered buffer 'buffer2'. Move it to another device: "
-                "buffer1 stays behind, buffer2 follows.",
-                ZH: "一个 3x3 线性层，两个参数（属性赋值与 register_parameter），"
-                "一个普通张量属性 'buffer1' 和一个注册的缓冲区 'buffer2'。"
-                "把模型移到其他设备：buffer1 留在原地，buffer2 跟着移动。",
-            },
+                "buffer1 stays behind, buffer2 follows."
+            ),
             layers=(Layer("linear", "nn.Linear(3, 3)"),),
             members=(
                 Member("parameter1", "torch.randn(3)", "parameter"),
@@ -110,17 +104,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="batchnorm",
             class_name="NormModel",
-            title={EN: "BatchNorm: running statistics", ZH: "BatchNorm：运行统计量"},
-            description={
-                EN: "A linear layer (without bias: the norm subtracts the batch mean, so a bias before it "
+            title=Text("BatchNorm: running statistics"),
+            description=Text(
+                "A linear layer (without bias: the norm subtracts the batch mean, so a bias before it "
                 "gets a gradient of exactly zero) and a BatchNorm1d, whose running_mean, running_var and "
-                "int64 num_batches_tracked are buffers: forward in train mode updates them, eval mode does "
-                "not, and .half() leaves the integer counter alone. 'scale' is a member to restyle.",
-                ZH: "一个线性层（无偏置：BatchNorm 会减去批均值，放在它前面的偏置梯度恰好为零）"
-                "和一个 BatchNorm1d，其 running_mean、running_var 和 int64 的 "
-                "num_batches_tracked 都是缓冲区：train 模式的前向传播会更新它们，eval 模式不会，"
-                ".half() 不会改变整数计数器。'scale' 是可以改变注册方式的成员。",
-            },
+                "int64 num_batches_tracked are buffers: forward in train mode updates them, eval mode "
+                "does not, and .half() leaves the integer counter alone. 'scale' is a member to restyle."
+            ),
             layers=(Layer("linear", "nn.Linear(4, 3, bias=False)"), Layer("bn", "nn.BatchNorm1d(3)")),
             members=(Member("scale", "torch.ones(3)", "parameter"),),
             forward="return self.bn(self.linear(x)) * self.scale",
@@ -130,14 +120,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="positional_encoding",
             class_name="PositionalEncoding",
-            title={EN: "Positional encoding table", ZH: "位置编码表"},
-            description={
-                EN: "A fixed sinusoidal table 'pe' added to token embeddings. It must move with the model "
-                "but never train, which is why it is a buffer; persistent or not decides whether checkpoints "
-                "carry it, and loading an old checkpoint into a non-persistent version fails strictly.",
-                ZH: "一个固定的正弦位置编码表 'pe'，加到词向量上。它必须随模型移动但不能训练，"
-                "所以是缓冲区；是否持久决定了检查点是否包含它，把旧检查点严格加载到非持久版本会失败。",
-            },
+            title=Text("Positional encoding table"),
+            description=Text(
+                "A fixed sinusoidal table 'pe' added to token embeddings. It must move with the model but "
+                "never train, which is why it is a buffer; persistent or not decides whether checkpoints "
+                "carry it, and loading an old checkpoint into a non-persistent version fails strictly."
+            ),
             layers=(Layer("embed", "nn.Embedding(10, 4)"),),
             members=(
                 Member(
@@ -155,13 +143,11 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="tied_weights",
             class_name="TiedLM",
-            title={EN: "Tied embedding and output weights", ZH: "共享的词嵌入与输出权重"},
-            description={
-                EN: "An embedding and an output layer share one weight: named_parameters() lists it once, "
-                "state_dict() twice, so parameter counts differ with and without de-duplication.",
-                ZH: "词嵌入层和输出层共享同一个权重：named_parameters() 只列出一次，state_dict() 列出两次，"
-                "因此去重与不去重的参数数量不同。",
-            },
+            title=Text("Tied embedding and output weights"),
+            description=Text(
+                "An embedding and an output layer share one weight: named_parameters() lists it once, "
+                "state_dict() twice, so parameter counts differ with and without de-duplication."
+            ),
             layers=(
                 Layer("embed", "nn.Embedding(10, 4)"),
                 Layer("head", "nn.Linear(4, 10, bias=False)"),
@@ -175,17 +161,13 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="layer_list",
             class_name="LayerStack",
-            title={EN: "Sub-layers in a list", ZH: "放在列表里的子层"},
-            description={
-                EN: "Two linear blocks kept in 'blocks', then a head. In a plain Python list torch never "
-                "sees them: no parameters, nothing in state_dict(), left behind by .to(), untouched by the "
+            title=Text("Sub-layers in a list"),
+            description=Text(
+                "Two linear blocks kept in 'blocks', then a head. In a plain Python list torch never sees "
+                "them: no parameters, nothing in state_dict(), left behind by .to(), untouched by the "
                 "optimizer though they get grads. nn.ModuleList and nn.Sequential register them as "
-                "blocks.0, blocks.1.",
-                ZH: "两个线性块放在 'blocks' 中，后面接一个输出层。"
-                "放在普通 Python 列表里时 torch 看不到它们：不在参数中，state_dict() 里没有，"
-                ".to() 不移动它们，虽然有梯度，优化器却不更新它们。"
-                "nn.ModuleList 和 nn.Sequential 会把它们注册为 blocks.0、blocks.1。",
-            },
+                "blocks.0, blocks.1."
+            ),
             layers=(Layer("head", "nn.Linear(4, 2)"),),
             members=(
                 Member("blocks", "[nn.Linear(4, 4) for _ in range(2)]", "python_list", tuple(CONTAINERS)),
@@ -197,14 +179,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             id="custom",
             class_name="CustomModule",
-            title={EN: "Custom module: your own members", ZH: "自定义模块：你自己的成员"},
-            description={
-                EN: "Name the members, give their shapes and styles (style.NAME=STYLE&shape.NAME=3x4). "
-                "Names go to torch unfiltered, so its own refusals (a name with '.', an empty name, a name "
-                "that already exists) show as results.",
-                ZH: "自己命名成员，给出形状和注册方式（style.NAME=STYLE&shape.NAME=3x4）。"
-                "名字原样交给 torch，所以它自己的拒绝（含 '.' 的名字、空名字、已存在的名字）会作为结果显示。",
-            },
+            title=Text("Custom module: your own members"),
+            description=Text(
+                "Name the members, give their shapes and styles (style.NAME=STYLE&shape.NAME=3x4). Names "
+                "go to torch unfiltered, so its own refusals (a name with '.', an empty name, a name that "
+                "already exists) show as results."
+            ),
             layers=(Layer("linear", "nn.Linear(3, 3)"),),
             members=(),
             forward="return self.linear(x)",

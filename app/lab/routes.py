@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from functools import lru_cache
 from typing import Annotated
 
 import torch
@@ -10,10 +12,11 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from app import langs
 from app.lab import devices, memo
 from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
 from app.lab.matrix import Matrix, matrix
-from app.lab.page import PAGE, blocks_of, context, link, read_page
+from app.lab.page import PAGE, blocks_of, context, link, previous_spec, read_page
 from app.lab.presets import PRESETS
 from app.lab.report import LabReport
 from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, loaded_into, resolve
@@ -206,19 +209,31 @@ def run_resolved(experiment: Experiment, request: ExperimentRequest, settings: S
         if allowed is None:
             raise SpecError(
                 ("params", name),
-                f"{experiment.id!r} takes no option {name!r}; options: "
-                f"{', '.join(experiment.params) or 'none'}",
+                langs.Text(
+                    "{id!r} takes no option {name!r}; options: {value}",
+                    id=experiment.id,
+                    name=name,
+                    value=", ".join(experiment.params) or "none",
+                ),
             )
         if value not in allowed:
-            raise SpecError(("params", name), f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+            raise SpecError(
+                ("params", name),
+                langs.Text(
+                    "{name} must be one of {names}, not {value!r}",
+                    name=name,
+                    names=", ".join(allowed),
+                    value=value,
+                ),
+            )
     other = None
     if request.into:
         if experiment.id != "load_into":
-            raise SpecError(("into",), "only load_into takes the styles of another module")
+            raise SpecError(("into",), langs.Text("only load_into takes the styles of another module"))
         try:
             other = resolved(loaded_into(request, request.into), settings)
         except SpecError as exc:
-            raise SpecError(("into", *exc.loc[1:]), exc.message) from exc
+            raise SpecError(("into", *exc.loc[1:]), exc.words) from exc
     return run_experiment(experiment.id, spec, other, **request.params).model_dump_json().encode()
 
 
@@ -301,3 +316,15 @@ async def lab_page(request: Request, view: ViewDep, settings: SettingsDep) -> Re
     # is 422 for a full page (htmx gets its notice in the blocks it swaps).
     status = 422 if page.edit_error else 200
     return respond(view, PAGE, context(view, page), blocks_of(page, view), status, {"HX-Push-Url": permalink})
+
+
+def vary_readers(settings: Settings) -> dict[bytes, Callable[[bytes], Hashable]]:
+    """What the lab page reads of HX-Current-URL (the spec of the page an htmx swap came from, read
+    as the page reads it under this app's settings): the HTTP cache keys the page by it."""
+
+    @lru_cache(maxsize=256)
+    def previous(value: bytes) -> str | None:
+        spec = previous_spec(value.decode("latin-1"), settings.custom_max_elements)
+        return spec.query() if spec else None
+
+    return {b"hx-current-url": previous}

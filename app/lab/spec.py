@@ -15,9 +15,10 @@ from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from app.errors import Refusal
 from app.lab.presets import PRESETS, Member
 from app.lab.styles import STYLES
-from app.langs import ZH
+from app.langs import EN, Text, rendered
 from app.settings import get_settings
 
 STYLE_PREFIX = "style."
@@ -36,23 +37,15 @@ SHAPE_TEXT = re.compile(r"[0-9]{1,9}(?:x[0-9]{1,9})*")
 Size = Annotated[int, Field(ge=0, le=999_999_999)]
 
 
-class SpecError(ValueError):
-    """A spec that names something which does not exist; ``loc`` is the offending field.
+class SpecError(Refusal):
+    """A spec that names something which does not exist; ``loc`` is the offending field."""
 
-    ``message`` is English (what the JSON API answers); ``zh`` the same for a Chinese page."""
-
-    def __init__(self, loc: Sequence[str], message: str, zh: str | None = None) -> None:
-        super().__init__(message)
-        self.loc = tuple(loc)
-        self.message = message
-        self.zh = zh or message
-
-    def text(self, lang: str) -> str:
-        return self.zh if lang == ZH else self.message
+    def __init__(self, loc: Sequence[str], text: Text) -> None:
+        super().__init__(text, loc=loc)
 
 
 class UnknownPreset(SpecError):
-    pass
+    status = 404
 
 
 class LabSpec(BaseModel):
@@ -103,12 +96,15 @@ def _spec(where: str, **fields: object) -> LabSpec:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         loc = (where, *map(str, first["loc"]))
-        where_zh, limit = ".".join(loc), first.get("ctx", {}).get("max_length")
-        if first["type"] in ("string_too_long", "too_long") and limit is not None:
-            zh = f"{where_zh} 太长：最多 {limit} 个{'字符' if first['type'] == 'string_too_long' else '项'}"
+        where, limit = ".".join(loc), first.get("ctx", {}).get("max_length")
+        if first["type"] == "string_too_long" and limit is not None:
+            ours = Text("{where} is too long: at most {limit} characters", where=where, limit=limit)
+        elif first["type"] == "too_long" and limit is not None:
+            ours = Text("{where} is too long: at most {limit} items", where=where, limit=limit)
         else:
-            zh = f"{where_zh} 无效（pydantic 原文）：{first['msg']}"
-        raise SpecError(loc, first["msg"], zh) from None
+            ours = Text("{where} is invalid (pydantic's words): {error}", where=where, error=first["msg"])
+        # The API keeps pydantic's own words; a page in another language says it in ours.
+        raise SpecError(loc, rendered({**ours, EN: first["msg"]})) from None
 
 
 def members(spec: LabSpec) -> tuple[Member, ...]:
@@ -134,34 +130,36 @@ def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
     if len(spec.styles) > MAX_CUSTOM_MEMBERS:
         raise SpecError(
             ("styles",),
-            f"at most {MAX_CUSTOM_MEMBERS} members in a custom module",
-            f"自定义模块最多有 {MAX_CUSTOM_MEMBERS} 个成员",
+            Text(
+                "at most {MAX_CUSTOM_MEMBERS} members in a custom module",
+                MAX_CUSTOM_MEMBERS=MAX_CUSTOM_MEMBERS,
+            ),
         )
     for name, style in spec.styles.items():
         if style not in STYLES:
             raise SpecError(
                 ("styles", name),
-                f"unknown style {style!r}; styles: {', '.join(STYLES)}",
-                f"没有注册方式 {style!r}；可选：{', '.join(STYLES)}",
+                Text("unknown style {style!r}; styles: {names}", style=style, names=", ".join(STYLES)),
             )
     for name, dims in spec.shapes.items():
         if name not in spec.styles:
             raise SpecError(
                 ("shapes", name),
-                f"shape for {name!r}, which has no style: add style.{name}",
-                f"{name!r} 有形状却没有注册方式：请加上 style.{name}",
+                Text("shape for {name!r}, which has no style: add style.{name}", name=name),
             )
         if not 1 <= len(dims) <= MAX_DIMS or any(d < 1 for d in dims):
             raise SpecError(
                 ("shapes", name),
-                f"a shape has 1 to {MAX_DIMS} sizes, each at least 1",
-                f"形状有 1 到 {MAX_DIMS} 个维度，每个至少为 1",
+                Text("a shape has 1 to {MAX_DIMS} sizes, each at least 1", MAX_DIMS=MAX_DIMS),
             )
         if prod(dims) > max_elements:
             raise SpecError(
                 ("shapes", name),
-                f"{prod(dims)} elements; at most {max_elements} per tensor",
-                f"{prod(dims)} 个元素；每个张量最多 {max_elements} 个",
+                Text(
+                    "{prod} elements; at most {max_elements} per tensor",
+                    prod=prod(dims),
+                    max_elements=max_elements,
+                ),
             )
     return {name: list(spec.shapes.get(name, DEFAULT_SHAPE)) for name in spec.styles}
 
@@ -176,37 +174,45 @@ def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int | None = No
     if preset is None:
         raise UnknownPreset(
             ("preset",),
-            f"unknown preset {spec.preset!r}; known: {', '.join(PRESETS)}",
-            f"没有模块 {spec.preset!r}；可选：{', '.join(PRESETS)}",
+            Text("unknown preset {preset!r}; known: {names}", preset=spec.preset, names=", ".join(PRESETS)),
         )
     devices = tuple(devices)
     if spec.device not in devices:
         raise SpecError(
             ("device",),
-            f"device {spec.device!r} is not available here; available: {', '.join(devices)}",
-            f"这里没有设备 {spec.device!r}；可用：{', '.join(devices)}",
+            Text(
+                "device {device!r} is not available here; available: {names}",
+                device=spec.device,
+                names=", ".join(devices),
+            ),
         )
     if preset.custom:
         cap = get_settings().custom_max_elements if max_elements is None else max_elements
         shapes = _custom(spec, cap)
         return LabSpec(preset=preset.id, device=spec.device, styles=dict(spec.styles), shapes=shapes)
     if spec.shapes:
-        raise SpecError(
-            ("shapes",), "only the custom preset takes shapes", "只有自定义模块（custom）可以指定形状"
-        )
+        raise SpecError(("shapes",), Text("only the custom preset takes shapes"))
     for name, style in spec.styles.items():
         member = preset.member(name)
         if member is None:
             raise SpecError(
                 ("styles", name),
-                f"preset {preset.id!r} has no member {name!r}; members: {', '.join(preset.member_names)}",
-                f"模块 {preset.id!r} 没有成员 {name!r}；成员：{', '.join(preset.member_names)}",
+                Text(
+                    "preset {id!r} has no member {name!r}; members: {names}",
+                    id=preset.id,
+                    name=name,
+                    names=", ".join(preset.member_names),
+                ),
             )
         if style not in member.styles:
             raise SpecError(
                 ("styles", name),
-                f"unknown style {style!r} for {name!r}; styles: {', '.join(member.styles)}",
-                f"{name!r} 没有注册方式 {style!r}；可选：{', '.join(member.styles)}",
+                Text(
+                    "unknown style {style!r} for {name!r}; styles: {names}",
+                    style=style,
+                    name=name,
+                    names=", ".join(member.styles),
+                ),
             )
     styles = {m.name: spec.styles.get(m.name, m.default_style) for m in preset.members}
     return LabSpec(preset=preset.id, device=spec.device, styles=styles)
@@ -227,27 +233,24 @@ def from_query(items: Iterable[tuple[str, str]], allowed: Iterable[str] = ()) ->
             target, name = shapes, key.removeprefix(SHAPE_PREFIX)
             if not SHAPE_TEXT.fullmatch(value):
                 shown = repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
-                message = f"{key} must look like 3x4 (sizes of up to 9 digits), not {shown}"
-                raise SpecError(
-                    ("query", key), message, f"{key} 应写成 3x4 这样（每个尺寸最多 9 位数字），而不是 {shown}"
+                text = Text(
+                    "{key} must look like 3x4 (sizes of up to 9 digits), not {shown}", key=key, shown=shown
                 )
+                raise SpecError(("query", key), text)
         elif key in ("preset", "device"):
             target, name = fields, key
         else:
-            message = f"unknown query parameter {key!r}; use preset, device, style.<member>, shape.<member>"
-            raise SpecError(
-                ("query", key),
-                message,
-                f"没有查询参数 {key!r}；可用 preset、device、style.<成员>、shape.<成员>",
+            text = Text(
+                "unknown query parameter {key!r}; use preset, device, style.<member>, shape.<member>", key=key
             )
+            raise SpecError(("query", key), text)
         if name in target:
             raise SpecError(
                 ("query", key),
-                f"query parameter {key!r} given more than once",
-                f"查询参数 {key!r} 出现了不止一次",
+                Text("query parameter {key!r} given more than once", key=key),
             )
         target[name] = value
     if "preset" not in fields:
-        raise SpecError(("query", "preset"), "query parameter 'preset' is required", "缺少查询参数 'preset'")
+        raise SpecError(("query", "preset"), Text("query parameter 'preset' is required"))
     dims = {name: [int(part) for part in value.split("x")] for name, value in shapes.items()}
     return _spec("query", **fields, styles=styles, shapes=dims)

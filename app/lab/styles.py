@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from app.langs import EN, ZH
+from app.langs import Text
 
 Attach = Callable[[nn.Module, str, Any], None]  # a tensor, or a list of layers for a container
 
@@ -107,71 +107,50 @@ STYLES: dict[str, Style] = {
     for s in (
         Style(
             "parameter",
-            {EN: "nn.Parameter attribute", ZH: "nn.Parameter 属性"},
-            {
-                EN: "Assigning an nn.Parameter to an attribute registers it as a learnable parameter.",
-                ZH: "把 nn.Parameter 赋值给属性，就注册了一个可学习参数。",
-            },
+            Text("nn.Parameter attribute"),
+            Text("Assigning an nn.Parameter to an attribute registers it as a learnable parameter."),
             "self.{name} = nn.Parameter({value})",
             lambda m, n, t: _set(m, n, nn.Parameter(t)),
         ),
         Style(
             "register_parameter",
-            {EN: "register_parameter()", ZH: "register_parameter()"},
-            {
-                EN: "The explicit form of the attribute assignment: same result; the name may be computed.",
-                ZH: "属性赋值的显式写法：结果相同，名字可以在运行时计算。",
-            },
+            Text("register_parameter()"),
+            Text("The explicit form of the attribute assignment: same result; the name may be computed."),
             'self.register_parameter("{name}", nn.Parameter({value}))',
             lambda m, n, t: m.register_parameter(n, nn.Parameter(t)),
         ),
         Style(
             "frozen_parameter",
-            {EN: "Frozen parameter", ZH: "冻结的参数"},
-            {
-                EN: "requires_grad=False: still in parameters() and state_dict(), but it gets no grad.",
-                ZH: "requires_grad=False 的参数：仍在 parameters() 和 state_dict() 中，但不会得到梯度。",
-            },
+            Text("Frozen parameter"),
+            Text("requires_grad=False: still in parameters() and state_dict(), but it gets no grad."),
             "self.{name} = nn.Parameter({value}, requires_grad=False)",
             lambda m, n, t: _set(m, n, nn.Parameter(t, requires_grad=False)),
         ),
         Style(
             "buffer",
-            {EN: "register_buffer()", ZH: "register_buffer()"},
-            {
-                EN: "A buffer: saved in state_dict() and moved by .to(), but not a parameter.",
-                ZH: "缓冲区：保存在 state_dict() 中，随 .to() 移动，但不是参数。",
-            },
+            Text("register_buffer()"),
+            Text("A buffer: saved in state_dict() and moved by .to(), but not a parameter."),
             'self.register_buffer("{name}", {value})',
             lambda m, n, t: m.register_buffer(n, t),
         ),
         Style(
             "non_persistent_buffer",
-            {EN: "Non-persistent buffer", ZH: "非持久缓冲区"},
-            {
-                EN: "A buffer moved by .to() but left out of state_dict(), so checkpoints do not carry it.",
-                ZH: "随 .to() 移动，但不进入 state_dict()，因此检查点里没有它。",
-            },
+            Text("Non-persistent buffer"),
+            Text("A buffer moved by .to() but left out of state_dict(), so checkpoints do not carry it."),
             'self.register_buffer("{name}", {value}, persistent=False)',
             lambda m, n, t: m.register_buffer(n, t, persistent=False),
         ),
         Style(
             "nn_buffer",
-            {EN: "nn.Buffer attribute", ZH: "nn.Buffer 属性"},
-            {
-                EN: "Assigning an nn.Buffer to an attribute registers a buffer, like register_buffer().",
-                ZH: "把 nn.Buffer 赋值给属性，就注册了一个缓冲区，与 register_buffer() 相同。",
-            },
+            Text("nn.Buffer attribute"),
+            Text("Assigning an nn.Buffer to an attribute registers a buffer, like register_buffer()."),
             "self.{name} = nn.Buffer({value})",
             lambda m, n, t: _set(m, n, nn.Buffer(t)),
         ),
         Style(
             "plain_tensor",
-            {EN: "Plain tensor attribute", ZH: "普通张量属性"},
-            {
-                EN: "A bare tensor attribute: torch does not track it, so .to() and state_dict() ignore it.",
-                ZH: "普通的张量属性：torch 不跟踪它，.to() 和 state_dict() 都会忽略它。",
-            },
+            Text("Plain tensor attribute"),
+            Text("A bare tensor attribute: torch does not track it, so .to() and state_dict() ignore it."),
             "self.{name} = {value}",
             _set,
         ),
@@ -185,35 +164,27 @@ CONTAINERS: dict[str, Style] = {
     for s in (
         Style(
             "python_list",
-            {EN: "Python list", ZH: "Python 列表"},
-            {
-                EN: "A plain list of layers: torch does not look inside it, so their parameters are not "
-                "in parameters() or state_dict(), and .to() and optimizers never reach them.",
-                ZH: "普通的层列表：torch 不会查看列表内部，所以这些层的参数不在 parameters() 和 "
-                "state_dict() 中，.to() 和优化器也碰不到它们。",
-            },
+            Text("Python list"),
+            Text(
+                "A plain list of layers: torch does not look inside it, so their parameters are not in "
+                "parameters() or state_dict(), and .to() and optimizers never reach them."
+            ),
             "self.{name} = {value}",
             _set,
             "container",
         ),
         Style(
             "module_list",
-            {EN: "nn.ModuleList", ZH: "nn.ModuleList"},
-            {
-                EN: "Registers every layer as a submodule named by its index: blocks.0.weight, ...",
-                ZH: "把每一层注册为以下标命名的子模块：blocks.0.weight, ...",
-            },
+            Text("nn.ModuleList"),
+            Text("Registers every layer as a submodule named by its index: blocks.0.weight, ..."),
             "self.{name} = nn.ModuleList({value})",
             lambda m, n, layers: _set(m, n, nn.ModuleList(layers)),
             "container",
         ),
         Style(
             "sequential",
-            {EN: "nn.Sequential", ZH: "nn.Sequential"},
-            {
-                EN: "Registers the layers like nn.ModuleList, and can also be called to run them in order.",
-                ZH: "与 nn.ModuleList 一样注册各层，还可以直接调用以按顺序运行它们。",
-            },
+            Text("nn.Sequential"),
+            Text("Registers the layers like nn.ModuleList, and can also be called to run them in order."),
             "self.{name} = nn.Sequential(*{value})",
             lambda m, n, layers: _set(m, n, nn.Sequential(*layers)),
             "container",

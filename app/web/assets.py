@@ -10,6 +10,9 @@ import mimetypes
 from functools import cache
 from pathlib import Path
 
+from fastapi import Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from starlette.datastructures import QueryParams
 from starlette.responses import PlainTextResponse
 from starlette.types import Receive, Scope, Send
@@ -71,3 +74,18 @@ class Assets:
 @cache
 def static_assets() -> Assets:
     return Assets(STATIC)
+
+
+SWAGGER = "swagger-ui-5.35.0"  # vendored from npm swagger-ui-dist, like htmx
+
+
+async def api_docs(request: Request) -> HTMLResponse:
+    """/docs: Swagger UI from the vendored copy (no CDN)."""
+    assets = static_assets()
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="Module Registration Explorer - API",
+        swagger_js_url=assets.url(f"{SWAGGER}/swagger-ui-bundle.js"),
+        swagger_css_url=assets.url(f"{SWAGGER}/swagger-ui.css"),
+        swagger_favicon_url=assets.url("favicon.svg"),
+    )

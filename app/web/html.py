@@ -8,8 +8,9 @@ status; both send ``Vary`` naming every header the answer depends on.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -82,7 +83,29 @@ class View:
     embed: bool = False  # the lab alone, for an iframe in slides or a course page
 
 
-async def get_view(request: Request) -> View:
+# Remembered for the few values browsers send; 256 values under the 16 KiB header cap are 4 MiB at most.
+@lru_cache(maxsize=256)
+def _language(value: bytes) -> str:
+    return i18n.from_accept_language(value.decode("latin-1"))
+
+
+def _is_true(value: bytes) -> bool:
+    return value == b"true"
+
+
+def vary_readers() -> dict[bytes, Callable[[bytes], Hashable]]:
+    """What every page reads of the headers in ``VARY`` (the HTTP cache keys answers by it, not by
+    the raw bytes): the language chosen, whether an htmx flag is "true". HX-Current-URL is read by
+    the lab (``app.lab.routes.vary_readers``)."""
+    return {
+        b"accept-language": _language,
+        b"hx-request": _is_true,
+        b"hx-history-restore-request": _is_true,
+    }
+
+
+def view_of(request: Request) -> View:
+    """How the page of ``request`` is shown: its language, projector mode, htmx or not, embedding."""
     query, headers = request.query_params, request.headers
     return View(
         lang=i18n.choose(query.get("lang"), headers.get("accept-language")),
@@ -92,6 +115,10 @@ async def get_view(request: Request) -> View:
         htmx=headers.get("hx-request") == "true" and headers.get("hx-history-restore-request") != "true",
         embed=query.get("embed") == "1",
     )
+
+
+async def get_view(request: Request) -> View:
+    return view_of(request)
 
 
 ViewDep = Annotated[View, Depends(get_view)]

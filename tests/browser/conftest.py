@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.browser.harness import chromium, live_server
+from tests.support.browser import Watch, chromium, live_server, open_context
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -27,33 +27,6 @@ def base_url() -> Iterator[str]:
 def browser() -> Iterator[Browser]:
     with chromium() as b:
         yield b
-
-
-class Watch:
-    """Console errors, page errors and outside requests seen by a context."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.errors: list[str] = []
-        self.outside: list[str] = []
-
-    def attach(self, page: Page) -> None:
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-
-    def request(self, route, request) -> None:
-        if request.url.startswith(self.base_url) or request.url.startswith("data:"):
-            route.continue_()
-        else:
-            self.outside.append(request.url)
-            route.abort()
-
-
-def open_context(browser: Browser, base_url: str, watch: Watch, **options) -> BrowserContext:
-    context = browser.new_context(base_url=base_url, **options)
-    context.route("**/*", watch.request)
-    context.on("page", watch.attach)
-    return context
 
 
 @pytest.fixture

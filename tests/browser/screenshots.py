@@ -6,8 +6,8 @@ import io
 
 import torch
 
-from tests.browser.harness import ROOT, chromium, live_server
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.support.browser import ROOT, chromium, live_server
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 # At a projector's 1280x720 (the first screen only: it must hold the lab) and a 390 px phone.
 PROJECTOR = {"width": 1280, "height": 720}

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import Watch, open_context
-from tests.browser.harness import live_server
+from tests.support.browser import Watch, live_server, open_context
 
 PORT = 18231  # this suite's own loopback port
 SHOTS = os.environ.get("MRE_SHOTS")  # a folder: save screenshots there to look at

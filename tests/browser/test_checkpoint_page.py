@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import Watch, open_context
-from tests.browser.test_lab_page import AXE
-from tests.crafted import malicious_checkpoint
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.support.browser import AXE, Watch, open_context
+from tests.support.crafted import malicious_checkpoint
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 
 def tied_checkpoint() -> bytes:

@@ -11,9 +11,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from app.classroom.lessons import lessons
-from tests.browser.conftest import Watch, open_context
-from tests.classroom.servers import STUDENTS, TEACHER
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.support.browser import Watch, open_context
+from tests.support.class_servers import STUDENTS, TEACHER
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 LESSON = "parameters-and-buffers"
 WORDS = {

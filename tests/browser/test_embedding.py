@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tests.browser.harness import free_port, live_server
+from tests.support.browser import free_port, live_server
 
 
 @contextmanager

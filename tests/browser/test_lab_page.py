@@ -3,50 +3,21 @@ keyboard use, accessibility. Tables are checked against the torch reference modu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from playwright.sync_api import Browser, Page, expect
 from torch import nn
 
-from tests.browser.conftest import Watch, open_context
-from tests.lab.reference import TUTORIAL_DEFAULTS, tables
-
-AXE = Path(__file__).parent / "vendor" / "axe-core-4.14.1.min.js"
-TABLES = {
-    "named-parameters": "named_parameters",
-    "named-buffers": "named_buffers",
-    "state-dict": "state_dict",
-}
-
-
-def names(page: Page, table_id: str) -> list[str]:
-    return page.locator(f"#{table_id} tbody tr[data-name]").evaluate_all(
-        "rows => rows.map(r => r.dataset.name)"
-    )
-
-
-def devices_of(page: Page, table_id: str) -> list[str]:
-    return page.locator(f"#{table_id} tbody tr[data-name]").evaluate_all(
-        "rows => rows.map(r => r.dataset.device)"
-    )
-
-
-def assert_tables_match_torch(page: Page, preset: str, styles: dict[str, str], device: str) -> None:
-    ref = tables(preset, styles, device)
-    for table_id, key in TABLES.items():
-        assert names(page, table_id) == [row["name"] for row in ref[key]], table_id
-        assert devices_of(page, table_id) == [row["device"] for row in ref[key]], table_id
-
-
-def mark_page(page: Page) -> None:
-    """A marker that a full page load would wipe out."""
-    page.evaluate("window.__noReload = true")
-
-
-def still_same_page(page: Page) -> bool:
-    return page.evaluate("window.__noReload === true")
+from tests.support.browser import (
+    AXE,
+    Watch,
+    assert_tables_match_torch,
+    mark_page,
+    names,
+    open_context,
+    still_same_page,
+)
+from tests.support.reference import TUTORIAL_DEFAULTS
 
 
 def test_first_load_matches_torch(page: Page) -> None:

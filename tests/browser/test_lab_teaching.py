@@ -9,8 +9,8 @@ import re
 from playwright.sync_api import Page, expect
 
 from app.lab.presets import PRESETS
-from tests.browser.test_lab_page import assert_tables_match_torch, mark_page, still_same_page
-from tests.lab.reference import TUTORIAL_DEFAULTS
+from tests.support.browser import assert_tables_match_torch, mark_page, still_same_page
+from tests.support.reference import TUTORIAL_DEFAULTS
 
 # Words a Chinese page may show in Latin letters: torch's own names and units, never UI text.
 TORCH_WORDS = {

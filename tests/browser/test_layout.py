@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from app.lab.presets import PRESETS
-from tests.browser.conftest import Watch, open_context
+from tests.support.browser import Watch, open_context
 
 # The custom module at its fullest for a lesson: six members, every kind of style, one refused.
 CUSTOM = {

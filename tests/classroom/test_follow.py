@@ -11,8 +11,8 @@ import http.client
 import time
 
 from bench.sse import open_stream
-from tests.classroom.servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server, run
-from tests.test_pages import parse as parse_html
+from tests.support.class_servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server, run
+from tests.support.html import parse as parse_html
 
 SHUTDOWN = 18123
 LESSON = "/lessons/parameters-and-buffers"

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from app.classroom.facts import read_state
 from app.classroom.lessons import answer, check, lessons, parse
 from app.langs import LANGS
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
-from tests.test_pages import HX
-from tests.test_pages import parse as parse_html
+from tests.support.html import HX
+from tests.support.html import parse as parse_html
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 DEVICES = ("cpu", "meta")
 MAX = 4096

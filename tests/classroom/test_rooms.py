@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from app.classroom.rooms import ALPHABET, CODE_LENGTH
 from app.main import create_app
 from app.settings import Settings
-from tests.test_pages import HX
-from tests.test_pages import parse as parse_html
+from tests.support.html import HX
+from tests.support.html import parse as parse_html
 
 LESSON = "/lessons/parameters-and-buffers"
 

@@ -8,44 +8,14 @@ from app.lab.devices import device_ids
 from app.lab.presets import PRESETS
 from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
-from tests.lab.cases import PRESET_STYLES
-from tests.lab.scripts import Ran, run_scripts
+from tests.support.cases import PRESET_STYLES
+from tests.support.scripts import Ran, expected, parse, run_scripts
 
 # Every style on every member of both presets (on meta, so devices move), plus the tutorials' defaults.
 SPECS = [
     LabSpec(preset=p, device="meta", styles=dict.fromkeys(PRESETS[p].member_names, s))
     for p, s in PRESET_STYLES
 ] + [LabSpec(preset=p, device="cpu") for p in PRESETS]
-
-
-def parse(output: str) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = {}
-    current: list[str] = []
-    for line in output.splitlines():
-        if line.startswith("*" * 20):
-            current = sections.setdefault(line.strip("* "), [])
-        else:
-            current.append(line)
-    return sections
-
-
-def expected(report: dict) -> dict[str, list[str]]:
-    device = report["spec"]["device"]
-    members = report["members"]
-
-    def row(r: dict, extra: str | None = None) -> str:
-        text = f"{r['name']} {r['shape']} torch.{r['dtype']} {r['device']}"
-        return f"{text} {extra}" if extra is not None else text
-
-    return {
-        f"devices before model.to({device!r})": [f"{m['name']} {m['device_before']}" for m in members],
-        "named_parameters": [row(r, str(r["requires_grad"])) for r in report["named_parameters"]],
-        "named_buffers": [
-            row(r, "persistent" if r["persistent"] else "non-persistent") for r in report["named_buffers"]
-        ],
-        "state_dict": [row(r) for r in report["state_dict"]],
-        f"devices after model.to({device!r})": [f"{m['name']} {m['device_after']}" for m in members],
-    }
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
 from app.settings import Settings, get_settings
-from tests.lab.reference import attach, reference, tables
+from tests.support.reference import attach, reference, tables
 
 NAMES = ["a.b", "", "training", "class", "w"]
 

@@ -11,7 +11,7 @@ import pytest
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.spec import LabSpec, resolve
-from tests.lab.reference import named, reference
+from tests.support.reference import named, reference
 
 SPECS = [
     LabSpec(preset="testmodel"),

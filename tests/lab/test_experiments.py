@@ -11,8 +11,8 @@ from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from tests.lab.cases import PRESET_STYLES, styles_of
-from tests.lab.reference import loss, named, reference, sample
+from tests.support.cases import PRESET_STYLES, styles_of
+from tests.support.reference import loss, named, reference, sample
 
 CASES = [(p, s, d) for p, s in PRESET_STYLES for d in ("cpu", "meta")]
 

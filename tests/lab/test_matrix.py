@@ -13,8 +13,8 @@ from app.lab.experiments import run_experiment
 from app.lab.matrix import COLUMNS, _matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from tests.lab.cases import PRESET_STYLES, styles_of
-from tests.lab.reference import loss, named, own, reference, sample
+from tests.support.cases import PRESET_STYLES, styles_of
+from tests.support.reference import loss, named, own, reference, sample
 
 
 def restored_by_load(preset: str, styles: dict[str, str]) -> dict[str, bool | None]:

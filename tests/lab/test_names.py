@@ -32,9 +32,8 @@ from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
-from tests.lab.reference import attach
-from tests.lab.scripts import run_scripts
-from tests.lab.test_codegen import expected, parse
+from tests.support.reference import attach
+from tests.support.scripts import expected, parse, run_scripts
 
 # Names that have broken out of, or been rewritten by, generated code: quotes that end a docstring
 # or literal, escapes, braces (format templates), NUL (no source may hold it), line breaks Python

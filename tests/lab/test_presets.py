@@ -11,8 +11,8 @@ from app.lab.presets import PRESETS
 from app.lab.report import build, inspect
 from app.lab.spec import LabSpec, resolve
 from app.langs import EN, ZH
-from tests.lab.cases import PRESET_STYLES
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference, untracked
+from tests.support.cases import PRESET_STYLES
+from tests.support.reference import TUTORIAL_DEFAULTS, reference, untracked
 
 
 def spec(preset: str, **styles: str) -> LabSpec:

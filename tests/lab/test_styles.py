@@ -8,7 +8,7 @@ from torch import nn
 
 from app.lab.styles import STYLES
 from app.langs import LANGS
-from tests.lab.reference import attach
+from tests.support.reference import attach
 
 DESIGN_IDS = [
     "parameter",

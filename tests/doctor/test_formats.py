@@ -23,9 +23,9 @@ from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
 from app.main import create_app
 from app.settings import Settings
-from tests.crafted import big_string, fan_out, torch_zip
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
-from tests.lab.test_checkpoints import refusal
+from tests.support.checkpoints import refusal
+from tests.support.crafted import big_string, fan_out, torch_zip
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 LIMITS = Limits(max_bytes=64 * 1024**2, header_max_bytes=16 * 1024**2, max_entries=100_000)
 

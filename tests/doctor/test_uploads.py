@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.checkpoints.test_isolation import _cmdline, _rest, children, inspectors, post, saved, server
-from tests.crafted import fan_out, torch_zip
+from tests.support.crafted import fan_out, torch_zip
+from tests.support.inspectors import children, cmdline, inspectors, post, rest_of, saved, server
 
 HEAD = (
     "POST /api/checkpoints HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
@@ -54,7 +54,7 @@ def test_bytes_sent_early_buy_no_time(tmp_path: Path) -> None:
                     s.sendall(b"\0")
                 except OSError:
                     break
-        answer += _rest(s)
+        answer += rest_of(s)
         took = time.monotonic() - started
         s.close()
         assert answer.startswith(b"HTTP/1.1 408"), (took, answer[:200])
@@ -72,7 +72,7 @@ def test_a_steady_upload_at_the_minimum_rate_is_not_cut_off(tmp_path: Path) -> N
             s.sendall(body[i : i + 300])
             time.sleep(0.1)
         s.settimeout(10)
-        answer = s.recv(4096) + _rest(s)
+        answer = s.recv(4096) + rest_of(s)
         s.close()
         assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
 
@@ -174,7 +174,7 @@ def test_a_server_killed_by_sigkill_leaves_no_inspection_running(tmp_path: Path)
         deadline = time.monotonic() + 20
         while not inspectors(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = inspectors(proc.pid) + [c for c in children(proc.pid) if b"forkserver" in _cmdline(c)]
+        left = inspectors(proc.pid) + [c for c in children(proc.pid) if b"forkserver" in cmdline(c)]
         assert len(left) == 2, left
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

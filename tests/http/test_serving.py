@@ -19,7 +19,8 @@ from uvicorn.server import ServerState
 
 from app.http.serving import DeadlineProtocol, uvicorn_options
 from app.settings import Settings
-from tests.browser.harness import ROOT, free_port, wait_healthy
+from tests.support.browser import ROOT, free_port, wait_healthy
+from tests.support.serving import Transport
 
 TIMEOUT = 1.0  # head, body and keep-alive, in the server under test (shipped: 10, 30 and 5 s)
 SLACK = 2.0  # the loop's timer, a loaded test machine
@@ -247,35 +248,6 @@ def test_the_shipped_defaults_are_what_python_m_app_runs_with() -> None:
         "frame_ancestors": "",
     }
     assert options["timeout_keep_alive"] == 5
-
-
-class Transport(asyncio.Transport):
-    """A socket that is only a record: what was written, whether it was closed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written, self.closed, self.aborted = b"", False, False
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = self.aborted = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 1) if name in ("peername", "sockname") else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def test_a_body_the_app_has_not_read_yet_is_not_the_clients_delay() -> None:

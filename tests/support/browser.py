@@ -13,7 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from tests.support.reference import tables
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -77,3 +79,68 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+class Watch:
+    """Console errors, page errors and outside requests seen by a context."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.errors: list[str] = []
+        self.outside: list[str] = []
+
+    def attach(self, page: Page) -> None:
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+
+    def request(self, route, request) -> None:
+        if request.url.startswith(self.base_url) or request.url.startswith("data:"):
+            route.continue_()
+        else:
+            self.outside.append(request.url)
+            route.abort()
+
+
+def open_context(browser: Browser, base_url: str, watch: Watch, **options) -> BrowserContext:
+    context = browser.new_context(base_url=base_url, **options)
+    context.route("**/*", watch.request)
+    context.on("page", watch.attach)
+    return context
+
+
+AXE = Path(__file__).parents[1] / "browser" / "vendor" / "axe-core-4.14.1.min.js"
+
+
+TABLES = {
+    "named-parameters": "named_parameters",
+    "named-buffers": "named_buffers",
+    "state-dict": "state_dict",
+}
+
+
+def names(page: Page, table_id: str) -> list[str]:
+    return page.locator(f"#{table_id} tbody tr[data-name]").evaluate_all(
+        "rows => rows.map(r => r.dataset.name)"
+    )
+
+
+def devices_of(page: Page, table_id: str) -> list[str]:
+    return page.locator(f"#{table_id} tbody tr[data-name]").evaluate_all(
+        "rows => rows.map(r => r.dataset.device)"
+    )
+
+
+def assert_tables_match_torch(page: Page, preset: str, styles: dict[str, str], device: str) -> None:
+    ref = tables(preset, styles, device)
+    for table_id, key in TABLES.items():
+        assert names(page, table_id) == [row["name"] for row in ref[key]], table_id
+        assert devices_of(page, table_id) == [row["device"] for row in ref[key]], table_id
+
+
+def mark_page(page: Page) -> None:
+    """A marker that a full page load would wipe out."""
+    page.evaluate("window.__noReload = true")
+
+
+def still_same_page(page: Page) -> bool:
+    return page.evaluate("window.__noReload === true")

@@ -4,8 +4,6 @@ server is alive and answering afterwards, removes its temporary files and still 
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import signal
 import socket
@@ -16,64 +14,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 
 from app.doctor.uploads import owner
-from tests.browser.harness import ROOT, free_port, wait_healthy
-from tests.crafted import EMPTY_DICT, big_string, deep_key, deep_value, fan_out, torch_zip
+from tests.support.browser import ROOT, free_port, wait_healthy
+from tests.support.crafted import EMPTY_DICT, big_string, deep_key, deep_value, fan_out, torch_zip
+from tests.support.inspectors import LIMITS, MIB, inspectors, post, rest_of, saved, server
 
-MIB = 1024**2
 INUSE = f"{owner()}-inuse"  # an upload directory of this (live) process
-LIMITS = {
-    "MRE_CHECKPOINT_CPU_SECONDS": "2",
-    "MRE_CHECKPOINT_WALL_SECONDS": "10",
-    "MRE_CHECKPOINT_MEMORY_BYTES": str(200 * MIB),
-    "MRE_CHECKPOINT_PICKLE_MAX_BYTES": str(1024 * MIB),  # so that the memory limit is what stops it
-    "MRE_CHECKPOINT_MAX_ENTRIES": str(10**9),  # so that the CPU limit is what stops a fan-out
-    "MRE_CHECKPOINT_UPLOAD_GRACE_SECONDS": "1",
-    "MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND": "2000",
-    "MRE_CHECKPOINT_UPLOADS": "16",  # ten at once below; the cap itself: tests/checkpoints/test_uploads.py
-}
-
-
-@contextmanager
-def server(tmp_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """uvicorn serving app.main:app on a free loopback port, its uploads in ``tmp_dir``."""
-    port = free_port()
-    environment = {**os.environ, **LIMITS, "MRE_CHECKPOINT_TMP_DIR": str(tmp_dir), **env}
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, base + "/api/health")
-        yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(20)
-
-
-def saved(obj: object) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
-def post(base: str, content: bytes, timeout: float = 30) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        base + "/api/checkpoints", data=content, headers={"content-type": "application/octet-stream"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def healthy(base: str) -> bool:
@@ -82,30 +33,6 @@ def healthy(base: str) -> bool:
         ok = response.status == 200
     status, report = post(base, saved({"w": torch.ones(2, 3)}))
     return ok and status == 200 and report["tensors"][0]["shape"] == [2, 3]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def inspectors(server_pid: int) -> list[int]:
-    """The inspection processes: the children of the server's forkserver."""
-    return [
-        child
-        for forkserver in children(server_pid)
-        if b"forkserver" in _cmdline(forkserver)
-        for child in children(forkserver)
-    ]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return b""
 
 
 def dead_pid() -> int:
@@ -205,7 +132,7 @@ def trickle(base: str, seconds: float) -> bytes:
             try:
                 answer = s.recv(4096)
                 if answer:
-                    return answer + _rest(s)
+                    return answer + rest_of(s)
             except TimeoutError:
                 pass
             try:
@@ -213,19 +140,7 @@ def trickle(base: str, seconds: float) -> bytes:
             except OSError:
                 break
         s.settimeout(5)
-        return _rest(s)
-
-
-def _rest(s: socket.socket) -> bytes:
-    """What the server still sends, until it closes the connection or pauses."""
-    out = b""
-    s.settimeout(1)
-    try:
-        while chunk := s.recv(4096):
-            out += chunk
-    except (TimeoutError, ConnectionResetError):
-        pass
-    return out
+        return rest_of(s)
 
 
 def test_slow_uploaders_hold_no_slot_and_are_cut_off(live: str) -> None:

@@ -9,8 +9,8 @@ from openapi_spec_validator import validate
 
 from app.lab.presets import PRESETS
 from app.lab.styles import CONTAINERS, STYLES
-from tests.lab.cases import styles_of
-from tests.lab.reference import TUTORIAL_DEFAULTS, own, tables
+from tests.support.cases import styles_of
+from tests.support.reference import TUTORIAL_DEFAULTS, own, tables
 
 # Every GPU too where one exists, so a GPU box runs the whole matrix on CUDA as well.
 DEVICES = ["cpu", "meta"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]

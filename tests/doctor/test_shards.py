@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from app.doctor.diagnosis import diagnose
 from app.main import create_app
 from app.settings import Settings
-from tests.test_pages import parse
+from tests.support.html import parse
 
 INDEX = "model.safetensors.index.json"
 

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from app.doctor import runs as inspections
 from app.main import create_app
 from app.settings import Settings
-from tests.crafted import malicious_checkpoint
+from tests.support.crafted import malicious_checkpoint
 
 CAP = 1024 * 1024
 

@@ -57,3 +57,33 @@ def run_scripts(codes: list[str], timeout: float = 600) -> list[Ran]:
         check=True,
     )
     return [Ran(*r) for r in json.loads(done.stdout)]
+
+
+def parse(output: str) -> dict[str, list[str]]:
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("*" * 20):
+            current = sections.setdefault(line.strip("* "), [])
+        else:
+            current.append(line)
+    return sections
+
+
+def expected(report: dict) -> dict[str, list[str]]:
+    device = report["spec"]["device"]
+    members = report["members"]
+
+    def row(r: dict, extra: str | None = None) -> str:
+        text = f"{r['name']} {r['shape']} torch.{r['dtype']} {r['device']}"
+        return f"{text} {extra}" if extra is not None else text
+
+    return {
+        f"devices before model.to({device!r})": [f"{m['name']} {m['device_before']}" for m in members],
+        "named_parameters": [row(r, str(r["requires_grad"])) for r in report["named_parameters"]],
+        "named_buffers": [
+            row(r, "persistent" if r["persistent"] else "non-persistent") for r in report["named_buffers"]
+        ],
+        "state_dict": [row(r) for r in report["state_dict"]],
+        f"devices after model.to({device!r})": [f"{m['name']} {m['device_after']}" for m in members],
+    }

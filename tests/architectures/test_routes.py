@@ -13,8 +13,8 @@ from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.module_tree import module_tree
 from app.main import create_app
 from app.settings import Settings
-from tests.lab.test_architectures import direct
-from tests.test_pages import parse
+from tests.support.architectures import direct
+from tests.support.html import parse
 
 
 def test_list_and_trees(client: TestClient) -> None:

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from app.main import create_app
 from app.settings import Settings
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
-from tests.test_pages import parse
+from tests.support.html import parse
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 CAP = 12  # elements: a tensor with more is compared by shape and dtype only
 

@@ -21,7 +21,7 @@ from app.http.cache import BAD_NAME, BAD_VALUE, header_lines, make_entry
 from app.http.serving import DeadlineProtocol
 from app.main import create_app
 from app.settings import Settings
-from tests.test_connections import Transport
+from tests.support.serving import Transport
 
 LAB = "/api/lab?preset=testmodel&device=meta&style.buffer1=buffer"
 PAGE = "/?preset=testmodel&device=meta"

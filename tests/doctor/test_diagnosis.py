@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from app.main import create_app
 from app.settings import Settings
-from tests.checkpoints.doctor_files import Case
-from tests.test_pages import parse
+from tests.support.checkpoints import Case
+from tests.support.html import parse
 
 
 @pytest.fixture(scope="module")

@@ -6,25 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 from torch import nn
 
 from app.architectures.catalogue import ARCHITECTURES, ArchitectureError, build
 from app.architectures.module_tree import ModuleTree, grouped, module_tree
 from app.architectures.roundtrip import round_trip
 from app.architectures.treemap import treemap
-
-
-def direct(arch_id: str, device: str = "meta") -> nn.Module:
-    """The model as transformers builds it, written out here rather than through build()."""
-    arch = ARCHITECTURES[arch_id]
-    config = getattr(transformers, arch.config_class)(**arch.config)
-    auto = getattr(transformers, arch.auto_class)
-    if device == "meta":
-        with torch.device("meta"):
-            return auto.from_config(config)
-    torch.manual_seed(0)
-    return auto.from_config(config).to(device)
+from tests.support.architectures import direct
 
 
 def nbytes(t: torch.Tensor) -> int:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,11 @@ def make_cases(folder: Path) -> dict[str, Case]:
             folder / "wider_half.pt", "testmodel", {}, ["size_mismatch", "size_mismatch", "dtype_change"]
         ),
     }
+
+
+def refusal(action) -> str:
+    try:
+        action()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"

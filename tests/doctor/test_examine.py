@@ -17,7 +17,8 @@ from app.doctor.formats import MAX_DEPTH, torch_ok
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
-from tests.lab.reference import TUTORIAL_DEFAULTS, reference
+from tests.support.checkpoints import refusal
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 LIMITS = Limits(max_bytes=64 * 1024**2, header_max_bytes=1024**2, max_entries=10_000)
 FORMATS = ["torch_zip", "torch_legacy"]
@@ -35,14 +36,6 @@ def ref(preset: str, **styles: str) -> torch.nn.Module:
 
 def spec(preset: str, **styles: str) -> LabSpec:
     return resolve(LabSpec(preset=preset, styles=styles), device_ids())
-
-
-def refusal(action) -> str:
-    try:
-        action()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return "ok"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from app import cli
 from app.main import create_app
 from app.settings import Settings
-from tests.checkpoints.doctor_files import Case
+from tests.support.checkpoints import Case
 
 ROOT = Path(__file__).resolve().parents[2]
 

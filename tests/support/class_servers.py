@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
-from tests.browser.harness import ROOT, wait_healthy
+from tests.support.browser import ROOT, wait_healthy
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 # The class tests' two processes and their Redis (loopback ports of this project's tests).
