@@ -20,7 +20,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.support.checkpoints import Case
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def mre(*args: object) -> subprocess.CompletedProcess[str]:

@@ -7,19 +7,15 @@ is whichever choice equals the live value, so no answer is ever written down.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from app.lab import memo
-from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
+from app.lab.experiments import ExperimentResult
 from app.lab.matrix import Matrix, matrix
+from app.lab.query import Bounds, LabQuery, read
 from app.lab.report import LabReport
-from app.lab.spec import SHAPE_PREFIX, STYLE_PREFIX, LabSpec, SpecError, from_query, loaded_into, resolve
-from app.langs import Text
-
-INTO = "into."  # load_into: the styles of the module loaded into, as in the lab's URL
-VIEW_KEYS = ("lang", "present", "embed")  # how a page is shown, not what it shows
+from app.lab.spec import LabSpec
 
 
 @dataclass(frozen=True)
@@ -33,43 +29,16 @@ class LabState:
     experiment: ExperimentResult | None
 
 
-def _is_spec_key(key: str) -> bool:
-    return key in ("preset", "device") or key.startswith((STYLE_PREFIX, SHAPE_PREFIX))
+def read_state(state: str, bounds: Bounds) -> LabState:
+    """The state of a lab query, read strictly: anything it does not know (a typo in a lesson) is a
+    SpecError naming it."""
+    return state_of(state, read(parse_qsl(state, keep_blank_values=True), bounds))
 
 
-def read_state(query: str, devices: Iterable[str], max_elements: int) -> LabState:
-    """The state of a lab query; anything it does not know (a typo in a lesson) is a SpecError."""
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in VIEW_KEYS]
-    spec = resolve(from_query([p for p in pairs if _is_spec_key(p[0])]), devices, max_elements)
-    rest = dict(p for p in pairs if not _is_spec_key(p[0]))
-    experiment = None
-    if rest:
-        experiment = _experiment(rest, spec, devices, max_elements)
-    return LabState(query, spec, memo.report(spec), matrix(spec), experiment)
-
-
-def _experiment(rest: dict[str, str], spec: LabSpec, devices: Iterable[str], max_elements: int):
-    chosen = EXPERIMENTS.get(rest.pop("experiment", ""))
-    if chosen is None:
-        raise SpecError(
-            ("query", "experiment"), Text("experiment: one of {names}", names=", ".join(EXPERIMENTS))
-        )
-    into = {k.removeprefix(INTO): rest.pop(k) for k in list(rest) if k.startswith(INTO)}
-    params = {}
-    for name, allowed in chosen.params.items():
-        if name in rest:
-            value = rest.pop(name)
-            if value not in allowed:
-                raise SpecError(
-                    ("query", name), Text("{name}: one of {names}", name=name, names=", ".join(allowed))
-                )
-            params[name] = value
-    if rest:
-        raise SpecError(
-            ("query", next(iter(rest))), Text("unknown query parameter {name!r}", name=next(iter(rest)))
-        )
-    other = resolve(loaded_into(spec, into), devices, max_elements) if chosen.id == "load_into" else None
-    return run_experiment(chosen.id, spec, other, **params)
+def state_of(state: str, query: LabQuery) -> LabState:
+    """What a read query shows, from torch (its report and experiment memoised: run once each)."""
+    experiment = memo.experiment(query) if query.experiment else None
+    return LabState(state, query.spec, memo.report(query.spec), matrix(query.spec), experiment)
 
 
 def as_text(value: object) -> str:

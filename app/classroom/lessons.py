@@ -10,12 +10,12 @@ every text is there in every language.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from app.classroom.facts import LabState, facts, read_state
+from app.lab.query import Bounds
 from app.lab.spec import SpecError
 from app.langs import LANGS
 from app.resources import resource_dir
@@ -109,10 +109,9 @@ def answer(question: Question, state: LabState) -> Answer:
     return Answer(value, hits[0] if len(hits) == 1 else None)
 
 
-def check(lesson: Lesson, devices: Iterable[str], max_elements: int) -> list[str]:
+def check(lesson: Lesson, bounds: Bounds) -> list[str]:
     """Everything wrong with a lesson, in words; empty when it can be taught."""
     problems = []
-    devices = tuple(devices)
     texts = [("title", lesson.title), ("summary", lesson.summary)]
     if not lesson.steps:
         problems.append("no steps")
@@ -120,7 +119,7 @@ def check(lesson: Lesson, devices: Iterable[str], max_elements: int) -> list[str
         where = f"step {i}"
         texts.append((where, step.text))
         try:
-            state = read_state(step.state, devices, max_elements)
+            state = read_state(step.state, bounds)
         except (SpecError, ValueError) as exc:
             problems.append(f"{where}: state {step.state!r}: {exc}")
             continue

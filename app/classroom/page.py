@@ -16,12 +16,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from markupsafe import Markup
 
 from app.classroom.broker import Broker
-from app.classroom.facts import LabState, outcome_message, read_state
+from app.classroom.facts import LabState, outcome_message
 from app.classroom.lessons import Answer, Lesson, Step, answer, lessons
 from app.classroom.rooms import ClassError, Room, Tally, shown
 from app.errors import Refusal
-from app.lab import devices
 from app.lab import page as pages
+from app.lab.query import Bounds, read
 from app.lab.spec import SpecError
 from app.langs import LANGS, Text
 from app.web.html import View, render
@@ -70,7 +70,7 @@ def _choice(text: str | None, step: Step) -> int | None:
     return int(text)
 
 
-def read_step(lesson_id: str, query: dict[str, str], max_elements: int, reveal: bool = False) -> StepPage:
+def read_step(lesson_id: str, query: dict[str, str], bounds: Bounds, reveal: bool = False) -> StepPage:
     """The page model of one step; ``reveal`` forces the answer shown (a class after its reveal)."""
     lesson = lessons().get(lesson_id)
     if lesson is None:
@@ -84,10 +84,11 @@ def read_step(lesson_id: str, query: dict[str, str], max_elements: int, reveal: 
         )
     number = _number(query.get("step"), lesson)
     step = lesson.steps[number - 1]
-    state = read_state(step.state, devices.device_ids(), max_elements)
-    previous = "/?" + lesson.steps[number - 2].state if number > 1 else None
-    # As an htmx swap from the step before: every fact that changed is marked with its old value.
-    lab = pages.read_page(parse_qsl(step.state), _swap_view(), previous, max_elements)
+    # Read strictly, as lessons are checked; shown as an htmx swap from the step before (every fact
+    # that changed is marked with its old value); its experiment run once, for the lab and the facts.
+    previous = read(parse_qsl(lesson.steps[number - 2].state), bounds).spec if number > 1 else None
+    lab = pages.lab_page(read(parse_qsl(step.state), bounds), _swap_view(), previous)
+    state = LabState(step.state, lab.spec, lab.report, lab.matrix, lab.experiment)
     revealed = step.question is None or reveal or query.get("reveal") == "1"
     q = step.question
     return StepPage(
@@ -169,7 +170,7 @@ class Shown:
 
 
 @lru_cache(maxsize=256)
-def read_shown(state: str, max_elements: int) -> Shown:
+def read_shown(state: str, bounds: Bounds) -> Shown:
     """The state a teacher sets, checked and canonical; anything else is a 422 naming it.
 
     Remembered (a pure function of the URL, like a report): every student's page reads it again
@@ -183,12 +184,12 @@ def read_shown(state: str, max_elements: int) -> Shown:
     try:
         if parts.path.startswith("/lessons/"):
             lesson_id = parts.path.removeprefix("/lessons/")
-            step = read_step(lesson_id, dict(query), max_elements)
+            step = read_step(lesson_id, dict(query), bounds)
             extra = {"reveal": "1"} if step.revealed and step.step.question else {}
             url = f"/lessons/{lesson_id}?" + urlencode({"step": str(step.number), **extra})
             return Shown(url, step, None)
         if parts.path == "/":
-            lab = pages.read_page(query, pages_view(), None, max_elements)
+            lab = pages.read_page(query, pages_view(), None, bounds)
             return Shown(pages.link(lab.spec, pages_view(), lab.experiment_pairs), None, lab)
     except StepError as exc:
         raise BadState(exc.words) from None
@@ -227,10 +228,10 @@ class RoomView:
 
 
 async def room_context(
-    b: Broker, join: str, view: View, max_elements: int, room: Room, teacher: bool, student: str | None
+    b: Broker, join: str, view: View, bounds: Bounds, room: Room, teacher: bool, student: str | None
 ) -> dict:
     """What room.html shows of a room: to its teacher (``teacher``) or a student (``student``'s id)."""
-    shown_state = read_shown(room.state, max_elements)
+    shown_state = read_shown(room.state, bounds)
     key = shown_state.step_key
     tally: Tally | None = await b.tally(room.code, key) if teacher and shown_state.step else None
     vote = await b.vote_of(room.code, key, student) if student and key else None
@@ -239,23 +240,23 @@ async def room_context(
     context = {"view": view, "langs": LANGS, "rv": rv, "shown": shown_state, "error": None}
     if shown_state.step:
         step = shown_state.step
-        revealed = lab_html(room.state, view.lang, max_elements) if step.revealed else None
+        revealed = lab_html(room.state, view.lang, bounds) if step.revealed else None
         step_ctx = step_context(step, view, room=rv, lab_html=revealed)
         if tally is not None and step.step.question:
             step_ctx["tally"] = {"counts": tally.of(len(step.step.question.choices)), "total": tally.total}
         context.update(step_ctx)
         context["controls"] = teacher_controls(step) if teacher else None
     else:
-        context["lab_snapshot"] = lab_html(room.state, view.lang, max_elements)
+        context["lab_snapshot"] = lab_html(room.state, view.lang, bounds)
     context["own_url"] = with_view(shown_state.url, view)
     context["rv"] = rv
     return context
 
 
 @lru_cache(maxsize=256)
-def lab_html(state: str, lang: str, max_elements: int) -> Markup:
+def lab_html(state: str, lang: str, bounds: Bounds) -> Markup:
     """What a state shows of the lab, read-only, rendered once per state and language."""
-    shown_state = read_shown(state, max_elements)
+    shown_state = read_shown(state, bounds)
     view = View(lang=lang, lang_chosen=False, present=False, htmx=False)
     if shown_state.step:
         return step_lab_html(shown_state.step, view)

@@ -41,6 +41,7 @@ from app.classroom.rooms import (
     normalise,
 )
 from app.errors import Refusal
+from app.lab.deps import lab_bounds
 from app.langs import LANGS, Text
 from app.settings import Settings
 from app.web.deps import SettingsDep
@@ -69,9 +70,7 @@ async def room_page(
     request: Request, view: View, settings: Settings, room: Room, teacher: bool, student: str | None
 ) -> dict:
     join = join_url(request, settings, room.code)
-    return await room_context(
-        broker(request), join, view, settings.custom_max_elements, room, teacher, student
-    )
+    return await room_context(broker(request), join, view, lab_bounds(settings), room, teacher, student)
 
 
 def page(
@@ -108,7 +107,7 @@ async def lesson_index(view: ViewDep) -> Response:
 @pages.get("/lessons/{lesson_id}", response_class=HTMLResponse)
 async def lesson_step(lesson_id: str, request: Request, view: ViewDep, settings: SettingsDep) -> Response:
     try:
-        page = read_step(lesson_id, dict(request.query_params), settings.custom_max_elements)
+        page = read_step(lesson_id, dict(request.query_params), lab_bounds(settings))
     except StepError as exc:
         return step_error_page(view, exc)
     shown = {"reveal": "1"} if page.revealed and page.step.question else {}
@@ -146,7 +145,7 @@ async def _teacher(request: Request, code: str) -> Room:
 async def start_class(
     request: Request, settings: SettingsDep, state: Annotated[str, Form()] = "/"
 ) -> Response:
-    shown_state = read_shown(state, settings.custom_max_elements)
+    shown_state = read_shown(state, lab_bounds(settings))
     token = new_token()
     room = await broker(request).create(token, shown_state.url, client_of(request))
     response = RedirectResponse(f"/rooms/{room.code}/teach", 303)
@@ -165,7 +164,7 @@ async def set_state(
     code: str, request: Request, view: ViewDep, settings: SettingsDep, state: Annotated[str, Form()]
 ) -> Response:
     room = await _teacher(request, code)
-    room = await broker(request).set_state(room.code, read_shown(state, settings.custom_max_elements).url)
+    room = await broker(request).set_state(room.code, read_shown(state, lab_bounds(settings)).url)
     if not view.htmx:
         return RedirectResponse(f"/rooms/{room.code}/teach{view_query(view)}", 303)
     return page(view, await room_page(request, view, settings, room, True, None), "console")
@@ -219,7 +218,7 @@ async def vote(
 
 
 async def check_vote(room: Room, step: str, choice: int, settings: Settings) -> None:
-    shown_state = read_shown(room.state, settings.custom_max_elements)
+    shown_state = read_shown(room.state, lab_bounds(settings))
     if not shown_state.voting or step != shown_state.step_key:
         raise Refused(
             Text("voting on this step is closed: the class has moved on, or the answer is revealed")

@@ -7,8 +7,8 @@ from fastapi.responses import Response
 
 from app.architectures.catalogue import ARCHITECTURES
 from app.doctor.targets import architecture_target
-from app.lab.page import spec_of as lab_spec_of
 from app.lab.presets import PRESETS
+from app.lab.query import Bounds, read_page
 from app.lab.spec import LabSpec
 from app.lab.styles import ALL_STYLES
 from app.langs import LANGS
@@ -28,10 +28,10 @@ def architecture_of(pairs: list[tuple[str, str]], settings: Settings) -> str | N
     return architecture_target(chosen, settings.architectures)
 
 
-def spec_of(pairs: list[tuple[str, str]], max_elements: int) -> LabSpec | None:
-    """The module to load into, read like the lab page's spec; none when no preset is chosen."""
+def spec_of(pairs: list[tuple[str, str]], bounds: Bounds) -> LabSpec | None:
+    """The module to load into, read as the lab page reads its URL; none when no preset is chosen."""
     pairs = [(k, v) for k, v in pairs if k not in FORM_FIELDS]
-    return lab_spec_of(pairs, max_elements)[0] if dict(pairs).get("preset") else None
+    return read_page(pairs, bounds, "cpu").spec if dict(pairs).get("preset") else None
 
 
 def context(view: View, **extra: object) -> dict:

@@ -14,9 +14,10 @@ from app.doctor.report import CheckpointReport, PageReport, UploadError
 from app.doctor.targets import Target, architecture_target
 from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, uploaded
 from app.errors import Refusal
-from app.lab import devices
-from app.lab.routes import LAB_QUERY
-from app.lab.spec import LabSpec, SpecError, from_query, resolve
+from app.lab.deps import lab_bounds
+from app.lab.query import OPENAPI_PARAMETERS as LAB_QUERY
+from app.lab.query import read
+from app.lab.spec import SpecError
 from app.langs import Text
 from app.settings import Settings
 from app.web.deps import SettingsDep
@@ -28,10 +29,6 @@ pages = APIRouter(include_in_schema=False)
 
 def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
-
-
-def resolved(spec: LabSpec, settings: Settings) -> LabSpec:
-    return resolve(spec, devices.device_ids(), settings.custom_max_elements)
 
 
 STATE_DICT = "state_dict"  # query: where in the file the state_dict to load is
@@ -96,7 +93,7 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | N
         if items:
             raise SpecError(("query", ARCHITECTURE), Text("load into an architecture or a preset, not both"))
         return architecture_target(arch, settings.architectures), at
-    return (resolved(from_query(items), settings) if items else None), at
+    return (read(items, lab_bounds(settings), experiments=False).spec if items else None), at
 
 
 @api.post(
@@ -189,7 +186,7 @@ async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep
         return off
     pairs = request.query_params.multi_items()
     try:
-        spec = spec_of(pairs, settings.custom_max_elements)
+        spec = spec_of(pairs, lab_bounds(settings))
     except SpecError:
         spec = None
     architecture = None if spec else architecture_of(pairs, settings)
@@ -214,7 +211,7 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
         async with uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
             filename, fields = _names(upload.of(FILE_FIELD)), dict(upload.fields)
             architecture = architecture_of(upload.fields, settings)
-            spec = None if architecture else spec_of(upload.fields, settings.custom_max_elements)
+            spec = None if architecture else spec_of(upload.fields, lab_bounds(settings))
             # A file input left empty still sends a part, with no name and no bytes: no second file.
             others = [f for f in upload.of(OTHER_FIELD) if f.filename or f.path.stat().st_size]
             if others:  # a second checkpoint: compare the two

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from threading import Lock
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import torch
 
 from app.lab.devices import device_ids
+from app.lab.experiments import ExperimentResult, run_experiment
 from app.lab.report import LabReport, inspect
 from app.lab.spec import LabSpec, from_query
+
+if TYPE_CHECKING:
+    from app.lab.query import LabQuery
 
 MAX_REPORTS = 1024  # a class explores a few dozen specs
 # The reports' JSON in all; the live models beside it take a few times as much.
@@ -56,11 +61,34 @@ def report_json(spec: LabSpec) -> bytes:
     return _cached(spec)[1]
 
 
+MAX_EXPERIMENTS = 256  # results of a few KB each; a class runs a few dozen
+_experiments: OrderedDict[tuple, ExperimentResult] = OrderedDict()
+
+
+def experiment(query: LabQuery) -> ExperimentResult:
+    """The result of the experiment a resolved query asks for, run once per canonical URL (a lesson
+    step, every student of a class and the page all ask for the same). Callers must not modify it."""
+    assert query.experiment is not None
+    key = (query.url(), torch.__version__, device_ids())
+    with _lock:
+        found = _experiments.get(key)
+        if found is not None:
+            _experiments.move_to_end(key)
+            return found
+    found = run_experiment(query.experiment.id, query.spec, query.into, **query.options)
+    with _lock:
+        _experiments[key] = found
+        while len(_experiments) > MAX_EXPERIMENTS:
+            _experiments.popitem(last=False)
+    return found
+
+
 def clear() -> None:
     global _size
     with _lock:
         _reports.clear()
         _size = 0
+        _experiments.clear()
 
 
 def size() -> tuple[int, int]:

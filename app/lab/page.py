@@ -12,103 +12,28 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from app.lab import devices, memo
+from app.lab import query as lab_query
 from app.lab.diff import LabDiff, compare, with_matrix
-from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
+from app.lab.experiments import EXPERIMENTS, ExperimentResult
 from app.lab.matrix import Matrix, matrix
 from app.lab.presets import PRESETS
+from app.lab.query import Bounds, LabQuery
 from app.lab.report import LabReport
-from app.lab.spec import (
-    SHAPE_PREFIX,
-    STYLE_PREFIX,
-    LabSpec,
-    SpecError,
-    from_query,
-    loaded_into,
-    members,
-    resolve,
-)
+from app.lab.spec import LabSpec, SpecError, members
 from app.lab.styles import ALL_STYLES
 from app.langs import LANGS
 from app.web.html import View
 
-# The experiment to run and its options ride in the URL beside the spec, named like the API's.
-EXPERIMENT_PARAMS = ("experiment", *sorted({name for e in EXPERIMENTS.values() for name in e.params}))
-# The custom module's form: add the member named ``new`` (on ``add``), or drop one.
-EDIT_PARAMS = ("add", "new", "new_shape", "new_style", "drop")
-PAGE_PARAMS = ("lang", "present", "embed", *EXPERIMENT_PARAMS, *EDIT_PARAMS)  # not part of the spec
-INTO = "into."  # load_into: the member styles of the module loaded into
-DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side
 PAGE = "lab/lab.html"
 BLOCKS = ("results", "announce", "experiment_controls", "more")  # what every htmx swap replaces
 
 
-def edited(query: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The query with the custom module's edit applied: a member added (or replaced), or dropped.
-
-    The new member's fields ride in every submission of the form, but count only with ``add``.
-    """
-    asked = dict(query)
-    adding = bool(asked.get("add")) and "new" in asked
-    gone = {asked["new"]} if adding else set()
-    gone |= {asked["drop"]} if "drop" in asked else set()
-    kept = [
-        (key, value)
-        for key, value in query
-        if key not in EDIT_PARAMS
-        and not (key.startswith((STYLE_PREFIX, SHAPE_PREFIX)) and key.partition(".")[2] in gone)
-    ]
-    if adding:
-        name = asked["new"]
-        kept += [
-            (STYLE_PREFIX + name, asked.get("new_style") or "parameter"),
-            (SHAPE_PREFIX + name, asked.get("new_shape") or "3"),
-        ]
-    return kept
+def page_query(pairs: list[tuple[str, str]], bounds: Bounds) -> LabQuery:
+    """What a lab page's URL asks for (``app.lab.query`` reads it, as it reads every lab URL)."""
+    return lab_query.read_page(pairs, bounds, lab_query.default_device(bounds.devices))
 
 
-def lesson_device() -> str:
-    """Where the first page moves its module: the first GPU, else meta, so the plain tensor that
-    stays behind on cpu shows the tutorials' point before anything is touched."""
-    return next((d for d in devices.device_ids() if d.startswith("cuda:")), "meta")
-
-
-def spec_of(query: list[tuple[str, str]], max_elements: int) -> tuple[LabSpec, list[str]]:
-    """The page's spec, and the ``style.*`` members it ignored.
-
-    Choosing another module in the form (or submitting it without JavaScript) still sends the old
-    module's members (and a custom module's shapes); the page drops those and says so, where the
-    API would refuse them.
-    """
-    query = edited([(key, value) for key, value in query if not key.startswith(INTO)])
-    given = {key for key, _ in query}
-    if "preset" not in given:
-        query = [("preset", DEFAULT_PRESET), *query]
-        if "device" not in given:
-            query.append(("device", lesson_device()))
-    spec = from_query(query, allowed=PAGE_PARAMS)
-    preset = PRESETS.get(spec.preset)
-    foreign = bool(preset and not preset.custom)
-    ignored = [name for name in spec.styles if foreign and preset.member(name) is None]  # type: ignore[union-attr]
-    kept = {name: style for name, style in spec.styles.items() if name not in ignored}
-    update = {"styles": kept, "shapes": {} if foreign else spec.shapes}
-    return resolve(spec.model_copy(update=update), devices.device_ids(), max_elements), ignored
-
-
-def with_edit(
-    query: list[tuple[str, str]], max_elements: int, lang: str
-) -> tuple[list[tuple[str, str]], str | None]:
-    """The query with the custom module's edit applied, or, where the module cannot take it (a bad
-    shape, too many elements), the query without the edit and the reason, in ``lang``."""
-    if not any(key in ("add", "drop") for key, _ in query):
-        return query, None
-    try:
-        spec_of(query, max_elements)
-    except SpecError as exc:
-        return [(key, value) for key, value in query if key not in EDIT_PARAMS], exc.text(lang)
-    return query, None
-
-
-def previous_spec(url: str | None, max_elements: int) -> LabSpec | None:
+def previous_spec(url: str | None, bounds: Bounds) -> LabSpec | None:
     """The spec of the page an htmx request came from (its HX-Current-URL), if readable.
 
     The HTTP cache keys pages by this (``spec.query()``), so it must stay all the page reads of the URL.
@@ -119,39 +44,9 @@ def previous_spec(url: str | None, max_elements: int) -> LabSpec | None:
         parts = urlsplit(url)
         if parts.path not in ("/", "") or not (parts.path or parts.query):
             return None  # not the lab page (or nothing at all): nothing to compare with
-        return spec_of(parse_qsl(parts.query, keep_blank_values=True), max_elements)[0]
+        return page_query(parse_qsl(parts.query, keep_blank_values=True), bounds).spec
     except (SpecError, ValueError):  # or a URL urlsplit cannot read (``http://[``)
         return None
-
-
-def previous_report(url: str | None, max_elements: int) -> LabReport | None:
-    """The report the page showed before this htmx request, if readable."""
-    spec = previous_spec(url, max_elements)
-    return memo.report(spec) if spec else None
-
-
-def experiment_of(
-    query: list[tuple[str, str]], spec: LabSpec, max_elements: int
-) -> tuple[ExperimentResult | None, list]:
-    """The experiment the page asks for, run on ``spec``, and its canonical query pairs.
-
-    Like ``lang``, an option the page does not know falls back to its default.
-    """
-    asked = dict(query)
-    experiment = EXPERIMENTS.get(asked.get("experiment", ""))
-    if experiment is None:
-        return None, []
-    params = {name: asked[name] for name, allowed in experiment.params.items() if asked.get(name) in allowed}
-    pairs = [("experiment", experiment.id), *params.items()]
-    other = None
-    if experiment.id == "load_into":
-        into = {k.removeprefix(INTO): v for k, v in query if k.startswith(INTO)}
-        try:
-            other = resolve(loaded_into(spec, into), devices.device_ids(), max_elements)
-            pairs += [(INTO + member, style) for member, style in other.styles.items()]
-        except SpecError:
-            other = None
-    return run_experiment(experiment.id, spec, other, **params), pairs
 
 
 def link(spec: LabSpec, view: View, extra: Sequence[tuple[str, str]] = (), **changes: str | bool) -> str:
@@ -170,45 +65,49 @@ def link(spec: LabSpec, view: View, extra: Sequence[tuple[str, str]] = (), **cha
 class LabPage:
     """Everything one request's page shows, built once from the query."""
 
-    spec: LabSpec
-    ignored: list[str]  # style.* of another module, dropped
-    edit_error: str | None  # a custom member the module could not take
+    query: LabQuery
     experiment: ExperimentResult | None
-    experiment_pairs: list
     report: LabReport
     matrix: Matrix
     diff: LabDiff
+    ignored: tuple[str, ...] = ()  # style.* of another module, dropped and said
     controls: bool = False  # the member controls change too (another module, a member added or dropped)
-    editing: bool = False  # the query adds or drops a custom member
+
+    @property
+    def spec(self) -> LabSpec:
+        return self.query.spec
+
+    @property
+    def experiment_pairs(self) -> list[tuple[str, str]]:
+        return self.query.experiment_pairs()
 
 
-def read_page(
-    query: list[tuple[str, str]], view: View, current_url: str | None, max_elements: int
-) -> LabPage:
-    """The page model of a query; a spec that cannot be shown raises its SpecError."""
-    editing = any(key in ("add", "drop") for key, _ in query)
-    query, edit_error = with_edit(query, max_elements, view.lang)
-    spec, ignored = spec_of(query, max_elements)
-    experiment, pairs = experiment_of(query, spec, max_elements)
+def lab_page(query: LabQuery, view: View, previous: LabSpec | None) -> LabPage:
+    """The page model of a query read by ``app.lab.query``, marked against the spec of the page it
+    was swapped from (``previous``); its experiment is run once (``memo.experiment``)."""
+    spec = query.spec
     report, table = memo.report(spec), matrix(spec)
-    previous = previous_report(current_url, max_elements) if view.htmx else None
-    diff = compare(previous, report)
-    if previous is not None:
-        diff = with_matrix(diff, matrix(previous.spec), table)
-    controls = bool(diff.preset) or (previous is not None and list(previous.spec.styles) != list(spec.styles))
+    before = memo.report(previous) if previous is not None else None
+    diff = compare(before, report)
+    if before is not None:
+        diff = with_matrix(diff, matrix(before.spec), table)
+    controls = bool(diff.preset) or (before is not None and list(before.spec.styles) != list(spec.styles))
     return LabPage(
-        spec=spec,
-        # A swap to another module still sent the old module's members: expected to go, not reported.
-        ignored=[] if view.htmx and controls else ignored,
-        edit_error=edit_error,
-        experiment=experiment,
-        experiment_pairs=pairs,
+        query=query,
+        experiment=memo.experiment(query) if query.experiment else None,
         report=report,
         matrix=table,
         diff=diff,
+        # A swap to another module still sent the old module's members: expected to go, not reported.
+        ignored=() if view.htmx and controls else query.ignored,
         controls=controls,
-        editing=editing,
     )
+
+
+def read_page(pairs: list[tuple[str, str]], view: View, current_url: str | None, bounds: Bounds) -> LabPage:
+    """The page model of a lab URL; a spec that cannot be shown raises its SpecError."""
+    previous = previous_spec(current_url, bounds) if view.htmx else None
+    return lab_page(page_query(pairs, bounds), view, previous)
 
 
 def blocks_of(page: LabPage, view: View) -> tuple[str, ...]:
@@ -263,7 +162,7 @@ def context(view: View, page: LabPage | None = None, error: str | None = None) -
         "experiment": page.experiment if page else None,
         "experiment_pairs": pairs,
         "ignored": page.ignored if page else (),
-        "edit_error": page.edit_error if page else None,
+        "edit_error": page.query.edit_error.text(view.lang) if page and page.query.edit_error else None,
         "view": view,
         "presets": PRESETS,
         "styles": ALL_STYLES,

@@ -12,18 +12,18 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
-from app import langs
 from app.lab import devices, memo
-from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult, run_experiment
+from app.lab.deps import BoundsDep
+from app.lab.experiments import EXPERIMENTS, Experiment, ExperimentResult
 from app.lab.matrix import Matrix, matrix
 from app.lab.page import PAGE, blocks_of, context, link, previous_spec, read_page
 from app.lab.presets import PRESETS
+from app.lab.query import OPENAPI_PARAMETERS, Bounds, read, with_experiment
 from app.lab.report import LabReport
-from app.lab.spec import LabSpec, SpecError, UnknownPreset, from_query, loaded_into, resolve
+from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import ALL_STYLES
 from app.langs import EN, ZH
 from app.settings import Settings
-from app.web.deps import SettingsDep
 from app.web.html import VARY, ViewDep, respond
 
 api = APIRouter(prefix="/api", tags=["api"])
@@ -84,26 +84,12 @@ class PresetOut(BaseModel):
     translations: dict[str, Text] = Field(description="Title and description per language, e.g. zh-CN.")
 
 
-def resolved(spec: LabSpec, settings: Settings) -> LabSpec:
-    return resolve(spec, devices.device_ids(), settings.custom_max_elements)
-
-
 def _json(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-# The query is read by hand (so a repeated spec costs one dict lookup); this documents it.
-LAB_QUERY = [
-    {"name": "preset", "in": "query", "required": True, "schema": {"type": "string"}, "example": "testmodel"},
-    {"name": "device", "in": "query", "schema": {"type": "string", "default": "cpu"}, "example": "meta"},
-    {
-        "name": "style.{member}",
-        "in": "query",
-        "description": "One per member to change, e.g. style.buffer1=buffer; see GET /api/presets. "
-        "For the custom preset also shape.{member}=3x4.",
-        "schema": {"type": "string"},
-    },
-]
+# The query is read by hand, by app.lab.query (a repeated spec costs one dict lookup); this documents it.
+LAB_QUERY = OPENAPI_PARAMETERS
 LAB_RESPONSES: dict = {
     404: {"description": "Unknown preset"},
     413: {"description": "Request body over the limit"},
@@ -161,9 +147,9 @@ async def list_presets() -> list[PresetOut]:
     "for each member to change, e.g. `/api/lab?preset=testmodel&device=meta&style.buffer1=buffer`. "
     "Answers carry a strong ETag; send it back in If-None-Match for a 304.",
 )
-async def lab_get(request: Request, settings: SettingsDep) -> Response:
+async def lab_get(request: Request, bounds: BoundsDep) -> Response:
     # Repeated queries never get here (app.http.cache answers them); a new one costs about 1 ms.
-    return _json(memo.report_json(resolved(from_query(request.query_params.multi_items()), settings)))
+    return _json(memo.report_json(read(request.query_params.multi_items(), bounds, experiments=False).spec))
 
 
 @api.post(
@@ -172,8 +158,8 @@ async def lab_get(request: Request, settings: SettingsDep) -> Response:
     responses=LAB_RESPONSES,
     description="The same report as GET /api/lab, for a JSON spec.",
 )
-async def lab_post(spec: Annotated[LabSpec, Body()], settings: SettingsDep) -> Response:
-    return _json(memo.report_json(resolved(spec, settings)))
+async def lab_post(spec: Annotated[LabSpec, Body()], bounds: BoundsDep) -> Response:
+    return _json(memo.report_json(resolve(spec, bounds.devices, bounds.max_elements)))
 
 
 class ExperimentOut(BaseModel):
@@ -202,41 +188,6 @@ def experiment_or_404(experiment_id: str) -> Experiment:
     return EXPERIMENTS[experiment_id]
 
 
-def run_resolved(experiment: Experiment, request: ExperimentRequest, settings: Settings) -> bytes:
-    spec = resolved(LabSpec(**request.model_dump(include={"preset", "device", "styles", "shapes"})), settings)
-    for name, value in request.params.items():
-        allowed = experiment.params.get(name)
-        if allowed is None:
-            raise SpecError(
-                ("params", name),
-                langs.Text(
-                    "{id!r} takes no option {name!r}; options: {value}",
-                    id=experiment.id,
-                    name=name,
-                    value=", ".join(experiment.params) or "none",
-                ),
-            )
-        if value not in allowed:
-            raise SpecError(
-                ("params", name),
-                langs.Text(
-                    "{name} must be one of {names}, not {value!r}",
-                    name=name,
-                    names=", ".join(allowed),
-                    value=value,
-                ),
-            )
-    other = None
-    if request.into:
-        if experiment.id != "load_into":
-            raise SpecError(("into",), langs.Text("only load_into takes the styles of another module"))
-        try:
-            other = resolved(loaded_into(request, request.into), settings)
-        except SpecError as exc:
-            raise SpecError(("into", *exc.loc[1:]), exc.words) from exc
-    return run_experiment(experiment.id, spec, other, **request.params).model_dump_json().encode()
-
-
 @api.get("/experiments")
 async def list_experiments() -> list[ExperimentOut]:
     return [
@@ -260,19 +211,10 @@ async def list_experiments() -> list[ExperimentOut]:
     "in the query by name (e.g. `dtype=half`); for load_into, `into.<member>=<style>` gives the module "
     "the state_dict is loaded into.",
 )
-async def experiment_get(experiment_id: str, request: Request, settings: SettingsDep) -> Response:
+async def experiment_get(experiment_id: str, request: Request, bounds: BoundsDep) -> Response:
     experiment = experiment_or_404(experiment_id)
-    spec_items, params, into = [], {}, {}
-    for key, value in request.query_params.multi_items():
-        if key.startswith("into."):
-            into[key.removeprefix("into.")] = value
-        elif key in experiment.params:
-            params[key] = value
-        else:
-            spec_items.append((key, value))
-    spec = from_query(spec_items)
-    body = ExperimentRequest(**spec.model_dump(), params=params, into=into)
-    return _json(run_resolved(experiment, body, settings))
+    query = read(request.query_params.multi_items(), bounds, experiments=False, only=experiment.id)
+    return _json(memo.experiment(query).model_dump_json().encode())
 
 
 @api.post(
@@ -282,9 +224,13 @@ async def experiment_get(experiment_id: str, request: Request, settings: Setting
     description="The same result as the GET form, for a JSON body.",
 )
 async def experiment_post(
-    experiment_id: str, request: Annotated[ExperimentRequest, Body()], settings: SettingsDep
+    experiment_id: str, request: Annotated[ExperimentRequest, Body()], bounds: BoundsDep
 ) -> Response:
-    return _json(run_resolved(experiment_or_404(experiment_id), request, settings))
+    experiment = experiment_or_404(experiment_id)
+    fields = request.model_dump(include={"preset", "device", "styles", "shapes"})
+    spec = resolve(LabSpec(**fields), bounds.devices, bounds.max_elements)
+    query = with_experiment(spec, experiment.id, request.params, request.into, bounds)
+    return _json(memo.experiment(query).model_dump_json().encode())
 
 
 @api.get(
@@ -295,26 +241,25 @@ async def experiment_post(
     description="The tutorials' table, complete: one row per member, every cell computed by running the "
     "experiments on this spec's module (spec in the query, as for /api/lab).",
 )
-async def matrix_get(request: Request, settings: SettingsDep) -> Response:
-    spec = resolved(from_query(request.query_params.multi_items()), settings)
+async def matrix_get(request: Request, bounds: BoundsDep) -> Response:
+    spec = read(request.query_params.multi_items(), bounds, experiments=False).spec
     return _json(matrix(spec).model_dump_json().encode())
 
 
 @pages.get("/", response_class=HTMLResponse)
-async def lab_page(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
-    query = request.query_params.multi_items()
+async def lab_page(request: Request, view: ViewDep, bounds: BoundsDep) -> Response:
+    pairs = request.query_params.multi_items()
     try:
-        page = read_page(query, view, request.headers.get("hx-current-url"), settings.custom_max_elements)
+        page = read_page(pairs, view, request.headers.get("hx-current-url"), bounds)
     except SpecError as exc:
-        status = 404 if isinstance(exc, UnknownPreset) else 422
-        return respond(view, PAGE, context(view, error=exc.text(view.lang)), (), status)
+        return respond(view, PAGE, context(view, error=exc.text(view.lang)), (), exc.status)
     permalink = link(page.spec, view, page.experiment_pairs)
-    if page.editing and not page.edit_error and not view.htmx:
+    if page.query.editing and not page.query.edit_error and not view.htmx:
         # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
         return RedirectResponse(permalink, 303, headers={"Vary": VARY})
     # The canonical permalink goes into the address bar, not the form's field order. A refused edit
     # is 422 for a full page (htmx gets its notice in the blocks it swaps).
-    status = 422 if page.edit_error else 200
+    status = 422 if page.query.edit_error else 200
     return respond(view, PAGE, context(view, page), blocks_of(page, view), status, {"HX-Push-Url": permalink})
 
 
@@ -324,7 +269,8 @@ def vary_readers(settings: Settings) -> dict[bytes, Callable[[bytes], Hashable]]
 
     @lru_cache(maxsize=256)
     def previous(value: bytes) -> str | None:
-        spec = previous_spec(value.decode("latin-1"), settings.custom_max_elements)
+        # Bounds at the first request, not at app creation: the devices are asked for only then.
+        spec = previous_spec(value.decode("latin-1"), Bounds.here(settings.custom_max_elements))
         return spec.query() if spec else None
 
     return {b"hx-current-url": previous}

@@ -19,7 +19,6 @@ from app.errors import Refusal
 from app.lab.presets import PRESETS, Member
 from app.lab.styles import STYLES
 from app.langs import EN, Text, rendered
-from app.settings import get_settings
 
 STYLE_PREFIX = "style."
 SHAPE_PREFIX = "shape."
@@ -164,11 +163,11 @@ def _custom(spec: LabSpec, max_elements: int) -> dict[str, list[int]]:
     return {name: list(spec.shapes.get(name, DEFAULT_SHAPE)) for name in spec.styles}
 
 
-def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int | None = None) -> LabSpec:
+def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int) -> LabSpec:
     """The canonical form of ``spec``: every member present, in the preset's order.
 
-    ``max_elements`` caps a custom tensor; the web layer passes its app's setting, and without it
-    the setting read from the environment rules (one default, in ``Settings``).
+    ``max_elements`` caps a custom tensor (the caller's MRE_CUSTOM_MAX_ELEMENTS: this module reads
+    no settings).
     """
     preset = PRESETS.get(spec.preset)
     if preset is None:
@@ -187,8 +186,7 @@ def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int | None = No
             ),
         )
     if preset.custom:
-        cap = get_settings().custom_max_elements if max_elements is None else max_elements
-        shapes = _custom(spec, cap)
+        shapes = _custom(spec, max_elements)
         return LabSpec(preset=preset.id, device=spec.device, styles=dict(spec.styles), shapes=shapes)
     if spec.shapes:
         raise SpecError(("shapes",), Text("only the custom preset takes shapes"))

@@ -9,20 +9,20 @@ from fastapi.testclient import TestClient
 
 from app.classroom.facts import read_state
 from app.classroom.lessons import answer, check, lessons, parse
+from app.lab.query import Bounds
 from app.langs import LANGS
 from tests.support.html import HX
 from tests.support.html import parse as parse_html
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
-DEVICES = ("cpu", "meta")
-MAX = 4096
+BOUNDS = Bounds(("cpu", "meta"), 4096)
 
 
 def test_every_lesson_can_be_taught() -> None:
     found = lessons()
     assert {"parameters-and-buffers", "register-parameter", "saving-and-loading"} <= set(found)
     for lesson in found.values():
-        assert check(lesson, DEVICES, MAX) == [], lesson.id
+        assert check(lesson, BOUNDS) == [], lesson.id
         assert sum(step.question is not None for step in lesson.steps) >= 3, lesson.id
 
 
@@ -80,7 +80,7 @@ def test_the_check_finds_what_is_wrong() -> None:
             ],
         },
     )
-    problems = check(broken, DEVICES, MAX)
+    problems = check(broken, BOUNDS)
     assert any(p.startswith("step 1: state") and "colour" in p for p in problems), problems
     assert any(p.startswith("step 2: fact 'member.buffer1.colour'") for p in problems), problems
     assert any(p.startswith("step 3: torch says 'meta'") for p in problems), problems
@@ -90,7 +90,7 @@ def test_the_check_finds_what_is_wrong() -> None:
 
 def _answer(lesson_id: str, number: int) -> str:
     step = lessons()[lesson_id].steps[number - 1]
-    return answer(step.question, read_state(step.state, DEVICES, MAX)).value
+    return answer(step.question, read_state(step.state, BOUNDS)).value
 
 
 def test_answers_are_what_torch_says_directly() -> None:

@@ -17,6 +17,7 @@ from app.doctor.formats import MAX_DEPTH, torch_ok
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
+from tests.support.cases import CAP
 from tests.support.checkpoints import refusal
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
@@ -35,7 +36,7 @@ def ref(preset: str, **styles: str) -> torch.nn.Module:
 
 
 def spec(preset: str, **styles: str) -> LabSpec:
-    return resolve(LabSpec(preset=preset, styles=styles), device_ids())
+    return resolve(LabSpec(preset=preset, styles=styles), device_ids(), CAP)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -23,6 +23,7 @@ from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
 from app.main import create_app
 from app.settings import Settings
+from tests.support.cases import CAP
 from tests.support.checkpoints import refusal
 from tests.support.crafted import big_string, fan_out, torch_zip
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
@@ -207,7 +208,7 @@ def test_sparse_and_nested_tensors_are_described(tmp_path: Path, legacy: bool) -
 def test_sparse_tensors_load_into_a_module_as_torch_says(tmp_path: Path) -> None:
     state = {"w": torch.eye(3).to_sparse()}
     path = save(state, tmp_path / "s.pt")
-    spec = resolve(LabSpec(preset="custom"), device_ids())
+    spec = resolve(LabSpec(preset="custom"), device_ids(), CAP)
     report = inspect_checkpoint(path, LIMITS, spec)
     target = reference("custom", TUTORIAL_DEFAULTS["custom"])
     assert report.load is not None
@@ -270,7 +271,7 @@ def test_safetensors_holes_and_trailing_bytes_are_refused_before_the_library(
     with pytest.raises(Exception) as library:  # what the library itself says
         safe_open(str(path), framework="pt")
     assert re.search("metadata|offset", str(library.value), re.IGNORECASE)
-    spec = resolve(LabSpec(preset="custom"), device_ids()) if into else None
+    spec = resolve(LabSpec(preset="custom"), device_ids(), CAP) if into else None
     with pytest.raises(CheckpointError, match=re.escape(message)):
         inspect_checkpoint(path, LIMITS, spec)
 
@@ -338,7 +339,7 @@ def test_a_batchnorm_state_without_num_batches_tracked_is_refused_as_torch_refus
     strict = refusal(lambda: reference("batchnorm", styles).load_state_dict(loaded))
     loose = reference("batchnorm", styles).load_state_dict(loaded, strict=False)
     assert 'Missing key(s) in state_dict: "bn.num_batches_tracked"' in strict
-    report = inspect_checkpoint(path, LIMITS, resolve(LabSpec(preset="batchnorm"), device_ids()), at)
+    report = inspect_checkpoint(path, LIMITS, resolve(LabSpec(preset="batchnorm"), device_ids(), CAP), at)
     assert report.load is not None
     assert report.load.strict == strict
     assert report.load.missing_keys == loose.missing_keys == ["bn.num_batches_tracked"]

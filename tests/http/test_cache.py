@@ -14,6 +14,7 @@ from app.lab.spec import LabSpec, resolve
 from app.main import create_app
 from app.settings import Settings
 from app.web.assets import static_assets
+from tests.support.cases import CAP
 
 QUERY = {"preset": "testmodel", "device": "meta", "style.buffer1": "nn_buffer"}
 
@@ -28,7 +29,9 @@ def test_cached_report_equals_a_fresh_one(fresh_client: TestClient) -> None:
     first = fresh_client.get("/api/lab", params=QUERY)
     second = fresh_client.get("/api/lab", params=QUERY)
     assert 'desc="miss"' in first.headers["server-timing"] and 'desc="hit"' in second.headers["server-timing"]
-    spec = resolve(LabSpec(preset="testmodel", device="meta", styles={"buffer1": "nn_buffer"}), device_ids())
+    spec = resolve(
+        LabSpec(preset="testmodel", device="meta", styles={"buffer1": "nn_buffer"}), device_ids(), CAP
+    )
     fresh = inspect(spec).model_dump(mode="json")  # built now, no cache involved
     assert first.json() == second.json() == fresh
     assert first.content == second.content

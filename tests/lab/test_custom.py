@@ -16,6 +16,7 @@ from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
 from app.settings import Settings, get_settings
+from tests.support.cases import CAP
 from tests.support.reference import attach, reference, tables
 
 NAMES = ["a.b", "", "training", "class", "w"]
@@ -34,7 +35,9 @@ def direct_refusal(name: str, style: str) -> str | None:
 @pytest.mark.parametrize("device", ["cpu", "meta"])
 def test_names_go_to_torch_unfiltered(style: str, device: str) -> None:
     styles = dict.fromkeys(NAMES, style)
-    spec = resolve(LabSpec(preset="custom", device=device, styles=styles, shapes={"w": [2, 3]}), device_ids())
+    spec = resolve(
+        LabSpec(preset="custom", device=device, styles=styles, shapes={"w": [2, 3]}), device_ids(), CAP
+    )
     report = inspect(spec)
     refusals = {m.name: m.refused for m in report.members}
     assert refusals == {name: direct_refusal(name, style) for name in NAMES}
@@ -57,7 +60,7 @@ def test_names_go_to_torch_unfiltered(style: str, device: str) -> None:
 
 def test_script_shows_the_same_refusals() -> None:
     styles = {"a.b": "buffer", "": "parameter", "training": "non_persistent_buffer", "ok": "nn_buffer"}
-    report = inspect(resolve(LabSpec(preset="custom", device="meta", styles=styles), device_ids()))
+    report = inspect(resolve(LabSpec(preset="custom", device="meta", styles=styles), device_ids(), CAP))
     out = subprocess.run(
         [sys.executable, "-c", report.code], capture_output=True, text=True, check=True
     ).stdout
@@ -101,13 +104,13 @@ def test_the_element_cap_at_its_boundary(dims: int, extra: int, ok: bool) -> Non
     shape = [1] * (dims - 1) + [cap + extra]
     spec = LabSpec(preset="custom", styles={"w": "buffer"}, shapes={"w": shape})
     if ok:
-        report = inspect(resolve(spec, device_ids()))
+        report = inspect(resolve(spec, device_ids(), CAP))
         assert report.named_buffers[0].shape == list(
             reference("custom", {"w": "buffer"}, {"w": shape}).w.shape
         )
         return
     with pytest.raises(SpecError, match=f"^{cap + 1} elements; at most {cap} per tensor$") as refused:
-        resolve(spec, device_ids())
+        resolve(spec, device_ids(), CAP)
     assert refused.value.loc == ("shapes", "w")
 
 

@@ -11,6 +11,7 @@ import pytest
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, ExperimentResult, run_experiment
 from app.lab.spec import LabSpec, resolve
+from tests.support.cases import CAP
 from tests.support.reference import named, reference
 
 SPECS = [
@@ -46,9 +47,11 @@ def cases() -> list[tuple[str, LabSpec]]:
 def results() -> dict[tuple[str, str], tuple[ExperimentResult, str]]:
     runs = []
     for experiment, spec in cases():
-        resolved = resolve(spec, device_ids())
+        resolved = resolve(spec, device_ids(), CAP)
         other = (
-            resolve(INTO, device_ids()) if experiment == "load_into" and spec.preset == "testmodel" else None
+            resolve(INTO, device_ids(), CAP)
+            if experiment == "load_into" and spec.preset == "testmodel"
+            else None
         )
         runs.append(((experiment, resolved.query()), run_experiment(experiment, resolved, other)))
     scripts = json.dumps([r.code for _, r in runs])
@@ -61,7 +64,7 @@ def results() -> dict[tuple[str, str], tuple[ExperimentResult, str]]:
 
 @pytest.mark.parametrize(("experiment", "spec"), cases(), ids=[f"{e}-{s.query()}" for e, s in cases()])
 def test_script_prints_what_the_experiment_saw(results: dict, experiment: str, spec: LabSpec) -> None:
-    result, output = results[(experiment, resolve(spec, device_ids()).query())]
+    result, output = results[(experiment, resolve(spec, device_ids(), CAP).query())]
     lines = output.splitlines()
     refused = [json.loads(line.removeprefix("refused ")) for line in lines if line.startswith("refused ")]
     expected_error = [[result.error.type, result.error.message]] if result.error else []
@@ -75,9 +78,9 @@ def test_script_prints_what_the_experiment_saw(results: dict, experiment: str, s
     assert table == expected
     # The names both list (the script carries the app's tensors()) are the tensors torch holds.
     watched = (
-        resolve(INTO, device_ids()) if experiment == "load_into" and spec.preset == "testmodel" else spec
+        resolve(INTO, device_ids(), CAP) if experiment == "load_into" and spec.preset == "testmodel" else spec
     )
-    styles = resolve(watched, device_ids()).styles
+    styles = resolve(watched, device_ids(), CAP).styles
     assert {line.split(" ", 1)[0] for line in table} == set(
         named(reference(spec.preset, styles), list(styles))
     )

@@ -11,7 +11,7 @@ from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from tests.support.cases import PRESET_STYLES, styles_of
+from tests.support.cases import CAP, PRESET_STYLES, styles_of
 from tests.support.reference import loss, named, reference, sample
 
 CASES = [(p, s, d) for p, s in PRESET_STYLES for d in ("cpu", "meta")]
@@ -33,7 +33,7 @@ def refusal(fn) -> str | None:
 
 def spec_of(preset: str, style: str, device: str) -> tuple[LabSpec, dict[str, str]]:
     styles = dict.fromkeys(PRESETS[preset].member_names, style)
-    return resolve(LabSpec(preset=preset, device=device, styles=styles), device_ids()), styles
+    return resolve(LabSpec(preset=preset, device=device, styles=styles), device_ids(), CAP), styles
 
 
 def result_error(result) -> str | None:

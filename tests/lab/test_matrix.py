@@ -13,7 +13,7 @@ from app.lab.experiments import run_experiment
 from app.lab.matrix import COLUMNS, _matrix, matrix
 from app.lab.presets import PRESETS
 from app.lab.spec import LabSpec, resolve
-from tests.support.cases import PRESET_STYLES, styles_of
+from tests.support.cases import CAP, PRESET_STYLES, styles_of
 from tests.support.reference import loss, named, own, reference, sample
 
 
@@ -40,7 +40,7 @@ def restored_by_load(preset: str, styles: dict[str, str]) -> dict[str, bool | No
 def test_matrix_matches_torch(preset: str, style: str) -> None:
     """A member's cell holds for each of its tensors: itself, or every tensor of the layers it holds."""
     styles = dict.fromkeys(PRESETS[preset].member_names, style)
-    result = matrix(resolve(LabSpec(preset=preset, styles=styles), device_ids()))
+    result = matrix(resolve(LabSpec(preset=preset, styles=styles), device_ids(), CAP))
     assert list(result.columns) == list(COLUMNS)
     model = reference(preset, styles)
     params, buffers, state = dict(model.named_parameters()), dict(model.named_buffers()), model.state_dict()
@@ -77,7 +77,9 @@ def test_matrix_matches_torch(preset: str, style: str) -> None:
 def test_layers_in_a_plain_list_get_grads_the_optimizer_never_uses() -> None:
     """The classic bug, as torch shows it: backward reaches the listed layers, SGD does not."""
     rows = {
-        style: matrix(resolve(LabSpec(preset="layer_list", styles={"blocks": style}), device_ids())).rows[0]
+        style: matrix(
+            resolve(LabSpec(preset="layer_list", styles={"blocks": style}), device_ids(), CAP)
+        ).rows[0]
         for style in ("python_list", "module_list", "sequential")
     }
     assert rows["python_list"].cells["gets_grad"] and not rows["python_list"].cells["changed_by_step"]
@@ -88,7 +90,7 @@ def test_layers_in_a_plain_list_get_grads_the_optimizer_never_uses() -> None:
 
 def test_tutorial_table() -> None:
     """Seed 2's summary table: parameters vs buffers, with the plain tensor the tutorial also shows."""
-    rows = {r.member: r.cells for r in matrix(resolve(LabSpec(preset="testmodel"), device_ids())).rows}
+    rows = {r.member: r.cells for r in matrix(resolve(LabSpec(preset="testmodel"), device_ids(), CAP)).rows}
     assert (rows["parameter2"]["in_parameters"], rows["buffer2"]["in_parameters"]) == (True, False)
     assert rows["parameter2"]["in_state_dict"] and rows["buffer2"]["in_state_dict"]
     assert rows["parameter2"]["moves_with_to"] and rows["buffer2"]["moves_with_to"]
@@ -97,8 +99,8 @@ def test_tutorial_table() -> None:
 
 
 def test_matrix_is_the_same_whatever_the_device_and_keeps_the_spec() -> None:
-    on_cpu = matrix(resolve(LabSpec(preset="testmodel"), device_ids()))
-    on_meta = matrix(resolve(LabSpec(preset="testmodel", device="meta"), device_ids()))
+    on_cpu = matrix(resolve(LabSpec(preset="testmodel"), device_ids(), CAP))
+    on_meta = matrix(resolve(LabSpec(preset="testmodel", device="meta"), device_ids(), CAP))
     assert on_meta.spec.device == "meta" and on_cpu.spec.device == "cpu"
     assert on_meta.rows == on_cpu.rows
 
@@ -127,7 +129,7 @@ def test_facts_do_not_depend_on_the_thread_count(preset: str) -> None:
     (out.sum() after a train-mode BatchNorm made scale and bn.weight change at 1 thread, not at 2)."""
     names = PRESETS[preset].member_names or ("w", "v")  # custom: two members of its own
     specs = [
-        resolve(LabSpec(preset=preset, styles=dict.fromkeys(names, style)), device_ids())
+        resolve(LabSpec(preset=preset, styles=dict.fromkeys(names, style)), device_ids(), CAP)
         for style in styles_of(preset)
     ]
     threads = torch.get_num_threads()

@@ -9,6 +9,7 @@ from app.lab import memo
 from app.lab import report as lab_inspect
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
+from tests.support.cases import CAP
 
 
 def custom(names: list[str], shape: list[int] | None = None) -> LabSpec:
@@ -17,7 +18,7 @@ def custom(names: list[str], shape: list[int] | None = None) -> LabSpec:
         styles=dict.fromkeys(names, "buffer"),
         shapes={n: shape for n in names} if shape else {},
     )
-    return resolve(spec, device_ids())
+    return resolve(spec, device_ids(), CAP)
 
 
 def test_reports_are_bounded_in_bytes_and_still_exact(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,6 +32,7 @@ from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
 from app.lab.styles import STYLES
 from app.main import create_app
+from tests.support.cases import CAP
 from tests.support.reference import attach
 from tests.support.scripts import expected, parse, run_scripts
 
@@ -92,7 +93,7 @@ def templates(styles: dict[str, str], make) -> set[str]:
 
 
 def custom(styles: dict[str, str], device: str = "cpu") -> LabSpec:
-    return resolve(LabSpec(preset="custom", device=device, styles=styles), device_ids())
+    return resolve(LabSpec(preset="custom", device=device, styles=styles), device_ids(), CAP)
 
 
 def literal_names(code: str) -> tuple[list, list, list]:
@@ -303,6 +304,6 @@ def test_a_member_named_like_the_layers_tensors_takes_none_of_their_places(name:
     assert row.in_state_dict == any(t is mine for t in state.values())
     module.to("meta")
     assert [r.name for r in report.state_dict] == list(module.state_dict())
-    step = run_experiment("step", resolve(spec.model_copy(update={"device": "cpu"}), device_ids()))
+    step = run_experiment("step", resolve(spec.model_copy(update={"device": "cpu"}), device_ids(), CAP))
     if step.error is None:
         assert {"linear.weight", "linear.bias"} <= set(step.facts["changed_by_optimizer"])

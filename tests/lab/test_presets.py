@@ -11,12 +11,12 @@ from app.lab.presets import PRESETS
 from app.lab.report import build, inspect
 from app.lab.spec import LabSpec, resolve
 from app.langs import EN, ZH
-from tests.support.cases import PRESET_STYLES
+from tests.support.cases import CAP, PRESET_STYLES
 from tests.support.reference import TUTORIAL_DEFAULTS, reference, untracked
 
 
 def spec(preset: str, **styles: str) -> LabSpec:
-    return resolve(LabSpec(preset=preset, styles=styles), device_ids())
+    return resolve(LabSpec(preset=preset, styles=styles), device_ids(), CAP)
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.lab.presets import PRESETS
 from app.lab.styles import STYLES
+from app.settings import Settings
 
 
 def styles_of(preset: str) -> tuple[str, ...]:
@@ -12,3 +13,6 @@ def styles_of(preset: str) -> tuple[str, ...]:
 
 
 PRESET_STYLES = [(p, s) for p in PRESETS for s in styles_of(p)]
+
+# The custom tensor cap every test resolves specs with: the app's own default (MRE_CUSTOM_MAX_ELEMENTS).
+CAP = Settings().custom_max_elements

@@ -15,8 +15,9 @@ from app.classroom.page import read_shown, read_step
 from app.classroom.rooms import no_such_room
 from app.doctor.formats import sniff
 from app.errors import Refusal
-from app.lab.page import spec_of
+from app.lab.page import page_query
 from app.lab.presets import PRESETS
+from app.lab.query import Bounds
 from app.lab.spec import SpecError
 from app.lab.styles import STYLES
 from app.langs import LANGS, ZH
@@ -236,7 +237,7 @@ SPEC_ERRORS = [
 
 def _spec_error(query: str) -> SpecError:
     with pytest.raises(SpecError) as caught:
-        spec_of(parse_qsl(query), Settings().custom_max_elements)
+        page_query(parse_qsl(query), BOUNDS)
     return caught.value
 
 
@@ -281,15 +282,15 @@ def _sniffed(tmp: Path, content: bytes) -> None:
     sniff(path)
 
 
-CAP = Settings().custom_max_elements
+BOUNDS = Bounds.here(Settings().custom_max_elements)
 # Every route family's refusals on a page, each with the refusal the domain itself raises for it.
 PAGE_REFUSALS = {
-    "lessons-unknown": ("GET", "/lessons/nope", {}, lambda tmp: read_step("nope", {}, CAP)),
+    "lessons-unknown": ("GET", "/lessons/nope", {}, lambda tmp: read_step("nope", {}, BOUNDS)),
     "lessons-step": (
         "GET",
         "/lessons/parameters-and-buffers?step=99",
         {},
-        lambda tmp: read_step("parameters-and-buffers", {"step": "99"}, CAP),
+        lambda tmp: read_step("parameters-and-buffers", {"step": "99"}, BOUNDS),
     ),
     "class-room": ("GET", "/rooms/ABCDEFGH", {}, lambda tmp: _raise(no_such_room("ABCDEFGH"))),
     "class-console": ("GET", "/rooms/ABCDEFGH/teach", {}, lambda tmp: _raise(no_such_room("ABCDEFGH"))),
@@ -297,7 +298,7 @@ PAGE_REFUSALS = {
         "POST",
         "/rooms",
         {"data": {"state": "/nowhere"}},
-        lambda tmp: read_shown("/nowhere", CAP),
+        lambda tmp: read_shown("/nowhere", BOUNDS),
     ),
     "join": ("GET", "/join?code=ZZZZ-ZZZZ", {}, lambda tmp: _raise(no_such_room("ZZZZZZZZ"))),
     "architecture-unknown": ("GET", "/architectures/nope", {}, lambda tmp: get("nope")),

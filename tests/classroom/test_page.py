@@ -1,0 +1,61 @@
+"""The classroom's page models: a lesson step reads its state once, as strictly as lessons are
+checked, and runs its experiment once for the lab it shows and the facts its question asks about."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.classroom.facts import read_state
+from app.classroom.lessons import lessons
+from app.classroom.page import read_shown, read_step
+from app.lab import memo
+from app.lab.query import Bounds
+from tests.support.cases import CAP
+
+BOUNDS = Bounds.here(CAP)
+STEPS_WITH_EXPERIMENTS = [
+    (lesson.id, number)
+    for lesson in lessons().values()
+    for number, step in enumerate(lesson.steps, 1)
+    if "experiment=" in step.state
+]
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The experiments torch really runs from here on (the memo emptied first)."""
+    ran: list[str] = []
+    real = memo.run_experiment
+
+    def counted(experiment_id: str, *args, **kwargs):
+        ran.append(experiment_id)
+        return real(experiment_id, *args, **kwargs)
+
+    memo.clear()
+    read_shown.cache_clear()
+    monkeypatch.setattr(memo, "run_experiment", counted)
+    return ran
+
+
+@pytest.mark.parametrize(("lesson_id", "number"), STEPS_WITH_EXPERIMENTS)
+def test_a_lesson_step_runs_its_experiment_once(runs: list[str], lesson_id: str, number: int) -> None:
+    page = read_step(lesson_id, {"step": str(number), "reveal": "1"}, BOUNDS)
+    assert page.lab.experiment is not None and page.answer is not None
+    assert len(runs) == 1
+    read_step(lesson_id, {"step": str(number)}, BOUNDS)  # and the next student's read runs none
+    assert len(runs) == 1
+
+
+def test_there_are_steps_with_experiments() -> None:
+    assert len(STEPS_WITH_EXPERIMENTS) >= 4
+
+
+@pytest.mark.parametrize(("lesson_id", "number"), STEPS_WITH_EXPERIMENTS)
+def test_a_steps_facts_are_its_states(lesson_id: str, number: int) -> None:
+    page = read_step(lesson_id, {"step": str(number)}, BOUNDS)
+    state = read_state(page.step.state, BOUNDS)
+    assert (page.state.spec, page.state.report, page.state.experiment) == (
+        state.spec,
+        state.report,
+        state.experiment,
+    )
