@@ -29,6 +29,7 @@ run: install
 
 test: install $(CHROMIUM) $(REDIS)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # Throughput against a fixed-bytes baseline, cold cost, startup, memory, page weight.
@@ -69,6 +70,7 @@ screenshots: install $(CHROMIUM)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -17,24 +17,20 @@ import sys
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from app.architectures.catalogue import ARCHITECTURES
-from app.doctor import caps as inspections
-from app.doctor import isolated
-from app.doctor.compare import Comparison
-from app.doctor.report import CheckpointError, CheckpointReport
-from app.doctor.targets import Target, architecture_target
 from app.errors import Refusal
-from app.lab.devices import device_ids
-from app.lab.presets import PRESETS
-from app.lab.spec import LabSpec, SpecError, resolve
 from app.langs import EN, LANGS, Text
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.doctor.compare import Comparison
+    from app.doctor.report import CheckpointReport
+    from app.doctor.targets import Target
 
 LOADS, DOES_NOT, BAD_INPUT = 0, 1, 2
 
@@ -69,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # The doctor (and torch, a second or more) only once the arguments are read: mre --help is instant.
+    from app.doctor.compare import Comparison
+    from app.doctor.report import CheckpointError, CheckpointReport
+
     out, err = Console(), Console(stderr=True)
     settings = Settings()
     try:
@@ -102,6 +102,12 @@ def _wait(job: Coroutine[Any, Any, bytes]) -> bytes:
 
 
 def _spec(args: argparse.Namespace, settings: Settings) -> Target | None:
+    from app.architectures.catalogue import ARCHITECTURES
+    from app.doctor.targets import architecture_target
+    from app.lab.devices import device_ids
+    from app.lab.presets import PRESETS
+    from app.lab.spec import LabSpec, SpecError, resolve
+
     if args.into is None:
         if args.style:
             raise SpecError(("style",), Text("--style needs --into PRESET"))
@@ -120,6 +126,9 @@ def _spec(args: argparse.Namespace, settings: Settings) -> Target | None:
 
 
 async def _run(args: argparse.Namespace, spec: Target | None, settings: Settings) -> bytes:
+    from app.doctor import caps as inspections
+    from app.doctor import isolated
+
     limits, budget = inspections.limits(settings), inspections.budget(settings)
     names = [p.name for p in args.files]
     if args.compare:

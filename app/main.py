@@ -15,11 +15,13 @@ from app.classroom import routes as classroom_routes
 from app.classroom.brokers import make_broker
 from app.doctor import routes as doctor_routes
 from app.doctor import runs
-from app.doctor.caps import InProgress, Slots, body_caps
+from app.doctor.caps import body_caps
+from app.doctor.runs import Inspector
 from app.http.cache import FastHits, HttpCache, ResponseStore
 from app.http.head import HeadAsGet
 from app.http.limits import BodyLimit, HeadLimit
 from app.http.security import SecurityHeaders, security_headers
+from app.http.serving import missing_hooks
 from app.lab import routes as lab_routes
 from app.settings import Settings, get_settings
 from app.web import errors, html
@@ -85,8 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.classroom = make_broker(settings)
     app.add_route("/docs", api_docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
-    app.state.checkpoint_slots = Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds)
-    app.state.checkpoint_uploads = InProgress(settings.checkpoint_uploads)
+    app.state.inspector = Inspector.of(settings)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
     # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=CACHED_PREFIXES)
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
         headers=security_headers(settings.frame_ancestors),
     )
+    # /api/health says whether the server writes hits itself (python -m app with every uvicorn hook).
+    app.state.fast_path = lambda: app.hits is not None and app.hits.wired and not missing_hooks()
     return app
 
 

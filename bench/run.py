@@ -30,7 +30,7 @@ import torch
 
 from app.lab.presets import PRESETS
 from app.lab.styles import STYLES
-from bench import architectures, classroom
+from bench import architectures, classroom, cli
 from tests.support.browser import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,6 +223,7 @@ def main() -> None:
             report["throughput"] = throughput(app, baseline, stock_app_url, stock_baseline_url)
         report["memory"] = memory(app, pid)
         report["page"] = page_load(app)
+    report["cli"] = cli.bench()
     report["architectures"] = architectures.bench()
     report["classroom"] = classroom.run()  # its own servers (and a redis-server), after the others
     RESULTS.parent.mkdir(exist_ok=True)
@@ -250,6 +251,8 @@ def print_report(r: dict) -> None:
     print("select changed -> tables painted (headless chromium, 1280x720):")
     for kind, t in p["interactions"].items():
         print(f"  {kind:<8} p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms over {t['changes']} changes")
+    if "cli" in r:
+        cli.print_report(r["cli"])
     if "architectures" in r:
         print()
         architectures.print_report(r["architectures"])

@@ -98,3 +98,21 @@ def test_bad_input_exits_2(
     with pytest.raises(SystemExit) as usage:
         cli.main(["inspect"])
     assert usage.value.code == cli.BAD_INPUT
+
+
+def test_the_cli_loads_no_web_stack() -> None:
+    # mre is for people who never open a browser: FastAPI, Starlette, the multipart parser, Jinja and
+    # uvicorn stay out of its process, and --help does not even import torch.
+    code = (
+        "import sys, app.cli\n"
+        "web = ['fastapi', 'starlette', 'python_multipart', 'jinja2', 'uvicorn', 'torch']\n"
+        "print(' '.join(m for m in web if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert loaded.stdout.split() == []
+    helped = subprocess.run(
+        [sys.executable, "-m", "app.cli", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert helped.returncode == 0 and "inspect" in helped.stdout

@@ -3,14 +3,16 @@ both over the same uploads, child processes and report."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.doctor import runs
 from app.doctor.caps import check_available
 from app.doctor.compare import Comparison
 from app.doctor.page import PAGE, architecture_of, context, offered, respond, spec_of
 from app.doctor.report import CheckpointReport, PageReport, UploadError
+from app.doctor.runs import Inspector
 from app.doctor.targets import Target, architecture_target
 from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, uploaded
 from app.errors import Refusal
@@ -23,6 +25,13 @@ from app.settings import Settings
 from app.web.deps import SettingsDep
 from app.web.html import View, ViewDep, render
 
+
+def _inspector(request: Request) -> Inspector:
+    """The app's inspector (its caps, slots and uploads in progress), made by the composition root."""
+    return request.app.state.inspector
+
+
+InspectorDep = Annotated[Inspector, Depends(_inspector)]
 api = APIRouter(prefix="/api", tags=["api"])
 pages = APIRouter(include_in_schema=False)
 
@@ -120,11 +129,11 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | N
     "non-persistent buffers, sizes, dtypes) with its fix and torch's outcome after it. Send the file as "
     "multipart/form-data (part `file`; several: a sharded checkpoint, its index checked) or as the raw body.",
 )
-async def checkpoint_post(request: Request, settings: SettingsDep) -> Response:
+async def checkpoint_post(request: Request, settings: SettingsDep, inspector: InspectorDep) -> Response:
     spec, at = checkpoint_request(request, settings)
-    async with uploaded(request) as upload:
+    async with uploaded(request, settings, inspector.uploads) as upload:
         # The child's JSON as it wrote it: parsing a 50k-tensor report again would cost ~200 MiB here.
-        return _json(await runs.inspect_json(request, upload.files, spec, at))
+        return _json(await inspector.inspect_json(upload.files, spec, at))
 
 
 COMPARE_BODY = {
@@ -161,16 +170,16 @@ COMPARE_BODY = {
     "one, shape, dtype, storage sharing, and for tensors up to MRE_CHECKPOINT_COMPARE_MAX_ELEMENTS the "
     "largest absolute and relative difference of values, NaN and Inf counted.",
 )
-async def checkpoint_compare(request: Request) -> Response:
-    async with uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
+async def checkpoint_compare(request: Request, inspector: InspectorDep) -> Response:
+    async with uploaded(request, inspector.settings, inspector.uploads, (FILE_FIELD, OTHER_FIELD)) as upload:
         a, b = upload.of(FILE_FIELD), upload.of(OTHER_FIELD)
-        return _json(await runs.compare_json(request, a, b))
+        return _json(await inspector.compare_json(a, b))
 
 
-def _off(request: Request, view: View) -> Response | None:
+def _off(settings: Settings, view: View) -> Response | None:
     """The page of a server where the inspector cannot run (switched off, torch too old)."""
     try:
-        check_available(request.app.state.settings)
+        check_available(settings)
     except UploadError as exc:
         return HTMLResponse(
             render(view.lang, PAGE, context(view, error=exc.text(view.lang), off=True)), exc.status
@@ -181,7 +190,7 @@ def _off(request: Request, view: View) -> Response | None:
 @pages.get("/checkpoints", response_class=HTMLResponse)
 async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
     """The form; a lab's spec in the query (its "inspect a checkpoint" link) is preselected."""
-    off = _off(request, view)
+    off = _off(settings, view)
     if off is not None:
         return off
     pairs = request.query_params.multi_items()
@@ -194,8 +203,10 @@ async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep
 
 
 @pages.post("/checkpoints", response_class=HTMLResponse)
-async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
-    off = _off(request, view)
+async def checkpoint_result(
+    request: Request, view: ViewDep, settings: SettingsDep, inspector: InspectorDep
+) -> Response:
+    off = _off(settings, view)
     if off is not None:
         return off
     page: PageReport | None = None
@@ -208,17 +219,17 @@ async def checkpoint_result(request: Request, view: ViewDep, settings: SettingsD
         return {"architecture": architecture, "architectures": offered(settings)}
 
     try:
-        async with uploaded(request, (FILE_FIELD, OTHER_FIELD)) as upload:
+        async with uploaded(request, settings, inspector.uploads, (FILE_FIELD, OTHER_FIELD)) as upload:
             filename, fields = _names(upload.of(FILE_FIELD)), dict(upload.fields)
             architecture = architecture_of(upload.fields, settings)
             spec = None if architecture else spec_of(upload.fields, lab_bounds(settings))
             # A file input left empty still sends a part, with no name and no bytes: no second file.
             others = [f for f in upload.of(OTHER_FIELD) if f.filename or f.path.stat().st_size]
             if others:  # a second checkpoint: compare the two
-                comparison = await runs.compare_page(request, upload.of(FILE_FIELD), others)
+                comparison = await inspector.compare_page(upload.of(FILE_FIELD), others)
             else:
                 at = fields.get("state_dict") or None
-                page = await runs.inspect_page(request, upload.of(FILE_FIELD), architecture or spec, at)
+                page = await inspector.inspect_page(upload.of(FILE_FIELD), architecture or spec, at)
     except SpecError as exc:  # the module chosen in the form
         return respond(view, 422, error=exc.text(view.lang), filename=filename, **chosen())
     except Refusal as exc:  # the upload, the file or the architecture

@@ -4,12 +4,11 @@ under the caps (``app.doctor.isolated``) when a slot is free; and what the docto
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.requests import Request
-
 from app.doctor import isolated
-from app.doctor.caps import Slots, budget, limits
+from app.doctor.caps import InProgress, Slots, budget, limits
 from app.doctor.compare import Comparison
 from app.doctor.report import PageReport, UploadError
 from app.doctor.targets import Target
@@ -20,59 +19,71 @@ from app.settings import Settings
 PAGE_MOST = 200  # tree nodes, values, groups, keys ... the page shows of each; the JSON API has all
 
 
-async def inspect_json(
-    request: Request,
-    files: list[Received],
-    spec: Target | None = None,
-    at: str | None = None,
-    shown: int | None = None,
-) -> bytes:
-    """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now.
-    Several files are one sharded checkpoint."""
-    settings: Settings = request.app.state.settings
-    slots: Slots = request.app.state.checkpoint_slots
-    paths, names = _paths(files)
-    async with slots.taken():
-        return await isolated.inspect_isolated(
-            paths[0] if len(paths) == 1 else paths, limits(settings), spec, at, budget(settings), shown, names
+@dataclass(frozen=True)
+class Inspector:
+    """What the doctor's routes run inspections with: the caps from the app's settings, and the app's
+    slots (inspections at a time) and uploads in progress. Made once, by the composition root."""
+
+    settings: Settings
+    slots: Slots
+    uploads: InProgress
+
+    @classmethod
+    def of(cls, settings: Settings) -> Inspector:
+        return cls(
+            settings,
+            Slots(settings.checkpoint_slots, settings.checkpoint_wait_seconds),
+            InProgress(settings.checkpoint_uploads),
         )
+
+    async def inspect_json(
+        self,
+        files: list[Received],
+        spec: Target | None = None,
+        at: str | None = None,
+        shown: int | None = None,
+    ) -> bytes:
+        """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now.
+        Several files are one sharded checkpoint."""
+        paths, names = _paths(files)
+        async with self.slots.taken():
+            return await isolated.inspect_isolated(
+                paths[0] if len(paths) == 1 else paths,
+                limits(self.settings),
+                spec,
+                at,
+                budget(self.settings),
+                shown,
+                names,
+            )
+
+    async def inspect_page(
+        self, files: list[Received], spec: Target | None = None, at: str | None = None
+    ) -> PageReport:
+        """What the page shows: cut short to PAGE_MOST of each kind in the child, so the server parses
+        and renders a few hundred things, not the 100,000 a file may hold."""
+        return PageReport.model_validate_json(await self.inspect_json(files, spec, at, PAGE_MOST))
+
+    async def compare_json(self, a: list[Received], b: list[Received], shown: int | None = None) -> bytes:
+        """The comparison of two checkpoints (each a file or its shards), from one child."""
+        if not a or not b:
+            missing = FILE_FIELD if not a else OTHER_FIELD
+            text = Text(
+                "two checkpoints to compare: send the second in the part named {missing!r}", missing=missing
+            )
+            raise UploadError(422, text)
+        (paths_a, names_a), (paths_b, names_b) = _paths(a), _paths(b)
+        cap = self.settings.checkpoint_compare_max_elements
+        job = isolated.comparison_job(paths_a, names_a, paths_b, names_b, limits(self.settings), cap, shown)
+        async with self.slots.taken():
+            return await isolated.run_isolated(job, budget(self.settings))
+
+    async def compare_page(self, a: list[Received], b: list[Received]) -> Comparison:
+        return Comparison.model_validate_json(await self.compare_json(a, b, PAGE_MOST))
 
 
 def _paths(files: list[Received]) -> tuple[list[Path], list[str]]:
     return [f.path for f in files], [f.filename or f"file {i + 1}" for i, f in enumerate(files)]
-
-
-async def inspect_page(
-    request: Request, files: list[Received], spec: Target | None = None, at: str | None = None
-) -> PageReport:
-    """What the page shows: cut short to PAGE_MOST of each kind in the child, so the server parses
-    and renders a few hundred things, not the 100,000 a file may hold."""
-    return PageReport.model_validate_json(await inspect_json(request, files, spec, at, PAGE_MOST))
-
-
-async def compare_json(
-    request: Request, a: list[Received], b: list[Received], shown: int | None = None
-) -> bytes:
-    """The comparison of two checkpoints (each a file or its shards), from one child."""
-    if not a or not b:
-        missing = FILE_FIELD if not a else OTHER_FIELD
-        raise UploadError(
-            422,
-            Text(
-                "two checkpoints to compare: send the second in the part named {missing!r}", missing=missing
-            ),
-        )
-    settings: Settings = request.app.state.settings
-    (paths_a, names_a), (paths_b, names_b) = _paths(a), _paths(b)
-    job = isolated.comparison_job(
-        paths_a, names_a, paths_b, names_b, limits(settings), settings.checkpoint_compare_max_elements, shown
-    )
-    async with request.app.state.checkpoint_slots.taken():
-        return await isolated.run_isolated(job, budget(settings))
-
-
-async def compare_page(request: Request, a: list[Received], b: list[Received]) -> Comparison:
-    return Comparison.model_validate_json(await compare_json(request, a, b, PAGE_MOST))
 
 
 def start(settings: Settings) -> None:

@@ -300,12 +300,15 @@ async def _receive(
 
 
 @asynccontextmanager
-async def uploaded(request: Request, file_fields: tuple[str, ...] = (FILE_FIELD,)) -> AsyncIterator[Upload]:
+async def uploaded(
+    request: Request,
+    settings: Settings,
+    in_progress: InProgress,
+    file_fields: tuple[str, ...] = (FILE_FIELD,),
+) -> AsyncIterator[Upload]:
     """The request's files on disk while the block runs (several: a sharded checkpoint, or two
     checkpoints to compare); gone afterwards, whatever happened. The cap is on their sum."""
-    settings: Settings = request.app.state.settings
     check_available(settings)
-    in_progress: InProgress = request.app.state.checkpoint_uploads
     with in_progress.taken():
         directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
         try:

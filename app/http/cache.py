@@ -286,6 +286,7 @@ class FastHits:
         self.max_header_bytes = max_header_bytes
         self.extra = [*HIT, *headers]
         self.extra_lines = header_lines(self.extra)
+        self.wired = False  # set by the server's protocol (app.http.serving) once it writes hits itself
 
     def form(self, scope: Scope) -> Form | None:
         """The stored form for this request when it is a plain hit, else None."""

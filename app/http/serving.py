@@ -11,10 +11,13 @@ head is whole). It also writes cache hits itself (``_write_hit``).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import logging
 import socket
 import struct
-from functools import partial
+from functools import cache, partial
+from importlib.metadata import version
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
@@ -23,6 +26,42 @@ from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from app.http.cache import FastHits
 from app.http.security import security_headers
 from app.settings import Settings
+
+# The uvicorn the protocol was written against and byte-for-byte tested with (tests/http): the
+# version pyproject.toml pins. Another one still runs it if every hook below is there.
+TESTED_UVICORN = "0.54.0"
+# What the protocol overrides or reads of uvicorn's private classes. A missing one would mean a
+# deadline never armed or a hit written with a half-made cycle: then uvicorn's own protocol serves.
+PROTOCOL_METHODS = (
+    "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
+    "on_message_complete", "on_response_complete", "_start_asgi_task", "handle_websocket_upgrade",
+    "pause_writing", "resume_writing", "send_400_response",
+)  # fmt: skip
+PROTOCOL_FIELDS = ("app", "loop", "flow", "pipeline", "cycle", "server_state", "access_log")
+CYCLE_FIELDS = (
+    "scope", "keep_alive", "response_started", "response_complete", "waiting_for_100_continue",
+    "access_log", "access_logger", "message_event", "on_response", "disconnected",
+)  # fmt: skip
+log = logging.getLogger("uvicorn.error")
+
+
+@cache
+def missing_hooks() -> tuple[str, ...]:
+    """What of uvicorn's protocol and request cycle the installed uvicorn lacks (empty: all there)."""
+    missing = [
+        f"HttpToolsProtocol.{m}"
+        for m in PROTOCOL_METHODS
+        if not callable(getattr(HttpToolsProtocol, m, None))
+    ]
+    for cls, fields in ((HttpToolsProtocol, PROTOCOL_FIELDS), (RequestResponseCycle, CYCLE_FIELDS)):
+        try:
+            made = inspect.getsource(cls.__init__)
+        except (OSError, TypeError):
+            made = ""
+        missing += [
+            f"{cls.__name__}.{f}" for f in fields if f"self.{f} " not in made and f"self.{f}:" not in made
+        ]
+    return tuple(missing)
 
 
 class DeadlineProtocol(HttpToolsProtocol):
@@ -61,6 +100,8 @@ class DeadlineProtocol(HttpToolsProtocol):
         self.stall: asyncio.TimerHandle | None = None  # armed while the client reads nothing
         self.running: RequestResponseCycle | None = None  # the request the app was last given
         self.hits = hits_of(self.app)
+        if self.hits is not None:
+            self.hits.wired = True  # /api/health: the hits are written here, not in the app
         self.queued = False  # while a response's end starts the request that waited behind it
         self.server_headers: tuple[list, bytes] = ([], b"")  # uvicorn's date and server, as lines
         self.in_head = False  # between a request's first byte and the end of its head
@@ -267,8 +308,23 @@ def hits_of(app: Any) -> FastHits | None:
     return None
 
 
+def serving_protocol() -> str:
+    """One line for the start-up log: whether the deadlines and the written hits are on."""
+    installed = version("uvicorn")
+    if missing_hooks():
+        return (
+            f"serving: uvicorn {installed} lacks {', '.join(missing_hooks())}: connection deadlines and "
+            f"written cache hits are OFF, uvicorn's own protocol serves (tested with {TESTED_UVICORN})"
+        )
+    tested = "" if installed == TESTED_UVICORN else f"; not the tested {TESTED_UVICORN}, every hook present"
+    return f"serving: connection deadlines and written cache hits on (uvicorn {installed}{tested})"
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments for ``uvicorn.run``: what ``make run`` and the Dockerfile serve with."""
+    """The keyword arguments for ``uvicorn.run``: what ``make run`` and the Dockerfile serve with;
+    uvicorn's own protocol, said in the log, where the installed uvicorn lacks a hook ours needs."""
+    line = serving_protocol()
+    (log.warning if missing_hooks() else log.info)(line)
     protocol = partial(
         DeadlineProtocol,
         head_timeout=settings.head_timeout_seconds,
@@ -281,7 +337,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "host": settings.host,
         "port": settings.port,
         "workers": settings.workers,
-        "http": protocol,
+        "http": "httptools" if missing_hooks() else protocol,
         "timeout_keep_alive": settings.keep_alive_seconds,
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,  # event streams never end alone
     }

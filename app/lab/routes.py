@@ -34,6 +34,11 @@ class Health(BaseModel):
     status: str = Field(examples=["ok"])
     torch_version: str = Field(examples=["2.13.0+cpu"])
     devices: list[str] = Field(examples=[["cpu", "meta", "cuda:0"]])
+    fast_path: bool = Field(
+        False,
+        description="The server writes cache hits and keeps connection deadlines itself (python -m app "
+        "with the uvicorn it was tested with); false under another server, or if a uvicorn hook is missing.",
+    )
 
 
 class DeviceOut(BaseModel):
@@ -98,8 +103,11 @@ LAB_RESPONSES: dict = {
 
 
 @api.get("/health")
-async def health() -> Health:
-    return Health(status="ok", torch_version=torch.__version__, devices=list(devices.device_ids()))
+async def health(request: Request) -> Health:
+    fast_path = getattr(request.app.state, "fast_path", lambda: False)()
+    return Health(
+        status="ok", torch_version=torch.__version__, devices=list(devices.device_ids()), fast_path=fast_path
+    )
 
 
 @api.get("/devices")

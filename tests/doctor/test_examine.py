@@ -15,28 +15,8 @@ from safetensors.torch import save_file
 from app.doctor.examine import inspect_checkpoint
 from app.doctor.formats import MAX_DEPTH, torch_ok
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits
-from app.lab.devices import device_ids
-from app.lab.spec import LabSpec, resolve
-from tests.support.cases import CAP
-from tests.support.checkpoints import refusal
-from tests.support.reference import TUTORIAL_DEFAULTS, reference
-
-LIMITS = Limits(max_bytes=64 * 1024**2, header_max_bytes=1024**2, max_entries=10_000)
-FORMATS = ["torch_zip", "torch_legacy"]
-
-
-def save(obj: object, path: Path, fmt: str) -> Path:
-    torch.save(obj, path, _use_new_zipfile_serialization=fmt == "torch_zip")
-    return path
-
-
-def ref(preset: str, **styles: str) -> torch.nn.Module:
-    """The reference module, its members at the tutorial's styles but those given."""
-    return reference(preset, {**TUTORIAL_DEFAULTS[preset], **styles})
-
-
-def spec(preset: str, **styles: str) -> LabSpec:
-    return resolve(LabSpec(preset=preset, styles=styles), device_ids(), CAP)
+from tests.support.checkpoints import FORMATS, LIMITS, ref, save
+from tests.support.reference import reference
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -55,18 +35,6 @@ def test_torch_file_lists_what_torch_loads(tmp_path: Path, fmt: str) -> None:
     bn = next(node for node in report.tree if node.name == "bn")
     assert [c.name for c in bn.children] == [k.split(".", 1)[1] for k in loaded if k.startswith("bn.")]
     assert bn.bytes == sum(v.numel() * v.element_size() for k, v in loaded.items() if k.startswith("bn."))
-
-
-@pytest.mark.parametrize("fmt", FORMATS)
-def test_tied_weights_share_storage(tmp_path: Path, fmt: str) -> None:
-    model = reference("tied_weights", {"bias": "parameter"})
-    state = model.state_dict()
-    report = inspect_checkpoint(save(state, tmp_path / "m.pt", fmt), LIMITS)
-    assert report.shared == [["embed.weight", "head.weight"]]
-    tied = state["embed.weight"]
-    assert report.total_bytes - report.unique_bytes == tied.numel() * tied.element_size()
-    head = next(t for t in report.tensors if t.name == "head.weight")
-    assert head.shared_with == ["embed.weight"]
 
 
 def test_safetensors_from_its_header(tmp_path: Path) -> None:
@@ -98,46 +66,6 @@ def test_training_checkpoint_is_navigated_to_its_tensors(tmp_path: Path) -> None
     momentum = [t.name for t in report.tensors if t.name.endswith("momentum_buffer")]
     assert len(momentum) == len(list(model.parameters()))
     assert [n.name for n in report.tree] == ["model", "optimizer"]
-
-
-@pytest.mark.parametrize("fmt", ["torch_zip", "safetensors"])
-@pytest.mark.parametrize("into", ["buffer", "non_persistent_buffer", "plain_tensor", "parameter"])
-def test_load_into_a_module_is_torchs_outcome(tmp_path: Path, fmt: str, into: str) -> None:
-    state = ref("testmodel", buffer2="buffer").state_dict()
-    path = tmp_path / "m"
-    save_file(state, path) if fmt == "safetensors" else save(state, path, fmt)
-    target_styles = {"buffer2": into}
-    report = inspect_checkpoint(path, LIMITS, spec("testmodel", **target_styles))
-    strict = refusal(lambda: ref("testmodel", **target_styles).load_state_dict(state))
-    loose = ref("testmodel", **target_styles).load_state_dict(state, strict=False)
-    assert report.load is not None
-    assert report.load.strict == strict
-    assert (report.load.missing_keys, report.load.unexpected_keys) == (
-        loose.missing_keys,
-        loose.unexpected_keys,
-    )
-    if into in ("non_persistent_buffer", "plain_tensor"):
-        assert "Unexpected key(s) in state_dict" in report.load.strict
-
-
-def test_size_mismatch_refuses_even_non_strict(tmp_path: Path) -> None:
-    state = {**ref("testmodel").state_dict(), "linear.weight": torch.zeros(4, 3)}
-    report = inspect_checkpoint(save(state, tmp_path / "m.pt", "torch_zip"), LIMITS, spec("testmodel"))
-    target = ref("testmodel")
-    assert report.load is not None
-    assert report.load.non_strict == refusal(lambda: target.load_state_dict(state, strict=False))
-    assert "size mismatch for linear.weight" in report.load.non_strict
-    assert report.load.size_mismatches == [{"key": "linear.weight", "checkpoint": [4, 3], "module": [3, 3]}]
-
-
-def test_state_dict_location_asked_and_refused(tmp_path: Path) -> None:
-    path = save({"ema": {"w": torch.ones(2)}, "model": {"w": torch.zeros(2)}}, tmp_path / "m.pt", "torch_zip")
-    assert inspect_checkpoint(path, LIMITS, spec("custom"), at=None).load.state_dict == "model"  # type: ignore[union-attr]
-    assert inspect_checkpoint(path, LIMITS, spec("custom"), at="ema").load.state_dict == "ema"  # type: ignore[union-attr]
-    with pytest.raises(
-        CheckpointError, match="no state_dict at 'opt'; state_dicts in this file: 'ema', 'model'"
-    ):
-        inspect_checkpoint(path, LIMITS, spec("custom"), at="opt")
 
 
 @pytest.mark.parametrize(
@@ -231,22 +159,6 @@ def test_nesting_is_capped(tmp_path: Path) -> None:
         deep = {"x": deep}
     with pytest.raises(CheckpointError, match=f"nested deeper than {MAX_DEPTH} levels"):
         inspect_checkpoint(save(deep, tmp_path / "d.pt", "torch_zip"), LIMITS)
-
-
-def test_without_a_conventional_key_the_largest_dict_is_loaded(tmp_path: Path) -> None:
-    checkpoint = {"ema": {"w": torch.ones(2)}, "weights": {"a": torch.ones(1), "b": torch.ones(1)}}
-    report = inspect_checkpoint(save(checkpoint, tmp_path / "m.pt", "torch_zip"), LIMITS, spec("custom"))
-    assert report.state_dicts == ["ema", "weights"]
-    assert report.load is not None and report.load.state_dict == "weights"
-
-
-def test_numbered_layers_are_in_numeric_order(tmp_path: Path) -> None:
-    """layers.10 after layers.9, not after layers.1; the file's own order elsewhere."""
-    model = torch.nn.Sequential(*[torch.nn.Linear(1, 1) for _ in range(12)])
-    state = dict(reversed(list(model.state_dict().items())))  # written 11, 10, ..., 0
-    report = inspect_checkpoint(save(state, tmp_path / "m.pt", "torch_zip"), LIMITS)
-    assert [node.name for node in report.tree] == [str(i) for i in range(12)]
-    assert [child.name for child in report.tree[0].children] == ["bias", "weight"]  # as in the file
 
 
 A_TENSOR = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}

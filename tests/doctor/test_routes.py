@@ -181,7 +181,7 @@ def test_a_client_gone_mid_upload_leaves_no_file(tmp_dir: Path) -> None:
     response = stream(app, saved({"w": torch.zeros(CAP)}), disconnect_at=CAP)
     assert response["status"] == 400  # said, though nobody is left to read it
     assert list(tmp_dir.iterdir()) == []
-    assert app.state.checkpoint_slots.active == 0  # type: ignore[attr-defined]
+    assert app.state.inspector.slots.active == 0  # type: ignore[attr-defined]
 
 
 def test_zip_declaring_more_than_the_cap_is_413(api: TestClient) -> None:
@@ -264,7 +264,7 @@ def test_concurrent_inspections_are_bounded(tmp_dir: Path) -> None:
     tmp_dir.mkdir()
     settings = Settings(checkpoint_tmp_dir=str(tmp_dir), checkpoint_slots=1, checkpoint_wait_seconds=0.2)
     with TestClient(create_app(settings)) as api:
-        slots = api.app.state.checkpoint_slots  # type: ignore[attr-defined]
+        slots = api.app.state.inspector.slots  # type: ignore[attr-defined]
         slots.active = 1  # one inspection already running
         busy = post(api, saved({"w": torch.ones(2)}))
         slots.active = 0

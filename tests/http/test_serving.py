@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,6 +46,12 @@ def server() -> Iterator[tuple[int, int]]:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_health_says_the_server_writes_its_hits_itself(server: tuple[int, int]) -> None:
+    port, _ = server
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=10) as answer:
+        assert json.load(answer)["fast_path"] is True
 
 
 def connect(port: int) -> socket.socket:

@@ -5,10 +5,13 @@ answers inside the app), and everything that is not a plain hit still takes the 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from importlib.metadata import version
 from typing import Any
 
 import pytest
@@ -18,9 +21,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from app.http.cache import BAD_NAME, BAD_VALUE, header_lines, make_entry
-from app.http.serving import DeadlineProtocol
+from app.http.serving import TESTED_UVICORN, DeadlineProtocol, missing_hooks, uvicorn_options
 from app.main import create_app
 from app.settings import Settings
+from tests.support.browser import ROOT
 from tests.support.serving import Transport
 
 LAB = "/api/lab?preset=testmodel&device=meta&style.buffer1=buffer"
@@ -329,3 +333,49 @@ def test_the_checks_made_once_are_uvicorns_per_response_checks() -> None:
     assert header_lines([(b"bad name", b"v")]) is None
     entry = make_entry(200, [(b"x-pushed", b"/?a\nb")], b"{}")
     assert entry.plain.lines is None  # such an entry is never written by the protocol: uvicorn refuses it
+
+
+def test_the_comparisons_above_are_against_the_pinned_uvicorn() -> None:
+    # The protocol subclasses uvicorn's private classes: the byte-for-byte tests above prove it for
+    # the version pyproject.toml pins, which is the one installed and the one the protocol names.
+    pinned = next(
+        d
+        for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        if d.startswith("uvicorn==")
+    )
+    assert pinned == f"uvicorn=={version('uvicorn')}" == f"uvicorn=={TESTED_UVICORN}"
+    assert missing_hooks() == ()
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [
+        (HttpToolsProtocol, "_start_asgi_task"),
+        (HttpToolsProtocol, "on_response_complete"),
+        (httptools_impl.RequestResponseCycle, "__init__"),
+    ],
+)
+def test_a_uvicorn_without_a_hook_is_served_by_its_own_protocol_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, owner: type, name: str
+) -> None:
+    if name == "__init__":  # a cycle that no longer keeps one of the fields a written hit sets
+        real = inspect.getsource
+        source = real(owner.__init__).replace("self.waiting_for_100_continue", "self.waiting")
+        monkeypatch.setattr(inspect, "getsource", lambda obj: source if obj is owner.__init__ else real(obj))
+    else:
+        monkeypatch.delattr(owner, name)
+    missing_hooks.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+            options = uvicorn_options(Settings())
+        assert options["http"] == "httptools"
+        assert missing_hooks() and "are OFF" in caplog.text and missing_hooks()[0] in caplog.text
+    finally:
+        missing_hooks.cache_clear()  # computed again once the patch is undone
+
+
+def test_health_says_whether_the_server_writes_its_hits_itself() -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app()) as client:  # the ASGI path alone: no protocol of ours
+        assert client.get("/api/health").json()["fast_path"] is False

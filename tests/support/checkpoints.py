@@ -10,6 +10,10 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
+from app.doctor.report import Limits
+from app.lab.devices import device_ids
+from app.lab.spec import LabSpec, resolve
+from tests.support.cases import CAP
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 
@@ -85,3 +89,23 @@ def refusal(action) -> str:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return "ok"
+
+
+LIMITS = Limits(max_bytes=64 * 1024**2, header_max_bytes=1024**2, max_entries=10_000)
+
+
+FORMATS = ["torch_zip", "torch_legacy"]
+
+
+def save(obj: object, path: Path, fmt: str) -> Path:
+    torch.save(obj, path, _use_new_zipfile_serialization=fmt == "torch_zip")
+    return path
+
+
+def ref(preset: str, **styles: str) -> torch.nn.Module:
+    """The reference module, its members at the tutorial's styles but those given."""
+    return reference(preset, {**TUTORIAL_DEFAULTS[preset], **styles})
+
+
+def spec(preset: str, **styles: str) -> LabSpec:
+    return resolve(LabSpec(preset=preset, styles=styles), device_ids(), CAP)

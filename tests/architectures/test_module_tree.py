@@ -1,0 +1,70 @@
+"""An architecture's module tree against the transformers model read directly here: every count, byte
+total, tied group, buffer persistence and device; the memory estimate against a real AdamW step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from app.architectures.catalogue import ARCHITECTURES, build
+from app.architectures.module_tree import grouped, module_tree
+from app.architectures.treemap import treemap
+from tests.support.architectures import check_against_torch, direct, nbytes
+
+
+@pytest.mark.parametrize("arch_id", list(ARCHITECTURES))
+def test_every_architecture_on_meta_matches_torch(arch_id: str) -> None:
+    model = direct(arch_id)
+    report = module_tree(build(arch_id))
+    check_against_torch(report, model)
+    assert report.device == "meta" and {r.device for r in report.state_dict} == {"meta"}
+    # The treemap draws every byte once, in rectangles of proportional area inside its frame.
+    tiles = treemap(report.root)
+    assert sum(t.parameter_bytes + t.buffer_bytes for t in tiles) == report.totals.unique_bytes
+    for t in tiles:
+        assert t.w > 0 and t.h > 0 and t.x >= -1e-6 and t.y >= -1e-6
+        assert t.x + t.w <= 960 + 1e-6 and t.y + t.h <= 360 + 1e-6
+        share = (t.parameter_bytes + t.buffer_bytes) / report.totals.unique_bytes
+        assert t.w * t.h == pytest.approx(share * 960 * 360, rel=1e-6, abs=1e-6)
+    # Grouped tables keep every row once, in torch's order.
+    groups = grouped(report.state_dict)
+    assert [r.name for g in groups for r in g.rows] == list(model.state_dict())
+    assert all(g.count == len(g.rows) for g in groups)
+
+
+def test_facts_the_issue_names() -> None:
+    # Read from the models: the figures the issue quotes follow from them, not from this test.
+    llama = direct("llama_8b")
+    assert "model.rotary_emb.inv_freq" in dict(llama.named_buffers())
+    assert "model.rotary_emb.inv_freq" not in llama.state_dict()
+    resnet = module_tree(build("resnet50"))
+    batchnorms = [m for m in direct("resnet50").modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(resnet.named_buffers) == 3 * len(batchnorms)
+    # What the descriptions say is what the models hold.
+    said = ARCHITECTURES["resnet50"].description["en"]
+    assert f"{len(batchnorms)} BatchNorms, so {len(resnet.named_buffers)} buffers" in said
+    gpt2 = direct("gpt2_tiny")
+    assert len(gpt2.state_dict()) == len(dict(gpt2.named_parameters())) + 1  # the tied head, listed twice
+    assert "state_dict() twice" in ARCHITECTURES["gpt2_tiny"].description["en"]
+    bert = module_tree(build("bert_tiny"))
+    assert {r.name: r.persistent for r in bert.named_buffers}["bert.embeddings.position_ids"] is False
+
+
+def test_memory_estimate_matches_a_real_adamw_step_and_cast() -> None:
+    model = build("llama_tiny", "cpu")
+    report = module_tree(model)
+    f32, bf16 = report.memory[0], report.memory[1]
+    assert (f32.dtype, bf16.dtype) == ("float32", "bfloat16")
+    ids = torch.randint(0, 256, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    grads = sum(nbytes(p.grad) for p in model.parameters())
+    optimizer = torch.optim.AdamW(model.parameters())
+    optimizer.step()
+    states = sum(nbytes(t) for s in optimizer.state.values() for t in s.values())
+    assert (f32.gradients, f32.optimizer) == (grads, states)
+    assert f32.inference == sum(nbytes(t) for t in [*model.parameters(), *model.buffers()])
+    model.to(torch.bfloat16)
+    assert bf16.inference == sum(nbytes(t) for t in [*model.parameters(), *model.buffers()])
+    assert bf16.training == bf16.inference + bf16.gradients + bf16.optimizer
+    assert any("AdamW: 2 x 90,432 x 2 B" in line for line in bf16.arithmetic)

@@ -1,0 +1,48 @@
+"""An architecture's page model: its tables are the tree's rows grouped and filtered, its refusals
+are said in the page's language with their status."""
+
+from __future__ import annotations
+
+from app.architectures import memo
+from app.architectures.catalogue import OFF, get
+from app.architectures.module_tree import grouped
+from app.architectures.page import MAX_FILTER, page_of
+from app.langs import EN, ZH
+from app.web.html import View
+
+
+def view(lang: str = EN) -> View:
+    return View(lang=lang, lang_chosen=True, present=False, htmx=False)
+
+
+def test_the_tables_are_the_trees_rows_grouped() -> None:
+    page, status = page_of(view(), "llama_tiny", "meta", "", True)
+    tree = memo.tree("llama_tiny", "meta")
+    assert status == 200 and page.tree is tree and page.roundtrip is not None
+    assert page.tables["named_parameters()"] == grouped(tree.named_parameters)
+    assert page.tables["state_dict()"] == grouped(tree.state_dict)
+
+
+def test_the_filter_keeps_the_rows_that_name_it_and_their_counts() -> None:
+    page, _ = page_of(view(), "llama_tiny", "meta", "inv_freq", True)
+    rows = [r.name for g in page.tables["named_buffers()"] for r in g.rows]
+    assert rows and all("inv_freq" in r for r in rows)
+    assert all(g.count == len(g.rows) for g in page.tables["named_buffers()"])
+    long, _ = page_of(view(), "llama_tiny", "meta", "x" * 1000, True)
+    assert len(long.q) == MAX_FILTER
+
+
+def test_a_full_size_architecture_has_no_round_trip() -> None:
+    page, status = page_of(view(), "llama_8b", "meta", "", True)
+    assert status == 200 and page.roundtrip is None
+
+
+def test_refusals_are_said_in_the_pages_language() -> None:
+    for lang in (EN, ZH):
+        off, status = page_of(view(lang), "llama_tiny", "meta", "", False)
+        assert (status, off.error) == (404, OFF[lang])
+        unknown, status = page_of(view(lang), "nope", "meta", "", True)
+        try:
+            get("nope")
+        except Exception as exc:  # the catalogue's own refusal
+            assert (status, unknown.error) == (404, exc.text(lang))

@@ -1,0 +1,41 @@
+"""What a checkpoint is loaded into: a lab preset built as the lab builds it, or an architecture
+built as transformers builds it (a tiny one with real values, a full size on meta)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from app.architectures.catalogue import ArchitectureError
+from app.doctor.targets import architecture_target, target_module, target_name
+from app.lab.report import build
+from tests.support.architectures import direct
+from tests.support.checkpoints import spec
+
+
+def test_a_presets_module_is_the_labs() -> None:
+    target = spec("testmodel")
+    module, lab = target_module(target), build(target, refusals={})
+    assert type(module).__name__ == target_name(target) == "TestModel"
+    for (name, t), (other, u) in zip(module.state_dict().items(), lab.state_dict().items(), strict=True):
+        assert name == other and torch.equal(t, u)
+    assert target_module(target) is not module  # a fresh module each attempt
+
+
+@pytest.mark.parametrize(("arch_id", "device"), [("gpt2_tiny", "cpu"), ("gpt2", "meta")])
+def test_an_architecture_is_built_where_a_load_can_check_it(arch_id: str, device: str) -> None:
+    module = target_module(arch_id)
+    reference = direct(arch_id, device)
+    assert {t.device.type for t in module.state_dict().values()} == {device}
+    assert [(k, v.shape) for k, v in module.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
+    assert target_name(arch_id) == arch_id
+
+
+def test_an_architecture_target_is_refused_where_unknown_or_off() -> None:
+    assert architecture_target("llama_tiny", True) == "llama_tiny"
+    for arch_id, on in (("nope", True), ("llama_tiny", False)):
+        with pytest.raises(ArchitectureError) as refused:
+            architecture_target(arch_id, on)
+        assert refused.value.status == 404
