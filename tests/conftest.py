@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.settings import Settings
 from tests.support.checkpoints import Case, make_cases
 
 
@@ -31,3 +32,22 @@ def class_servers() -> Iterator[tuple]:
 def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     """Checkpoints written by real libraries, once per session for every test that needs them."""
     return make_cases(tmp_path_factory.mktemp("doctor"))
+
+
+@pytest.fixture(scope="module")
+def quiet() -> TestClient:
+    # Server errors come back as responses, as a browser would see them, not as raised exceptions.
+    # The room routes are called with a made-up code many times over: no rate limit on failed joins.
+    return TestClient(
+        create_app(Settings(class_failed_joins_per_minute=1_000_000)), raise_server_exceptions=False
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server of this test session's own, on a free loopback port."""
+    from tests.support.browser import free_port
+    from tests.support.class_servers import redis_server
+
+    with redis_server(free_port()) as server:
+        yield server.url

@@ -11,7 +11,8 @@ import http.client
 import time
 
 from bench.sse import open_stream
-from tests.support.class_servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server, run
+from tests.support.aio import run
+from tests.support.class_servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server
 from tests.support.html import parse as parse_html
 
 SHUTDOWN = 18123

@@ -58,7 +58,7 @@ def test_n_uploads_at_a_time_and_the_next_refused_at_once() -> None:
 
 
 def test_n_inspections_at_a_time_and_the_next_waits_then_503() -> None:
-    async def run() -> None:
+    async def scenario() -> None:
         slots = caps.Slots(1, wait=0.2)
         released = asyncio.Event()
 
@@ -77,7 +77,7 @@ def test_n_inspections_at_a_time_and_the_next_waits_then_503() -> None:
         async with slots.taken():  # the slot came back
             assert slots.active == 1
 
-    asyncio.run(run())
+    run(scenario())
 
 
 def test_the_switch_and_the_torch_floor() -> None:

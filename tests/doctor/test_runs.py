@@ -3,7 +3,6 @@ gets its cut, a comparison needs both sides, and each run takes one of the app's
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from app.doctor.report import UploadError
 from app.doctor.runs import PAGE_MOST, Inspector
 from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received
 from app.settings import Settings
+from tests.support.aio import run
 from tests.support.checkpoints import LIMITS, spec
 
 
@@ -28,7 +28,7 @@ def files(tmp_path: Path) -> list[Received]:
 
 def test_the_childs_report_is_the_one_examined_here(files: list[Received]) -> None:
     inspector = Inspector.of(Settings())
-    body = asyncio.run(inspector.inspect_json(files, spec("testmodel")))
+    body = run(inspector.inspect_json(files, spec("testmodel")))
     here = inspect_files([files[0].path], ["m.pt"], LIMITS, spec("testmodel"))
     child = json.loads(body)
     assert [t["name"] for t in child["tensors"]] == [t.name for t in here.tensors]
@@ -40,7 +40,7 @@ def test_the_childs_report_is_the_one_examined_here(files: list[Received]) -> No
 
 
 def test_the_page_gets_its_cut_from_the_child(files: list[Received]) -> None:
-    page = asyncio.run(Inspector.of(Settings()).inspect_page(files))
+    page = run(Inspector.of(Settings()).inspect_page(files))
     here = bounded(inspect_files([files[0].path], ["m.pt"], LIMITS), PAGE_MOST)
     assert page.tensors == here.tensors == PAGE_MOST + 5
     assert page.hidden == here.hidden and page.report.total_bytes == here.report.total_bytes
@@ -50,7 +50,7 @@ def test_the_page_gets_its_cut_from_the_child(files: list[Received]) -> None:
 def test_a_comparison_without_one_side_names_the_part_to_send(files: list[Received], side: str) -> None:
     a, b = ([], files) if side == FILE_FIELD else (files, [])
     with pytest.raises(UploadError) as refused:
-        asyncio.run(Inspector.of(Settings()).compare_json(a, b))
+        run(Inspector.of(Settings()).compare_json(a, b))
     assert refused.value.status == 422 and repr(side) in refused.value.message
 
 

@@ -15,6 +15,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.web.assets import static_assets
 from tests.support.cases import CAP
+from tests.support.http import ASSET
 
 QUERY = {"preset": "testmodel", "device": "meta", "style.buffer1": "nn_buffer"}
 
@@ -197,3 +198,95 @@ def test_distinct_large_current_urls_are_bounded() -> None:
         headers = {"HX-Request": "true", "HX-Current-URL": url}
         assert client.get("/", params=QUERY, headers=headers).status_code == 200
     assert len(client.app.state.responses) == 1
+
+
+CONDITIONAL = ["/api/lab?preset=testmodel", "/?preset=testmodel", "/api/presets", ASSET]
+
+
+@pytest.mark.parametrize("url", CONDITIONAL)
+@pytest.mark.parametrize(
+    ("template", "status"),
+    [
+        ("*", 304),
+        (" * ", 304),
+        ("{etag}", 304),
+        ("W/{etag}", 304),
+        ('"other", {etag}', 304),
+        ('"a",W/{etag} ,"b"', 304),
+        ('"other"', 200),
+        ('W/"other", "more"', 200),
+        ('"x{bare}"', 200),
+        ('"nope", {etag}garbage', 200),  # one tag, not our tag
+        ("{bare}", 200),  # unquoted: not an entity tag
+    ],
+)
+def test_if_none_match_is_a_list_compared_weakly(
+    quiet: TestClient, url: str, template: str, status: int
+) -> None:
+    etag = quiet.get(url).headers["etag"]
+    header = template.format(etag=etag, bare=etag.strip('"'))
+    for _ in range(2):
+        response = quiet.get(url, headers={"if-none-match": header})
+        assert response.status_code == status, header
+        assert (response.content == b"") is (status == 304)
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/experiments/nowhere?preset=testmodel", "/api/lab?preset=nowhere", "/?preset=x"]
+)
+def test_if_none_match_star_does_not_turn_an_error_into_304(quiet: TestClient, url: str) -> None:
+    error = quiet.get(url)
+    assert error.status_code >= 400
+    for tag in ("*", error.headers.get("etag", '"none"')):  # errors carry an ETag too
+        assert quiet.get(url, headers={"if-none-match": tag}).status_code == error.status_code
+
+
+@pytest.mark.parametrize("url", ["/api/lab?preset=mymodule", "/?preset=testmodel", "/api/presets", ASSET])
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("gzip, deflate, br, zstd", True),
+        ("GZIP", True),
+        ("x-gzip", True),
+        ("gzip;q=0.001", True),
+        ("*", True),
+        ("br;q=1, *;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip; q=0", False),
+        ("gzip;Q=0.0", False),
+        ("deflate, gzip;q=0, br", False),
+        ("*;q=0", False),
+        ("*, gzip;q=0", False),
+        ("gzip;q=bogus", False),
+        ("identity", False),
+        ("nogzip", False),
+        ("br", False),
+        ("", False),
+    ],
+)
+def test_gzip_only_where_its_q_value_is_above_0(
+    quiet: TestClient, url: str, accept_encoding: str, gzipped: bool
+) -> None:
+    for _ in range(2):
+        response = quiet.get(url, headers={"accept-encoding": accept_encoding})
+        assert response.status_code == 200
+        assert (response.headers.get("content-encoding") == "gzip") is gzipped, accept_encoding
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/lab?preset=testmodel", "/api/presets", "/?preset=mymodule", "/api/matrix?preset=testmodel"]
+)
+def test_each_encoding_has_its_own_tag_and_says_vary(client: TestClient, url: str) -> None:
+    """A shared cache must keep the gzipped and the plain answer apart (Vary), and a strong tag
+    names one representation: the gzip form's tag is not the plain form's."""
+    plain = client.get(url, headers={"Accept-Encoding": "identity"})
+    packed = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert packed.headers.get("content-encoding") == "gzip" and "content-encoding" not in plain.headers
+    for response in (plain, packed):
+        assert "accept-encoding" in response.headers["vary"].lower()
+    assert plain.headers["etag"] != packed.headers["etag"]
+    again = client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]})
+    assert again.status_code == 304
+    other = client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]})
+    assert other.status_code == 200  # the plain form's tag does not match the gzip form

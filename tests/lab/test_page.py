@@ -107,40 +107,10 @@ def test_bad_page_queries_get_an_html_error(client: TestClient, params: dict, st
     assert "(torch )" not in response.text  # no report, so no version to name
 
 
-@pytest.mark.parametrize(
-    ("header", "lang"),
-    [
-        ("zh-CN,zh;q=0.9,en;q=0.8", "zh-CN"),
-        ("en-US,en;q=0.9,zh-CN;q=0.8", "en"),
-        ("zh-TW", "zh-CN"),
-        ("fr-FR, zh;q=0.5", "zh-CN"),
-        ("en;q=0.1, zh;q=0.2", "zh-CN"),
-        ("zh;q=0, en", "en"),
-        ("de", "en"),
-        ("zh;q=abc", "en"),
-        ("", "en"),
-    ],
-)
-def test_accept_language(client: TestClient, header: str, lang: str) -> None:
-    response = client.get("/", headers={"Accept-Language": header})
-    assert f'<html lang="{lang}"' in response.text
-
-
-def test_lang_query_beats_the_header(client: TestClient) -> None:
-    response = client.get("/", params={"lang": "en"}, headers={"Accept-Language": "zh-CN"})
-    assert '<html lang="en"' in response.text and "lang=en" in response.text
-
-
 def test_chinese_page_is_translated(client: TestClient) -> None:
     html = client.get("/", params={"lang": "zh-CN"}).text
     assert "模块注册浏览器" in html and "移动到设备" in html
     assert "Move to device" not in html
-
-
-def test_static_assets(client: TestClient) -> None:
-    assert client.get("/static/htmx-2.0.11.min.js").status_code == 200
-    assert client.get("/static/favicon.svg").status_code == 200
-    assert client.get("/static/app.css").status_code == 200
 
 
 def test_module_change_swaps_the_member_controls(client: TestClient) -> None:
@@ -281,3 +251,28 @@ def test_pages_drop_template_indentation_but_keep_code_verbatim(client: TestClie
     assert "<pre" in page and not re.search(r"\n[ \t]+", outside)
     report = client.get("/api/lab?preset=testmodel&device=meta").json()
     assert "\n    " in report["code"] and parse(page).find("code", id="code-text").text == report["code"]
+
+
+MALFORMED_URLS = [
+    b"http://[",
+    b"http://[::1",
+    b"http://a]/?preset=testmodel",
+    b"http://[v1.x]:x/?preset=testmodel",
+    b"http://\xef\xbc\x83/?preset=testmodel",  # a netloc NFKC changes
+    b"//[/?preset=mymodule",
+    b"?preset=%ff%fe",
+    b"?preset=testmodel&style.buffer1=bogus",
+    b"?preset=" + b"x" * 5000,
+    b"\xff\xfe",
+    b"   ",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+@pytest.mark.parametrize("htmx", [b"true", b"false"])
+def test_a_malformed_current_url_is_a_page_without_a_diff(quiet: TestClient, url: bytes, htmx: bytes) -> None:
+    headers = {"HX-Request": htmx, "HX-Current-URL": url}
+    response = quiet.get("/", params={"preset": "testmodel"}, headers=headers)
+    assert response.status_code == 200, response.text[:300]
+    plain = quiet.get("/", params={"preset": "testmodel"}, headers={"HX-Request": htmx})
+    assert response.text == plain.text  # as if no previous page were known

@@ -3,7 +3,6 @@ redis-server, and a teacher driving a room over plain HTTP. Ports come from the 
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import os
 import shutil
@@ -11,8 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
@@ -44,12 +42,6 @@ def class_servers() -> Iterator[tuple[RedisProcess, list[subprocess.Popen]]]:
         app_servers([TEACHER, STUDENTS], {**CLASS_ENV, "MRE_REDIS_URL": redis.url}) as procs,
     ):
         yield redis, procs
-
-
-def run(coroutine: Coroutine) -> object:
-    """``asyncio.run`` in a thread of its own: Playwright's sync API may hold this thread's loop."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 @contextmanager

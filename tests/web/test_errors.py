@@ -22,6 +22,15 @@ from app.lab.spec import SpecError
 from app.lab.styles import STYLES
 from app.langs import LANGS, ZH
 from app.settings import Settings
+from tests.support.http import (
+    KEY_PLACES,
+    NOT_FINITE,
+    POST_JSON_ROUTES,
+    SURROGATES,
+    VALUE_PLACES,
+    assert_clean,
+    placed,
+)
 
 
 def detail(response) -> str:
@@ -373,3 +382,43 @@ def test_a_refusal_of_a_field_is_said_as_fastapi_says_its_own(client: TestClient
     detail = client.get("/api/lab?preset=testmodel&style.buffer1=zzz").json()["detail"]
     assert detail == [{"loc": ["styles", "buffer1"], "msg": detail[0]["msg"], "type": "value_error"}]
     assert client.get("/api/lab?preset=nope").json()["detail"].startswith("unknown preset 'nope'")
+
+
+@pytest.mark.parametrize("route", POST_JSON_ROUTES)
+@pytest.mark.parametrize("body", placed(VALUE_PLACES, NOT_FINITE + SURROGATES))
+def test_values_json_cannot_carry_are_422(quiet: TestClient, route: str, body: str) -> None:
+    response = quiet.post(route, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text[:300]
+    assert_clean(response)
+
+
+@pytest.mark.parametrize("route", POST_JSON_ROUTES)
+@pytest.mark.parametrize("body", placed(KEY_PLACES, SURROGATES))
+def test_a_lone_surrogate_as_a_key_is_never_a_500(quiet: TestClient, route: str, body: str) -> None:
+    # A member, option or field the route ignores (a shape for no member) may well be a 200.
+    response = quiet.post(route, content=body, headers={"content-type": "application/json"})
+    assert_clean(response)
+
+
+@pytest.mark.parametrize("route", POST_JSON_ROUTES)
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "body", [b"\xff\xfe{", b'{"preset": "\xe9"}', b"\x80", b'{"preset": "testmodel"}\xc3']
+)
+def test_a_body_that_is_not_utf8_is_422_whatever_its_type(
+    quiet: TestClient, route: str, content_type: str | None, body: bytes
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    response = quiet.post(route, content=body, headers=headers)
+    assert response.status_code == 422, response.text[:300]
+    assert_clean(response)
+    assert response.json()["detail"][0]["msg"] == "the body is not UTF-8 JSON"
+
+
+# --- Security headers on every answer, errors included -----------------------------------------
+
+
+# --- HEAD, If-None-Match, Accept-Encoding ------------------------------------------------------
+
+
+# --- Request heads: capped, and never kept whole -----------------------------------------------

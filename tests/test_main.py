@@ -1,0 +1,43 @@
+"""The composition root: every feature's routes, the page kit's error handling and the edge's layers
+put together, obeying the Settings it is given."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from app.main import CACHED_PATHS, CACHED_PREFIXES, create_app
+from app.settings import Settings
+
+
+def test_every_feature_is_served() -> None:
+    served = [
+        "/", "/api/lab?preset=testmodel", "/api/presets", "/api/health", "/checkpoints", "/api/architectures",
+        "/architectures", "/architectures/llama_tiny", "/lessons", "/lessons/parameters-and-buffers", "/join",
+        "/docs", "/openapi.json", "/static/app.css",
+    ]  # fmt: skip
+    with TestClient(create_app()) as client:
+        for url in served:
+            assert client.get(url).status_code == 200, url
+        assert client.post("/rooms", data={"state": "/"}, follow_redirects=False).status_code == 303
+    assert {"/", "/api/lab", "/lessons"} <= set(CACHED_PATHS) and "/lessons/" in CACHED_PREFIXES
+
+
+def test_the_app_obeys_the_settings_it_is_made_with() -> None:
+    url = "/api/lab?preset=custom&style.w=buffer&shape.w=20"
+    with TestClient(create_app(Settings(custom_max_elements=20))) as small:
+        assert small.get(url).status_code == 200
+    with TestClient(create_app(Settings(custom_max_elements=19))) as smaller:
+        refused = smaller.get(url)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["shapes", "w"]
+    with TestClient(create_app(Settings(checkpoints=False))) as off:
+        assert off.post("/api/checkpoints", content=b"x").status_code == 404
+    with TestClient(create_app(Settings(architectures=False))) as off:
+        assert off.get("/api/architectures").status_code == 404
+
+
+def test_a_refusal_is_json_for_the_api_and_a_page_for_a_browser() -> None:
+    with TestClient(create_app()) as client:
+        api = client.get("/api/lab?preset=nope")
+        page = client.get("/lessons/nope", headers={"accept": "text/html"})
+    assert api.status_code == 404 and api.headers["content-type"] == "application/json"
+    assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
