@@ -11,6 +11,7 @@ import pytest
 from app.doctor import caps
 from app.doctor.report import UploadError
 from app.settings import Settings
+from tests.support.aio import run
 
 # Every cap the doctor reads, as a Settings field, with a value that is no default.
 FIELDS = {
