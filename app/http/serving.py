@@ -35,7 +35,7 @@ TESTED_UVICORN = "0.54.0"
 PROTOCOL_METHODS = (
     "connection_made", "connection_lost", "data_received", "on_message_begin", "on_headers_complete",
     "on_message_complete", "on_response_complete", "_start_asgi_task", "handle_websocket_upgrade",
-    "pause_writing", "resume_writing", "send_400_response",
+    "pause_writing", "resume_writing", "send_400_response", "_unset_keepalive_if_required",
 )  # fmt: skip
 PROTOCOL_FIELDS = ("app", "loop", "flow", "pipeline", "cycle", "server_state", "access_log")
 CYCLE_FIELDS = (
@@ -179,6 +179,11 @@ class DeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head, self.head_bytes = True, -1  # -1: begun in the read being parsed
+        # A request has begun: the connection is not idle. uvicorn disarms its keep-alive timer only
+        # when a read arrives, but a hit written while that read is parsed has armed it again, and
+        # it would close the connection under the next request of the same read (a slow answer,
+        # an event stream) after keep_alive_seconds.
+        self._unset_keepalive_if_required()
 
     def on_headers_complete(self) -> None:
         self.in_head, self.in_body = False, True
@@ -267,8 +272,10 @@ class DeadlineProtocol(HttpToolsProtocol):
             self.stall = None
 
     def _stalled(self) -> None:
+        # Closing is no excuse: once an answer ends, uvicorn's keep-alive timer closes the transport,
+        # and a close waits for ever to flush what the client does not read.
         self.stall = None
-        if self.flow.write_paused and not self.transport.is_closing():
+        if self.flow.write_paused:
             self._disarm()
             sock = self.transport.get_extra_info("socket")
             if sock is not None:  # a reset, so the kernel drops what it still holds for the client too

@@ -4,17 +4,20 @@ settings): silent, half-sent and stalled connections are closed on time, and do 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 import uvicorn
 from uvicorn.server import ServerState
 
@@ -295,3 +298,143 @@ def test_a_body_the_app_has_not_read_yet_is_not_the_clients_delay() -> None:
     # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, check()).result()
+
+
+def shipped_protocol(app: object) -> DeadlineProtocol:
+    """The protocol as ``python -m app`` makes it, shipped defaults and all, on a recording transport."""
+    options = uvicorn_options(Settings())
+    config = uvicorn.Config(app, log_level="critical", timeout_keep_alive=options["timeout_keep_alive"])
+    protocol = options["http"](config=config, server_state=ServerState(), app_state={})
+    protocol.connection_made(Transport())
+    return protocol
+
+
+def in_a_loop(check: object) -> None:
+    # In a thread of its own: the browser tests' Playwright keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, check()).result()  # type: ignore[operator]
+
+
+def test_a_client_that_reads_nothing_is_dropped_even_once_its_answer_ended() -> None:
+    # The answer is whole in the transport's buffer, the client reads none of it: uvicorn's
+    # keep-alive timer closes the transport (a close that waits for ever to flush); the send
+    # deadline must still drop it.
+    async def check() -> None:
+        async def app(scope: dict, receive: object, send: object) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+            await send({"type": "http.response.body", "body": b"x" * 100})  # type: ignore[operator]
+
+        protocol = shipped_protocol(app)
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        while protocol.timeout_keep_alive_task is None:
+            await asyncio.sleep(0.01)  # the answer's task runs and ends
+        protocol.pause_writing()  # its last write filled the kernel's buffer: the client reads nothing
+        protocol.timeout_keep_alive_task._run()  # the keep-alive deadline passes (5 s shipped)
+        assert protocol.transport.closed and not protocol.transport.aborted
+        assert (
+            protocol.stall is not None and protocol.stall.when() - protocol.loop.time() > 25
+        )  # 30 s shipped
+        protocol.stall._run()  # the send deadline passes
+        assert protocol.transport.aborted
+
+    in_a_loop(check)
+
+
+def test_the_next_request_of_a_read_is_not_closed_by_the_idle_timer_of_a_hit_before_it() -> None:
+    async def check() -> None:
+        hold = asyncio.Event()
+
+        async def app(scope: dict, receive: object, send: object) -> None:
+            await hold.wait()  # a slow answer, or an event stream
+
+        protocol = shipped_protocol(app)
+        # The hit is written while the read is parsed, as FastHits writes one; a slow request follows.
+        written: list[bytes] = []
+        protocol.hits = type(
+            "Hits", (), {"wire": lambda self, scope: (200, b"", b"hit") if scope["path"] == "/hit" else None}
+        )()
+        protocol.hits.wired = True
+        protocol.transport.write = written.append  # type: ignore[method-assign]
+        protocol.data_received(b"GET /hit HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert written and written[0].endswith(b"hit")  # the hit went out at once
+        assert protocol.timeout_keep_alive_task is None  # nothing will close the connection under /slow
+        hold.set()
+        for task in list(protocol.tasks):
+            task.cancel()
+
+    in_a_loop(check)
+
+
+@pytest.fixture(scope="module")
+def shipped_server() -> Iterator[int]:
+    """``python -m app`` with the shipped defaults (only the port set)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MRE_")} | {"MRE_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}/api/health")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]  # tcpi_state: 1 ESTABLISHED
+
+
+def test_with_the_shipped_defaults_a_client_that_never_reads_a_large_answer_is_reset(
+    shipped_server: int,
+) -> None:
+    # A checkpoint of 20,000 tensors: its report is ~8.5 MB of JSON, more than the kernel buffers.
+    buffer = io.BytesIO()
+    torch.save({f"layer{i}.weight": torch.zeros(1) for i in range(20_000)}, buffer)
+    settings = Settings()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing, holds little
+    sock.connect(("127.0.0.1", shipped_server))
+    head = "POST /api/checkpoints HTTP/1.1\r\nHost: x\r\nAccept-Encoding: identity\r\n"
+    head += f"Content-Type: application/octet-stream\r\nContent-Length: {len(buffer.getvalue())}\r\n\r\n"
+    sock.sendall(head.encode() + buffer.getvalue())
+    start = time.monotonic()
+    # the inspection, the keep-alive, the send deadline, and room for a loaded machine
+    deadline = start + settings.checkpoint_wall_seconds + settings.send_timeout_seconds + 30
+    while tcp_state(sock) == 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert tcp_state(sock) != 1, "the server still holds the connection of a client that reads nothing"
+    assert time.monotonic() - start > settings.send_timeout_seconds - 5  # by the send deadline, not before
+    sock.close()
+
+
+def test_with_the_shipped_defaults_an_event_stream_behind_a_hit_stays_open(shipped_server: int) -> None:
+    base = f"http://127.0.0.1:{shipped_server}"
+    urllib.request.urlopen(base + "/api/presets").read()  # stored: the next one is a hit
+    request = urllib.request.Request(base + "/rooms", data=b"state=%2F", method="POST")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(request)
+    except urllib.error.HTTPError as redirect:
+        code = redirect.headers["location"].split("/")[2]
+    sock = socket.create_connection(("127.0.0.1", shipped_server), timeout=30)
+    sock.sendall(
+        b"GET /api/presets HTTP/1.1\r\nHost: x\r\n\r\n"
+        + f"GET /rooms/{code}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    seen = b""
+    while b"event: state" not in seen:
+        seen += sock.recv(65536)
+    waited = Settings().keep_alive_seconds + 2
+    sock.settimeout(waited)
+    quiet_until = time.monotonic() + waited
+    while time.monotonic() < quiet_until:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        assert chunk, "the event stream was closed under the client"  # heartbeats may come
+    sock.close()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object) -> None:
+        return None
