@@ -52,22 +52,33 @@ class StepPage:
     message: str | None  # torch's whole message behind a refusal the question asks about
 
 
+MAX_DIGITS = 6  # of a step or a choice number: far over any lesson, and no huge int() ever made
+
+
+def _whole(text: str) -> int | None:
+    """A whole number as a URL spells it (ASCII digits, leading zeros allowed), or None."""
+    digits = text.lstrip("0") or ("0" if text else "")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_DIGITS):
+        return None
+    return int(digits)
+
+
 def _number(text: str | None, lesson: Lesson) -> int:
     last = len(lesson.steps)
     if text is None:
         return 1
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text[:6]) <= last:
+    number = _whole(text)
+    if number is None or not 1 <= number <= last:
         raise StepError(
             422, Text("step must be a whole number from 1 to {last}, not {text!r}", last=last, text=text[:20])
         )
-    return int(text)
+    return number
 
 
 def _choice(text: str | None, step: Step) -> int | None:
     count = len(step.question.choices) if step.question else 0
-    if text is None or not text.isascii() or not text.isdigit() or int(text[:6]) >= count:
-        return None  # a prediction that names no choice is no prediction
-    return int(text)
+    number = _whole(text) if text is not None else None
+    return number if number is not None and number < count else None  # naming no choice: no prediction
 
 
 def read_step(lesson_id: str, query: dict[str, str], bounds: Bounds, reveal: bool = False) -> StepPage:

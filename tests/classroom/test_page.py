@@ -4,10 +4,11 @@ checked, and runs its experiment once for the lab it shows and the facts its que
 from __future__ import annotations
 
 import pytest
+from fastapi.testclient import TestClient
 
 from app.classroom.facts import read_state
 from app.classroom.lessons import lessons
-from app.classroom.page import read_shown, read_step
+from app.classroom.page import StepError, read_shown, read_step
 from app.lab import memo
 from app.lab.query import Bounds
 from tests.support.cases import CAP
@@ -59,3 +60,33 @@ def test_a_steps_facts_are_its_states(lesson_id: str, number: int) -> None:
         state.report,
         state.experiment,
     )
+
+
+LESSON = "parameters-and-buffers"
+LAST = len(lessons()[LESSON].steps)
+
+
+@pytest.mark.parametrize(("step", "number"), [("1", 1), (str(LAST), LAST), ("0001", 1), ("0" * 10 + "2", 2)])
+def test_a_step_number_as_a_url_spells_it(step: str, number: int) -> None:
+    assert read_step(LESSON, {"step": step}, BOUNDS).number == number
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["0", str(LAST + 1), "0000010" if LAST < 10 else "9999999", "5" * 5000, "-1", "1.0", "١", "²", "", " 1"],
+)
+def test_a_step_that_is_no_step_is_422_naming_the_range(client: TestClient, step: str) -> None:
+    with pytest.raises(StepError) as refused:
+        read_step(LESSON, {"step": step}, BOUNDS)
+    assert refused.value.status == 422 and f"from 1 to {LAST}" in refused.value.message
+    assert client.get(f"/lessons/{LESSON}", params={"step": step}).status_code == 422
+    started = client.post("/rooms", data={"state": f"/lessons/{LESSON}?step={step}"}, follow_redirects=False)
+    assert started.status_code == 422
+
+
+@pytest.mark.parametrize("choice", ["5" * 5000, "0000000000000000001", "-1", "²", "99"])
+def test_a_choice_that_names_no_choice_is_no_prediction(client: TestClient, choice: str) -> None:
+    step = next(n for n, s in enumerate(lessons()[LESSON].steps, 1) if s.question)
+    page = read_step(LESSON, {"step": str(step), "choice": choice}, BOUNDS)
+    assert page.chosen is None or page.chosen == 1  # ...0001 names choice 1
+    assert client.get(f"/lessons/{LESSON}", params={"step": str(step), "choice": choice}).status_code == 200
