@@ -13,7 +13,7 @@ from app.doctor.formats import Found, read
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits, ShardFile, ShardProblem, Shards
 from app.langs import Text
 
-MAX_FILES = 256  # files in one checkpoint (a 405B model in bfloat16 is 191 shards of 5 GB)
+MAX_SHARDS = 256  # shards of one checkpoint, its index beside them (a 405B model in bfloat16: 191 of 5 GB)
 
 
 def is_index(path: Path, name: str) -> bool:
@@ -72,18 +72,20 @@ def _index(path: Path, name: str, limits: Limits) -> dict | None:
     return {"weight_map": weight_map, "total_size": total}
 
 
+def too_many_shards(count: int) -> CheckpointTooLarge:
+    return CheckpointTooLarge(
+        Text(
+            "{count} shards; a sharded checkpoint has at most {most}, and its index",
+            count=count,
+            most=MAX_SHARDS,
+        )
+    )
+
+
 def read_shards(
     paths: list[Path], names: list[str], limits: Limits
 ) -> tuple[str, Found, dict[str, str], Shards]:
     """The shards' tensors as one file's (the first shard to hold a key keeps it), and the check."""
-    if len(paths) > MAX_FILES:
-        raise CheckpointTooLarge(
-            Text(
-                "{count} files; a sharded checkpoint is at most {MAX_FILES}",
-                count=len(paths),
-                MAX_FILES=MAX_FILES,
-            )
-        )
     size = sum(p.stat().st_size for p in paths)
     if size > limits.max_bytes:
         raise CheckpointTooLarge(
@@ -116,6 +118,8 @@ def read_shards(
             index, index_name = found, name
     if not shards:
         raise CheckpointError(Text("an index and no shard: send the shard files with it"))
+    if len(shards) > MAX_SHARDS:
+        raise too_many_shards(len(shards))
     merged = Found(state_dicts=[[]])
     merged.dicts[""] = {}
     files, formats, metadata = [], set(), {}

@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from app.doctor.caps import InProgress, check_available
 from app.doctor.report import UploadError
+from app.doctor.shards import MAX_SHARDS
 from app.langs import Text
 from app.settings import Settings
 
@@ -33,7 +34,7 @@ OTHER_FIELD = "other"  # the part of the second checkpoint, to compare with the 
 PREFIX = "mre-checkpoint-"  # then its server process: mre-checkpoint-<pid>.<start time>-<random>
 MAX_FIELDS = 80  # the page's form: preset, device, a style per member, state_dict ...
 MAX_FIELD_BYTES = 1024
-MAX_FILES = 257  # a sharded checkpoint's shards and its index
+MAX_FILES = 2 * (MAX_SHARDS + 1)  # two sharded checkpoints to compare, each with its index
 
 
 @dataclass(frozen=True)

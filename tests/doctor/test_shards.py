@@ -14,7 +14,9 @@ import transformers
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
+from app import cli
 from app.doctor.diagnosis import diagnose
+from app.doctor.shards import MAX_SHARDS
 from app.main import create_app
 from app.settings import Settings
 from tests.support.html import parse
@@ -227,3 +229,35 @@ def test_mre_reads_the_shards_as_one_checkpoint(shards: Path, capsys: pytest.Cap
     )
     assert cli.main(["inspect", *map(str, files[1:])]) == cli.DOES_NOT  # the first shard left out
     assert "shard_not_uploaded" in capsys.readouterr().out  # and the table names what is missing
+
+
+def many_shards(folder: Path, count: int) -> list[Path]:
+    """``count`` one-tensor safetensors shards and their index, as save_pretrained names them."""
+    folder.mkdir(exist_ok=True)
+    names = [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+    for i, name in enumerate(names):
+        save_file({f"layer{i}.weight": torch.zeros(1)}, folder / name)
+    index = {
+        "metadata": {"total_size": 4 * count},
+        "weight_map": {f"layer{i}.weight": n for i, n in enumerate(names)},
+    }
+    (folder / INDEX).write_text(json.dumps(index))
+    return [*(folder / n for n in names), folder / INDEX]
+
+
+@pytest.mark.parametrize(("count", "status"), [(MAX_SHARDS, 200), (MAX_SHARDS + 1, 413)])
+def test_the_shard_cap_counts_shards_not_their_index(
+    api: TestClient, tmp_path: Path, count: int, status: int
+) -> None:
+    files = many_shards(tmp_path / "many", count)
+    answer = api.post("/api/checkpoints", files=parts(files))
+    assert answer.status_code == status, answer.text[:300]
+    if status == 200:
+        assert (
+            len(answer.json()["shards"]["files"]) == MAX_SHARDS and answer.json()["shards"]["problems"] == []
+        )
+    else:
+        assert f"{count} shards" in answer.json()["detail"]
+    # mre has no upload layer in front: the same cap holds there.
+    code = cli.main(["inspect", *map(str, files), "--json"])
+    assert code == (0 if status == 200 else 2)
