@@ -26,6 +26,7 @@ from app.lab import routes as lab_routes
 from app.settings import Settings, get_settings
 from app.web import errors, html
 from app.web.assets import api_docs, static_assets
+from app.web.offload import Offload
 
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix", "/lessons")
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/docs", api_docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.inspector = Inspector.of(settings)
+    app.state.offload = Offload(settings.build_threads, settings.build_wait_seconds)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
     # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=CACHED_PREFIXES)

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 16 * 1024
     # The custom module: most elements one member's tensor may have.
     custom_max_elements: int = 4096
+    # Cold torch work (a report, matrix or experiment of a never-seen spec) runs off the event loop in
+    # at most this many threads; a request waiting longer than build_wait_seconds for one gets a 503.
+    build_threads: int = 4
+    build_wait_seconds: float = 10.0
     # Finished responses kept per process (bounded, so memory stays flat under any traffic).
     response_cache_entries: int = 2048
     # The checkpoint inspector: on unless turned off; an upload is streamed to a temporary file

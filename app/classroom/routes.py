@@ -21,7 +21,9 @@ from app.classroom.page import (
     INDEX,
     ROOM_PAGE,
     STEP_PAGE,
+    Shown,
     StepError,
+    lab_html,
     read_shown,
     read_step,
     room_context,
@@ -42,14 +44,28 @@ from app.classroom.rooms import (
 )
 from app.errors import Refusal
 from app.lab.deps import lab_bounds
+from app.lab.query import Bounds
 from app.langs import LANGS, Text
 from app.settings import Settings
-from app.web.deps import SettingsDep
+from app.web.deps import OffloadDep, SettingsDep, offload
 from app.web.html import VARY, View, ViewDep, render, respond
 
 pages = APIRouter(include_in_schema=False)
 TEACHER_COOKIE = "mre_teacher"
 STUDENT_COOKIE = "mre_student"
+
+
+async def shown_off_loop(request: Request, state: str, lang: str | None, bounds: Bounds) -> Shown:
+    """What a state shows (and, for a page in ``lang``, its lab rendered), read off the event loop:
+    both are remembered, so the page made next finds them at once."""
+
+    def read() -> Shown:
+        shown = read_shown(state, bounds)
+        if lang is not None:
+            lab_html(shown.url, lang, bounds)
+        return shown
+
+    return await offload(request).run(read)
 
 
 def broker(request: Request) -> Broker:
@@ -69,6 +85,8 @@ def join_url(request: Request, settings: Settings, code: str) -> str:
 async def room_page(
     request: Request, view: View, settings: Settings, room: Room, teacher: bool, student: str | None
 ) -> dict:
+    # What the room shows is read (torch, if no one asked before) and rendered off the event loop.
+    await shown_off_loop(request, room.state, view.lang, lab_bounds(settings))
     join = join_url(request, settings, room.code)
     return await room_context(broker(request), join, view, lab_bounds(settings), room, teacher, student)
 
@@ -105,9 +123,17 @@ async def lesson_index(view: ViewDep) -> Response:
 
 
 @pages.get("/lessons/{lesson_id}", response_class=HTMLResponse)
-async def lesson_step(lesson_id: str, request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+async def lesson_step(
+    lesson_id: str, request: Request, view: ViewDep, settings: SettingsDep, offload: OffloadDep
+) -> Response:
+    query = dict(request.query_params)
+    return await offload.run(_lesson_step, lesson_id, query, view, lab_bounds(settings))
+
+
+def _lesson_step(lesson_id: str, query: dict[str, str], view: View, bounds: Bounds) -> Response:
+    """A step's answer: read, run torch, render; off the event loop (``lesson_step``)."""
     try:
-        page = read_step(lesson_id, dict(request.query_params), lab_bounds(settings))
+        page = read_step(lesson_id, query, bounds)
     except StepError as exc:
         return step_error_page(view, exc)
     shown = {"reveal": "1"} if page.revealed and page.step.question else {}
@@ -145,7 +171,7 @@ async def _teacher(request: Request, code: str) -> Room:
 async def start_class(
     request: Request, settings: SettingsDep, state: Annotated[str, Form()] = "/"
 ) -> Response:
-    shown_state = read_shown(state, lab_bounds(settings))
+    shown_state = await shown_off_loop(request, state, None, lab_bounds(settings))
     token = new_token()
     room = await broker(request).create(token, shown_state.url, client_of(request))
     response = RedirectResponse(f"/rooms/{room.code}/teach", 303)
@@ -164,7 +190,8 @@ async def set_state(
     code: str, request: Request, view: ViewDep, settings: SettingsDep, state: Annotated[str, Form()]
 ) -> Response:
     room = await _teacher(request, code)
-    room = await broker(request).set_state(room.code, read_shown(state, lab_bounds(settings)).url)
+    shown_state = await shown_off_loop(request, state, None, lab_bounds(settings))
+    room = await broker(request).set_state(room.code, shown_state.url)
     if not view.htmx:
         return RedirectResponse(f"/rooms/{room.code}/teach{view_query(view)}", 303)
     return page(view, await room_page(request, view, settings, room, True, None), "console")

@@ -24,7 +24,8 @@ from app.lab.spec import LabSpec, SpecError, resolve
 from app.lab.styles import ALL_STYLES
 from app.langs import EN, ZH
 from app.settings import Settings
-from app.web.html import VARY, ViewDep, respond
+from app.web.deps import OffloadDep
+from app.web.html import VARY, View, ViewDep, respond
 
 api = APIRouter(prefix="/api", tags=["api"])
 pages = APIRouter(include_in_schema=False)
@@ -155,9 +156,11 @@ async def list_presets() -> list[PresetOut]:
     "for each member to change, e.g. `/api/lab?preset=testmodel&device=meta&style.buffer1=buffer`. "
     "Answers carry a strong ETag; send it back in If-None-Match for a 304.",
 )
-async def lab_get(request: Request, bounds: BoundsDep) -> Response:
-    # Repeated queries never get here (app.http.cache answers them); a new one costs about 1 ms.
-    return _json(memo.report_json(read(request.query_params.multi_items(), bounds, experiments=False).spec))
+async def lab_get(request: Request, bounds: BoundsDep, offload: OffloadDep) -> Response:
+    # Repeated queries never get here (app.http.cache answers them); a new one costs 1-300 ms of
+    # torch, off the event loop.
+    pairs = request.query_params.multi_items()
+    return _json(await offload.run(lambda: memo.report_json(read(pairs, bounds, experiments=False).spec)))
 
 
 @api.post(
@@ -166,8 +169,10 @@ async def lab_get(request: Request, bounds: BoundsDep) -> Response:
     responses=LAB_RESPONSES,
     description="The same report as GET /api/lab, for a JSON spec.",
 )
-async def lab_post(spec: Annotated[LabSpec, Body()], bounds: BoundsDep) -> Response:
-    return _json(memo.report_json(resolve(spec, bounds.devices, bounds.max_elements)))
+async def lab_post(spec: Annotated[LabSpec, Body()], bounds: BoundsDep, offload: OffloadDep) -> Response:
+    return _json(
+        await offload.run(lambda: memo.report_json(resolve(spec, bounds.devices, bounds.max_elements)))
+    )
 
 
 class ExperimentOut(BaseModel):
@@ -219,10 +224,12 @@ async def list_experiments() -> list[ExperimentOut]:
     "in the query by name (e.g. `dtype=half`); for load_into, `into.<member>=<style>` gives the module "
     "the state_dict is loaded into.",
 )
-async def experiment_get(experiment_id: str, request: Request, bounds: BoundsDep) -> Response:
+async def experiment_get(
+    experiment_id: str, request: Request, bounds: BoundsDep, offload: OffloadDep
+) -> Response:
     experiment = experiment_or_404(experiment_id)
     query = read(request.query_params.multi_items(), bounds, experiments=False, only=experiment.id)
-    return _json(memo.experiment(query).model_dump_json().encode())
+    return _json(await offload.run(lambda: memo.experiment(query).model_dump_json().encode()))
 
 
 @api.post(
@@ -232,13 +239,13 @@ async def experiment_get(experiment_id: str, request: Request, bounds: BoundsDep
     description="The same result as the GET form, for a JSON body.",
 )
 async def experiment_post(
-    experiment_id: str, request: Annotated[ExperimentRequest, Body()], bounds: BoundsDep
+    experiment_id: str, request: Annotated[ExperimentRequest, Body()], bounds: BoundsDep, offload: OffloadDep
 ) -> Response:
     experiment = experiment_or_404(experiment_id)
     fields = request.model_dump(include={"preset", "device", "styles", "shapes"})
     spec = resolve(LabSpec(**fields), bounds.devices, bounds.max_elements)
     query = with_experiment(spec, experiment.id, request.params, request.into, bounds)
-    return _json(memo.experiment(query).model_dump_json().encode())
+    return _json(await offload.run(lambda: memo.experiment(query).model_dump_json().encode()))
 
 
 @api.get(
@@ -249,16 +256,21 @@ async def experiment_post(
     description="The tutorials' table, complete: one row per member, every cell computed by running the "
     "experiments on this spec's module (spec in the query, as for /api/lab).",
 )
-async def matrix_get(request: Request, bounds: BoundsDep) -> Response:
+async def matrix_get(request: Request, bounds: BoundsDep, offload: OffloadDep) -> Response:
     spec = read(request.query_params.multi_items(), bounds, experiments=False).spec
-    return _json(matrix(spec).model_dump_json().encode())
+    return _json(await offload.run(lambda: matrix(spec).model_dump_json().encode()))
 
 
 @pages.get("/", response_class=HTMLResponse)
-async def lab_page(request: Request, view: ViewDep, bounds: BoundsDep) -> Response:
-    pairs = request.query_params.multi_items()
+async def lab_page(request: Request, view: ViewDep, bounds: BoundsDep, offload: OffloadDep) -> Response:
+    pairs, current = request.query_params.multi_items(), request.headers.get("hx-current-url")
+    return await offload.run(_lab_page, pairs, view, current, bounds)
+
+
+def _lab_page(pairs: list[tuple[str, str]], view: View, current: str | None, bounds: Bounds) -> Response:
+    """The page's answer: read, run torch, render; off the event loop (``lab_page``)."""
     try:
-        page = read_page(pairs, view, request.headers.get("hx-current-url"), bounds)
+        page = read_page(pairs, view, current, bounds)
     except SpecError as exc:
         return respond(view, PAGE, context(view, error=exc.text(view.lang)), (), exc.status)
     permalink = link(page.spec, view, page.experiment_pairs)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.settings import Settings
+from app.web.offload import Offload
 
 
 def app_settings(request: Request) -> Settings:
@@ -15,3 +16,11 @@ def app_settings(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+def offload(request: Request) -> Offload:
+    """The app's workers for cold torch work (``app.web.offload``), made once by the composition root."""
+    return request.app.state.offload
+
+
+OffloadDep = Annotated[Offload, Depends(offload)]
