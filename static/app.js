@@ -22,6 +22,7 @@
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
     const step = event.shiftKey ? -1 : 1;
     if (event.key === "?") {
+      if (!help()) return;  // only the lab has the shortcuts' help
       help().showModal();
     } else if (event.code === "KeyP") {
       cycle(document.getElementById("preset"), step);
@@ -121,7 +122,7 @@
     const target = event.target.closest("button");
     if (!target) return;
     if (target.classList.contains("copy")) copy(target);
-    if (target.classList.contains("help-open")) help().showModal();
+    if (target.classList.contains("help-open") && help()) help().showModal();
   });
 
   // The checkpoint form: a file dropped anywhere on the drop zone is sent at once; a bar shows

@@ -162,6 +162,7 @@ def context(view: View, page: LabPage | None = None, error: str | None = None) -
         "experiment": page.experiment if page else None,
         "experiment_pairs": pairs,
         "ignored": page.ignored if page else (),
+        "device_asked": page.query.device_asked if page else None,
         "edit_error": page.query.edit_error.text(view.lang) if page and page.query.edit_error else None,
         "view": view,
         "presets": PRESETS,

@@ -12,8 +12,10 @@ opens the default lab, and the member controls of the module it came from are dr
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
+
+import torch
 
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, Experiment
@@ -67,6 +69,7 @@ class LabQuery:
     ignored: tuple[str, ...] = ()  # a page: style.* of another module, dropped
     edit_error: SpecError | None = None  # a page: the custom member the module could not take
     editing: bool = False  # a page: the query adds or drops a custom member
+    device_asked: str | None = None  # a page: the permalink's device, which this server lacks
 
     def experiment_pairs(self) -> list[tuple[str, str]]:
         """The experiment's part of the canonical URL: its id, options and into.* styles."""
@@ -107,8 +110,8 @@ def read_page(pairs: Pairs, bounds: Bounds, default_device: str) -> LabQuery:
         except SpecError as exc:
             edit_error = exc
     kept = [(k, v) for k, v in pairs if k not in EDIT_KEYS] if edit_error else _edited(pairs)
-    spec, ignored = _page_spec(kept, bounds, default_device)
-    query = LabQuery(spec, ignored=ignored, edit_error=edit_error, editing=editing)
+    spec, ignored, asked = _page_spec(kept, bounds, default_device)
+    query = LabQuery(spec, ignored=ignored, edit_error=edit_error, editing=editing, device_asked=asked)
     return _with_experiment(query, _chosen_fields(_split(kept, True)[1], spec), bounds)
 
 
@@ -190,7 +193,7 @@ def _with_experiment(query: LabQuery, pairs: Pairs, bounds: Bounds) -> LabQuery:
             other = resolve(loaded_into(query.spec, into), bounds.devices, bounds.max_elements)
         except SpecError as exc:
             raise SpecError(("into", *exc.loc[1:]), exc.words) from exc
-    return LabQuery(query.spec, chosen, options, other, query.ignored, query.edit_error, query.editing)
+    return replace(query, experiment=chosen, options=options, into=other)
 
 
 def _edited(pairs: Pairs) -> list[tuple[str, str]]:
@@ -217,8 +220,12 @@ def _edited(pairs: Pairs) -> list[tuple[str, str]]:
     return kept
 
 
-def _page_spec(pairs: Pairs, bounds: Bounds, default_device: str) -> tuple[LabSpec, tuple[str, ...]]:
-    """The page's spec, and the ``style.*`` members of another module it dropped."""
+def _page_spec(
+    pairs: Pairs, bounds: Bounds, default_device: str
+) -> tuple[LabSpec, tuple[str, ...], str | None]:
+    """The page's spec, the ``style.*`` members of another module it dropped, and the device the
+    URL asked for where this server lacks it (a permalink made on a GPU box, opened on a laptop:
+    shown on the nearest device here rather than refused)."""
     spec_pairs = _split([(k, v) for k, v in pairs if k not in EDIT_KEYS], True)[0]
     given = {key for key, _ in spec_pairs}
     if "preset" not in given:
@@ -226,12 +233,29 @@ def _page_spec(pairs: Pairs, bounds: Bounds, default_device: str) -> tuple[LabSp
         if "device" not in given:
             spec_pairs.append(("device", default_device))
     spec = from_query(spec_pairs, allowed=VIEW_KEYS)
+    asked = None
+    nearest = nearest_device(spec.device, bounds.devices)
+    if nearest is not None and nearest != spec.device:
+        asked, spec = spec.device, spec.model_copy(update={"device": nearest})
     preset = PRESETS.get(spec.preset)
     foreign = bool(preset and not preset.custom)
     ignored = tuple(name for name in spec.styles if foreign and preset.member(name) is None)  # type: ignore[union-attr]
     kept = {name: style for name, style in spec.styles.items() if name not in ignored}
     update = {"styles": kept, "shapes": {} if foreign else spec.shapes}
-    return resolve(spec.model_copy(update=update), bounds.devices, bounds.max_elements), ignored
+    return resolve(spec.model_copy(update=update), bounds.devices, bounds.max_elements), ignored, asked
+
+
+def nearest_device(asked: str, devices: Sequence[str]) -> str | None:
+    """``asked`` where this server has it; else the device of its kind here (cuda:3 -> cuda:0), else
+    the lab's default; None where ``asked`` names no device at all (a typo stays a refusal)."""
+    if asked in devices:
+        return asked
+    try:
+        kind = torch.device(asked).type
+    except (RuntimeError, ValueError):
+        return None
+    same = [d for d in devices if torch.device(d).type == kind]
+    return same[0] if same else default_device(devices)
 
 
 def default_device(devices: Iterable[str]) -> str:

@@ -22,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import Refusal
+from app.langs import Text
 from app.web.html import View, render, view_of
 
 # A page that shows a refusal of its feature's paths: (the view, the refusal) -> the answer.
@@ -103,6 +104,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # Why the parser gave up is the exception it was raised from.
         error = NOT_UTF8 if isinstance(exc.__cause__, UnicodeDecodeError) else UNREADABLE
         return JSONResponse({"detail": [error]}, status_code=422)
+    if exc.status_code in (404, 405) and not wants_json(request):
+        # A browser at an address with no page (a typo, an old link) gets a page, in its language.
+        path = request.url.path[:200]
+        text = (
+            Text("There is no page at {path}.", path=path)
+            if exc.status_code == 404
+            else Text("{path} takes no {method} request.", path=path, method=request.method)
+        )
+        response = error_page(view_of(request), Refusal(text, status=exc.status_code))
+        response.headers.update(exc.headers or {})  # a 405 says what it allows
+        return response
     return await http_exception_handler(request, exc)
 
 

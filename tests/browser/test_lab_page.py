@@ -300,3 +300,19 @@ def test_copy_button(browser: Browser, base_url: str, watch: Watch) -> None:
     script = page.request.get("/api/lab?preset=mymodule").json()["code"]
     assert page.evaluate("navigator.clipboard.readText()") == script
     context.close()
+
+
+@pytest.mark.parametrize("url", ["/lessons", "/checkpoints", "/architectures", "/join"])
+def test_the_shortcut_keys_outside_the_lab_throw_nothing(page: Page, url: str) -> None:
+    # Only the lab has the shortcuts' help; elsewhere "?" and the lab's keys do nothing (the watch
+    # fixture fails the test on any page error).
+    page.goto(url)
+    for key in ("?", "p", "d", "1", "Shift+?"):
+        page.keyboard.press(key)
+    expect(page.locator("dialog[open]")).to_have_count(0)
+
+
+def test_the_shortcut_help_still_opens_in_the_lab(page: Page) -> None:
+    page.goto("/")
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_be_visible()

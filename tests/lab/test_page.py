@@ -276,3 +276,34 @@ def test_a_malformed_current_url_is_a_page_without_a_diff(quiet: TestClient, url
     assert response.status_code == 200, response.text[:300]
     plain = quiet.get("/", params={"preset": "testmodel"}, headers={"HX-Request": htmx})
     assert response.text == plain.text  # as if no previous page were known
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_a_permalink_to_a_device_this_server_lacks_opens_on_the_nearest_with_a_notice(
+    client: TestClient, lang: str
+) -> None:
+    response = client.get("/", params={"preset": "testmodel", "device": "cuda:3", "lang": lang})
+    assert response.status_code == 200
+    page = parse(response.text)
+    notice = [p.text for p in page.find_all("p") if "notice" in (p.attrs.get("class") or "")]
+    assert any("cuda:3" in n and "meta" in n for n in notice), notice
+    assert "device=meta" in response.headers["hx-push-url"]  # the canonical link names where it is shown
+    torch_says = tables("testmodel", TUTORIAL_DEFAULTS["testmodel"], "meta")
+    shown = [row["device"] for row in table_rows(page, "named-buffers")]
+    assert shown == [row["device"] for row in torch_says["named_buffers"]]
+
+
+def test_a_device_that_is_no_device_is_still_refused(client: TestClient) -> None:
+    response = client.get("/", params={"preset": "testmodel", "device": "cuda-ish"})
+    assert response.status_code == 422 and "cuda-ish" in response.text
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_an_experiment_option_the_page_does_not_know_is_refused_naming_the_choices(
+    client: TestClient, lang: str
+) -> None:
+    response = client.get(
+        "/", params={"preset": "testmodel", "experiment": "cast", "dtype": "nope", "lang": lang}
+    )
+    assert response.status_code == 422
+    assert all(choice in response.text for choice in ("half", "bfloat16", "double"))

@@ -20,7 +20,7 @@ from app.lab.presets import PRESETS
 from app.lab.query import Bounds
 from app.lab.spec import SpecError
 from app.lab.styles import STYLES
-from app.langs import LANGS, ZH
+from app.langs import LANGS, ZH, Text
 from app.settings import Settings
 from tests.support.http import (
     KEY_PLACES,
@@ -422,3 +422,19 @@ def test_a_body_that_is_not_utf8_is_422_whatever_its_type(
 
 
 # --- Request heads: capped, and never kept whole -----------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_an_address_with_no_page_is_a_page_in_the_browsers_language(client: TestClient, lang: str) -> None:
+    response = client.get("/no/such/page", params={"lang": lang}, headers={"accept": "text/html"})
+    assert response.status_code == 404 and response.headers["content-type"].startswith("text/html")
+    assert _page_error(response) == Text("There is no page at {path}.", path="/no/such/page")[lang]
+    wrong = client.post("/lessons", headers={"accept": "text/html"})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+    assert wrong.headers["content-type"].startswith("text/html")
+
+
+def test_the_api_and_a_json_client_get_json_for_no_such_address(client: TestClient) -> None:
+    for url, headers in (("/api/nope", {"accept": "text/html"}), ("/nope", {"accept": "application/json"})):
+        response = client.get(url, headers=headers)
+        assert response.status_code == 404 and response.json() == {"detail": "Not Found"}
