@@ -232,7 +232,7 @@ SPEC_ERRORS = [
     "x=1&preset=testmodel",
     "preset=testmodel&preset=mymodule",
     "preset=testmodel&style.buffer1=zzz",
-    "preset=testmodel&device=cuda:7",
+    "preset=testmodel&device=nowhere",  # no device at all (cuda:7 opens on the nearest device)
     "preset=custom&style.a=zzz",
     "preset=custom&style.a=buffer&shape.a=0",
     "preset=custom&style.a=buffer&shape.a=3y",
