@@ -14,7 +14,7 @@ REDIS := /usr/bin/redis-server
 # Root in CI and containers; sudo on a workstation.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install run test bench bench-checkpoints lint i18n screenshots clean
+.PHONY: install run test bench bench-checkpoints lint i18n screenshots mutants clean
 
 install: $(STAMP)
 
@@ -66,6 +66,12 @@ i18n: install
 screenshots: install $(CHROMIUM)
 	fc-list | grep -qi wenquanyi || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei
 	$(BIN)/python -m tests.browser.screenshots
+
+# Mutation testing of a domain package or module (minutes to an hour; not part of make test):
+#   make mutants WHAT=app/classroom    make mutants WHAT=app/lab/spec.py ARGS=--show
+WHAT ?= app/classroom
+mutants: install $(REDIS)
+	$(BIN)/python -m tests.mutants $(WHAT) $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

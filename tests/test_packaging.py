@@ -22,6 +22,8 @@ import pytest
 
 from tests.support.browser import ROOT, free_port, wait_healthy
 
+pytestmark = pytest.mark.servers  # starts server processes (left out of mutation runs)
+
 # What a clone has that the build reads; nothing installed or generated comes along.
 SOURCES = ("app", "templates", "static", "lessons", "pyproject.toml", "setup.py", "MANIFEST.in", "README.md")
 

@@ -10,7 +10,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support.browser import ROOT, free_port, wait_healthy
+
+pytestmark = pytest.mark.servers  # starts server processes (left out of mutation runs)
 
 
 def children(pid: int) -> list[int]:

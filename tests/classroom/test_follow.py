@@ -10,10 +10,14 @@ import asyncio
 import http.client
 import time
 
+import pytest
+
 from bench.sse import open_stream
 from tests.support.aio import run
 from tests.support.class_servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server
 from tests.support.html import parse as parse_html
+
+pytestmark = pytest.mark.servers  # starts server processes (left out of mutation runs)
 
 SHUTDOWN = 18123
 LESSON = "/lessons/parameters-and-buffers"

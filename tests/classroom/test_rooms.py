@@ -58,16 +58,25 @@ def test_a_tally_counts_each_choice() -> None:
 
 
 @pytest.mark.parametrize(
-    ("refusal", "status"),
+    ("make", "status", "english"),
     [
-        (rooms.no_such_room("ABCDEFGH"), 404),
-        (rooms.rooms_cap(3), 503),
-        (rooms.rooms_per_client_cap(2), 409),
-        (rooms.class_full(30), 409),
-        (rooms.votes_cap(9), 409),
-        (rooms.not_joined(), 409),
-        (rooms.TooManyFailures.after(20, 60.0), 429),
+        (lambda: rooms.no_such_room("ABCDEFGH"), 404, "no class with the code ABCDEFGH: it ended"),
+        (lambda: rooms.rooms_cap(3), 503, "this server runs 3 classes, its cap (MRE_CLASS_MAX_ROOMS)"),
+        (lambda: rooms.rooms_per_client_cap(2), 409, "2 classes were started from your address"),
+        (lambda: rooms.class_full(30), 409, "this class is full: 30 students (MRE_CLASS_MAX_STUDENTS)"),
+        (lambda: rooms.votes_cap(9), 409, "this class has 9 votes, its cap (MRE_CLASS_MAX_VOTES)"),
+        (lambda: rooms.not_joined(), 409, "join the class before voting"),
+        (lambda: rooms.TooManyFailures.after(20, 60.0), 429, "20 failed joins from your address in 60 s"),
     ],
 )
-def test_each_refusal_has_its_status_and_its_chinese(refusal: rooms.ClassError, status: int) -> None:
-    assert refusal.status == status and refusal.text(ZH) != refusal.message
+def test_each_refusal_has_its_status_its_numbers_and_its_chinese(make, status: int, english: str) -> None:
+    refusal = make()  # made inside the test, so that mutation testing sees which test runs it
+    assert refusal.status == status and refusal.message.startswith(english)
+    assert refusal.text(ZH) != refusal.message
+    numbers = [w for w in english.replace(":", " ").split() if w.isdigit()]
+    assert all(n in refusal.text(ZH) for n in numbers)
+
+
+def test_a_teachers_token_is_256_random_bits() -> None:
+    tokens = {rooms.new_token() for _ in range(50)}
+    assert len(tokens) == 50 and {len(t) for t in tokens} == {43}  # 32 bytes, URL-safe base64

@@ -24,6 +24,8 @@ from tests.support.browser import ROOT, free_port, wait_healthy
 from tests.support.crafted import EMPTY_DICT, big_string, deep_key, deep_value, fan_out, torch_zip
 from tests.support.inspectors import LIMITS, MIB, inspectors, post, rest_of, saved, server
 
+pytestmark = pytest.mark.servers  # starts server processes (left out of mutation runs)
+
 INUSE = f"{owner()}-inuse"  # an upload directory of this (live) process
 
 

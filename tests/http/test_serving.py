@@ -26,6 +26,8 @@ from app.settings import Settings
 from tests.support.browser import ROOT, free_port, wait_healthy
 from tests.support.serving import Transport
 
+pytestmark = pytest.mark.servers  # starts server processes (left out of mutation runs)
+
 TIMEOUT = 1.0  # head, body and keep-alive, in the server under test (shipped: 10, 30 and 5 s)
 SLACK = 2.0  # the loop's timer, a loaded test machine
 

@@ -1,0 +1,149 @@
+"""Mutation testing of the domain: ``make mutants WHAT=app/classroom`` (a package or one module).
+
+mutmut (3.8) plants small bugs one at a time in the target's domain modules (those of the import
+contract that keeps the web stack out of them) and runs the tests that cover each; a mutant no test
+notices "survived". The run happens in a scratch copy of the project with a [tool.mutmut] section
+made for the target, so the checkout is untouched. It prints the killed share per module and every
+survivor, as a diff with ``--show``. Tests that start browsers or server processes are left out:
+they take seconds each, and the domain's own tests are what should catch a domain bug.
+
+Not part of ``make test``: a package takes minutes to an hour on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = (
+    "app",
+    "tests",
+    "bench",
+    "templates",
+    "static",
+    "lessons",
+    "babel.cfg",
+    "README.md",
+    "docs",
+    "Makefile",
+)
+SKIPPED_TESTS = "not browser and not servers"
+# mutmut's statuses: what counts as caught, and what is no verdict at all.
+CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
+NO_VERDICT = {"skipped", "not checked"}
+
+
+def domain_modules() -> list[str]:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    return next(c for c in contracts if c["name"].startswith("Domain modules"))["source_modules"]
+
+
+def target(what: str) -> tuple[list[str], list[str]]:
+    """The files to mutate and the tests to run for ``what`` (app/<package> or app/<package>/<m>.py)."""
+    path = Path(what.rstrip("/"))
+    if path.suffix == ".py":
+        files = [path.as_posix()]
+    else:
+        prefix = ".".join(path.parts) + "."
+        files = [m.replace(".", "/") + ".py" for m in domain_modules() if m.startswith(prefix)]
+    if not files or not all((ROOT / f).is_file() for f in files):
+        raise SystemExit(f"mutants: nothing to mutate in {what!r} (a package of app/ or one of its modules)")
+    package = Path(files[0]).parent.relative_to("app")
+    tests = [f"tests/{package.as_posix()}" if package.parts else "tests"]
+    return files, tests
+
+
+def configure(scratch: Path, files: list[str], tests: list[str]) -> None:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, scratch / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            shutil.copy(source, scratch / name)
+    config = (ROOT / "pyproject.toml").read_text()
+    config += (
+        "\n[tool.mutmut]\n"
+        'source_paths = ["app"]\n'
+        f"only_mutate = {files!r}\n"
+        f"pytest_add_cli_args_test_selection = {tests!r}\n"
+        f"also_copy = {[n for n in COPIED if n not in ('app', 'tests')]!r}\n"
+        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "{SKIPPED_TESTS}"]\n'
+    )
+    (scratch / "pyproject.toml").write_text(config)
+
+
+def results(scratch: Path, mutmut: str) -> dict[str, str]:
+    listed = subprocess.run([mutmut, "results", "--all", "true"], cwd=scratch, capture_output=True, text=True)
+    found = {}
+    for line in listed.stdout.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name:
+            found[name] = status
+    return found
+
+
+def report(found: dict[str, str], scratch: Path, mutmut: str, show: bool) -> float:
+    by_module: dict[str, Counter] = defaultdict(Counter)
+    for name, status in found.items():
+        module = re.sub(r"\.x[_ǁ].*$", "", name)
+        by_module[module][status] += 1
+    print(f"\n{'module':<36}{'mutants':>9}{'caught':>8}{'survived':>10}{'no tests':>10}{'share':>8}")
+    total_caught = total = 0
+    for module, counts in sorted(by_module.items()):
+        judged = sum(n for s, n in counts.items() if s not in NO_VERDICT)
+        caught = sum(n for s, n in counts.items() if s in CAUGHT)
+        share = caught / judged if judged else 1.0
+        total_caught, total = total_caught + caught, total + judged
+        line = f"{module:<36}{judged:>9}{caught:>8}{counts['survived']:>10}{counts['no tests']:>10}"
+        print(f"{line}{share:>8.1%}")
+    share = total_caught / total if total else 1.0
+    print(f"{'all':<36}{total:>9}{total_caught:>8}{'':>20}{share:>8.1%}")
+    survivors = [n for n, s in sorted(found.items()) if s not in CAUGHT | NO_VERDICT]
+    if survivors:
+        print(f"\n{len(survivors)} not caught (mutmut show NAME, in {scratch}):")
+        for name in survivors:
+            print(f"  {name}: {found[name]}")
+            if show:
+                diff = subprocess.run(
+                    [mutmut, "show", name], cwd=scratch, capture_output=True, text=True
+                ).stdout
+                print("".join(f"      {line}\n" for line in diff.splitlines() if line[:2] in ("- ", "+ ")))
+    return share
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make mutants", description=__doc__.splitlines()[0])
+    parser.add_argument("what", help="app/<package> (its domain modules) or app/<package>/<module>.py")
+    parser.add_argument("--show", action="store_true", help="print each survivor's diff")
+    parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to run mutmut show)")
+    parser.add_argument("--tests", nargs="+", help="the tests to run (default: the package's mirrored tests)")
+    args = parser.parse_args(argv)
+    files, tests = target(args.what)
+    tests = args.tests or tests
+    mutmut = str(Path(sys.executable).with_name("mutmut"))
+    scratch = Path(tempfile.mkdtemp(prefix="mre-mutants-"))
+    try:
+        configure(scratch, files, tests)
+        print(f"mutating {', '.join(files)}; tests: {' '.join(tests)} (-m '{SKIPPED_TESTS}'); in {scratch}")
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        run = [mutmut, "run", "--max-children", str(args.max_children)]
+        subprocess.run(run, cwd=scratch, env=env, stdout=subprocess.DEVNULL, check=False)
+        report(results(scratch, mutmut), scratch, mutmut, args.show)
+    finally:
+        if not args.keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
