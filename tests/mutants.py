@@ -23,7 +23,7 @@ import tomllib
 from collections import Counter, defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(os.environ.get("MRE_MUTANTS_ROOT") or Path(__file__).resolve().parents[1])
 COPIED = (
     "app",
     "tests",
@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to run mutmut show)")
     parser.add_argument("--tests", nargs="+", help="the tests to run (default: the package's mirrored tests)")
+    parser.add_argument("--files", nargs="+", help="the files to mutate (default: WHAT's domain modules)")
     args = parser.parse_args(argv)
-    files, tests = target(args.what)
+    files, tests = target(args.what) if not args.files else (args.files, [])
     tests = args.tests or tests
     mutmut = str(Path(sys.executable).with_name("mutmut"))
     scratch = Path(tempfile.mkdtemp(prefix="mre-mutants-"))

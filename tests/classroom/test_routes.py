@@ -8,6 +8,7 @@ import time
 import segno
 from fastapi.testclient import TestClient
 
+from app.classroom.lessons import lessons
 from app.classroom.rooms import ALPHABET, CODE_LENGTH
 from app.main import create_app
 from app.settings import Settings
@@ -140,3 +141,16 @@ def test_caps_on_rooms_students_votes_and_expiry() -> None:
     time.sleep(0.3)
     gone = teacher.get(f"/rooms/{code}/teach")
     assert gone.status_code == 404 and "no class with the code" in notice(gone)
+
+
+def test_a_vote_for_the_last_choice_counts_and_one_past_it_is_refused() -> None:
+    app = create_app(Settings())
+    teacher, student = TestClient(app), TestClient(app)
+    lesson = lessons()["parameters-and-buffers"]
+    number, step = next((n, s) for n, s in enumerate(lesson.steps, 1) if s.question)
+    code = start(teacher, f"{LESSON}?step={number}")
+    assert student.get(f"/rooms/{code}").status_code == 200  # joined
+    key, last = f"parameters-and-buffers:{number}", len(step.question.choices) - 1
+    assert student.post(f"/rooms/{code}/vote", data={"step": key, "choice": last}).status_code == 200
+    past = student.post(f"/rooms/{code}/vote", data={"step": key, "choice": last + 1})
+    assert past.status_code == 409 and f"choice {last + 1} is not one of" in notice(past)

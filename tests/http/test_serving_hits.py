@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import tomllib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,10 +60,10 @@ class Served:
         start = len(self.transport.written)
         self.protocol.data_received(data)
         tasks = len(self.protocol.tasks)
-        for _ in range(10_000):
-            await asyncio.sleep(0)
-            if not self.protocol.tasks and not self.protocol.pipeline:
-                break
+        deadline = asyncio.get_running_loop().time() + 60  # cold pages are built in a thread now
+        while (self.protocol.tasks or self.protocol.pipeline) and not self.transport.closed:
+            assert asyncio.get_running_loop().time() < deadline, "the app never answered"
+            await asyncio.sleep(0.001)
         return self.transport.written[start:], tasks
 
 
@@ -379,3 +380,32 @@ def test_health_says_whether_the_server_writes_its_hits_itself() -> None:
 
     with TestClient(create_app()) as client:  # the ASGI path alone: no protocol of ours
         assert client.get("/api/health").json()["fast_path"] is False
+
+
+def lang_of(response: bytes) -> str:
+    return re.search(rb'<html lang="([^"]+)"', response).group(1).decode()
+
+
+def test_a_header_sent_twice_is_read_and_keyed_by_its_first_value_on_both_paths() -> None:
+    # The page reads the first Accept-Language (as Starlette does); the cache must key the answer by
+    # that same value, or one request would store a Chinese page that an English request then gets.
+    async def check() -> None:
+        fresh = create_app(Settings())
+        target = "/?preset=mymodule"
+        zh_first = request(target, "Accept-Language: zh-CN", "Accept-Language: en")
+        en_first = request(target, "Accept-Language: en", "Accept-Language: zh-CN")
+        through_app = Served(fresh, HttpToolsProtocol)  # stock protocol: answered in the app (HttpCache)
+        stored, _ = await through_app.send(zh_first)
+        assert lang_of(stored) == "zh-CN"
+        answered, _ = await through_app.send(en_first)  # the in-app cache's answer: a miss, then English
+        assert lang_of(answered) == "en"
+        written = Served(fresh, Deadline)  # the protocol writes hits itself
+        for raw, lang in (
+            (en_first, "en"),
+            (zh_first, "zh-CN"),
+            (request(target, "Accept-Language: zh-CN"), "zh-CN"),
+        ):
+            out, tasks = await written.send(raw)
+            assert tasks == 0 and lang_of(out) == lang  # every one a hit, in the language it asked first
+
+    run(check)
