@@ -55,7 +55,7 @@ class StepPage:
 MAX_DIGITS = 6  # of a step or a choice number: far over any lesson, and no huge int() ever made
 
 
-def _whole(text: str) -> int | None:
+def whole(text: str) -> int | None:
     """A whole number as a URL spells it (ASCII digits, leading zeros allowed), or None."""
     digits = text.lstrip("0") or ("0" if text else "")
     if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_DIGITS):
@@ -67,7 +67,7 @@ def _number(text: str | None, lesson: Lesson) -> int:
     last = len(lesson.steps)
     if text is None:
         return 1
-    number = _whole(text)
+    number = whole(text)
     if number is None or not 1 <= number <= last:
         raise StepError(
             422, Text("step must be a whole number from 1 to {last}, not {text!r}", last=last, text=text[:20])
@@ -77,7 +77,7 @@ def _number(text: str | None, lesson: Lesson) -> int:
 
 def _choice(text: str | None, step: Step) -> int | None:
     count = len(step.question.choices) if step.question else 0
-    number = _whole(text) if text is not None else None
+    number = whole(text) if text is not None else None
     return number if number is not None and number < count else None  # naming no choice: no prediction
 
 
@@ -213,13 +213,31 @@ def pages_view() -> View:
     return View(lang="en", lang_chosen=False, present=False, htmx=False)
 
 
+def revealed_state(shown_state: Shown, revealed: frozenset[str]) -> str:
+    """The state to show for ``shown_state`` in a room whose steps ``revealed`` were revealed: a
+    step shown again after its reveal is shown revealed (its vote stays closed)."""
+    step = shown_state.step
+    if step and step.step.question and not step.revealed and shown_state.step_key in revealed:
+        return shown_state.url + "&reveal=1"
+    return shown_state.url
+
+
+@dataclass(frozen=True)
+class JoinLink:
+    """The address a class's students open, and whether it is a loopback one (no student's
+    device reaches it: the console warns)."""
+
+    url: str
+    loopback: bool
+
+
 @dataclass(frozen=True)
 class RoomView:
     """A room as one page shows it: to its teacher (the console) or to a student."""
 
     room: Room
     teacher: bool
-    join_url: str
+    join: JoinLink
     vote: int | None  # this student's vote on the step shown
     voting: bool
     step_key: str
@@ -234,12 +252,19 @@ class RoomView:
         return shown(self.room.code)
 
     @property
+    def join_url(self) -> str:
+        return self.join.url
+
+    @property
     def vote_url(self) -> str:
         return f"/rooms/{self.code}/vote{self.lang_query}"
 
+    def console_url(self, view: View) -> str:
+        return f"/rooms/{self.code}/teach{view_query(view)}"
+
 
 async def room_context(
-    b: Broker, join: str, view: View, bounds: Bounds, room: Room, teacher: bool, student: str | None
+    b: Broker, join: JoinLink, view: View, bounds: Bounds, room: Room, teacher: bool, student: str | None
 ) -> dict:
     """What room.html shows of a room: to its teacher (``teacher``) or a student (``student``'s id)."""
     shown_state = read_shown(room.state, bounds)
@@ -261,6 +286,9 @@ async def room_context(
         context["lab_snapshot"] = lab_html(room.state, view.lang, bounds)
     context["own_url"] = with_view(shown_state.url, view)
     context["rv"] = rv
+    if teacher:  # the console's own toggles: language and projector mode, the class unchanged
+        context["console_lang_url"] = lambda lang: rv.console_url(replace(view, lang=lang, lang_chosen=True))
+        context["console_present_url"] = rv.console_url(replace(view, present=not view.present))
     return context
 
 
