@@ -1,5 +1,6 @@
 """The classroom's page models: a lesson step reads its state once, as strictly as lessons are
-checked, and runs its experiment once for the lab it shows and the facts its question asks about."""
+checked, and runs its experiment once for the lab it shows and the facts its question asks about;
+its reveal says torch's answer in words and why, and keeps itself through the view toggles."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from fastapi.testclient import TestClient
 
 from app.classroom.facts import read_state
 from app.classroom.lessons import lessons
-from app.classroom.page import StepError, read_shown, read_step
+from app.classroom.page import StepError, read_shown, read_step, said
 from app.lab import memo
 from app.lab.query import Bounds
+from app.langs import EN, LANGS, ZH, Text
 from tests.support.cases import CAP
+from tests.support.html import parse
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 BOUNDS = Bounds.here(CAP)
 STEPS_WITH_EXPERIMENTS = [
@@ -90,3 +94,57 @@ def test_a_choice_that_names_no_choice_is_no_prediction(client: TestClient, choi
     page = read_step(LESSON, {"step": str(step), "choice": choice}, BOUNDS)
     assert page.chosen is None or page.chosen == 1  # ...0001 names choice 1
     assert client.get(f"/lessons/{LESSON}", params={"step": str(step), "choice": choice}).status_code == 200
+
+
+def test_a_reveal_says_torchs_answer_in_words_and_why(client: TestClient) -> None:
+    base = f"/lessons/{LESSON}?step=1"
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).to("meta")
+    device = str(model.buffer1.device)  # torch: a plain tensor attribute stays where it was made
+    for lang in LANGS:
+        answer = parse(client.get(f"{base}&reveal=1&choice=1&lang={lang}").text).find("div", class_="answer")
+        words = answer.find("p", class_="said").find("strong").text
+        assert "buffer1" in words and device in words and "member.buffer1" not in words
+        verdict = answer.find("p", class_="verdict").text
+        reason = answer.find("p", class_="reason")
+        assert verdict == (
+            "Your prediction was not torch's answer." if lang == EN else "你的预测与 torch 的答案不同。"
+        )
+        assert reason.find("code").text == "buffer1" and device in reason.text
+        term = reason.find("a", class_="term")  # the key term, linked to the lab's glossary entry
+        assert term.attrs["href"].endswith("#g-plain") and term.text in reason.text
+        glossary = parse(client.get(term.attrs["href"].partition("#")[0]).text).find("section", id="glossary")
+        assert glossary.find("dt", id="g-plain")
+        # The fact path stays, small and after the why: not the headline.
+        assert answer.find("p", class_="fact").text == f"member.buffer1.device_after = {device}"
+
+
+def test_said_links_the_key_term_and_escapes_the_rest() -> None:
+    text = Text("{member} is {term}; model.to() moves only parameters and buffers, so it stayed on {device}.",
+                member="<b>", term=Text("a plain tensor attribute"), device="cpu")  # fmt: skip
+    html = said(text, EN, "/?a=1&b=2#g-plain")
+    assert html == (
+        '<code>&lt;b&gt;</code> is <a class="term" href="/?a=1&amp;b=2#g-plain">a plain tensor attribute</a>;'
+        " model.to() moves only parameters and buffers, so it stayed on cpu."
+    )
+    assert said(text, ZH, "").startswith(
+        "<code>&lt;b&gt;</code> 是一个普通张量属性；"
+    )  # no glossary: no link
+
+
+@pytest.mark.parametrize("toggle", ["lang", "present"])
+def test_the_view_toggles_keep_a_revealed_step_revealed(client: TestClient, toggle: str) -> None:
+    page = parse(client.get(f"/lessons/{LESSON}?step=1&reveal=1&choice=1").text)
+    links = page.find("section", id="lesson").find("nav", class_="links")
+    if toggle == "lang":
+        href = links.find("a", hreflang=ZH).attrs["href"]
+    else:
+        href = next(a.attrs["href"] for a in links.find_all("a") if a.attrs.get("aria-keyshortcuts") == "t")
+    shown = parse(client.get(href).text)
+    assert "reveal=1" in href and "choice=1" in href
+    assert shown.find("div", class_="answer").find("p", class_="verdict")  # the answer, and the prediction
+    assert shown.find("li", data_choice="0").attrs["class"] == "choice right"  # torch: cpu
+    assert shown.find("li", data_choice="1").attrs["class"] == "choice chosen"  # predicted: meta
+    hidden = parse(client.get(f"/lessons/{LESSON}?step=1&lang=zh-CN").text)
+    assert not hidden.find_all("div", class_="answer")  # and an unrevealed step's toggle reveals nothing
+    links = hidden.find("nav", class_="links")
+    assert all("reveal" not in a.attrs["href"] for a in links.find_all("a"))
