@@ -17,9 +17,9 @@ from markupsafe import Markup, escape
 
 from app.classroom.broker import Broker
 from app.classroom.facts import LabState, outcome_message
-from app.classroom.lessons import Answer, Lesson, Step, answer, lessons
+from app.classroom.lessons import Answer, Lesson, Question, Step, answer, lessons
 from app.classroom.rooms import ClassError, Room, Tally, shown
-from app.classroom.why import Why, explain
+from app.classroom.why import Why, explain, recap
 from app.errors import Refusal
 from app.lab import page as pages
 from app.lab.query import Bounds, read
@@ -52,6 +52,8 @@ class StepPage:
     chosen: int | None  # the prediction made on this device (alone, not in a class)
     message: str | None  # torch's whole message behind a refusal the question asks about
     why: Why | None  # the answer in words and its reason, once revealed
+    recap: tuple[tuple[Question, Why], ...] = ()  # the last step, revealed: every question's answer
+    next_lesson: Lesson | None = None  # the lesson after this one (file-name order); None after the last
 
 
 MAX_DIGITS = 6  # of a step or a choice number: far over any lesson, and no huge int() ever made
@@ -104,6 +106,9 @@ def read_step(lesson_id: str, query: dict[str, str], bounds: Bounds, reveal: boo
     state = LabState(step.state, lab.spec, lab.report, lab.matrix, lab.experiment)
     revealed = step.question is None or reveal or query.get("reveal") == "1"
     q = step.question
+    ids = list(lessons())
+    later = ids[ids.index(lesson.id) + 1 :]
+    last = number == len(lesson.steps)
     return StepPage(
         lesson=lesson,
         number=number,
@@ -115,6 +120,8 @@ def read_step(lesson_id: str, query: dict[str, str], bounds: Bounds, reveal: boo
         chosen=_choice(query.get("choice"), step),
         message=outcome_message(state, q.fact) if q and revealed else None,
         why=explain(q.fact, state) if q and revealed else None,
+        recap=recap(lesson, bounds) if last and revealed else (),
+        next_lesson=lessons()[later[0]] if later else None,
     )
 
 
@@ -164,6 +171,7 @@ def step_context(page: StepPage, view: View, **extra: object) -> dict:
     # The glossary sits at the foot of the lab page (hidden in projector mode: linked without it).
     lab = pages.link(page.lab.spec, replace(view, present=False), page.lab.experiment_pairs)
     why = page.why
+    following = page.next_lesson
     return {
         "view": view,
         "langs": LANGS,
@@ -177,6 +185,7 @@ def step_context(page: StepPage, view: View, **extra: object) -> dict:
         "lang_url": lambda lang: step_url(lesson.id, n, replace(view, lang=lang, lang_chosen=True), **kept),
         "present_url": step_url(lesson.id, n, replace(view, present=not view.present), **kept),
         "reason": said(why.reason, view.lang, f"{lab}#g-{why.term}" if why.term else "") if why else None,
+        "next_lesson_url": step_url(following.id, 1, view) if following else None,
         "room": None,
         **extra,
     }

@@ -1,6 +1,7 @@
 """The classroom's page models: a lesson step reads its state once, as strictly as lessons are
 checked, and runs its experiment once for the lab it shows and the facts its question asks about;
-its reveal says torch's answer in words and why, and keeps itself through the view toggles."""
+its reveal says torch's answer in words and why, keeps itself through the view toggles, and the last
+step recaps the lesson and leads to the next."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from app.classroom.facts import read_state
 from app.classroom.lessons import lessons
 from app.classroom.page import StepError, read_shown, read_step, said
+from app.classroom.why import explain
 from app.lab import memo
 from app.lab.query import Bounds
 from app.langs import EN, LANGS, ZH, Text
@@ -33,7 +35,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real = memo.run_experiment
 
     def counted(experiment_id: str, *args, **kwargs):
-        ran.append(experiment_id)
+        ran.append(f"{experiment_id} {args} {kwargs}")  # which experiment, on which spec
         return real(experiment_id, *args, **kwargs)
 
     memo.clear()
@@ -46,9 +48,11 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_lesson_step_runs_its_experiment_once(runs: list[str], lesson_id: str, number: int) -> None:
     page = read_step(lesson_id, {"step": str(number), "reveal": "1"}, BOUNDS)
     assert page.lab.experiment is not None and page.answer is not None
-    assert len(runs) == 1
-    read_step(lesson_id, {"step": str(number)}, BOUNDS)  # and the next student's read runs none
-    assert len(runs) == 1
+    # Once each: its own, and on the last step the recap's (every step's answer, read live).
+    states = {s.state for s in page.lesson.steps if "experiment=" in s.state} if page.recap else {1}
+    assert len(runs) == len(set(runs)) == len(states)
+    read_step(lesson_id, {"step": str(number), "reveal": "1"}, BOUNDS)  # the next student's runs none
+    assert len(runs) == len(states)
 
 
 def test_there_are_steps_with_experiments() -> None:
@@ -148,3 +152,31 @@ def test_the_view_toggles_keep_a_revealed_step_revealed(client: TestClient, togg
     assert not hidden.find_all("div", class_="answer")  # and an unrevealed step's toggle reveals nothing
     links = hidden.find("nav", class_="links")
     assert all("reveal" not in a.attrs["href"] for a in links.find_all("a"))
+
+
+def test_the_last_step_recaps_the_lesson_and_leads_to_the_next(client: TestClient) -> None:
+    ids = list(lessons())
+    for lang in LANGS:
+        for i, lesson_id in enumerate(ids):
+            lesson = lessons()[lesson_id]
+            last = len(lesson.steps)
+            tree = parse(client.get(f"/lessons/{lesson_id}?step={last}&reveal=1&lang={lang}").text)
+            recap = tree.find("section", class_="recap")
+            questions = [s for s in lesson.steps if s.question]
+            items = recap.find_all("li")
+            assert len(items) == len(questions)
+            for item, step in zip(items, questions, strict=True):
+                words = explain(step.question.fact, read_state(step.state, BOUNDS)).answer[lang]
+                assert step.question.text[lang] in item.text and item.find("strong").text == words
+            link = recap.find("p", class_="next-lesson").find("a")
+            if i + 1 < len(ids):
+                assert link.attrs["href"] == f"/lessons/{ids[i + 1]}?step=1&lang={lang}"
+                assert lessons()[ids[i + 1]].title[lang] in link.text
+            else:  # the last lesson leads back to the list
+                assert link.attrs["href"] == f"/lessons?lang={lang}"
+            earlier = parse(client.get(f"/lessons/{lesson_id}?step=1&reveal=1&lang={lang}").text)
+            assert not earlier.find_all("section", class_="recap")
+    # A last step with a question recaps once revealed: the recap holds its answer too.
+    asks = next(lesson for lesson in lessons().values() if lesson.steps[-1].question)
+    unrevealed = parse(client.get(f"/lessons/{asks.id}?step={len(asks.steps)}").text)
+    assert not unrevealed.find_all("section", class_="recap")
