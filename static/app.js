@@ -185,6 +185,11 @@
       const button = li.querySelector("button");
       if (button) button.setAttribute("aria-pressed", on ? "true" : "false");
     });
+    const verdict = el.querySelector(".verdict[data-answer]");
+    if (verdict && chosen !== null) {
+      verdict.textContent = chosen === verdict.dataset.answer ? verdict.dataset.right : verdict.dataset.wrong;
+      verdict.hidden = false;
+    }
   }
   function bannerState(el) {
     const banner = el && el.querySelector("details.class-banner");

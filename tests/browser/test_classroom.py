@@ -270,21 +270,28 @@ def test_a_projected_chinese_class_with_a_phone_and_a_laptop(browser: Browser, b
         assert errors == [] and w.outside == [], errors
 
 
-def test_a_refused_or_lost_change_is_said_on_the_console(two_en: list[Page]) -> None:
-    teacher, _ = two_en
-    teacher.goto(f"/lessons/{LESSON}?step=1")
-    teacher.get_by_role("button", name="Start a class").click()
-    teacher.route("**/rooms/*/state*", lambda route: route.abort())
-    teacher.get_by_role("button", name="Next step").click()
-    error = teacher.locator("#console .console-error")
-    expect(error).to_have_text("The server could not be reached: the change was not made. Try again.")
-    teacher.unroute("**/rooms/*/state*")
-    said = "the class store (Redis) is unreachable"
-    body = f'<section class="error" role="alert"><p><code>{said}</code></p></section>'
-    teacher.route(
-        "**/rooms/*/state*", lambda route: route.fulfill(status=503, body=body, content_type="text/html")
-    )
-    teacher.get_by_role("button", name="Next step").click()
-    expect(error).to_have_text(said)
-    teacher.unroute("**/rooms/*/state*")
-    end(teacher)
+def test_a_refused_or_lost_change_is_said_on_the_console(browser: Browser, base_url: str) -> None:
+    watch = Watch(base_url)  # the failures this test makes are logged by the browser and htmx
+    context = open_context(browser, base_url, watch, locale="en-US")
+    try:
+        teacher = context.new_page()
+        teacher.goto(f"/lessons/{LESSON}?step=1")
+        teacher.get_by_role("button", name="Start a class").click()
+        teacher.route("**/rooms/*/state*", lambda route: route.abort())
+        teacher.get_by_role("button", name="Next step").click()
+        error = teacher.locator("#console .console-error")
+        expect(error).to_have_text("The server could not be reached: the change was not made. Try again.")
+        teacher.unroute("**/rooms/*/state*")
+        said = "the class store (Redis) is unreachable"
+        body = f'<section class="error" role="alert"><p><code>{said}</code></p></section>'
+        teacher.route(
+            "**/rooms/*/state*", lambda route: route.fulfill(status=503, body=body, content_type="text/html")
+        )
+        teacher.get_by_role("button", name="Next step").click()
+        expect(error).to_have_text(said)
+        teacher.unroute("**/rooms/*/state*")
+        end(teacher)
+    finally:
+        context.close()
+    unexpected = [e for e in watch.errors if not any(w in e for w in ("htmx:", "503", "ERR_FAILED"))]
+    assert unexpected == [] and watch.outside == []
