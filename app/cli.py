@@ -37,6 +37,7 @@ LOADS, DOES_NOT, BAD_INPUT = 0, 1, 2
 NOT_FIXABLE = 409  # a refusal that means "it does not load", not "bad input": exit 1
 GROUPS_SHOWN = 16  # patterns printed per cause; --json has them all
 LINES_OF_TORCH = 1  # lines of torch's refusal printed; --json has the whole
+TREE_ALONE, TREE_WITH_LOAD = 24, 8  # lines of the tensor tree without --depth
 
 
 def parser() -> argparse.ArgumentParser:
@@ -148,7 +149,7 @@ def _inspect(args: argparse.Namespace, files: list[Path], settings: Settings, ou
     target = _target(args, settings)
     limits, budget = _budget(settings)
     names = [str(p) for p in files]
-    body = isolated.run_forked(isolated.inspection_job(files, names, limits, target, args.at), budget)
+    body = isolated.run_now(isolated.inspection_job(files, names, limits, target, args.at), budget)
     report = CheckpointReport.model_validate_json(body)
     if args.json:
         _print_json(body)
@@ -189,7 +190,7 @@ def _compare(args: argparse.Namespace, a: list[Path], b: list[Path], settings: S
         at_a=args.at,
         at_b=args.other_at,
     )
-    body = isolated.run_forked(job, budget)
+    body = isolated.run_now(job, budget)
     comparison = Comparison.model_validate_json(body)
     _print_json(body) if args.json else show_comparison(out, comparison, args.lang)
     return LOADS if comparison.identical else DOES_NOT
@@ -209,7 +210,7 @@ def _fix(args: argparse.Namespace, files: list[Path], settings: Settings, out: C
     target = _target(args, settings)
     limits, budget = _budget(settings)
     job = isolated.fixing_job(files, [str(p) for p in files], limits, target, args.at, args.output)
-    body = isolated.run_forked(job, budget)
+    body = isolated.run_now(job, budget)
     written = Written.model_validate_json(body)
     if args.json:
         _print_json(body)
@@ -313,7 +314,8 @@ def show_report(out: Console, report: CheckpointReport, lang: str, depth: int | 
         _say(out, f"state dicts: {named}{more}; choose one with --state-dict")
     for note in report.notes:
         _say(out, f"note: {note[lang]}", "yellow")
-    lines, used = outline(report.tensors, depth)
+    # Beside a load's causes, a shorter tree: the whole report fits on a screen.
+    lines, used = outline(report.tensors, depth, TREE_WITH_LOAD if report.load else TREE_ALONE)
     if lines:
         deep = f" to depth {used} (--depth N for more)" if used else ""
         _say(out, f"tensors{deep}:", "bold")

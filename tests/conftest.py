@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from tests.support.checkpoints import Case, make_cases
+from tests.support.corpus import Entry, make_corpus
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,10 @@ def class_servers() -> Iterator[tuple]:
 def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
     """Checkpoints written by real libraries, once per session for every test that needs them."""
     return make_cases(tmp_path_factory.mktemp("doctor"))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Entry]:
+    """The doctor's corpus (tests/support/corpus.py): files as the libraries write them, with what
+    mre must answer for each, written once per session."""
+    return make_corpus(tmp_path_factory.mktemp("corpus"))

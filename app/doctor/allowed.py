@@ -218,9 +218,10 @@ def allowance(path: Path, unsafe: list[str], max_bytes: int) -> Allowance:
             f" (+{len(places) - MAX_PLACES})" if len(places) > MAX_PLACES else ""
         )
         out.refused = Text(
-            "the file holds an object of {name} at {where}: a global torch.load(weights_only=True) "
-            "refuses, and the inspector never runs a file's code. Read beside tensors: {allowed}. "
-            "If you trust the file, load it with torch.serialization.safe_globals([{name}])",
+            "torch.load(weights_only=True) refused it: UnpicklingError: the file holds an object of {name} "
+            "at {where}, a global torch does not allow, and the inspector never runs a file's code. Read "
+            "beside tensors: {allowed}. If you trust the file, load it with "
+            "torch.serialization.safe_globals([{name}])",
             name=name,
             where=where or "(a place the inspector could not follow)",
             allowed=", ".join(allowed_names()),

@@ -150,26 +150,31 @@ def _read_side(paths: list[Path], names: list[str], limits: Limits, at: str | No
 
 
 def _prefixes(a: _Side, b: _Side) -> None:
-    """Remove, from one side, a prefix every one of its keys has and the other's keys do not, while
-    that makes the sides' keys meet: module., _orig_mod., state_dict.model. ..."""
+    """Remove, from each side, the prefix all its keys share (module., _orig_mod., state_dict.model.)
+    as deep as makes the most keys of the two sides meet; none where nothing is gained."""
+    options_a, options_b = _strippable(set(a.entries())), _strippable(set(b.entries()))
+    best, meeting = ("", ""), len(set(a.entries()) & set(b.entries()))
+    for prefix_a, keys_a in options_a:
+        for prefix_b, keys_b in options_b:
+            met = len(keys_a & keys_b)
+            if met > meeting:
+                best, meeting = (prefix_a, prefix_b), met
+    a.prefix, b.prefix = best
+
+
+def _strippable(keys: set[str]) -> list[tuple[str, set[str]]]:
+    """(prefix, the keys without it) for each depth of a prefix every key shares, "" first."""
+    out = [("", keys)]
+    prefix = ""
     for _ in range(4):
-        keys_a, keys_b = set(a.entries()), set(b.entries())
-        if keys_a == keys_b:
-            return
-        for side, other in ((a, keys_b), (b, keys_a)):
-            keys = set(side.entries())
-            firsts = {k.partition(".")[0] for k in keys}
-            if len(firsts) != 1 or not all("." in k for k in keys):
-                continue
-            prefix = firsts.pop() + "."
-            if any(k.startswith(prefix) for k in other):
-                continue
-            shorter = {k.removeprefix(prefix) for k in keys}
-            if len(shorter & other) > len(keys & other):
-                side.prefix += prefix
-                break
-        else:
-            return
+        firsts = {k.partition(".")[0] for k in keys}
+        if len(firsts) != 1 or not all("." in k for k in keys):
+            break
+        first = firsts.pop() + "."
+        prefix += first
+        keys = {k.removeprefix(first) for k in keys}
+        out.append((prefix, keys))
+    return out
 
 
 def _label(entry: object) -> str:

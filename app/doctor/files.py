@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.doctor.formats import LEGACY_MAGIC, ZIP_MAGIC, sniff
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits
 from app.langs import Text
 
@@ -38,14 +39,15 @@ class Files:
 
 def gather(paths: list[Path]) -> list[Path]:
     """The files ``paths`` stand for on disk: a folder's files (sorted; its sub-folders left out),
-    and beside an index the shards it names that were not given."""
+    and, for an index given without shards, the shards it names from beside it."""
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
             out += sorted(p for p in path.iterdir() if p.is_file())
         else:
             out.append(path)
-    for path in list(out):
+    alone = not any(_checkpoint(_head(p)) for p in out if p.is_file())
+    for path in list(out) if alone else []:  # an index without its shards: those beside it
         if path.name.endswith(INDEX_SUFFIX):
             index = _json(path, path.name)
             weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -111,18 +113,18 @@ def classify(paths: list[Path], names: list[str], limits: Limits) -> Files:
     if not files.weights and files.dcp is None:
         if files.index is not None:
             raise CheckpointError(Text("an index and no shard: send the shard files with it"))
-        raise CheckpointError(
-            Text(
-                "no checkpoint among these files ({names}): no safetensors or torch file",
-                names=", ".join(Path(n).name for n in names[:20]),
-            )
-        )
+        first = next((p, n) for p, n in zip(paths, names, strict=True) if n in files.ignored)
+        try:
+            sniff(first[0])
+        except CheckpointError as exc:  # what the first file is (empty, an LFS pointer, ...)
+            raise CheckpointError(
+                Text("no checkpoint among these files; {name}: {error}", name=first[1], error=exc.words)
+            ) from exc
+        raise CheckpointError(Text("no checkpoint among these files: no safetensors or torch file"))
     return files
 
 
 def _checkpoint(head: bytes) -> bool:
-    from app.doctor.formats import LEGACY_MAGIC, ZIP_MAGIC
-
     return head.startswith((ZIP_MAGIC, LEGACY_MAGIC)) or (len(head) >= 9 and head[8:9] == b"{")
 
 

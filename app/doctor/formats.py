@@ -7,10 +7,12 @@ never run code here."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import pickle
 import re
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -438,6 +440,9 @@ def _load(path: Path, fmt: str, limits: Limits, found: Found) -> object:
             with torch.serialization.safe_globals(extra):
                 return _torch_load(path, fmt)
         except pickle.UnpicklingError as exc:
+            if "torch._dynamo" in str(exc) and "torch._dynamo" not in sys.modules:
+                importlib.import_module("torch._dynamo")  # nested jagged tensors need it (a second)
+                continue
             match = UNSAFE_GLOBAL.search(str(exc))
             if match is None:
                 raise

@@ -410,6 +410,23 @@ async def inspect_isolated(
     return await run_isolated(Job(work, paths), budget)
 
 
+def run_now(job: Job, budget: Budget) -> bytes:
+    """``job`` run to its end from synchronous code (``mre``): forked from this process when it runs
+    one thread (the child starts at once, with torch already imported), else through the
+    forkserver (a fork of a threaded process may inherit a lock another thread held), also where
+    this thread already runs an event loop (a notebook), which asyncio.run refuses."""
+    if threading.active_count() == 1:
+        return run_forked(job, budget)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_isolated(job, budget))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run_isolated(job, budget)).result()
+
+
 def run_forked(job: Job, budget: Budget) -> bytes:
     """``job``'s report as JSON bytes, from a child forked from this process, for a caller with one
     thread that has imported torch already (``mre``): the child starts at once, with no second

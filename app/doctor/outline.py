@@ -107,21 +107,23 @@ def _lines(node: _Node, depth: int, most: int | None, out: list[Line], prefix: s
             _lines(child, depth + 1, most, out)
 
 
-def outline(entries: list[TensorEntry], depth: int | None = None) -> tuple[list[Line], int]:
-    """The tree's lines to ``depth`` levels (None: the deepest that fits in AUTO_LINES, at least
-    one), and the depth used (0 when every node is shown)."""
+def outline(
+    entries: list[TensorEntry], depth: int | None = None, most: int = AUTO_LINES
+) -> tuple[list[Line], int]:
+    """The tree's lines to ``depth`` levels (None: the deepest that fits in ``most`` lines, at
+    least one), and the depth used (0 when every node is shown)."""
     root = _tree(entries)
     full: list[Line] = []
     _lines(root, 0, None, full)
     deepest = max((line.depth for line in full), default=0) + 1
     if depth is None:
-        if len(full) <= AUTO_LINES:
+        if len(full) <= most:
             return full, 0
         depth = 1
         for d in range(1, deepest + 1):
             shown: list[Line] = []
             _lines(root, 0, d, shown)
-            if len(shown) > AUTO_LINES:
+            if len(shown) > most:
                 break
             depth = d
     if depth >= deepest:

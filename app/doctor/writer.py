@@ -22,6 +22,8 @@ from app.doctor.report import CheckpointError, Limits
 from app.doctor.targets import Target, target_module
 from app.langs import Text
 
+NOT_FIXABLE = 409  # the file does not load into that module, and no fix makes every tensor load
+
 
 class Written(BaseModel):
     path: str = Field(description="Where the fixed checkpoint was written.")
@@ -47,10 +49,7 @@ def write_fixed(
     diagnosis: Diagnosis = load.diagnosis
     if diagnosis.verdict not in ("loads", "fixed"):
         raise CheckpointError(
-            Text(
-                "not written: {headline}",
-                headline=_rendered(diagnosis.headline),
-            )
+            Text("not written: {headline}", headline=_rendered(diagnosis.headline)), status=NOT_FIXABLE
         )
     state, target = kept.state, kept.target
     assert target is not None
