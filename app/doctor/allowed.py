@@ -23,6 +23,7 @@ import io
 import pathlib
 import pickle
 import zipfile
+from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +121,11 @@ class _Replay(pickle.Unpickler):
         self.classes: dict[str, type] = {}
 
     def find_class(self, module: str, name: str) -> object:
+        # Python 2 names (protocol 2 writes __builtin__), mapped as pickle and torch map them.
+        if (module, name) in NAME_MAPPING:
+            module, name = NAME_MAPPING[(module, name)]
+        elif module in IMPORT_MAPPING:
+            module = IMPORT_MAPPING[module]
         if (module, name) in KNOWN:
             return KNOWN[(module, name)]
         full = f"{module}.{name}"
@@ -199,6 +205,7 @@ def allowance(path: Path, unsafe: list[str], max_bytes: int) -> Allowance:
     out = Allowance()
     others = []
     for name in unsafe:
+        name = name if "." in name else f"builtins.{name}"  # torch names a builtin bare: exec
         obj = _resolve(name)
         if obj is not None:
             out.globals.append(obj)

@@ -3,11 +3,21 @@ built as transformers builds it (a tiny one with real values, a full size on met
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import transformers
 
-from app.architectures.catalogue import ArchitectureError
-from app.doctor.targets import architecture_target, target_module, target_name
+from app.architectures.catalogue import ARCHITECTURES, ArchitectureError
+from app.doctor.targets import (
+    ConfigError,
+    architecture_target,
+    on_meta,
+    read_config,
+    target_module,
+    target_name,
+)
 from app.lab.report import build
 from tests.support.architectures import direct
 from tests.support.checkpoints import spec
@@ -39,3 +49,32 @@ def test_an_architecture_target_is_refused_where_unknown_or_off() -> None:
         with pytest.raises(ArchitectureError) as refused:
             architecture_target(arch_id, on)
         assert refused.value.status == 404
+
+
+def test_a_config_json_is_built_on_meta_as_transformers_builds_it(tmp_path: Path) -> None:
+    config = transformers.LlamaConfig(
+        **ARCHITECTURES["llama_tiny"].config, architectures=["LlamaForCausalLM"]
+    )
+    config.save_pretrained(tmp_path)
+    target = read_config((tmp_path / "config.json").read_bytes(), "config.json")
+    module = target_module(target)
+    with torch.device("meta"):
+        reference = transformers.LlamaForCausalLM(config)
+    assert type(module) is transformers.LlamaForCausalLM and on_meta(target)
+    assert [(k, v.shape) for k, v in module.state_dict().items()] == [
+        (k, v.shape) for k, v in reference.state_dict().items()
+    ]
+    assert target_name(target) == "LlamaForCausalLM (config.json)"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"{not json", "not JSON"),
+        (b'{"hidden_size": 3}', 'a JSON object with a "model_type"'),
+        (b'{"model_type": "my_own", "auto_map": {"AutoModel": "x.Y"}}', "is not one transformers"),
+    ],
+)
+def test_a_config_that_describes_no_model_here_is_refused(text: bytes, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        target_module(read_config(text, "config.json"))
