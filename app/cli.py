@@ -125,7 +125,7 @@ def _check(args: argparse.Namespace) -> None:
 
     for path in [*args.files, *(getattr(args, "compare", None) or [])]:
         if not path.exists():
-            raise CheckpointError(Text("{path}: no such file or folder", path=str(path)))
+            raise CheckpointError(Text("{path}: no such file", path=str(path)))
     if getattr(args, "compare", None) and (args.into or args.style):
         raise CheckpointError(
             Text("--compare compares two checkpoints' tensors; --into and --style are for one checkpoint")
