@@ -217,7 +217,7 @@ def _fix(args: argparse.Namespace, files: list[Path], settings: Settings, out: C
     else:
         out.print(
             f"wrote {written.path}: {written.tensors} tensors, {_size(written.bytes)}; "
-            f"it loads with strict=True ({written.verdict}: {len(written.fixes)} fixes applied)",
+            f"it loads with strict=True ({written.verdict}; fixes applied: {len(written.fixes)})",
             markup=False,
         )
     return LOADS
@@ -347,13 +347,13 @@ def _show_load(out: Console, report: CheckpointReport, lang: str) -> None:
         _say(out, f"{number}. {cause.title[lang]} [{cause.id}, {cause.severity}]", "bold")
         _say(out, "   " + cause.explanation[lang])
         for group in cause.groups[:GROUPS_SHOWN]:
+            # A pattern stands for exactly its keys: its count is said only where it is not shown.
             shapes = ""
             if group.checkpoint_shape is not None and group.checkpoint_shape != group.module_shape:
-                shapes = f": {group.checkpoint_shape} in the file, {group.module_shape} in the model"
+                shapes = f": file {group.checkpoint_shape}, model {group.module_shape}"
             elif group.checkpoint_dtype is not None and group.checkpoint_dtype != group.module_dtype:
-                shapes = f": {group.checkpoint_dtype} in the file, {group.module_dtype} in the model"
-            count = f" ({group.count} keys)" if group.count > 1 else ""
-            _say(out, f"   {group.pattern}{count}{shapes}", code=True)
+                shapes = f": file {group.checkpoint_dtype}, model {group.module_dtype}"
+            _say(out, f"   {group.pattern}{shapes}", code=True)
         if len(cause.groups) > GROUPS_SHOWN:
             _say(out, f"   (+{len(cause.groups) - GROUPS_SHOWN} more patterns: --json has them)")
         if cause.after_fix is not None:

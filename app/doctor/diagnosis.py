@@ -826,9 +826,10 @@ def _width_cause(
         if fields
         else verbatim("")
     )
+    first = f"{dims[0][0]} where the model has {dims[0][1]}" if dims else "other sizes"
     doctor.file_is = (
         "other_width",
-        Text("the file is a model of other sizes ({sizes})", sizes=verbatim(sizes)),
+        Text("the file is a model of another width ({first})", first=verbatim(first)),
     )
     doctor.add(
         Cause(

@@ -199,6 +199,7 @@ def _download(path: Path, files: list[Received]) -> FileResponse:
         404: {"description": "Unknown preset or architecture, or the inspector turned off"},
         409: {"description": "It does not load into that module and no fix makes every tensor load"},
         413: {"description": "File, zip contents, pickle, memory, entries or report over a cap"},
+        415: {"description": "Neither multipart/form-data nor application/octet-stream"},
         422: {"description": "Not a checkpoint, nothing to load it into, or the inspector died on it"},
         504: {"description": "It ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
     },

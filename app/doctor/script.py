@@ -119,11 +119,15 @@ def model_lines(target: Target) -> list[str]:
     return [line for line in code if line != "import torch"]
 
 
+def _files(files: tuple[str, ...]) -> str:
+    return files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more shards"
+
+
 def script(source: Source, target: Target, fixes: list[str], headline: str, into: str) -> str:
     imports, lines = loading(source)
     assign = ", assign=True" if on_meta(target) else ""
     parts = [
-        _comment(f"mre: {', '.join(source.files)} into {into}"),
+        _comment(f"mre: {_files(source.files)} into {into}"),
         _comment(f"predicted: {headline}"),
         "import torch",
         *imports,
