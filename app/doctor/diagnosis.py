@@ -605,7 +605,8 @@ def _backbone_cause(doctor: _Doctor, prefix: str, n: int) -> None:
                 prefix=prefix,
                 n=n,
             ),
-            fix=f"for k in list(state): state[{json.dumps(prefix)} + k] = state.pop(k)",
+            fix="known = model.state_dict()\n"
+            f"for k in [k for k in state if k not in known]: state[{json.dumps(prefix)} + k] = state.pop(k)",
             torch_says=doctor.says(keys[:1]),
             groups=_groups(keys),
         )
