@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import product
 
 KEYS_IN_CODE = 8  # at most this many keys are written out one by one in code; more, by pattern
+MAX_WORDS = 8  # words one position of a pattern may list ({ln_1,ln_2}); more stay apart, one line each
 
 
 def _number(segment: str) -> bool:
@@ -127,10 +128,14 @@ def _merged(patterns: list[tuple[Hashable, Pattern]]) -> list[tuple[Hashable, Pa
                     out.append((tag, p))
                     continue
                 rest = (tag, p.numeric, p.parts[:position], p.parts[position + 1 :])
-                if rest in buckets:
+                words = (
+                    tuple(dict.fromkeys(out[buckets[rest]][1].parts[position] + p.parts[position]))
+                    if rest in buckets
+                    else ()
+                )
+                if rest in buckets and len(words) <= MAX_WORDS:
                     i = buckets[rest]
                     other = out[i][1]
-                    words = tuple(dict.fromkeys(other.parts[position] + p.parts[position]))
                     parts = (*other.parts[:position], words, *other.parts[position + 1 :])
                     out[i] = (tag, Pattern(parts, p.numeric, other.count + p.count))
                     changed = True

@@ -49,3 +49,9 @@ def test_a_few_keys_are_written_out_many_by_pattern() -> None:
     assert keys_code(GPT2) == (
         '[f"h.{i}.{j}.{k}" for i in range(12) for j in ("ln_1", "ln_2") for k in ("weight", "bias")]'
     )
+
+
+def test_a_position_lists_a_few_words_at_most() -> None:
+    keys = [f"module.odd_{i}" for i in range(30)]
+    patterns = [p for _, p in group(keys)]
+    assert all(len(p.parts[1]) <= 8 for p in patterns) and sum(p.count for p in patterns) == 30
