@@ -78,3 +78,25 @@ def test_a_config_json_is_built_on_meta_as_transformers_builds_it(tmp_path: Path
 def test_a_config_that_describes_no_model_here_is_refused(text: bytes, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         target_module(read_config(text, "config.json"))
+
+
+def test_llama_3_2_1b_is_checked_against_its_own_config_offline(tmp_path: Path) -> None:
+    """Llama 3.2 1B's published shape, as its config.json gives it: built on meta from the config
+    alone (no weights, no download), its tied head one tensor under two names."""
+    config = transformers.LlamaConfig(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        tie_word_embeddings=True,
+        architectures=["LlamaForCausalLM"],
+    )
+    config.save_pretrained(tmp_path)
+    module = target_module(read_config((tmp_path / "config.json").read_bytes(), "config.json"))
+    assert sum(p.numel() for p in module.parameters()) == 1_235_814_400  # tied: the embedding counted once
+    assert module.lm_head.weight is module.model.embed_tokens.weight
+    assert len(module.state_dict()) == 147 and {p.device.type for p in module.parameters()} == {"meta"}
