@@ -156,6 +156,11 @@
     const bar = document.getElementById("upload-progress");
     if (bar) bar.hidden = true;
   });
+  // The fixed checkpoint's button is a plain form submit (its formaction answers with a file to
+  // save): stopped here, before htmx, which would put the file's bytes into the page.
+  document.addEventListener("submit", function (event) {
+    if (event.submitter && event.submitter.hasAttribute("data-download")) event.stopPropagation();
+  }, true);
 
   // Lessons: the arrow keys step, r reveals (the links and the console's buttons do the same).
   document.addEventListener("keydown", function (event) {
