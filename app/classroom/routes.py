@@ -3,7 +3,7 @@ join link and QR code, students who joined following over Server-Sent Events, an
 handlers over the broker (``app.classroom.broker``) and the page models (``app.classroom.page``).
 
 A change reaches students as one event naming the new state; every student's page then fetches
-``/follow/<code>?state=...&lang=...``, the same URL for the whole class, which the HTTP cache
+``/follow?room=<code>&state=...&lang=...``, the same URL for the whole class, which the HTTP cache
 answers after the first: a change costs the server one render per language, not one per student.
 """
 
@@ -69,7 +69,7 @@ from app.web.origin import check_origin
 pages = APIRouter(include_in_schema=False)
 TEACHER_COOKIE = "mre_teacher"
 STUDENT_COOKIE = "mre_student"
-FOLLOW = "/follow/"  # what a class's students see of a state: one URL for all, cached
+FOLLOW = "/follow"  # what a class's students see of a state: one URL for all, cached
 
 
 async def shown_off_loop(request: Request, state: str, lang: str | None, bounds: Bounds) -> Shown:
@@ -352,20 +352,20 @@ async def follow(code: str, request: Request, view: ViewDep, settings: SettingsD
     return page(view, await room_page(request, view, settings, room, False, student), "follow")
 
 
-@pages.get(FOLLOW + "{code}", response_class=HTMLResponse)
+@pages.get(FOLLOW, response_class=HTMLResponse)
 async def followed(
-    code: str, request: Request, view: ViewDep, settings: SettingsDep, state: str = ""
+    request: Request, view: ViewDep, settings: SettingsDep, room: str = "", state: str = ""
 ) -> Response:
     """What every student of a class sees of ``state``: a pure function of the URL (no cookie, no
     store read), so the whole class's refetch after a change is one render and then cache hits."""
-    normal = normalise(code)
+    normal = normalise(room)
     if normal is None:
-        raise not_a_code(code)
+        raise not_a_code(room)
     bounds = lab_bounds(settings)
     shown_state = await shown_off_loop(request, state, view.lang, bounds)
-    room = Room(normal, "", shown_state.url, 0)
+    shown_room = Room(normal, "", shown_state.url, 0)
     join = join_link(request, settings, normal)
-    context = await room_context(broker(request), join, view, bounds, room, False, None)
+    context = await room_context(broker(request), join, view, bounds, shown_room, False, None)
     body = render(view.lang, ROOM_PAGE, context, ("follow",))
     return HTMLResponse(body, headers={"Vary": VARY})
 
@@ -434,7 +434,8 @@ def _data(e: Event) -> dict:
 async def event_stream(
     b: Broker, code: str, client: str, settings: Settings, student: bool
 ) -> AsyncIterator[bytes]:
-    """A room's events: its whole current state first (on every connection and reconnection),
+    """A room's events: its whole current state first (on every connection and reconnection; a
+    console's with the counts of joined and open pages),
     then each change; a comment when idle; closed after class_stream_seconds (the client's
     EventSource reconnects), so no stream is held for ever. A student's open stream counts them
     as here now (the console's live count)."""
@@ -448,6 +449,9 @@ async def event_stream(
             yield sse("state", {"version": now.version, "state": now.state}, now.version)
             if student:
                 await b.opened(code, subscriber.key)
+            else:  # a console that reconnects missed the joins and closes of its gap: the counts now
+                counts = Event("students", code, now.version, students=now.students, live=now.live)
+                yield sse("students", _data(counts))
             try:
                 while loop.time() < deadline:
                     got = await subscriber.next(

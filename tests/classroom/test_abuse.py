@@ -3,7 +3,6 @@ student ids, pages of other origins driving a class, a Host header of kilobytes.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 
@@ -13,6 +12,7 @@ from fastapi.testclient import TestClient
 from app.classroom.rooms import issue_student, valid_student
 from app.main import create_app
 from app.settings import Settings
+from tests.support.aio import run
 from tests.support.html import HX
 from tests.support.html import parse as parse_html
 
@@ -31,7 +31,7 @@ def room_of(app, code: str):
     async def read():
         return await app.state.classroom.room(code)
 
-    return asyncio.run(read())
+    return run(read())
 
 
 def test_page_views_without_a_cookie_do_not_fill_a_room() -> None:

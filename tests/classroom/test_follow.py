@@ -154,8 +154,12 @@ async def follow_and_vote(teacher: Teacher, students: Teacher, code: str) -> Non
     for s in streams[:2]:
         s.close()
     # Two pages closed: the console is told one left at a time, down to one here now.
+    # A console that (re)connects hears the counts at once, after the state: nothing of its gap is lost.
     console = await open_stream("127.0.0.1", TEACHER, events, teacher.cookie)
-    live = None
+    assert (await console.next()).kind == "state"
+    counted = await console.next()
+    assert counted.kind == "students" and counted.data["students"] == 3 and counted.data["live"] in (1, 2, 3)
+    live = counted.data["live"]
     while live != 1:
         event = await console.next()
         live = event.data["live"] if event.kind == "students" else live
