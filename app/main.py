@@ -34,9 +34,10 @@ from app.web.offload import Offload
 log = logging.getLogger("uvicorn.error")
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix", "/lessons")
+# What a class's students see of a state (/follow?room=<code>&state=...) is one URL for the class.
+CACHED_PATHS += ("/follow",)
 # A lesson step, like an architecture's report, is a pure function of its URL too.
-# What a class's students see of a state (/follow/<code>?state=...) is one URL for the whole class.
-CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", "/lessons/", "/follow/")
+CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", "/lessons/")
 
 
 @asynccontextmanager

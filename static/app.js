@@ -176,7 +176,7 @@
   // A class. Students and the teacher's console listen to the room's events (Server-Sent Events);
   // the stream sends the whole state first on every connection, and a refused or broken stream is
   // opened again after a pause, growing to 15 s. A student's page fetches what the new state shows
-  // from one URL the whole class shares (/follow/<code>?state=...), retried until it arrives; the
+  // from one URL the whole class shares (/follow?room=<code>&state=...), retried until it arrives; the
   // console updates its tally and counts in place and fetches itself only when the state changed.
   const CLASS = "mre-class", TEACH = "mre-teach";
   function live() { return document.querySelector("#follow[data-events], #console[data-events]"); }
@@ -238,7 +238,7 @@
       const want = wanted;
       let url = el.dataset.view;
       if (!teacher) {
-        const query = new URLSearchParams({ state: want.state, lang: el.dataset.lang });
+        const query = new URLSearchParams({ room: el.dataset.code, state: want.state, lang: el.dataset.lang });
         if (el.dataset.present) query.set("present", "1");
         url += "?" + query.toString();
       }

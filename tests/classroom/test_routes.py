@@ -189,7 +189,7 @@ def test_students_refetch_one_cacheable_url_per_state(monkeypatch: pytest.Monkey
     then the HTTP cache's answer (here: with rendering broken, the next student still gets it)."""
     app = create_app(Settings())
     code = start(TestClient(app))
-    url = f"/follow/{code}?" + urlencode({"state": LESSON + "?step=2", "lang": "zh-CN", "present": "1"})
+    url = "/follow?" + urlencode({"room": code, "state": LESSON + "?step=2", "lang": "zh-CN", "present": "1"})
     first = TestClient(app).get(url, headers=HX)
     assert first.status_code == 200 and "set-cookie" not in first.headers
     section = parse_html(first.text).find("section", id="follow")
@@ -204,8 +204,8 @@ def test_students_refetch_one_cacheable_url_per_state(monkeypatch: pytest.Monkey
     with pytest.raises(AssertionError, match="rendered again"):  # another state is another render
         TestClient(app).get(url.replace("step%3D2", "step%3D3"), headers=HX)
     monkeypatch.undo()
-    assert TestClient(app).get(f"/follow/{code}?state=/checkpoints").status_code == 422
-    assert TestClient(app).get("/follow/nonsense!?state=/").status_code == 404
+    assert TestClient(app).get(f"/follow?room={code}&state=/checkpoints").status_code == 422
+    assert TestClient(app).get("/follow?room=nonsense!&state=/").status_code == 404
 
 
 def test_codes_resist_guessing() -> None:
