@@ -94,13 +94,19 @@ class ModuleNode(BaseModel):
 
 
 class MemoryEstimate(BaseModel):
+    """The model's own bytes in one dtype, with AdamW kept in that dtype too: no activations. The
+    planner (GET /api/architectures/{id}/plan) gives training and inference memory per recipe."""
+
     dtype: str = Field(description="As model.to(dtype) would cast it: floating tensors only.")
     weights: int = Field(description="Bytes of the unique parameters.")
     buffers: int = Field(description="Bytes of every buffer.")
     gradients: int = Field(description="Bytes of one gradient per trainable parameter.")
     optimizer: int = Field(description="AdamW: exp_avg and exp_avg_sq per trainable parameter, and its step.")
     inference: int = Field(description="weights + buffers (activations not included).")
-    training: int = Field(description="weights + buffers + gradients + optimizer (activations not included).")
+    training: int = Field(
+        description="weights + buffers + gradients + optimizer, all in this dtype; activations not included "
+        "(see the plan)."
+    )
     arithmetic: list[str]
 
 

@@ -15,9 +15,10 @@ from app.architectures.catalogue import (
     devices_for,
 )
 from app.architectures.module_tree import ModuleTree, TensorGroup, grouped
+from app.architectures.planner import DEFAULT_BATCH, RECIPES, Plan, PlanInput
 from app.architectures.roundtrip import RoundTrip
 from app.architectures.treemap import Tile, treemap
-from app.langs import LANGS
+from app.langs import LANGS, Text
 from app.web.html import View
 
 PAGE = "architectures/architectures.html"
@@ -37,6 +38,9 @@ class ArchitecturePage:
     roundtrip: RoundTrip | None = None
     q: str = ""
     error: str | None = None
+    plan: Plan | None = None
+    asked: dict[str, str] = field(default_factory=dict)  # the planner's fields as the URL gave them
+    plan_error: str | None = None
 
     def context(self) -> dict:
         return {
@@ -46,6 +50,7 @@ class ArchitecturePage:
             "architectures": ARCHITECTURES,
             "fits": EXPERIMENT_FIT,
             "devices": devices_for(self.arch) if self.arch else (),
+            "recipes": {r.id: r for r in RECIPES},
         }
 
 
@@ -56,8 +61,31 @@ def _matching(groups: list[TensorGroup], q: str) -> list[TensorGroup]:
     return [g.model_copy(update={"rows": rows, "count": len(rows)}) for g, rows in kept if rows]
 
 
-def page_of(view: View, arch_id: str, device: str, q: str, on: bool) -> tuple[ArchitecturePage, int]:
-    """The page model and its status; a refusal is said on the page, with torch's or our message."""
+PLAN_FIELDS = ("batch", "tokens", "image", "context")
+
+
+def _whole(name: str, value: str) -> int | None:
+    if value == "":
+        return None
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        shown = repr(value[:20])
+        raise ArchitectureError(422, Text("{name}: a whole number, not {value}", name=name, value=shown))
+    return int(value)
+
+
+def plan_input(arch_id: str, asked: dict[str, str]) -> PlanInput:
+    """The planner's input from a page's fields (empty ones take the defaults), checked."""
+    numbers = {name: _whole(name, asked.get(name, "")) for name in PLAN_FIELDS}
+    batch = numbers.pop("batch") or DEFAULT_BATCH
+    return architecture_memo.plan_input(arch_id, batch, **numbers)
+
+
+def page_of(
+    view: View, arch_id: str, device: str, q: str, on: bool, asked: dict[str, str] | None = None
+) -> tuple[ArchitecturePage, int]:
+    """The page model and its status; a refusal is said on the page, with torch's or our message.
+    The planner's refusal (a field out of range) is said in its section, the rest of the page shown."""
+    asked = {k: v[:20] for k, v in (asked or {}).items() if k in PLAN_FIELDS}
     try:
         if not on:
             raise ArchitectureError(404, OFF)
@@ -73,4 +101,12 @@ def page_of(view: View, arch_id: str, device: str, q: str, on: bool) -> tuple[Ar
         "state_dict()": _matching(grouped(tree.state_dict), q),
     }
     trip = architecture_memo.roundtrip(arch_id) if arch.tiny else None
-    return ArchitecturePage(view, arch, device, tree, treemap(tree.root), tables, trip, q), 200
+    found, plan_error, status = None, None, 200
+    try:
+        found = architecture_memo.arch_plan(arch_id, plan_input(arch_id, asked))
+    except ArchitectureError as exc:
+        plan_error, status = exc.text(view.lang), exc.status
+    page = ArchitecturePage(
+        view, arch, device, tree, treemap(tree.root), tables, trip, q, None, found, asked, plan_error
+    )
+    return page, status

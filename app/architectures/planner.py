@@ -37,7 +37,7 @@ from app.architectures.activations import (
     training_forward,
 )
 from app.architectures.catalogue import ArchitectureError
-from app.langs import Text
+from app.langs import EN, ZH, Text
 
 GIB = 1024**3
 # GPU sizes as sold (24 GB: RTX 4090 / L4 / A10; 40 and 80 GB: A100, H100; 141 GB: H200). A card sold
@@ -128,6 +128,13 @@ class CardFit(BaseModel):
     fits: bool = Field(description="The batch asked for fits.")
     largest_batch: int = Field(description="The largest batch that fits (0: none).")
     arithmetic: str
+    translations: dict[str, str] = Field(default_factory=dict, description="The arithmetic, e.g. in zh-CN.")
+
+
+class RecipeWords(BaseModel):
+    title: str
+    assumptions: str
+    arithmetic: list[str]
 
 
 class RecipePlan(BaseModel):
@@ -152,6 +159,9 @@ class RecipePlan(BaseModel):
     total: int = Field(description="The step's peak, bounded: see arithmetic.")
     arithmetic: list[str]
     cards: list[CardFit]
+    translations: dict[str, RecipeWords] = Field(
+        default_factory=dict, description="Its words, e.g. in zh-CN."
+    )
 
 
 class Plan(BaseModel):
@@ -303,16 +313,33 @@ def _fits(cards: list[tuple[str, int]], total: int, fixed: int, per_sample: int,
     found = []
     for name, capacity in cards:
         most = _largest(capacity, fixed, per_sample, floor)
-        if most:
-            words = (
-                f"({gib(capacity)} - {gib(fixed)}) / {gib(per_sample)} per sample = {most}"
-                if per_sample > 0
-                else "nothing grows with the batch"
+        if most and per_sample > 0:
+            words = Text(
+                "({capacity} - {fixed}) / {per_sample} per sample = {most}",
+                capacity=gib(capacity),
+                fixed=gib(fixed),
+                per_sample=gib(per_sample),
+                most=f"{most:,}",
             )
+        elif most:
+            words = Text("nothing grows with the batch")
         else:
-            words = f"{gib(max(fixed + per_sample, floor))} for one sample > {gib(capacity)}"
+            words = Text(
+                "{one} for one sample > {capacity}",
+                one=gib(max(fixed + per_sample, floor)),
+                capacity=gib(capacity),
+            )
         fits = total <= capacity
-        found.append(CardFit(name=name, capacity=capacity, fits=fits, largest_batch=most, arithmetic=words))
+        found.append(
+            CardFit(
+                name=name,
+                capacity=capacity,
+                fits=fits,
+                largest_batch=most,
+                arithmetic=words[EN],
+                translations={ZH: words[ZH]},
+            )
+        )
     return found
 
 
@@ -327,12 +354,12 @@ def recipe_plan(
     cards: list[tuple[str, int]],
 ) -> RecipePlan:
     """One recipe's rows and arithmetic, from the model's tensors and two measured forwards
-    (``measured``: activations, or KV cache + logits, at batches ``at``)."""
+    (``measured``: activations, or the forward's peak, at batches ``at``)."""
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
     size = torch.empty((), dtype=recipe.dtype).element_size()
-    n_params = sum(p.numel() for p in params)
-    n_train = sum(p.numel() for p in trainable)
+    n_params = f"{sum(p.numel() for p in params):,}"
+    n_train = f"{sum(p.numel() for p in trainable):,}"
     weights = _bytes(params, recipe.dtype)
     buffers = _bytes(model.buffers(), recipe.dtype)
     grads = _bytes(trainable, recipe.dtype) if recipe.training else 0
@@ -342,35 +369,64 @@ def recipe_plan(
     per_sample = (a1 - a) // (b1 - b)
     growing = a - b * per_sample  # what the measured part holds whatever the batch
     static = weights + buffers + grads + optimizer
-    lines = [f"weights: {n_params:,} parameters x {size} B = {gib(weights)}", f"buffers: {gib(buffers)}"]
+    lines = [
+        Text("weights: {n} parameters x {size} B = {bytes}", n=n_params, size=size, bytes=gib(weights)),
+        Text("buffers: {bytes}", bytes=gib(buffers)),
+    ]
+    measured_at = {"b": b, "b1": b1, "a1": gib(a1), "per_sample": gib(per_sample)}
     if recipe.training:
         total = static + max(a, temporaries)
         lines += [
-            f"gradients: {n_train:,} trainable x {size} B = {gib(grads)}",
-            f"AdamW exp_avg + exp_avg_sq: 2 x {n_train:,} x {size} B = {gib(optimizer)}"
-            " (its step counters are CPU tensors)",
-            f"activations at batch {b}: {gib(saved)} saved for backward + {gib(outputs)} logits and loss"
-            f" = {gib(a)} (measured on meta; batch {b1}: {gib(a1)}, so {gib(per_sample)} per sample)",
-            f"AdamW step temporaries: sqrt(exp_avg_sq), {n_train:,} x {size} B = {gib(temporaries)}"
-            " (foreach, the default on CUDA; alive during step() only)",
-            "total = weights + buffers + gradients + AdamW + max(activations, step temporaries)"
-            f" = {gib(total)}",
+            Text("gradients: {n} trainable x {size} B = {bytes}", n=n_train, size=size, bytes=gib(grads)),
+            Text(
+                "AdamW exp_avg + exp_avg_sq: 2 x {n} x {size} B = {bytes} "
+                "(its step counters are CPU tensors)",
+                n=n_train,
+                size=size,
+                bytes=gib(optimizer),
+            ),
+            Text(
+                "activations at batch {b}: {saved} saved for backward + {outputs} outputs (logits, loss, "
+                "what the model returns) = {bytes} (measured on meta; batch {b1}: {a1}, so {per_sample} "
+                "per sample)",
+                saved=gib(saved),
+                outputs=gib(outputs),
+                bytes=gib(a),
+                **measured_at,
+            ),
+            Text(
+                "AdamW step temporaries: sqrt(exp_avg_sq), {n} x {size} B = {bytes} (foreach, the default on "
+                "CUDA; alive during step() only)",
+                n=n_train,
+                size=size,
+                bytes=gib(temporaries),
+            ),
+            Text(
+                "total = weights + buffers + gradients + AdamW + max(activations, step temporaries) "
+                "= {bytes}",
+                bytes=gib(total),
+            ),
         ]
         floor = static + temporaries
     else:
         total = static + a
         lines += [
-            f"forward at batch {b}: at most {gib(a)} alive at once, of which KV cache {gib(kv_cache)} and"
-            f" logits {gib(outputs)} stay (measured on meta; batch {b1}: {gib(a1)}, so {gib(per_sample)}"
-            " per sample)",
-            f"total = weights + buffers + forward peak = {gib(total)}",
+            Text(
+                "forward at batch {b}: at most {bytes} alive at once, of which the KV cache ({kv}) and the "
+                "logits ({outputs}) stay (measured on meta; batch {b1}: {a1}, so {per_sample} per sample)",
+                bytes=gib(a),
+                kv=gib(kv_cache),
+                outputs=gib(outputs),
+                **measured_at,
+            ),
+            Text("total = weights + buffers + forward peak = {bytes}", bytes=gib(total)),
         ]
         floor = static
     fixed = static + growing
     return RecipePlan(
         id=recipe.id,
-        title=recipe.title["en"],
-        assumptions=recipe.assumptions["en"],
+        title=recipe.title[EN],
+        assumptions=recipe.assumptions[EN],
         training=recipe.training,
         weights=weights,
         buffers=buffers,
@@ -384,8 +440,15 @@ def recipe_plan(
         fixed=fixed,
         per_sample=per_sample,
         total=total,
-        arithmetic=lines,
+        arithmetic=[line[EN] for line in lines],
         cards=_fits(cards, total, fixed, per_sample, floor),
+        translations={
+            ZH: RecipeWords(
+                title=recipe.title[ZH],
+                assumptions=recipe.assumptions[ZH],
+                arithmetic=[line[ZH] for line in lines],
+            )
+        },
     )
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.architectures import memo as architecture_memo
 from app.architectures.catalogue import ARCHITECTURES, EXPERIMENT_FIT, OFF, ArchitectureError, devices_for
 from app.architectures.module_tree import ModuleTree
-from app.architectures.page import PAGE, ArchitecturePage, page_of
+from app.architectures.page import PAGE, PLAN_FIELDS, ArchitecturePage, page_of
+from app.architectures.planner import DEFAULT_BATCH, MAX_BATCH, MAX_IMAGE, MAX_TOKENS, Plan
 from app.architectures.roundtrip import RoundTrip
 from app.langs import EN, ZH
 from app.web.deps import SettingsDep
@@ -99,6 +100,27 @@ def architecture_round_trip(arch_id: ArchId) -> RoundTrip:
     return architecture_memo.roundtrip(arch_id)
 
 
+@api.get("/{arch_id}/plan", response_model=Plan, responses=RESPONSES)
+def architecture_plan(
+    arch_id: ArchId,
+    batch: Annotated[int, Query(ge=1, le=MAX_BATCH)] = DEFAULT_BATCH,
+    tokens: Annotated[
+        int | None, Query(ge=1, le=MAX_TOKENS, description="Text: training sequence length")
+    ] = None,
+    image: Annotated[
+        int | None, Query(ge=32, le=MAX_IMAGE, description="Vision: image side in pixels")
+    ] = None,
+    context: Annotated[int | None, Query(ge=1, le=MAX_TOKENS, description="Text: inference context")] = None,
+) -> Response:
+    """Will it fit: per precision recipe (fp32, bf16 mixed precision, pure bf16, fp32 and bf16
+    inference) the bytes of weights, gradients, AdamW states and activations measured on meta for
+    this batch, the total, whether it fits on 24/40/80/141 GB GPUs and this server's, and the
+    largest batch that does, with the arithmetic. Defaults: batch 8, 512 tokens (or the model's
+    positions), an 8192-token context (or the model's positions), the model's image size."""
+    spec = architecture_memo.plan_input(arch_id, batch, tokens, image, context)
+    return Response(architecture_memo.plan_json(arch_id, spec), media_type="application/json")
+
+
 pages = APIRouter(include_in_schema=False)
 
 
@@ -111,7 +133,8 @@ async def architecture_list(view: ViewDep, settings: SettingsDep) -> Response:
 
 @pages.get("/architectures/{arch_id}")
 def architecture_page(
-    arch_id: str, view: ViewDep, settings: SettingsDep, device: str = "meta", q: str = ""
+    arch_id: str, request: Request, view: ViewDep, settings: SettingsDep, device: str = "meta", q: str = ""
 ) -> Response:
-    page, status = page_of(view, arch_id, device, q, settings.architectures)
+    asked = {k: v for k, v in request.query_params.items() if k in PLAN_FIELDS}
+    page, status = page_of(view, arch_id, device, q, settings.architectures, asked)
     return respond(view, PAGE, page.context(), ("report",), status)
