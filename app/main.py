@@ -10,6 +10,7 @@ import torch
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from app.architectures import memo as architecture_memo
 from app.architectures import routes as architectures_routes
 from app.classroom import routes as classroom_routes
 from app.classroom.brokers import make_broker
@@ -35,8 +36,11 @@ CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """What runs once the server starts: the doctor's start-up (stale uploads, its forkserver)."""
+    """What runs once the server starts, before it answers: the doctor's start-up (stale uploads, its
+    forkserver); the architectures' warm-up (transformers imported, every catalogue tree built)."""
     runs.start(app.state.settings)
+    if app.state.settings.architectures:
+        architecture_memo.warm_up()
     yield
 
 

@@ -9,13 +9,14 @@ kept. Single flight: while one thread builds a report, the others asking for it 
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from threading import Lock
 from typing import Generic, TypeVar
 
-from app.architectures.catalogue import build, check_device, get
+from app.architectures.catalogue import ARCHITECTURES, build, check_device, get, transformers_module
 from app.architectures.module_tree import ModuleTree, module_tree
 from app.architectures.planner import Facts, Plan, PlanInput, checked, facts, plan
 from app.architectures.roundtrip import RoundTrip, round_trip
@@ -122,3 +123,14 @@ def plan_json(arch_id: str, spec: PlanInput) -> bytes:
 def clear() -> None:
     for flights in (_trees, _tree_json, _roundtrips, _facts, _plans, _plan_json):
         flights.clear()
+
+
+def warm_up() -> float:
+    """What the first architecture request would otherwise pay, paid at start-up: transformers
+    imported, each family's modeling module with it, every catalogue tree built on meta and kept.
+    Returns the seconds it took."""
+    start = time.perf_counter()
+    transformers_module()
+    for arch_id in ARCHITECTURES:
+        tree_json(arch_id, "meta")
+    return time.perf_counter() - start

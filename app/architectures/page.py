@@ -4,6 +4,7 @@ meta round trip, from the same functions as /api/architectures."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from app.architectures import memo as architecture_memo
 from app.architectures.catalogue import (
@@ -41,6 +42,7 @@ class ArchitecturePage:
     plan: Plan | None = None
     asked: dict[str, str] = field(default_factory=dict)  # the planner's fields as the URL gave them
     plan_error: str | None = None
+    plan_url: str = ""  # where the plan of the default input is (the page loads it after itself)
 
     def context(self) -> dict:
         return {
@@ -102,11 +104,27 @@ def page_of(
     }
     trip = architecture_memo.roundtrip(arch_id) if arch.tiny else None
     found, plan_error, status = None, None, 200
-    try:
-        found = architecture_memo.arch_plan(arch_id, plan_input(arch_id, asked))
-    except ArchitectureError as exc:
-        plan_error, status = exc.text(view.lang), exc.status
+    if asked:  # asked for: measured now (the default one comes after the page, by htmx or a link)
+        try:
+            found = architecture_memo.arch_plan(arch_id, plan_input(arch_id, asked))
+        except ArchitectureError as exc:
+            plan_error, status = exc.text(view.lang), exc.status
+    keep = {"device": device, "q": q} | ({"lang": view.lang} if view.lang_chosen else {})
+    keep |= {"present": "1"} if view.present else {}
+    plan_url = f"/architectures/{arch_id}?" + urlencode({"batch": DEFAULT_BATCH, **keep})
     page = ArchitecturePage(
-        view, arch, device, tree, treemap(tree.root), tables, trip, q, None, found, asked, plan_error
+        view,
+        arch,
+        device,
+        tree,
+        treemap(tree.root),
+        tables,
+        trip,
+        q,
+        None,
+        found,
+        asked,
+        plan_error,
+        plan_url,
     )
     return page, status

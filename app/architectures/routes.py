@@ -133,8 +133,16 @@ async def architecture_list(view: ViewDep, settings: SettingsDep) -> Response:
 
 @pages.get("/architectures/{arch_id}")
 def architecture_page(
-    arch_id: str, request: Request, view: ViewDep, settings: SettingsDep, device: str = "meta", q: str = ""
+    arch_id: str,
+    request: Request,
+    view: ViewDep,
+    settings: SettingsDep,
+    device: str = "meta",
+    q: str = "",
+    part: str = "",
 ) -> Response:
     asked = {k: v for k, v in request.query_params.items() if k in PLAN_FIELDS}
     page, status = page_of(view, arch_id, device, q, settings.architectures, asked)
-    return respond(view, PAGE, page.context(), ("report",), status)
+    # The page loads its plan after itself (part=plan): htmx swaps that block alone.
+    blocks = ("plan",) if part == "plan" and page.arch is not None else ("report",)
+    return respond(view, PAGE, page.context(), blocks, status)

@@ -97,11 +97,17 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     assert torch.__version__  # the page was read from this torch
 
 
-def test_transformers_is_imported_only_when_asked() -> None:
+def test_transformers_is_imported_at_start_up_and_only_when_on() -> None:
+    # Warm: before the app answers, transformers is imported and every catalogue tree built.
     code = (
         "import sys; from fastapi.testclient import TestClient; from app.main import create_app\n"
-        "c = TestClient(create_app()); assert c.get('/api/health').status_code == 200\n"
-        "assert c.get('/api/architectures').status_code == 200\n"
-        "assert 'transformers' not in sys.modules, 'imported at start-up'\n"
+        "from app.settings import Settings; from app.architectures import memo\n"
+        "with TestClient(create_app(Settings(architectures={on}))) as c:\n"
+        "    assert c.get('/api/health').status_code == 200\n"
+        "    assert ('transformers' in sys.modules) is {on}, sys.modules.get('transformers')\n"
+        "    assert len(memo._tree_json) == ({on} and {n})\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    for on in (True, False):
+        subprocess.run(
+            [sys.executable, "-c", code.format(on=on, n=len(ARCHITECTURES))], check=True, timeout=120
+        )
