@@ -16,10 +16,13 @@ from concurrent.futures import Future
 from threading import Lock
 from typing import Generic, TypeVar
 
+from torch import nn
+
 from app.architectures.catalogue import ARCHITECTURES, build, check_device, get, transformers_module
 from app.architectures.module_tree import ModuleTree, module_tree
 from app.architectures.planner import Facts, Plan, PlanInput, checked, facts, plan
 from app.architectures.roundtrip import RoundTrip, round_trip
+from app.architectures.saving import saving
 from app.lab.devices import available
 
 T = TypeVar("T")
@@ -80,9 +83,15 @@ _plans: Flights[Plan] = Flights(64)
 _plan_json: Flights[bytes] = Flights(64)
 
 
+def _tree_of(model: nn.Module) -> ModuleTree:
+    found = module_tree(model)
+    found.saving = saving(model)
+    return found
+
+
 def tree(arch_id: str, device: str = "meta") -> ModuleTree:
     check_device(get(arch_id), device)
-    return _trees.get((arch_id, device), lambda: module_tree(build(arch_id, device)))
+    return _trees.get((arch_id, device), lambda: _tree_of(build(arch_id, device)))
 
 
 def tree_json(arch_id: str, device: str = "meta") -> bytes:

@@ -14,6 +14,8 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from app.architectures.saving import Saving
+
 # The dtypes a memory estimate is given for: what models are trained and served in.
 ESTIMATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 ADAM_STEP_BYTES = 4  # torch.optim.AdamW keeps one float32 `step` tensor per parameter (not fused/capturable)
@@ -138,6 +140,7 @@ class ModuleTree(BaseModel):
     named_buffers: list[TensorRow]
     state_dict: list[TensorRow]
     memory: list[MemoryEstimate]
+    saving: Saving | None = Field(None, description="What each way of saving does with tied tensors.")
 
 
 def _row(name: str, t: torch.Tensor, kind: str, **extra: object) -> TensorRow:

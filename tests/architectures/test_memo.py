@@ -45,7 +45,7 @@ def test_concurrent_first_requests_build_once(monkeypatch: pytest.MonkeyPatch) -
         time.sleep(0.2)  # the others arrive meanwhile: without single flight each would build
         return real(model)
 
-    monkeypatch.setattr(memo, "module_tree", slow)
+    monkeypatch.setattr(memo, "module_tree", slow)  # _tree_of calls it
     found = []
     threads = [threading.Thread(target=lambda: found.append(memo.tree("gpt2"))) for _ in range(10)]
     for t in threads:
