@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.module_tree import module_tree
+from app.architectures.saving import saving
 from app.main import create_app
 from app.settings import Settings
 from tests.support.architectures import direct
@@ -25,7 +26,9 @@ def test_list_and_trees(client: TestClient) -> None:
     assert {f["experiment"]: f["applies"] for f in llama["experiments"]}["step"] == "no"
     tree = client.get("/api/architectures/gpt2_tiny", params={"device": "cpu"}).json()
     model = direct("gpt2_tiny", "cpu")
-    assert tree == module_tree(model).model_dump(mode="json")
+    expected = module_tree(model)
+    expected.saving = saving(model)
+    assert tree == expected.model_dump(mode="json")
     assert tree["totals"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert tree["totals"]["tied_groups"] == [["transformer.wte.weight", "lm_head.weight"]]
     trip = client.get("/api/architectures/bert_tiny/round-trip").json()
