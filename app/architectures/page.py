@@ -15,7 +15,15 @@ from app.architectures.catalogue import (
     ArchitectureError,
     devices_for,
 )
-from app.architectures.module_tree import ModuleTree, TensorGroup, grouped
+from app.architectures.module_tree import (
+    ModuleNode,
+    ModuleTree,
+    Repeat,
+    TensorGroup,
+    collapsed,
+    grouped,
+    runs,
+)
 from app.architectures.planner import DEFAULT_BATCH, RECIPES, Plan, PlanInput
 from app.architectures.roundtrip import RoundTrip
 from app.architectures.treemap import Tile, treemap
@@ -53,12 +61,21 @@ class ArchitecturePage:
             "fits": EXPERIMENT_FIT,
             "devices": devices_for(self.arch) if self.arch else (),
             "recipes": {r.id: r for r in RECIPES},
+            "runs": self.runs,
         }
+
+    def runs(self, children: list[ModuleNode]) -> list[ModuleNode | Repeat]:
+        """A node's children, identical numbered blocks as one (layers.{0..31})."""
+        assert self.tree is not None
+        rows = {r.name: r for r in [*self.tree.named_parameters, *self.tree.named_buffers]}
+        return runs(children, rows)
 
 
 def _matching(groups: list[TensorGroup], q: str) -> list[TensorGroup]:
+    """The groups whose rows name ``q`` (those rows only); without a filter, identical numbered
+    blocks as one group (model.layers.{0..31})."""
     if not q:
-        return groups
+        return collapsed(groups)
     kept = [(g, [r for r in g.rows if q in r.name]) for g in groups]
     return [g.model_copy(update={"rows": rows, "count": len(rows)}) for g, rows in kept if rows]
 

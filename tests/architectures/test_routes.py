@@ -3,6 +3,7 @@ page, refusals as clear 4xx, the setting that turns them off, and transformers i
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -77,15 +78,27 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     page = parse(html)
     assert page.find(id="total-parameters").text == f"{sum(p.numel() for p in model.parameters()):,}"
     paths = [e.attrs["data-path"] for e in page.find_all("details") if "data-path" in e.attrs]
-    assert paths == [n for n, _ in model.named_modules()]
+    # 32 identical layers are one row, layers.{0..31}, opened on the first of them.
+    later = re.compile(r"model\.layers\.([1-9]|[12][0-9]|3[01])(\.|$)")
+    modules = [n for n, _ in model.named_modules() if not later.match(n)]
+    at = modules.index("model.layers.0")
+    assert paths == [*modules[:at], "model.layers.{0..31}", *modules[at:]]
+    layers = next(e for e in page.find_all("details") if e.attrs.get("data-path") == "model.layers.{0..31}")
+    said = next(c for c in layers.children if not isinstance(c, str) and c.tag == "summary").text
+    assert "32 × LlamaDecoderLayer" in said
+    per_layer = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.layers."))
+    assert f"{per_layer:,} trainable" in said
     assert all("style" not in e.attrs for e in page.walk())  # strict CSP: nothing inline
     groups = [e for e in page.find_all("details") if e.attrs.get("class") == "group"]
     state = model.state_dict()
     names = [tr.attrs["data-name"] for g in groups for tr in g.find_all("tr") if "data-name" in tr.attrs]
-    assert len(names) == len(dict(model.named_parameters())) + len(dict(model.named_buffers())) + len(state)
-    layer0 = next(g for g in groups if g.find("summary").find("code").text == "model.layers.0")
-    count = next(e for e in layer0.find("summary").walk() if e.attrs.get("class") == "count")
-    assert int(count.text) == sum(n.startswith("model.layers.0.") for n, _ in model.named_parameters())
+    # One block's rows stand for the 32: each name once with the span.
+    every = [*dict(model.named_parameters()), *dict(model.named_buffers()), *state]
+    spelt = {re.sub(r"^model\.layers\.\d+\.", "model.layers.{0..31}.", n) for n in every}
+    assert set(names) == spelt
+    layers = next(g for g in groups if g.find("summary").find("code").text == "model.layers.{0..31}")
+    count = next(e for e in layers.find("summary").walk() if e.attrs.get("class") == "count")
+    assert int(count.text) == sum(n.startswith("model.layers.") for n, _ in model.named_parameters())
     # Without JavaScript the filter box is a GET form: the server keeps matching rows only.
     filtered = parse(client.get("/architectures/llama_8b", params={"q": "layers.7.mlp"}).text)
     kept = [tr.attrs["data-name"] for tr in filtered.find_all("tr") if "data-name" in tr.attrs]
