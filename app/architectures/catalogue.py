@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from functools import cache
 from threading import Lock
 from types import ModuleType
 
@@ -21,6 +22,9 @@ from app.lab.devices import device_ids
 from app.langs import Text
 
 TRANSFORMERS_PIN = "transformers==5.23.0"  # as pinned in pyproject.toml; named in the refusal below
+# A full-size architecture is built on a real device when its float32 weights and buffers fit this
+# (MRE_ARCHITECTURE_MAX_BYTES: GPT-2, BERT-base, ResNet-50 and ViT-B/16 do; Llama 3 8B does not).
+MAX_BYTES = 2 * 1000**3
 OFF = Text("architectures are turned off on this server (MRE_ARCHITECTURES=false)")
 
 
@@ -265,22 +269,37 @@ def get(arch_id: str) -> Architecture:
     return arch
 
 
-def devices_for(arch: Architecture) -> tuple[str, ...]:
-    """Where it can be built here: a full-size shape only on meta, a tiny one anywhere."""
-    return device_ids() if arch.tiny else ("meta",)
+@cache
+def real_bytes(arch_id: str) -> int:
+    """Bytes of its weights and buffers with real values, in float32 (read from a meta build)."""
+    model = build(arch_id, "meta")
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
-def check_device(arch: Architecture, device: str) -> None:
-    allowed = devices_for(arch)
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def devices_for(arch: Architecture, max_bytes: int = MAX_BYTES) -> tuple[str, ...]:
+    """Where it can be built here: every device when its real values fit ``max_bytes``
+    (MRE_ARCHITECTURE_MAX_BYTES), else meta only."""
+    return device_ids() if arch.tiny or real_bytes(arch.id) <= max_bytes else ("meta",)
+
+
+def check_device(arch: Architecture, device: str, max_bytes: int = MAX_BYTES) -> None:
+    allowed = devices_for(arch, max_bytes)
     if device in allowed:
         return
     if device in device_ids():
         raise ArchitectureError(
             422,
             Text(
-                "device: {id} is built on meta only (real values would take gigabytes); its tiny "
-                "config ({family}_tiny) builds on {names}",
+                "device: {id} is built on meta only here: its weights and buffers take {size} in float32, "
+                "over the {budget} of MRE_ARCHITECTURE_MAX_BYTES; its tiny config ({family}_tiny) builds "
+                "on {names}",
                 id=arch.id,
+                size=_size(real_bytes(arch.id)),
+                budget=_size(max_bytes),
                 family=arch.family,
                 names=", ".join(device_ids()),
             ),
@@ -295,12 +314,19 @@ def check_device(arch: Architecture, device: str) -> None:
     )
 
 
-def build(arch_id: str, device: str = "meta", seed: int = 0, dtype: torch.dtype | None = None) -> nn.Module:
-    """The architecture as ``transformers`` builds it: on meta, or (tiny configs) on the CPU from
-    ``seed`` and then moved to ``device``; cast by ``model.to(dtype)`` when a dtype is given.
-    Raises ArchitectureError for an unknown id or device."""
+def build(
+    arch_id: str,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> nn.Module:
+    """The architecture as ``transformers`` builds it: on meta, or (within ``max_bytes``) on the
+    CPU from ``seed`` and then moved to ``device``; cast by ``model.to(dtype)`` when a dtype is
+    given. Raises ArchitectureError for an unknown id or device."""
     arch = get(arch_id)
-    check_device(arch, device)
+    if device != "meta":  # (a meta build is how real_bytes learns the size)
+        check_device(arch, device, max_bytes)
     transformers = transformers_module()
     config = getattr(transformers, arch.config_class)(**arch.config)
     auto = getattr(transformers, arch.auto_class)
@@ -360,3 +386,32 @@ EXPERIMENT_FIT = (
         ),
     ),
 )
+
+
+@cache
+def count_note(arch_id: str) -> Text | None:
+    """Why a count differs from the one usually quoted, from the models themselves: BERT's masked-LM
+    model is BertModel (the published 109,482,240, pooler included) without the pooler and with the
+    masked-LM head, whose output weight is the word embedding (tied, counted once)."""
+    arch = get(arch_id)
+    if arch.family != "bert":
+        return None
+    transformers = transformers_module()
+    config = transformers.BertConfig(**arch.config)
+    with torch.device("meta"):
+        base = transformers.BertModel(config)  # add_pooling_layer=True, as the published count
+        model = build(arch_id, "meta")
+
+    def count(m: nn.Module, prefix: str = "") -> int:
+        return sum(p.numel() for n, p in m.named_parameters() if n.startswith(prefix))
+
+    return Text(
+        "{cls} counts {total}: BertModel's {base} (the figure usually quoted, its pooler included) "
+        "without the pooler ({pooler}) and with the masked-LM head ({head}: cls.predictions' transform "
+        "and output bias; its output weight is the word embedding, tied and counted once).",
+        cls=type(model).__name__,
+        total=f"{count(model):,}",
+        base=f"{count(base):,}",
+        pooler=f"{count(base, 'pooler.'):,}",
+        head=f"{count(model, 'cls.'):,}",
+    )

@@ -18,7 +18,14 @@ from typing import Generic, TypeVar
 
 from torch import nn
 
-from app.architectures.catalogue import ARCHITECTURES, build, check_device, get, transformers_module
+from app.architectures.catalogue import (
+    ARCHITECTURES,
+    MAX_BYTES,
+    build,
+    check_device,
+    get,
+    transformers_module,
+)
 from app.architectures.module_tree import ModuleTree, module_tree
 from app.architectures.planner import Facts, Plan, PlanInput, checked, facts, plan
 from app.architectures.roundtrip import RoundTrip, round_trip
@@ -89,19 +96,22 @@ def _tree_of(model: nn.Module) -> ModuleTree:
     return found
 
 
-def tree(arch_id: str, device: str = "meta") -> ModuleTree:
-    check_device(get(arch_id), device)
-    return _trees.get((arch_id, device), lambda: _tree_of(build(arch_id, device)))
+def tree(arch_id: str, device: str = "meta", max_bytes: int = MAX_BYTES) -> ModuleTree:
+    """The module tree; a real device only within ``max_bytes`` (MRE_ARCHITECTURE_MAX_BYTES)."""
+    check_device(get(arch_id), device, max_bytes)
+    return _trees.get((arch_id, device), lambda: _tree_of(build(arch_id, device, max_bytes=max_bytes)))
 
 
-def tree_json(arch_id: str, device: str = "meta") -> bytes:
-    check_device(get(arch_id), device)
-    return _tree_json.get((arch_id, device), lambda: tree(arch_id, device).model_dump_json().encode())
+def tree_json(arch_id: str, device: str = "meta", max_bytes: int = MAX_BYTES) -> bytes:
+    check_device(get(arch_id), device, max_bytes)
+    return _tree_json.get(
+        (arch_id, device), lambda: tree(arch_id, device, max_bytes).model_dump_json().encode()
+    )
 
 
-def roundtrip(arch_id: str) -> RoundTrip:
-    get(arch_id)
-    return _roundtrips.get(arch_id, lambda: round_trip(arch_id))
+def roundtrip(arch_id: str, max_bytes: int = MAX_BYTES) -> RoundTrip:
+    get(arch_id)  # round_trip refuses a model over the budget itself (a refusal is never kept)
+    return _roundtrips.get(arch_id, lambda: round_trip(arch_id, max_bytes))
 
 
 def server_gpus() -> list[tuple[str, int]]:

@@ -10,9 +10,11 @@ from app.architectures import memo as architecture_memo
 from app.architectures.catalogue import (
     ARCHITECTURES,
     EXPERIMENT_FIT,
+    MAX_BYTES,
     OFF,
     Architecture,
     ArchitectureError,
+    count_note,
     devices_for,
 )
 from app.architectures.module_tree import (
@@ -41,6 +43,7 @@ class ArchitecturePage:
     view: View
     arch: Architecture | None = None
     device: str = "meta"
+    max_bytes: int = MAX_BYTES
     tree: ModuleTree | None = None
     tiles: list[Tile] = field(default_factory=list)
     tables: dict[str, list[TensorGroup]] = field(default_factory=dict)
@@ -59,9 +62,10 @@ class ArchitecturePage:
             "langs": LANGS,
             "architectures": ARCHITECTURES,
             "fits": EXPERIMENT_FIT,
-            "devices": devices_for(self.arch) if self.arch else (),
+            "devices": devices_for(self.arch, self.max_bytes) if self.arch else (),
             "recipes": {r.id: r for r in RECIPES},
             "runs": self.runs,
+            "note": count_note(self.arch.id) if self.arch else None,
         }
 
     def runs(self, children: list[ModuleNode]) -> list[ModuleNode | Repeat]:
@@ -100,7 +104,13 @@ def plan_input(arch_id: str, asked: dict[str, str]) -> PlanInput:
 
 
 def page_of(
-    view: View, arch_id: str, device: str, q: str, on: bool, asked: dict[str, str] | None = None
+    view: View,
+    arch_id: str,
+    device: str,
+    q: str,
+    on: bool,
+    asked: dict[str, str] | None = None,
+    max_bytes: int = MAX_BYTES,
 ) -> tuple[ArchitecturePage, int]:
     """The page model and its status; a refusal is said on the page, with torch's or our message.
     The planner's refusal (a field out of range) is said in its section, the rest of the page shown."""
@@ -109,7 +119,7 @@ def page_of(
         if not on:
             raise ArchitectureError(404, OFF)
         arch = ARCHITECTURES.get(arch_id)
-        tree = architecture_memo.tree(arch_id, device)
+        tree = architecture_memo.tree(arch_id, device, max_bytes)
     except ArchitectureError as exc:
         return ArchitecturePage(view, arch=None, error=exc.text(view.lang)), exc.status
     assert arch is not None
@@ -133,15 +143,15 @@ def page_of(
         view,
         arch,
         device,
-        tree,
-        treemap(tree.root),
-        tables,
-        trip,
-        q,
-        None,
-        found,
-        asked,
-        plan_error,
-        plan_url,
+        max_bytes,
+        tree=tree,
+        tiles=treemap(tree.root),
+        tables=tables,
+        roundtrip=trip,
+        q=q,
+        plan=found,
+        asked=asked,
+        plan_error=plan_error,
+        plan_url=plan_url,
     )
     return page, status

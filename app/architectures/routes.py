@@ -10,7 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.architectures import memo as architecture_memo
-from app.architectures.catalogue import ARCHITECTURES, EXPERIMENT_FIT, OFF, ArchitectureError, devices_for
+from app.architectures.catalogue import (
+    ARCHITECTURES,
+    EXPERIMENT_FIT,
+    OFF,
+    ArchitectureError,
+    count_note,
+    devices_for,
+)
 from app.architectures.module_tree import ModuleTree
 from app.architectures.page import PAGE, PLAN_FIELDS, ArchitecturePage, page_of
 from app.architectures.planner import DEFAULT_BATCH, MAX_BATCH, MAX_IMAGE, MAX_TOKENS, Plan
@@ -60,6 +67,8 @@ class ArchitectureOut(BaseModel):
     code: str = Field(description="A script that builds it on meta with transformers alone.")
     experiments: list[FitOut]
     translations: dict[str, Text]
+    count_note: str | None = Field(None, description="Why its count differs from the one usually quoted.")
+    count_note_translations: dict[str, str] = Field(default_factory=dict)
 
 
 def _fits() -> list[FitOut]:
@@ -72,32 +81,37 @@ def _fits() -> list[FitOut]:
 
 
 @api.get("")
-async def list_architectures() -> list[ArchitectureOut]:
+def list_architectures(settings: SettingsDep) -> list[ArchitectureOut]:
     return [
         ArchitectureOut(
             **{k: getattr(a, k) for k in ("id", "family", "tiny", "config_class", "auto_class", "config")},
             title=a.title[EN],
             description=a.description[EN],
-            devices=list(devices_for(a)),
+            devices=list(devices_for(a, settings.architecture_max_bytes)),
             code=a.code(),
             experiments=_fits(),
             translations={ZH: Text(title=a.title[ZH], description=a.description[ZH])},
+            count_note=note[EN] if (note := count_note(a.id)) else None,
+            count_note_translations={ZH: note[ZH]} if note else {},
         )
         for a in ARCHITECTURES.values()
     ]
 
 
 @api.get("/{arch_id}", response_model=ModuleTree, responses=RESPONSES)
-def architecture_tree(arch_id: ArchId, device: DeviceQuery = "meta") -> Response:
+def architecture_tree(arch_id: ArchId, settings: SettingsDep, device: DeviceQuery = "meta") -> Response:
     """The module tree: per submodule its parameters and buffers, tied parameters counted once,
-    totals as torch counts them, memory per dtype for inference and AdamW training."""
-    return Response(architecture_memo.tree_json(arch_id, device), media_type="application/json")
+    totals as torch counts them, the model's own bytes per dtype, what each way of saving does.
+    A real device is taken when the model's float32 size fits MRE_ARCHITECTURE_MAX_BYTES."""
+    tree = architecture_memo.tree_json(arch_id, device, settings.architecture_max_bytes)
+    return Response(tree, media_type="application/json")
 
 
 @api.get("/{arch_id}/round-trip", response_model=RoundTrip, responses=RESPONSES)
-def architecture_round_trip(arch_id: ArchId) -> RoundTrip:
-    """Meta, to_empty(), load_state_dict from a CPU-built twin: what stays uninitialised, and the fix."""
-    return architecture_memo.roundtrip(arch_id)
+def architecture_round_trip(arch_id: ArchId, settings: SettingsDep) -> RoundTrip:
+    """Meta, to_empty(), load_state_dict from a CPU-built twin: what stays uninitialised, and the fix
+    (models whose float32 size fits MRE_ARCHITECTURE_MAX_BYTES)."""
+    return architecture_memo.roundtrip(arch_id, settings.architecture_max_bytes)
 
 
 @api.get("/{arch_id}/plan", response_model=Plan, responses=RESPONSES)
@@ -142,7 +156,9 @@ def architecture_page(
     part: str = "",
 ) -> Response:
     asked = {k: v for k, v in request.query_params.items() if k in PLAN_FIELDS}
-    page, status = page_of(view, arch_id, device, q, settings.architectures, asked)
+    page, status = page_of(
+        view, arch_id, device, q, settings.architectures, asked, settings.architecture_max_bytes
+    )
     # The page loads its plan after itself (part=plan): htmx swaps that block alone.
     blocks = ("plan",) if part == "plan" and page.arch is not None else ("report",)
     return respond(view, PAGE, page.context(), blocks, status)

@@ -54,7 +54,8 @@ def test_refusals_are_clear_4xx(client: TestClient) -> None:
         ("/api/architectures/nope", 404, "unknown architecture 'nope'"),
         ("/api/architectures/llama_8b?device=cpu", 422, "meta only"),
         ("/api/architectures/llama_tiny?device=tpu", 422, "'tpu' is not a device here"),
-        ("/api/architectures/llama_8b/round-trip", 422, "needs real memory"),
+        ("/api/architectures/llama_8b/round-trip", 422, "needs it twice in real memory (32.12 GB each"),
+        ("/api/architectures/llama_8b?device=cpu", 422, "take 32.12 GB in float32, over the 2.00 GB"),
     ]
     for url, status, says in cases:
         response = client.get(url)

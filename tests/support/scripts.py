@@ -13,7 +13,9 @@ RUNNER = r"""
 import json, os, sys, tempfile, traceback
 import torch  # noqa: F401  (what every script imports first; the children inherit it)
 
-codes = json.load(sys.stdin)
+codes, preload = json.load(sys.stdin)
+for name in preload:  # imported once here, inherited by every child
+    __import__(name)
 results = []
 with tempfile.TemporaryDirectory() as tmp:
     for i, code in enumerate(codes):
@@ -47,10 +49,11 @@ class Ran:
     stderr: str
 
 
-def run_scripts(codes: list[str], timeout: float = 600) -> list[Ran]:
+def run_scripts(codes: list[str], timeout: float = 600, preload: tuple[str, ...] = ()) -> list[Ran]:
+    """Each script's exit status and output; ``preload``: modules the runner imports once first."""
     done = subprocess.run(
         [sys.executable, "-c", RUNNER],
-        input=json.dumps(codes),
+        input=json.dumps([codes, list(preload)]),
         capture_output=True,
         text=True,
         timeout=timeout,
