@@ -92,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/docs", api_docs, include_in_schema=False)
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.inspector = Inspector.of(settings)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
+    larger = {**body_caps(settings), **architectures_routes.body_caps(settings)}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=larger)
     # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=CACHED_PREFIXES)
     app.add_middleware(HeadAsGet)

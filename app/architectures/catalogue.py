@@ -52,10 +52,12 @@ class Architecture:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         head = f"import torch\nfrom transformers import {self.auto_class}, {self.config_class}\n\n"
         config = f"config = {self.config_class}({args})\n"
+        # An Auto class makes the model of a config; a model class itself takes it in _from_config.
+        make = "from_config" if self.auto_class.startswith("Auto") else "_from_config"
         if device == "meta":
-            body = f'with torch.device("meta"):\n    model = {self.auto_class}.from_config(config)\n'
+            body = f'with torch.device("meta"):\n    model = {self.auto_class}.{make}(config)\n'
         else:
-            body = f"torch.manual_seed(0)\nmodel = {self.auto_class}.from_config(config).to({device!r})\n"
+            body = f"torch.manual_seed(0)\nmodel = {self.auto_class}.{make}(config).to({device!r})\n"
         return head + config + body
 
 

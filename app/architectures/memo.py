@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 from torch import nn
 
+from app.architectures import isolated
 from app.architectures.catalogue import (
     ARCHITECTURES,
     MAX_BYTES,
@@ -26,6 +27,8 @@ from app.architectures.catalogue import (
     get,
     transformers_module,
 )
+from app.architectures.configs import encode
+from app.architectures.isolated import Budget, ConfigReport
 from app.architectures.module_tree import ModuleTree, module_tree
 from app.architectures.planner import Facts, Plan, PlanInput, checked, facts, plan
 from app.architectures.roundtrip import RoundTrip, round_trip
@@ -139,8 +142,21 @@ def plan_json(arch_id: str, spec: PlanInput) -> bytes:
     return _plan_json.get(key, lambda: arch_plan(arch_id, spec).model_dump_json().encode())
 
 
+_configs: Flights[bytes] = Flights(32)
+
+
+def config_report_json(config: dict, asked: dict[str, int | None], budget: Budget) -> bytes:
+    """A pasted config's report (ConfigReport JSON), made in an isolated child once per input."""
+    key = (encode(config), *(asked.get(k) for k in ("batch", "tokens", "image", "context")))
+    return _configs.get(key, lambda: isolated.run(config, asked, server_gpus(), budget))
+
+
+def config_report(config: dict, asked: dict[str, int | None], budget: Budget) -> ConfigReport:
+    return ConfigReport.model_validate_json(config_report_json(config, asked, budget))
+
+
 def clear() -> None:
-    for flights in (_trees, _tree_json, _roundtrips, _facts, _plans, _plan_json):
+    for flights in (_trees, _tree_json, _roundtrips, _facts, _plans, _plan_json, _configs):
         flights.clear()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+from app.architectures import configs
 from app.architectures import memo as architecture_memo
 from app.architectures.catalogue import (
     ARCHITECTURES,
@@ -17,6 +18,7 @@ from app.architectures.catalogue import (
     count_note,
     devices_for,
 )
+from app.architectures.isolated import Budget
 from app.architectures.module_tree import (
     ModuleNode,
     ModuleTree,
@@ -29,7 +31,7 @@ from app.architectures.module_tree import (
 from app.architectures.planner import DEFAULT_BATCH, RECIPES, Plan, PlanInput
 from app.architectures.roundtrip import RoundTrip
 from app.architectures.treemap import Tile, treemap
-from app.langs import LANGS, Text
+from app.langs import LANGS, Text, rendered
 from app.web.html import View
 
 PAGE = "architectures/architectures.html"
@@ -54,6 +56,9 @@ class ArchitecturePage:
     asked: dict[str, str] = field(default_factory=dict)  # the planner's fields as the URL gave them
     plan_error: str | None = None
     plan_url: str = ""  # where the plan of the default input is (the page loads it after itself)
+    devices: tuple[str, ...] = ()  # where it can be built here
+    extra: dict[str, str] = field(default_factory=dict)  # query kept in its links (c= of a pasted config)
+    pasted: str = ""  # the list page: the config.json a refusal sends back to its form
 
     def context(self) -> dict:
         return {
@@ -62,10 +67,11 @@ class ArchitecturePage:
             "langs": LANGS,
             "architectures": ARCHITECTURES,
             "fits": EXPERIMENT_FIT,
-            "devices": devices_for(self.arch, self.max_bytes) if self.arch else (),
+            "devices": self.devices,
             "recipes": {r.id: r for r in RECIPES},
             "runs": self.runs,
-            "note": count_note(self.arch.id) if self.arch else None,
+            "note": count_note(self.arch.id) if self.arch and self.arch.id in ARCHITECTURES else None,
+            "extra": "".join(f"&{k}={v}" for k, v in self.extra.items()),
         }
 
     def runs(self, children: list[ModuleNode]) -> list[ModuleNode | Repeat]:
@@ -145,6 +151,7 @@ def page_of(
         device,
         max_bytes,
         tree=tree,
+        devices=devices_for(arch, max_bytes),
         tiles=treemap(tree.root),
         tables=tables,
         roundtrip=trip,
@@ -155,3 +162,42 @@ def page_of(
         plan_url=plan_url,
     )
     return page, status
+
+
+def config_page_of(
+    view: View, config: dict | None, c: str, q: str, asked: dict[str, str], budget: Budget
+) -> tuple[ArchitecturePage, int]:
+    """A pasted config's page (``config``, or the ``c=`` of its permalink): the same sections as a
+    catalogue architecture's, made in an isolated child; refusals said on the page."""
+    asked = {k: v[:20] for k, v in asked.items() if k in PLAN_FIELDS}
+    try:
+        config = config if config is not None else configs.decode(c)
+        numbers = {name: _whole(name, asked.get(name, "")) for name in PLAN_FIELDS}
+        report = architecture_memo.config_report(config, numbers, budget)
+    except ArchitectureError as exc:
+        return ArchitecturePage(view, error=exc.text(view.lang)), exc.status
+    arch = configs.architecture(report.config, report.config_class)
+    q = q[:MAX_FILTER]
+    tree = report.tree
+    tables = {
+        "named_parameters()": _matching(grouped(tree.named_parameters), q),
+        "named_buffers()": _matching(grouped(tree.named_buffers), q),
+        "state_dict()": _matching(grouped(tree.state_dict), q),
+    }
+    plan_error = rendered(report.plan_error)[view.lang] if report.plan_error else None
+    page = ArchitecturePage(
+        view,
+        arch,
+        "meta",
+        tree=tree,
+        devices=("meta",),
+        tiles=treemap(tree.root),
+        tables=tables,
+        roundtrip=report.roundtrip,
+        q=q,
+        plan=report.plan,
+        asked=asked,
+        plan_error=plan_error,
+        extra={"c": report.c},
+    )
+    return page, 422 if plan_error and asked else 200

@@ -10,6 +10,8 @@ from the config) for each module owning such a buffer, then ``model.tie_weights(
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
@@ -102,9 +104,15 @@ def round_trip(arch_id: str, max_bytes: int = MAX_BYTES) -> RoundTrip:
                 family=arch.family,
             ),
         )
-    reference_model = build(arch_id, "cpu", max_bytes=max_bytes)
+    return trip(arch_id, lambda device: build(arch_id, device, max_bytes=max_bytes), arch)
+
+
+def trip(name: str, make: Callable[[str], nn.Module], arch: Architecture) -> RoundTrip:
+    """The round trip of the model ``make(device)`` builds (seeded on the CPU, or on meta)."""
+    arch_id = name
+    reference_model = make("cpu")
     reference = _tensors(reference_model)
-    model = build(arch_id, "meta")
+    model = make("meta")
     tied_before = tied_groups(model)
     model.to_empty(device="cpu")
     uninitialised = list(_tensors(model))

@@ -3,12 +3,15 @@ their pages."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
+from app.architectures import configs
 from app.architectures import memo as architecture_memo
 from app.architectures.catalogue import (
     ARCHITECTURES,
@@ -18,13 +21,15 @@ from app.architectures.catalogue import (
     count_note,
     devices_for,
 )
+from app.architectures.isolated import Budget, ConfigReport
 from app.architectures.module_tree import ModuleTree
-from app.architectures.page import PAGE, PLAN_FIELDS, ArchitecturePage, page_of
+from app.architectures.page import PAGE, PLAN_FIELDS, ArchitecturePage, config_page_of, page_of
 from app.architectures.planner import DEFAULT_BATCH, MAX_BATCH, MAX_IMAGE, MAX_TOKENS, Plan
 from app.architectures.roundtrip import RoundTrip
 from app.langs import EN, ZH
+from app.settings import Settings
 from app.web.deps import SettingsDep
-from app.web.html import ViewDep, respond
+from app.web.html import VARY, ViewDep, respond
 
 
 def enabled(settings: SettingsDep) -> None:
@@ -98,6 +103,66 @@ def list_architectures(settings: SettingsDep) -> list[ArchitectureOut]:
     ]
 
 
+def body_caps(settings: Settings) -> dict[str, int]:
+    """The body cap of the routes that take a config.json (the form's framing on top)."""
+    cap = settings.architecture_config_max_bytes
+    return {"/api/architectures/config": cap, "/architectures/config": cap + 64 * 1024}
+
+
+def budget(settings: Settings) -> Budget:
+    return Budget(settings.architecture_config_memory_bytes, settings.architecture_config_seconds)
+
+
+Batch = Annotated[int, Query(ge=1, le=MAX_BATCH)]
+Tokens = Annotated[int | None, Query(ge=1, le=MAX_TOKENS, description="Text: training sequence length")]
+Image = Annotated[int | None, Query(ge=32, le=MAX_IMAGE, description="Vision: image side in pixels")]
+Context = Annotated[int | None, Query(ge=1, le=MAX_TOKENS, description="Text: inference context")]
+CONFIG_RESPONSES: dict = {
+    413: {"description": "The config is over MRE_ARCHITECTURE_CONFIG_MAX_BYTES, or needs more memory"},
+    422: {"description": "Not a config transformers can build; the detail names the field"},
+    504: {"description": "Building and measuring it took over MRE_ARCHITECTURE_CONFIG_SECONDS"},
+}
+
+
+@api.post("/config", response_model=ConfigReport, responses=CONFIG_RESPONSES)
+def config_post(
+    config: Annotated[dict, Body(description="A transformers config.json, as it is.")],
+    settings: SettingsDep,
+    batch: Batch = DEFAULT_BATCH,
+    tokens: Tokens = None,
+    image: Image = None,
+    context: Context = None,
+) -> Response:
+    """Any config.json transformers knows (its model_type): built on meta in an isolated process with
+    time and memory limits, and the same report as a catalogue architecture's: the module tree, what
+    each way of saving does, the plan for the input asked for, the meta round trip when small.
+    ``c`` in the answer is its permalink: /architectures/config?c=..."""
+    text = json.dumps(config)
+    checked = configs.read(text, settings.architecture_config_max_bytes)
+    asked = {"batch": batch, "tokens": tokens, "image": image, "context": context}
+    return Response(
+        architecture_memo.config_report_json(checked, asked, budget(settings)), media_type="application/json"
+    )
+
+
+@api.get("/config", response_model=ConfigReport, responses=CONFIG_RESPONSES)
+def config_get(
+    c: Annotated[
+        str,
+        Query(max_length=configs.MAX_PARAM, description="A config as /architectures/config links carry it"),
+    ],
+    settings: SettingsDep,
+    batch: Batch = DEFAULT_BATCH,
+    tokens: Tokens = None,
+    image: Image = None,
+    context: Context = None,
+) -> Response:
+    """The report of a config carried in a permalink (``c``, as POST /api/architectures/config gives it)."""
+    asked = {"batch": batch, "tokens": tokens, "image": image, "context": context}
+    report = architecture_memo.config_report_json(configs.decode(c), asked, budget(settings))
+    return Response(report, media_type="application/json")
+
+
 @api.get("/{arch_id}", response_model=ModuleTree, responses=RESPONSES)
 def architecture_tree(arch_id: ArchId, settings: SettingsDep, device: DeviceQuery = "meta") -> Response:
     """The module tree: per submodule its parameters and buffers, tied parameters counted once,
@@ -143,6 +208,43 @@ async def architecture_list(view: ViewDep, settings: SettingsDep) -> Response:
     error = None if settings.architectures else OFF[view.lang]
     page = ArchitecturePage(view, error=error)
     return respond(view, PAGE, page.context(), ("report",), 404 if error else 200)
+
+
+@pages.get("/architectures/config")
+def config_page(request: Request, view: ViewDep, settings: SettingsDep, c: str = "", q: str = "") -> Response:
+    """A pasted config's page, from its permalink."""
+    if not settings.architectures:
+        page, status = ArchitecturePage(view, error=OFF[view.lang]), 404
+    else:
+        asked = {k: v for k, v in request.query_params.items() if k in PLAN_FIELDS}
+        page, status = config_page_of(view, None, c, q, asked, budget(settings))
+    return respond(view, PAGE, page.context(), ("report",), status)
+
+
+@pages.post("/architectures/config")
+async def config_paste(request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+    """The form of the list page: a config.json pasted or uploaded; on to its permalink."""
+    text = ""
+    try:
+        if not settings.architectures:
+            raise ArchitectureError(404, OFF)
+        form = await request.form()
+        upload = form.get("file")
+        if upload is not None and not isinstance(upload, str) and upload.filename:
+            raw = await upload.read(settings.architecture_config_max_bytes + 1)
+            text = raw.decode("utf-8", errors="replace")
+        else:
+            text = str(form.get("config") or "")
+        config = configs.read(text, settings.architecture_config_max_bytes)
+    except ArchitectureError as exc:
+        page = ArchitecturePage(view, error=exc.text(view.lang), pasted=text[:20_000])
+        return respond(view, PAGE, page.context(), ("report",), exc.status)
+    keep = {"lang": view.lang} if view.lang_chosen else {}
+    return RedirectResponse(
+        "/architectures/config?" + urlencode({"c": configs.encode(config), **keep}),
+        303,
+        headers={"Vary": VARY},
+    )
 
 
 @pages.get("/architectures/{arch_id}")

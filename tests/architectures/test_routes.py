@@ -3,6 +3,7 @@ page, refusals as clear 4xx, the setting that turns them off, and transformers i
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,12 +11,13 @@ import sys
 import torch
 from fastapi.testclient import TestClient
 
+from app.architectures import configs
 from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.module_tree import module_tree
 from app.architectures.saving import saving
 from app.main import create_app
 from app.settings import Settings
-from tests.support.architectures import direct
+from tests.support.architectures import LLAMA_CONFIG, direct
 from tests.support.html import parse
 
 
@@ -128,3 +130,40 @@ def test_transformers_is_imported_at_start_up_and_only_when_on() -> None:
         subprocess.run(
             [sys.executable, "-c", code.format(on=on, n=len(ARCHITECTURES))], check=True, timeout=120
         )
+
+
+def test_a_pasted_config_gets_the_same_pages(client: TestClient) -> None:
+    pasted = client.post(
+        "/architectures/config", data={"config": json.dumps(LLAMA_CONFIG)}, follow_redirects=False
+    )
+    assert pasted.status_code == 303
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    assert pasted.headers["location"] == "/architectures/config?c=" + configs.encode(config)
+    page = client.get(pasted.headers["location"])
+    html = parse(page.text)
+    assert page.status_code == 200 and html.find(id="plan-table") and html.find(id="round-trip-rows")
+    assert (
+        html.find(id="total-parameters").text
+        == f"{sum(p.numel() for p in configs.build(config).parameters()):,}"
+    )
+    # Uploaded as a file, the same; the API gives the report behind the page.
+    upload = client.post(
+        "/architectures/config",
+        files={"file": ("config.json", json.dumps(LLAMA_CONFIG).encode(), "application/json")},
+        follow_redirects=False,
+    )
+    assert upload.headers["location"] == pasted.headers["location"]
+    report = client.post("/api/architectures/config", json=LLAMA_CONFIG).json()
+    assert report["c"] == configs.encode(config) and report["tree"]["totals"]["parameters"] > 0
+    again = client.get("/api/architectures/config", params={"c": report["c"]}).json()
+    assert again == report
+    # Refusals name the field: on the page in its language, in the API in English.
+    for lang, says in (("en", "model_type: 'nope'"), ("zh-CN", "model_type")):
+        refused = client.post(
+            "/architectures/config", params={"lang": lang}, data={"config": '{"model_type": "nope"}'}
+        )
+        error = parse(refused.text).find("section", **{"class": "error"})
+        assert refused.status_code == 422 and says in error.text, lang
+    bad = client.post("/api/architectures/config", json={"model_type": "llama", "hidden_size": "wide"})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("hidden_size: ")
+    assert client.get("/api/architectures/config", params={"c": "garbage"}).status_code == 422

@@ -196,3 +196,17 @@ class CudaStatistics(TorchDispatchMode):
         if func in self.OPS:
             return (out[0], *(t.float() for t in out[1:]))
         return out
+
+
+# A small Llama as a config.json would have it (model_type, architectures and all).
+LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+    "max_position_embeddings": 128,
+}
