@@ -10,6 +10,7 @@ import torch
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from app.architectures import lab as architecture_lab
 from app.architectures import memo as architecture_memo
 from app.architectures import routes as architectures_routes
 from app.classroom import routes as classroom_routes
@@ -23,6 +24,7 @@ from app.http.head import HeadAsGet
 from app.http.limits import BodyLimit, HeadLimit
 from app.http.security import SecurityHeaders, security_headers
 from app.http.serving import missing_hooks
+from app.lab import presets as lab_presets
 from app.lab import routes as lab_routes
 from app.settings import Settings, get_settings
 from app.web import errors, html
@@ -37,10 +39,13 @@ CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """What runs once the server starts, before it answers: the doctor's start-up (stale uploads, its
-    forkserver); the architectures' warm-up (transformers imported, every catalogue tree built)."""
+    forkserver); the architectures' warm-up (transformers imported, every catalogue tree built) and
+    their tiny models registered as lab presets."""
     runs.start(app.state.settings)
     if app.state.settings.architectures:
         architecture_memo.warm_up()
+        for preset in architecture_lab.presets():  # the tiny architectures open in the lab
+            lab_presets.register(preset)
     yield
 
 

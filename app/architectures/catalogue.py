@@ -352,8 +352,8 @@ class Fit:
     reason: dict[str, str] = field(hash=False)
 
 
-# The lab's experiments vary member styles of a toy preset; an architecture has no member styles,
-# so what applies to it runs on its own routes, and this says which and why.
+# What applies where, and why: the full sizes have their own routes (tree, plan, saving, round trip
+# within the budget); the tiny configs also open in the lab, where every experiment runs on them.
 EXPERIMENT_FIT = (
     Fit(
         "module_tree",
@@ -363,28 +363,35 @@ EXPERIMENT_FIT = (
     Fit(
         "memory",
         "all",
-        Text("The estimate is arithmetic on element counts and dtype sizes, read from the live model."),
+        Text(
+            "The plan measures activations with a forward on meta, as a GPU runs it, and adds weights, "
+            "gradients and AdamW states per precision recipe."
+        ),
     ),
     Fit(
         "meta_roundtrip",
         "tiny",
-        Text("to_empty() needs real memory and the proof a model built on the CPU: tiny configs only."),
+        Text(
+            "to_empty() and the proof need the model twice with real values: tiny configs, and full "
+            "sizes within MRE_ARCHITECTURE_MAX_BYTES through the API."
+        ),
     ),
     Fit(
         "step",
-        "no",
+        "tiny",
         Text(
-            "No optimizer step on meta: there are no values to update. The memory estimate gives what "
-            "gradients and AdamW states would cost instead."
+            "Tiny configs open in the lab (/?preset=llama_tiny), where an optimizer step updates their "
+            "real values. A full size is planned on meta instead: no values there to update, so the "
+            "plan says what gradients and AdamW states cost."
         ),
     ),
     Fit(
         "load_into",
-        "no",
+        "tiny",
         Text(
-            "It loads a state_dict into the same preset with other member styles; an architecture's "
-            "registrations are fixed by its code. Loading a real checkpoint is the checkpoint "
-            "inspector's."
+            "In the lab a tiny config's tensors can be restyled (a buffer made persistent, a weight "
+            "frozen) and its state_dict loaded into another styling. Loading a real checkpoint is the "
+            "checkpoint inspector's."
         ),
     ),
 )
