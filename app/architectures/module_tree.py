@@ -139,6 +139,15 @@ class TensorGroup(BaseModel):
     repeat: int = Field(
         1, description="Identical blocks it stands for (rows: one block's, named with the span)."
     )
+    stem: str = Field("", description='A repeat: the prefix before the index ("model.layers.").')
+    span: list[int] = Field(default_factory=list, description="A repeat: the block indices it stands for.")
+
+    def names(self, row: TensorRow) -> list[str]:
+        """The tensor names one row stands for: its own, or one per block of a repeat."""
+        if self.repeat == 1:
+            return [row.name]
+        rest = row.name[len(self.prefix) :]
+        return [f"{self.stem}{i}{rest}" for i in self.span]
 
 
 class Totals(BaseModel):
@@ -328,6 +337,15 @@ class Repeat:
     def first(self) -> ModuleNode:
         return self.nodes[0]
 
+    @property
+    def stem(self) -> str:
+        """The path before the index: "model.layers."."""
+        return self.first.path[: len(self.first.path) - len(_leaf(self.first.path))]
+
+    @property
+    def indices(self) -> tuple[int, int]:
+        return int(_leaf(self.first.path)), int(_leaf(self.nodes[-1].path))
+
 
 def _leaf(path: str) -> str:
     return path.rpartition(".")[2]
@@ -424,6 +442,8 @@ def collapsed(groups: list[TensorGroup]) -> list[TensorGroup]:
                     bytes=sum(g.bytes for g in block),
                     rows=rows,
                     repeat=j - i,
+                    stem=head.group(1),  # type: ignore[union-attr]
+                    span=list(range(int(head.group(2)), int(head.group(2)) + j - i)),  # type: ignore[union-attr]
                 )
             )
         else:

@@ -126,3 +126,5 @@ def test_table_groups_of_identical_blocks_collapse_and_spell_out_again() -> None
     assert (repeat.prefix, repeat.repeat) == ("bert.encoder.layer.{0..11}", 12)
     assert repeat.count == repeat.repeat * len(repeat.rows)
     assert all(r.name.startswith("bert.encoder.layer.{0..11}.") for r in repeat.rows)
+    spelt = sorted(n for r in repeat.rows for n in repeat.names(r))
+    assert spelt == sorted(r.name for r in report.state_dict if r.name.startswith("bert.encoder.layer."))
