@@ -28,7 +28,7 @@ MAX_PARAM = 4096  # characters of the c= parameter read (the URL cap is 8 KB any
 class ConfigError(ArchitectureError):
     """A config refused, naming the field at fault."""
 
-    def __init__(self, field: str, text: Text, status: int = 422) -> None:
+    def __init__(self, text: Text, *, field: str, status: int = 422) -> None:
         super().__init__(status, Text("{field}: {said}", field=field, said=text))
         self.loc = (field,)
 
@@ -38,28 +38,28 @@ def read(text: str, max_bytes: int = MAX_TEXT) -> dict:
     the modules dropped, labels as their count. Refusals name the field."""
     if len(text.encode()) > max_bytes:
         raise ConfigError(
-            CONFIG,
             Text(
                 "{size} bytes, over the cap of {cap} (MRE_ARCHITECTURE_CONFIG_MAX_BYTES)",
                 size=len(text.encode()),
                 cap=max_bytes,
             ),
-            413,
+            field=CONFIG,
+            status=413,
         )
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
-            CONFIG,
             Text(
                 "not JSON: {error} (line {line}, column {column})",
                 error=exc.msg,
                 line=exc.lineno,
                 column=exc.colno,
             ),
+            field=CONFIG,
         ) from None
     if not isinstance(config, dict):
-        raise ConfigError(CONFIG, Text("a JSON object is expected, as config.json holds"))
+        raise ConfigError(Text("a JSON object is expected, as config.json holds"), field=CONFIG)
     return canonical(config)
 
 
@@ -71,11 +71,12 @@ def canonical(config: dict) -> dict:
         config["num_labels"] = len(labels)  # the names never change a tensor; their count does
     model_type = config.get("model_type")
     if not isinstance(model_type, str) or not model_type:
-        raise ConfigError("model_type", Text("missing: transformers reads it to choose the config class"))
+        raise ConfigError(
+            Text("missing: transformers reads it to choose the config class"), field="model_type"
+        )
     mapping = transformers_module().CONFIG_MAPPING
     if model_type not in mapping:
         raise ConfigError(
-            "model_type",
             Text(
                 "{value} is not a model type this transformers ({version}) knows; {n} are, e.g. {some}",
                 value=repr(model_type)[:80],
@@ -83,6 +84,7 @@ def canonical(config: dict) -> dict:
                 n=len(list(mapping.keys())),
                 some="llama, gpt2, bert, vit, resnet, t5, qwen2, mistral",
             ),
+            field="model_type",
         )
     return dict(sorted(config.items()))
 
@@ -96,14 +98,16 @@ def encode(config: dict) -> str:
 def decode(param: str) -> dict:
     """The config of a ``c=`` parameter, read back and checked as a pasted one is."""
     if len(param) > MAX_PARAM or not re.fullmatch(r"[A-Za-z0-9_-]*", param):
-        raise ConfigError("c", Text("not a config this server wrote (paste the config.json again)"))
+        raise ConfigError(Text("not a config this server wrote (paste the config.json again)"), field="c")
     try:
         raw = zlib.decompressobj().decompress(
             base64.urlsafe_b64decode(param + "=" * (-len(param) % 4)), MAX_TEXT
         )
         return read(raw.decode())
     except (ValueError, zlib.error, UnicodeDecodeError):
-        raise ConfigError("c", Text("not a config this server wrote (paste the config.json again)")) from None
+        raise ConfigError(
+            Text("not a config this server wrote (paste the config.json again)"), field="c"
+        ) from None
 
 
 def _field_of(error: Exception, config: dict) -> str:
@@ -129,7 +133,8 @@ def architecture(config: dict, config_class: str = "") -> Architecture:
         auto_class = names[0]
         if not hasattr(transformers_module(), auto_class):
             raise ConfigError(
-                "architectures", Text("{name} is no model class of transformers", name=repr(auto_class)[:80])
+                Text("{name} is no model class of transformers", name=repr(auto_class)[:80]),
+                field="architectures",
             )
     kwargs = {k: v for k, v in config.items() if k != "model_type"}
     title = verbatim(f"{names[0] if names else config_class} · config.json")
@@ -149,7 +154,9 @@ def made_config(config: dict) -> object:
     except MemoryError:
         raise
     except Exception as exc:  # the config class's own refusal: named by its field
-        raise ConfigError(_field_of(exc, config), verbatim(f"{type(exc).__name__}: {exc}"[:600])) from None
+        raise ConfigError(
+            verbatim(f"{type(exc).__name__}: {exc}"[:600]), field=_field_of(exc, config)
+        ) from None
 
 
 def model_class(config: dict) -> type:
@@ -163,8 +170,8 @@ def model_class(config: dict) -> type:
         return transformers.AutoModel._model_mapping[type(made_config(config))]
     except KeyError:
         raise ConfigError(
-            "model_type",
             Text("transformers has no model class for {model_type}", model_type=config["model_type"]),
+            field="model_type",
         ) from None
 
 
@@ -184,4 +191,6 @@ def build(config: dict, device: str = "meta") -> nn.Module:
     except Exception as exc:
         if "bad_alloc" in str(exc) or "can't allocate memory" in str(exc):
             raise MemoryError(str(exc)) from None
-        raise ConfigError(_field_of(exc, config), verbatim(f"{type(exc).__name__}: {exc}"[:600])) from None
+        raise ConfigError(
+            verbatim(f"{type(exc).__name__}: {exc}"[:600]), field=_field_of(exc, config)
+        ) from None
