@@ -119,6 +119,7 @@ Image = Annotated[int | None, Query(ge=32, le=MAX_IMAGE, description="Vision: im
 Context = Annotated[int | None, Query(ge=1, le=MAX_TOKENS, description="Text: inference context")]
 CONFIG_RESPONSES: dict = {
     413: {"description": "The config is over MRE_ARCHITECTURE_CONFIG_MAX_BYTES, or needs more memory"},
+    414: {"description": "The URL is over MRE_MAX_URL_BYTES"},
     422: {"description": "Not a config transformers can build; the detail names the field"},
     504: {"description": "Building and measuring it took over MRE_ARCHITECTURE_CONFIG_SECONDS"},
 }
