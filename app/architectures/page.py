@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from app.architectures import configs
 from app.architectures import memo as architecture_memo
+from app.architectures.activations import ModuleShape
 from app.architectures.catalogue import (
     ARCHITECTURES,
     EXPERIMENT_FIT,
@@ -73,6 +74,53 @@ class ArchitecturePage:
             "note": count_note(self.arch.id) if self.arch and self.arch.id in ARCHITECTURES else None,
             "extra": "".join(f"&{k}={v}" for k, v in self.extra.items()),
         }
+
+    def shape_rows(self) -> list[tuple[str, ModuleShape, int]]:
+        """The plan's output shapes, module by module: a run of identical blocks (the tree's
+        layers.{0..31}) once, as its first block's rows named with the span, when every block
+        returns the same shapes; (name shown, row, how many blocks it stands for)."""
+        assert self.plan is not None and self.tree is not None
+        repeats: list[Repeat] = []
+
+        def walk(node: ModuleNode) -> None:
+            for item in self.runs(node.children):
+                if isinstance(item, Repeat):
+                    repeats.append(item)
+                    walk(item.first)
+                else:
+                    walk(item)
+
+        walk(self.tree.root)
+        by_path = {m.path: m for m in self.plan.shapes}
+        shown: dict[str, tuple[str, int]] = {}  # path -> (name shown, blocks); "" drops the row
+        for r in repeats:
+            first, last = r.indices
+            blocks = {
+                k: {
+                    p[len(f"{r.stem}{k}") :]: m
+                    for p, m in by_path.items()
+                    if p == f"{r.stem}{k}" or p.startswith(f"{r.stem}{k}.")
+                }
+                for k in range(first, last + 1)
+            }
+            same = all(
+                {rest: (m.class_name, m.shapes, m.dtypes) for rest, m in blocks[k].items()}
+                == {rest: (m.class_name, m.shapes, m.dtypes) for rest, m in blocks[first].items()}
+                for k in blocks
+            )
+            if not same:
+                continue
+            for k, rows in blocks.items():
+                for rest, m in rows.items():
+                    shown[m.path] = (
+                        (f"{r.stem}{{{first}..{last}}}{rest}", len(blocks)) if k == first else ("", 0)
+                    )
+        found = []
+        for m in self.plan.shapes:
+            name, count = shown.get(m.path, (m.path, 1))
+            if name:
+                found.append((name, m, count))
+        return found
 
     def runs(self, children: list[ModuleNode]) -> list[ModuleNode | Repeat]:
         """A node's children, identical numbered blocks as one (layers.{0..31})."""

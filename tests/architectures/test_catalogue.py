@@ -62,6 +62,11 @@ def test_tiny_configs_move_to_a_gpu() -> None:
         assert {r.device for r in [*report.named_parameters, *report.named_buffers]} == {"cuda:0"}
         for name, t in model.state_dict().items():
             assert torch.equal(t.cpu(), reference.state_dict()[name]), (arch_id, name)
+    # Full sizes within MRE_ARCHITECTURE_MAX_BYTES are built with real values on the GPU too.
+    for arch_id in ("gpt2", "bert_base", "resnet50", "vit_base"):
+        model = build(arch_id, "cuda:0")
+        assert {p.device.type for p in model.parameters()} == {"cuda"}, arch_id
+        del model
 
 
 def test_full_sizes_within_the_budget_build_with_real_values() -> None:

@@ -10,6 +10,7 @@ from app.architectures.catalogue import OFF, get
 from app.architectures.page import MAX_FILTER, page_of
 from app.langs import EN, ZH
 from app.web.html import View
+from tests.support.architectures import direct
 
 
 def view(lang: str = EN) -> View:
@@ -62,3 +63,25 @@ def test_refusals_are_said_in_the_pages_language() -> None:
             get("nope")
         except Exception as exc:  # the catalogue's own refusal
             assert (status, unknown.error) == (404, exc.text(lang))
+
+
+def test_output_shapes_show_identical_blocks_once() -> None:
+    page, _ = page_of(view(), "llama_8b", "meta", "", True, {"batch": "1", "tokens": "64"})
+    rows = page.shape_rows()
+    shapes = {m.path: m for m in page.plan.shapes}
+    assert set(direct_modules("llama_8b")) - set(shapes) == {"model.layers"}  # a ModuleList is never called
+    names = [name for name, _, _ in rows]
+    assert "model.layers.{0..31}.mlp.up_proj" in names and not any("layers.1." in n for n in names)
+    for name, m, count in rows:
+        if "{0..31}" in name:
+            assert count == 32
+            for k in range(32):  # every layer returned what its first did
+                other = shapes[name.replace("{0..31}", str(k))]
+                assert (other.class_name, other.shapes) == (m.class_name, m.shapes)
+        else:
+            assert count == 1 and name == m.path
+    assert sum(count for _, _, count in rows) == len(shapes)
+
+
+def direct_modules(arch_id: str) -> list[str]:
+    return [n for n, _ in direct(arch_id).named_modules()]
