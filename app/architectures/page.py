@@ -92,7 +92,7 @@ class ArchitecturePage:
 
         walk(self.tree.root)
         by_path = {m.path: m for m in self.plan.shapes}
-        shown: dict[str, tuple[str, int]] = {}  # path -> (name shown, blocks); "" drops the row
+        shown: dict[str, tuple[str | None, int]] = {}  # path -> (name shown, blocks); None drops it
         for r in repeats:
             first, last = r.indices
             blocks = {
@@ -113,12 +113,12 @@ class ArchitecturePage:
             for k, rows in blocks.items():
                 for rest, m in rows.items():
                     shown[m.path] = (
-                        (f"{r.stem}{{{first}..{last}}}{rest}", len(blocks)) if k == first else ("", 0)
+                        (f"{r.stem}{{{first}..{last}}}{rest}", len(blocks)) if k == first else (None, 0)
                     )
         found = []
         for m in self.plan.shapes:
             name, count = shown.get(m.path, (m.path, 1))
-            if name:
+            if name is not None:
                 found.append((name, m, count))
         return found
 
