@@ -237,3 +237,31 @@ def test_the_verdict_counts_the_tensors_that_come_from_the_file() -> None:
     assert (diagnosis.loaded_after_fixes, diagnosis.module_tensors) == (len(full) - 2, len(full))
     assert diagnosis.headline["en"].startswith(f"loads {len(full) - 2} of {len(full)} tensors")
     proven(diagnosis, state, Stack)
+
+
+def llama() -> nn.Module:
+    import transformers
+
+    from app.architectures.catalogue import ARCHITECTURES
+
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**ARCHITECTURES["llama_tiny"].config))
+
+
+def test_nested_non_persistent_buffers_keep_their_module_prefix() -> None:
+    """Llama's rotary embedding keeps inv_freq with persistent=False at model.rotary_emb: a file that
+    still carries it (saved by an older transformers) is told to drop that key, not that the key is
+    unexpected; a file without it is told the buffers are absent by design, by their full names."""
+    built = llama()
+    state = built.state_dict()
+    nested = [n for n, _ in built.named_buffers() if n not in state]  # torch's own answer
+    assert "model.rotary_emb.inv_freq" in nested
+    carried = {**state, "model.rotary_emb.inv_freq": built.model.rotary_emb.inv_freq}
+    diagnosis = diagnose(carried, llama, told(carried, llama))
+    by_id = {c.id: c for c in diagnosis.causes}
+    assert by_id.keys() == {"non_persistent_saved", "non_persistent_absent"}
+    assert by_id["non_persistent_saved"].keys == ["model.rotary_emb.inv_freq"]
+    assert by_id["non_persistent_absent"].keys == [n for n in nested if n != "model.rotary_emb.inv_freq"]
+    assert proven(diagnosis, carried, llama).keys() == state.keys() and diagnosis.after_fixes == "ok"
+    plain = diagnose(dict(state), llama, told(state, llama))
+    assert [(c.id, c.keys) for c in plain.causes] == [("non_persistent_absent", nested)]
