@@ -154,3 +154,31 @@ def test_a_prefix_on_one_side_is_removed_and_said(tmp_path: Path) -> None:
         ("linear.bias", 1, ["values"], "[3] float32"),
     ]
     assert "they differ in 2 of 5 keys" in differ.headline["en"]
+
+
+def test_no_largest_difference_is_told_when_no_values_were_compared(api: TestClient, tmp_path: Path) -> None:
+    """Null (and "—" on the page) when nothing was compared, never 0.0, which says "compared, equal"."""
+    a = {"w": torch.ones(2, 3), "big": torch.arange(20.0)}  # another shape; over the cap of elements
+    b = {"w": torch.ones(3, 2), "big": torch.arange(20.0) + 1}
+    same = {"s": torch.zeros(2)}  # compared, and equal
+    for name, state in (("a", a), ("b", b), ("a_same", a | same), ("b_same", b | same)):
+        save_file(state, tmp_path / f"{name}.safetensors")
+
+    def compared(x: str, y: str) -> tuple[dict, object]:
+        files = [
+            ("file", (f"{x}.safetensors", (tmp_path / f"{x}.safetensors").read_bytes())),
+            ("other", (f"{y}.safetensors", (tmp_path / f"{y}.safetensors").read_bytes())),
+        ]
+        answer = api.post("/api/checkpoints/compare", files=files)
+        assert answer.status_code == 200, answer.text
+        page = parse(api.post("/checkpoints", files=files).text)
+        return answer.json()["summary"], page.find("dd", **{"data-field": "max_abs_diff"})
+
+    summary, shown = compared("a", "b")
+    largest = (summary["max_abs_diff"], summary["max_rel_diff"])
+    assert summary["values_compared"] == 0 and largest == (None, None)
+    assert shown.text.startswith("—")
+    summary, shown = compared("a_same", "b_same")
+    largest = (summary["max_abs_diff"], summary["max_rel_diff"])
+    assert summary["values_compared"] == 1 and largest == (0.0, 0.0)
+    assert shown.text.startswith("0 ")
