@@ -134,7 +134,7 @@ def _answer(job: Job, budget: Budget) -> bytes:
             return _refusal(413, _memory_message(budget))
         error = f"{type(exc).__name__}: {exc}"[:2000]
         return _refusal(422, Text("the inspector could not read this file: {error}", error=error))
-    if len(report) + 1 > budget.report_max_bytes:
+    if len(report) > budget.report_max_bytes:
         return _refusal(413, _report_message(budget, len(report)))
     return b"R" + report
 
@@ -453,7 +453,7 @@ def run_forked(job: Job, budget: Budget) -> bytes:
             data = os.read(fd, READ)
             if not data:
                 break
-            if len(body) + len(data) > budget.report_max_bytes:
+            if len(body) + len(data) > budget.report_max_bytes + 1:  # and the answer's tag byte
                 cause = "cap"
                 break
             body.extend(data)
@@ -492,7 +492,8 @@ async def run_isolated(job: Job, budget: Budget) -> bytes:
         _stopped.add(process)
         process.kill()
     try:
-        body, cause = await _collect(reader, budget.report_max_bytes, deadline - loop.time())
+        # the report's cap, and the answer's tag byte
+        body, cause = await _collect(reader, budget.report_max_bytes + 1, deadline - loop.time())
         if cause:
             process.kill()
         # The pipe closes as the child exits; its status follows at once (or after the kill).
