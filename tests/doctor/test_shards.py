@@ -19,6 +19,7 @@ from app.doctor.diagnosis import diagnose
 from app.doctor.shards import MAX_SHARDS
 from app.main import create_app
 from app.settings import Settings
+from tests.support.faces import FACES, Faces
 from tests.support.html import parse
 
 INDEX = "model.safetensors.index.json"
@@ -101,13 +102,41 @@ def test_each_disagreement_is_named(api: TestClient, shards: Path, tmp_path: Pat
     assert all(k in present for kind, k in problems if kind in ("not_in_index", "in_two_shards"))
 
 
-def test_the_cap_is_on_the_sum(shards: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=FACES)
+def face(request: pytest.FixtureRequest, tmp_path: Path) -> Faces:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    return Faces(request.param, uploads)
+
+
+def test_the_byte_cap_is_on_the_shards_together(face: Faces, shards: Path) -> None:
+    """Each shard far under the cap, all together at it: read; one byte less: refused. mre has no
+    upload layer in front to count the bytes for it: the shards' reader must add them up."""
     files = shard_files(shards)
-    total = sum(f.stat().st_size for f in files)  # each file far under the cap, all together over it
-    settings = Settings(checkpoint_tmp_dir=str(tmp_path), checkpoint_max_bytes=total - 1)
-    with TestClient(create_app(settings)) as capped:
-        answer = capped.post("/api/checkpoints", files=parts(files))
-    assert answer.status_code == 413 and "MRE_CHECKPOINT_MAX_BYTES" in answer.json()["detail"]
+    total = sum(f.stat().st_size for f in files)
+    assert max(f.stat().st_size for f in files) < total // 2
+    assert face.inspect(files, checkpoint_max_bytes=total).accepted
+    assert face.inspect(files, checkpoint_max_bytes=total - 1).refused(f"over the cap of {total - 1} bytes")
+
+
+def test_the_cap_of_tensors_is_on_the_shards_together(face: Faces, tmp_path: Path) -> None:
+    files = many_shards(tmp_path / "three", 3)[:-1]  # one tensor each, no index
+    assert face.inspect(files, checkpoint_max_entries=3).accepted
+    assert face.inspect(files, checkpoint_max_entries=2).refused("more than 2 tensors in the shards")
+
+
+def test_the_cap_of_keys_holds_for_the_index(face: Faces, tmp_path: Path) -> None:
+    files = many_shards(tmp_path / "three", 3)
+    assert face.inspect(files, checkpoint_max_entries=3).accepted
+    assert face.inspect(files, checkpoint_max_entries=2).refused(f"{INDEX}: 3 keys; at most 2")
+
+
+def test_an_index_of_the_header_cap_is_read_and_one_byte_more_refused(face: Faces, tmp_path: Path) -> None:
+    files = many_shards(tmp_path / "three", 3)
+    size = files[-1].stat().st_size  # the index, larger than each shard's own header
+    assert face.inspect(files, checkpoint_header_max_bytes=size).accepted
+    refused = face.inspect(files, checkpoint_header_max_bytes=size - 1)
+    assert refused.refused(f"an index of {size} bytes, over the cap of {size - 1}")
 
 
 def test_will_this_gpt2_checkpoint_load_into_gpt2(shards: Path) -> None:

@@ -28,10 +28,11 @@ class Answer:
     said: str  # the refusal's words, or the report as JSON
 
     def refused(self, *words: str) -> bool:
-        """Refused as too large (413; mre: bad input), saying each of ``words`` (wrapped or not)."""
-        said = " ".join(self.said.split())
+        """Refused as too large (413; mre: bad input), saying each of ``words`` (mre's console
+        wraps its lines, a long path included: spaces and line ends are left out of the match)."""
+        said = "".join(self.said.split())
         too_large = self.status in (413, cli.BAD_INPUT)
-        return not self.accepted and too_large and all(w in said for w in words)
+        return not self.accepted and too_large and all("".join(w.split()) in said for w in words)
 
 
 class Faces:
