@@ -4,6 +4,7 @@ rooms and their versions, joins, votes and their caps at the boundary, expiry, f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -75,14 +76,48 @@ def test_a_changed_vote_does_not_count_again_toward_the_cap(brokers: Brokers) ->
     brokers.run(scenario, votes=2)
 
 
+def test_votes_on_every_step_count_together_toward_the_cap(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        code = (await b.create("t", "/", "c")).code
+        for student in ("s1", "s2"):
+            await b.join(code, student, "a")
+        await b.vote(code, "l:1", "s1", 0)
+        await b.vote(code, "l:2", "s1", 1)  # the cap, over two steps: accepted
+        with pytest.raises(Refused, match="MRE_CLASS_MAX_VOTES"):
+            await b.vote(code, "l:3", "s2", 0)  # a step of its own does not start a count of its own
+        assert (await b.vote(code, "l:2", "s1", 0)).of(2) == [1, 0]  # a change at the cap still counts
+
+    brokers.run(scenario, votes=2)
+
+
+def test_streams_stop_at_their_caps_per_address_and_per_process(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        code = (await b.create("t", "/", "a")).code
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(2):  # one address's cap: accepted
+                await held.enter_async_context(b.hub.stream(code, "nat"))
+            with pytest.raises(Refused, match="MRE_CLASS_MAX_STREAMS_PER_CLIENT"):
+                await held.enter_async_context(b.hub.stream(code, "nat"))
+            await held.enter_async_context(b.hub.stream(code, "other", student=False))  # the process's cap
+            with pytest.raises(Full, match=r"MRE_CLASS_MAX_STREAMS\)"):
+                await held.enter_async_context(b.hub.stream(code, "third"))
+            assert (b.hub.count, b.hub.by_client) == (3, {"nat": 2, "other": 1})
+        assert (b.hub.count, b.hub.by_client, b.hub.rooms) == (0, {}, {})  # closed streams free their slots
+        async with b.hub.stream(code, "nat"), b.hub.stream(code, "nat"), b.hub.stream(code, "x"):
+            pass
+
+    brokers.run(scenario, streams=3, streams_per_client=2)
+
+
 def test_a_room_kept_changing_stays_alive_and_one_left_alone_ends(brokers: Brokers) -> None:
     async def scenario(b: Broker) -> None:
         code = (await b.create("t", "/", "c")).code
-        start = time.monotonic()
-        for _ in range(3):  # a teacher driving it for longer than its expiry
-            await asyncio.sleep(1.0)
+        start, changes = time.monotonic(), 0
+        while time.monotonic() - start < 1.5 * 2.0:  # a teacher driving it for longer than its expiry
+            await asyncio.sleep(0.1)  # a change every tenth of a second: far inside the expiry
             await b.set_state(code, "/?preset=mymodule")
-        assert time.monotonic() - start > 2.0 and (await b.room(code)).version == 4
+            changes += 1
+        assert (await b.room(code)).version == 1 + changes
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:  # then nobody touches it: it ends
             try:

@@ -13,9 +13,11 @@ from fastapi.testclient import TestClient
 
 from app.classroom import routes
 from app.classroom.lessons import lessons
+from app.classroom.page import MAX_STATE
 from app.classroom.rooms import ALPHABET, CODE_LENGTH
 from app.main import create_app
 from app.settings import Settings
+from tests.support.brokers import BROKERS, Brokers
 from tests.support.html import HX
 from tests.support.html import parse as parse_html
 
@@ -292,3 +294,22 @@ def test_the_join_link_is_the_servers_own_address_and_loopback_is_warned(server,
     assert link.url == f"http://{host}{port}/rooms/ABCDEFGH" and link.loopback is warned
     chosen = routes.join_link(Request(), Settings(class_url="http://class.example:8000/"), "ABCDEFGH")
     assert chosen.url == "http://class.example:8000/rooms/ABCDEFGH" and not chosen.loopback
+
+
+@pytest.fixture(params=BROKERS)
+def brokers(request: pytest.FixtureRequest) -> Brokers:
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    return Brokers(request.param, url)
+
+
+def test_a_state_of_the_cap_in_characters_is_taken_and_one_more_refused(brokers: Brokers) -> None:
+    base = "/?preset=testmodel&present="  # a lab; ``present`` is the page's view, not the lab's
+    at_cap = base + "0" * (MAX_STATE - len(base))
+    with TestClient(brokers.app()) as teacher:
+        code = start(teacher, at_cap)
+        assert teacher.post(f"/rooms/{code}/state", data={"state": at_cap}, headers=HX).status_code == 200
+        for refused in (
+            teacher.post("/rooms", data={"state": at_cap + "0"}, follow_redirects=False),
+            teacher.post(f"/rooms/{code}/state", data={"state": at_cap + "0"}),
+        ):
+            assert refused.status_code == 422 and f"at most {MAX_STATE} characters" in notice(refused)
