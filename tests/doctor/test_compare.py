@@ -3,6 +3,7 @@ files as torch and safetensors read them, the differences computed here directly
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support.faces import FACES, Faces
 from tests.support.html import parse
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
@@ -182,3 +184,20 @@ def test_no_largest_difference_is_told_when_no_values_were_compared(api: TestCli
     largest = (summary["max_abs_diff"], summary["max_rel_diff"])
     assert summary["values_compared"] == 1 and largest == (0.0, 0.0)
     assert shown.text.startswith("0 ")
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_a_tensor_of_the_cap_in_elements_is_compared_and_one_more_is_not(face: str, tmp_path: Path) -> None:
+    """MRE_CHECKPOINT_COMPARE_MAX_ELEMENTS on the API and on mre: 12 elements compared, 13 not."""
+    a = {"at": torch.zeros(CAP), "over": torch.zeros(CAP + 1)}
+    b = {"at": torch.ones(CAP), "over": torch.ones(CAP + 1)}
+    save_file(a, tmp_path / "a.safetensors")
+    save_file(b, tmp_path / "b.safetensors")
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    answer = Faces(face, uploads).compare(
+        [tmp_path / "a.safetensors"], [tmp_path / "b.safetensors"], checkpoint_compare_max_elements=CAP
+    )
+    rows = {row["key"]: row for row in json.loads(answer.said)["rows"]}
+    assert rows["at"]["changes"] == ["values"] and rows["at"]["differing"] == CAP
+    assert rows["over"]["changes"] == ["not_compared"] and rows["over"]["max_abs_diff"] is None
