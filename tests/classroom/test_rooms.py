@@ -55,6 +55,8 @@ def test_the_teacher_is_known_by_the_digest_of_a_secret_token() -> None:
 def test_a_tally_counts_each_choice() -> None:
     tally = Tally("l:1", {0: 2, 2: 1})
     assert tally.total == 3 and tally.of(3) == [2, 0, 1] and tally.of(1) == [2]
+    assert tally.listed() == (2, 0, 1)  # what an event carries: up to the last choice chosen
+    assert Tally("l:1").listed() == () and Tally("l:1").total == 0
 
 
 @pytest.mark.parametrize(
