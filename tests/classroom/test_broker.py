@@ -1,16 +1,19 @@
 """Every rule of a class, held by both brokers alike (in this process, and in a real redis-server):
-rooms and their versions, joins, votes and their caps at the boundary, expiry, failed joins."""
+rooms and their versions, joins, votes and their caps at the boundary, expiry, failed joins, what
+their streams are told; then what only this process's broker has: its clock, its streams' hub."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 
 import pytest
 
-from app.classroom.broker import Broker
-from app.classroom.rooms import Full, NoSuchRoom, Refused, TooManyFailures, digest
+from app.classroom.broker import Broker, Failures, Hub, Limits, MemoryBroker, Subscriber
+from app.classroom.rooms import Event, Full, NoSuchRoom, Refused, TooManyFailures, digest
+from tests.support.aio import run
 from tests.support.brokers import BROKERS, Brokers
 
 
@@ -39,7 +42,7 @@ def test_a_student_counts_once_and_the_room_fills_at_its_cap(brokers: Brokers) -
         assert (await b.join(code, "s1", "a")).students == 1
         assert (await b.join(code, "s1", "a")).students == 1  # the same student again
         assert (await b.join(code, "s2", "b")).students == 2  # the cap: accepted
-        with pytest.raises(Refused, match="MRE_CLASS_MAX_STUDENTS"):
+        with pytest.raises(Refused, match=r"this class is full: 2 students \(MRE_CLASS_MAX_STUDENTS\)"):
             await b.join(code, "s3", "c")  # one more: refused
 
     brokers.run(scenario, students=2)
@@ -49,10 +52,10 @@ def test_rooms_at_their_cap_and_per_address(brokers: Brokers) -> None:
     async def scenario(b: Broker) -> None:
         await b.create("t", "/", "a")
         await b.create("t", "/", "a")  # the per-address cap: accepted
-        with pytest.raises(Refused, match="MRE_CLASS_MAX_ROOMS_PER_CLIENT"):
+        with pytest.raises(Refused, match="You already have 2 classes open"):
             await b.create("t", "/", "a")
         await b.create("t", "/", "b")  # the server's cap: accepted
-        with pytest.raises(Full, match="MRE_CLASS_MAX_ROOMS"):
+        with pytest.raises(Full, match=r"this server runs 3 classes, its cap \(MRE_CLASS_MAX_ROOMS\)"):
             await b.create("t", "/", "c")
 
     brokers.run(scenario, rooms=3, rooms_per_client=2)
@@ -68,7 +71,7 @@ def test_a_changed_vote_does_not_count_again_toward_the_cap(brokers: Brokers) ->
         tally = await b.vote(code, "l:1", "s2", 1)  # the cap: accepted
         assert (tally.total, tally.of(2)) == (2, [0, 2])
         assert await b.vote_of(code, "l:1", "s1") == 1
-        with pytest.raises(Refused, match="MRE_CLASS_MAX_VOTES"):
+        with pytest.raises(Refused, match=r"this class has 2 votes, its cap \(MRE_CLASS_MAX_VOTES\)"):
             await b.vote(code, "l:1", "s3", 0)
         with pytest.raises(Refused, match="join the class"):
             await b.vote(code, "l:1", "stranger", 0)
@@ -83,7 +86,7 @@ def test_votes_on_every_step_count_together_toward_the_cap(brokers: Brokers) -> 
             await b.join(code, student, "a")
         await b.vote(code, "l:1", "s1", 0)
         await b.vote(code, "l:2", "s1", 1)  # the cap, over two steps: accepted
-        with pytest.raises(Refused, match="MRE_CLASS_MAX_VOTES"):
+        with pytest.raises(Refused, match=r"this class has 2 votes, its cap \(MRE_CLASS_MAX_VOTES\)"):
             await b.vote(code, "l:3", "s2", 0)  # a step of its own does not start a count of its own
         assert (await b.vote(code, "l:2", "s1", 0)).of(2) == [1, 0]  # a change at the cap still counts
 
@@ -96,10 +99,11 @@ def test_streams_stop_at_their_caps_per_address_and_per_process(brokers: Brokers
         async with contextlib.AsyncExitStack() as held:
             for _ in range(2):  # one address's cap: accepted
                 await held.enter_async_context(b.hub.stream(code, "nat"))
-            with pytest.raises(Refused, match="MRE_CLASS_MAX_STREAMS_PER_CLIENT"):
+            with pytest.raises(Refused, match="2 class streams are open from your address, its cap"):
                 await held.enter_async_context(b.hub.stream(code, "nat"))
             await held.enter_async_context(b.hub.stream(code, "other", student=False))  # the process's cap
-            with pytest.raises(Full, match=r"MRE_CLASS_MAX_STREAMS\)"):
+            cap = r"this server has 3 class streams open, its cap \(MRE_CLASS_MAX_STREAMS\)"
+            with pytest.raises(Full, match=cap):
                 await held.enter_async_context(b.hub.stream(code, "third"))
             assert (b.hub.count, b.hub.by_client) == (3, {"nat": 2, "other": 1})
         assert (b.hub.count, b.hub.by_client, b.hub.rooms) == (0, {}, {})  # closed streams free their slots
@@ -136,7 +140,7 @@ def test_failed_joins_lock_out_for_a_window_that_further_failures_do_not_move(br
         for _ in range(3):
             await b.check_failures("x")
             await b.failed("x")
-        with pytest.raises(TooManyFailures):  # the third failure was the limit
+        with pytest.raises(TooManyFailures, match="3 failed joins from your address in 3 s"):  # the limit
             await b.check_failures("x")
         await b.check_failures("another address")  # only this address is locked out
         await asyncio.sleep(1.5)
@@ -154,7 +158,7 @@ def test_joins_from_one_address_stop_at_its_cap_and_others_still_join(brokers: B
         for n in range(3):  # the per-address cap: accepted
             await b.join(code, f"nat{n}", "10.0.0.9")
         assert (await b.join(code, "nat0", "10.0.0.9")).students == 3  # a student again is no join
-        with pytest.raises(Refused, match="MRE_CLASS_MAX_JOINS_PER_CLIENT"):
+        with pytest.raises(Refused, match="3 students have joined this class from your address"):
             await b.join(code, "nat3", "10.0.0.9")
         assert (await b.join(code, "own", "10.0.0.10")).students == 4  # another address
         assert (await b.join(other, "nat3", "10.0.0.9")).students == 1  # per room
@@ -266,3 +270,135 @@ def test_a_page_open_keeps_its_class_alive_past_its_expiry(brokers: Brokers) -> 
                 await b.room(code)
 
     brokers.run(scenario, expiry_seconds=2.0)
+
+
+async def listening(b: Broker) -> None:
+    """Until the Redis broker's listener has subscribed (the in-process broker always listens)."""
+    store = getattr(b, "redis", None)
+    deadline = time.monotonic() + 30
+    while store is not None and not await store.pubsub_numpat():
+        assert time.monotonic() < deadline, "the listener never subscribed"
+        await asyncio.sleep(0.01)
+
+
+async def told(subscriber: Subscriber, kind: str, timeout: float = 30.0) -> Event:
+    """The next event of ``kind`` a stream is told (generous deadline: the machine may be busy)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in await subscriber.next(0.1):
+            if event.kind == kind:
+                return event
+    raise AssertionError(f"no {kind} event")
+
+
+def test_a_change_and_the_end_reach_the_rooms_streams_with_their_versions(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        await b.start()
+        code = (await b.create("t", "/", "a")).code
+        async with b.hub.stream(code, "a") as page:
+            await listening(b)
+            await b.set_state(code, "/?preset=mymodule")
+            state = await told(page, "state")
+            assert (state.code, state.version, state.state) == (code, 2, "/?preset=mymodule")
+            await b.end(code)
+            ended = await told(page, "ended")
+            assert (ended.code, ended.version) == (code, 3)  # past the last state: never taken for one
+
+    brokers.run(scenario)
+
+
+def test_the_console_is_told_who_joined_and_whose_page_is_open(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        await b.start()
+        code = (await b.create("t", "/", "a")).code
+        await b.closed(code, "a page never opened")  # nothing to close: no harm
+        async with b.hub.stream(code, "a", student=False) as console:
+            await listening(b)
+            counts = []
+            for action in (
+                lambda: b.join(code, "s1", "a"),
+                lambda: b.join(code, "s2", "b"),
+                lambda: b.opened(code, "k1"),
+                lambda: b.closed(code, "k1"),
+            ):
+                await action()
+                event = await told(console, "students")
+                assert (event.code, event.version) == (code, 1)
+                counts.append((event.students, event.live))
+        assert counts == [(1, 0), (2, 0), (2, 1), (2, 0)]
+
+    brokers.run(scenario)
+
+
+def test_each_room_signs_its_students_with_a_key_of_its_own(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        one, two = await b.create("t", "/", "a"), await b.create("t", "/", "a")
+        keys = {one.student_key, two.student_key, (await b.room(one.code)).student_key}
+        assert len(keys) == 2 and all(len(k) == 32 and int(k, 16) >= 0 for k in keys)
+
+    brokers.run(scenario)
+
+
+def test_an_ended_class_keeps_no_votes(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        code = (await b.create("t", "/", "a")).code
+        await b.join(code, "s1", "a")
+        tally = await b.vote(code, "l:1", "s1", 1)
+        assert (tally.step, tally.of(2), await b.vote_of(code, "l:1", "s1")) == ("l:1", [0, 1], 1)
+        await b.end(code)
+        assert (await b.tally(code, "l:1")).total == 0 and await b.vote_of(code, "l:1", "s1") is None
+
+    brokers.run(scenario)
+
+
+def test_a_room_untouched_for_exactly_its_expiry_is_kept_and_a_join_renews_it() -> None:
+    """In this process a clock can be given: the boundary exactly, with no waiting."""
+    now = [0.0]
+    b = MemoryBroker(replace(Limits(), expiry_seconds=10.0), clock=lambda: now[0])
+
+    async def scenario() -> None:
+        code = (await b.create("t", "/", "a")).code
+        now[0] = 10.0  # untouched for exactly its expiry: kept (reading it renews nothing)
+        assert (await b.room(code)).code == code
+        await b.join(code, "s1", "x")  # a join keeps a class alive
+        now[0] = 20.0
+        assert (await b.room(code)).students == 1
+        now[0] = 20.001
+        with pytest.raises(NoSuchRoom):
+            await b.room(code)
+
+    run(scenario())
+
+
+def test_failed_joins_are_remembered_for_the_newest_addresses_only() -> None:
+    failures = Failures(limit=1, window=60.0)
+    failures.MAX_CLIENTS = 2  # a bounded memory: the oldest address is forgotten first
+    for client in ("a", "b", "c"):
+        failures.add(client)
+    for client in ("b", "c"):
+        with pytest.raises(TooManyFailures):
+            failures.check(client)
+    failures.check("a")  # forgotten: no longer locked out
+
+
+def test_each_stream_has_a_key_of_its_own_in_every_process() -> None:
+    async def scenario() -> set[str]:
+        one, two = Hub(Limits()), Hub(Limits())  # two processes
+        async with one.stream("R", "a") as a, one.stream("R", "a") as b, two.stream("R", "a") as c:
+            return {a.key, b.key, c.key}
+
+    assert len(run(scenario())) == 3
+
+
+def test_a_stream_takes_the_newest_state_and_drops_one_arriving_late() -> None:
+    async def scenario() -> None:
+        page = Subscriber("k", student=True)
+        page.deliver(Event("state", "R", 1, state="/one"))  # a room never changed: version 1
+        page.deliver(Event("tally", "R", 1, step="l:1"))  # votes are not a student's page's
+        assert [(e.kind, e.state) for e in await page.next(1.0)] == [("state", "/one")]
+        page.deliver(Event("state", "R", 3, state="/three"))
+        page.deliver(Event("state", "R", 2, state="/two"))  # an older one, late
+        assert [e.state for e in await page.next(1.0)] == ["/three"]
+        assert await page.next(0.01) == []
+
+    run(scenario())
