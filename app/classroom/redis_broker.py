@@ -68,6 +68,14 @@ local event = {kind = 'state', code = ARGV[4], version = version, state = ARGV[1
 redis.call('PUBLISH', KEYS[5], cjson.encode(event))
 return version
 """
+# A room's life renewed: its own keys (the last, the set of the steps voted on) and each step's votes
+# (ARGV[2]: their keys' prefix), which live as long as the room, not as long as their last vote.
+RENEW = """
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+for _, step in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do
+  redis.call('EXPIRE', ARGV[2] .. step, ARGV[1])
+end
+"""
 
 
 def _unavailable(exc: Exception) -> Unavailable:
@@ -96,6 +104,7 @@ class RedisBroker:
         self.tasks: list[asyncio.Task] = []
         self.ttl = max(int(limits.expiry_seconds), 1)
         self.set_script = self.redis.register_script(SET_STATE)
+        self.renew_script = self.redis.register_script(RENEW)
 
     # Keys of one room.
     def _room_key(self, code: str) -> str:
@@ -119,15 +128,23 @@ class RedisBroker:
     def _live_key(self, code: str) -> str:
         return f"{PREFIX}live:{code}"
 
+    def _steps_key(self, code: str) -> str:
+        return f"{PREFIX}steps:{code}"
+
     def _keys(self, code: str) -> list[str]:
-        """The keys a room's life renews."""
+        """The keys a room's life renews (the set of its steps last: RENEW renews their votes)."""
         return [
             self._room_key(code),
             self._students_key(code),
             self._count_key(code),
             self._revealed_key(code),
             self._joins_key(code),
+            self._steps_key(code),
         ]
+
+    async def _renew(self, code: str, pipe: object) -> None:
+        votes = self._votes_key(code, "")  # the prefix of its steps' votes
+        await self.renew_script(keys=self._keys(code), args=[self.ttl, votes], client=pipe)
 
     async def start(self) -> None:
         if not self.tasks or any(t.done() for t in self.tasks):
@@ -198,8 +215,7 @@ class RedisBroker:
 
     async def _touch(self, code: str) -> None:
         pipe = self.redis.pipeline()
-        for key in self._keys(code):
-            pipe.expire(key, self.ttl)
+        await self._renew(code, pipe)
         pipe.zadd(PREFIX + "rooms", {code: time.time()})
         await pipe.execute()
 
@@ -267,7 +283,10 @@ class RedisBroker:
     async def _set_state(self, code: str, state: str, revealed: str) -> Room:
         keys = [self._room_key(code), self._students_key(code), self._count_key(code)]
         keys += [PREFIX + "rooms", f"{PREFIX}events:{code}", self._revealed_key(code)]
-        version = await self.set_script(keys=keys, args=[state, self.ttl, time.time(), code, revealed])
+        pipe = self.redis.pipeline()
+        await self.set_script(keys=keys, args=[state, self.ttl, time.time(), code, revealed], client=pipe)
+        await self._renew(code, pipe)  # its votes and joins too: a class being taught keeps all it has
+        version = (await pipe.execute())[0]
         if version is None:
             raise no_such_room(code)
         return await self._room(code)
@@ -324,6 +343,8 @@ class RedisBroker:
         pipe = self.redis.pipeline()
         pipe.hset(key, student, choice)
         pipe.expire(key, self.ttl)
+        pipe.sadd(self._steps_key(code), step)
+        pipe.expire(self._steps_key(code), self.ttl)
         await pipe.execute()
         tally = await self._tally(code, step)
         await self._publish(
@@ -387,6 +408,5 @@ class RedisBroker:
         for code, streams in codes.items():
             if streams:
                 pipe.zadd(self._live_key(code), dict.fromkeys(streams, until), xx=True)
-            for key in self._keys(code):
-                pipe.expire(key, self.ttl, xx=True)
+            await self._renew(code, pipe)
         await pipe.execute()

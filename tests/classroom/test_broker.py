@@ -116,12 +116,19 @@ def test_streams_stop_at_their_caps_per_address_and_per_process(brokers: Brokers
 def test_a_room_kept_changing_stays_alive_and_one_left_alone_ends(brokers: Brokers) -> None:
     async def scenario(b: Broker) -> None:
         code = (await b.create("t", "/", "c")).code
+        await b.join(code, "s1", "a")
+        await b.vote(code, "l:1", "s1", 1)
         start, changes = time.monotonic(), 0
         while time.monotonic() - start < 1.5 * 2.0:  # a teacher driving it for longer than its expiry
             await asyncio.sleep(0.1)  # a change every tenth of a second: far inside the expiry
             await b.set_state(code, "/?preset=mymodule")
             changes += 1
-        assert (await b.room(code)).version == 1 + changes
+        room = await b.room(code)
+        assert (room.version, room.students) == (1 + changes, 1)
+        # and all it holds: the votes (of a step voted on before), the joins from each address
+        assert (await b.tally(code, "l:1")).of(2) == [0, 1] and await b.vote_of(code, "l:1", "s1") == 1
+        with pytest.raises(Refused, match="1 students have joined this class from your address"):
+            await b.join(code, "s2", "a")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:  # then nobody touches it: it ends
             try:
@@ -131,7 +138,7 @@ def test_a_room_kept_changing_stays_alive_and_one_left_alone_ends(brokers: Broke
             await asyncio.sleep(0.2)
         raise AssertionError("the room left alone did not end")
 
-    brokers.run(scenario, expiry_seconds=2.0)
+    brokers.run(scenario, expiry_seconds=2.0, joins_per_client=1)
 
 
 def test_failed_joins_lock_out_for_a_window_that_further_failures_do_not_move(brokers: Brokers) -> None:
