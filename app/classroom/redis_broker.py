@@ -139,6 +139,7 @@ class RedisBroker:
             self._count_key(code),
             self._revealed_key(code),
             self._joins_key(code),
+            self._live_key(code),
             self._steps_key(code),
         ]
 
