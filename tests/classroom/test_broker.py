@@ -26,12 +26,14 @@ def brokers(request: pytest.FixtureRequest) -> Brokers:
 def test_a_room_is_made_read_and_changed_in_versions(brokers: Brokers) -> None:
     async def scenario(b: Broker) -> None:
         room = await b.create("token", "/?preset=testmodel", "10.0.0.1")
-        assert (room.token_digest, room.version) == (digest("token"), 1)
+        assert (room.token_digest, room.state, room.version) == (digest("token"), "/?preset=testmodel", 1)
         changed = await b.set_state(room.code, "/lessons/x?step=2")
         assert (changed.state, changed.version) == ("/lessons/x?step=2", 2)
         assert (await b.room(room.code)).version == 2
-        with pytest.raises(NoSuchRoom):
+        with pytest.raises(NoSuchRoom, match="no class with the code ZZZZZZZZ"):
             await b.room("ZZZZZZZZ")
+        with pytest.raises(NoSuchRoom, match="no class with the code ZZZZZZZZ"):
+            await b.set_state("ZZZZZZZZ", "/")
 
     brokers.run(scenario)
 
@@ -70,6 +72,8 @@ def test_a_changed_vote_does_not_count_again_toward_the_cap(brokers: Brokers) ->
         await b.vote(code, "l:1", "s1", 1)  # a change, not a second vote
         tally = await b.vote(code, "l:1", "s2", 1)  # the cap: accepted
         assert (tally.total, tally.of(2)) == (2, [0, 2])
+        read = await b.tally(code, "l:1")
+        assert (read.step, read.of(2), (await b.tally(code, "l:2")).total) == ("l:1", [0, 2], 0)
         assert await b.vote_of(code, "l:1", "s1") == 1
         with pytest.raises(Refused, match=r"this class has 2 votes, its cap \(MRE_CLASS_MAX_VOTES\)"):
             await b.vote(code, "l:1", "s3", 0)
@@ -258,6 +262,7 @@ def test_a_tally_event_carries_its_counts_by_choice(brokers: Brokers) -> None:
                 for event in await console.next(0.2):
                     tally = event if event.kind == "tally" else tally
         assert tally is not None and (tally.step, tally.votes, tally.counts) == ("l:1", 2, (1, 0, 1))
+        assert (tally.code, tally.version) == (code, 1)
 
     brokers.run(scenario)
 
@@ -270,7 +275,7 @@ def test_a_page_open_keeps_its_class_alive_past_its_expiry(brokers: Brokers) -> 
             for _ in range(4):  # longer than the expiry, nothing changed, only the page open
                 await asyncio.sleep(0.8)
                 await b.keep(b.hub.students())
-            assert (await b.room(code)).code == code
+            assert (await b.room(code)).live == 1  # and the page renewed still counts
         with pytest.raises(NoSuchRoom):
             for _ in range(40):
                 await asyncio.sleep(0.2)
@@ -323,16 +328,17 @@ def test_the_console_is_told_who_joined_and_whose_page_is_open(brokers: Brokers)
             await listening(b)
             counts = []
             for action in (
+                lambda: b.opened(code, "k1"),  # a page open before anyone joined (a reload)
                 lambda: b.join(code, "s1", "a"),
                 lambda: b.join(code, "s2", "b"),
-                lambda: b.opened(code, "k1"),
+                lambda: b.opened(code, "k2"),
                 lambda: b.closed(code, "k1"),
             ):
                 await action()
                 event = await told(console, "students")
                 assert (event.code, event.version) == (code, 1)
                 counts.append((event.students, event.live))
-        assert counts == [(1, 0), (2, 0), (2, 1), (2, 0)]
+        assert counts == [(0, 1), (1, 1), (2, 1), (2, 2), (2, 1)]
 
     brokers.run(scenario)
 
@@ -409,3 +415,43 @@ def test_a_stream_takes_the_newest_state_and_drops_one_arriving_late() -> None:
         assert await page.next(0.01) == []
 
     run(scenario())
+
+
+def test_a_cap_of_one_admits_one(brokers: Brokers) -> None:
+    """Each per-address and per-room cap at its smallest: the first is taken, the second refused."""
+
+    async def scenario(b: Broker) -> None:
+        code = (await b.create("t", "/", "a")).code
+        with pytest.raises(Refused, match="You already have 1 classes open"):
+            await b.create("t", "/", "a")
+        await b.join(code, "s1", "x")
+        with pytest.raises(Refused, match="1 students have joined this class from your address"):
+            await b.join(code, "s2", "x")
+        await b.join(code, "s2", "y")
+        with pytest.raises(Refused, match="this class is full: 2 students"):
+            await b.join(code, "s3", "z")
+        await b.vote(code, "l:1", "s1", 0)
+        with pytest.raises(Refused, match="this class has 1 votes"):
+            await b.vote(code, "l:2", "s1", 0)
+        await b.check_failures("z")
+        await b.failed("z")
+        with pytest.raises(TooManyFailures, match="1 failed joins"):
+            await b.check_failures("z")
+        async with b.hub.stream(code, "x"):
+            with pytest.raises(Refused, match="1 class streams are open from your address"):
+                async with b.hub.stream(code, "x"):
+                    pass
+
+    limits = {"rooms_per_client": 1, "joins_per_client": 1, "students": 2, "votes": 1, "failed_joins": 1}
+    brokers.run(scenario, **limits, streams_per_client=1)
+
+
+def test_an_ended_class_frees_its_place_among_the_servers_rooms(brokers: Brokers) -> None:
+    async def scenario(b: Broker) -> None:
+        code = (await b.create("t", "/", "a")).code
+        with pytest.raises(Full, match="this server runs 1 classes"):
+            await b.create("t", "/", "b")
+        await b.end(code)
+        await b.create("t", "/", "b")
+
+    brokers.run(scenario, rooms=1)
