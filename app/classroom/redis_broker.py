@@ -345,7 +345,8 @@ class RedisBroker:
         pipe.hset(key, student, choice)
         pipe.expire(key, self.ttl)
         pipe.sadd(self._steps_key(code), step)
-        pipe.expire(self._steps_key(code), self.ttl)
+        for renewed in (self._steps_key(code), self._count_key(code)):  # as the room's other keys
+            pipe.expire(renewed, self.ttl)
         await pipe.execute()
         tally = await self._tally(code, step)
         await self._publish(
