@@ -19,6 +19,7 @@ from app.architectures.catalogue import (
     count_note,
     devices_for,
 )
+from app.architectures.config_store import ConfigStore, elements, too_large
 from app.architectures.isolated import Budget
 from app.architectures.module_tree import (
     ModuleNode,
@@ -60,6 +61,8 @@ class ArchitecturePage:
     devices: tuple[str, ...] = ()  # where it can be built here
     extra: dict[str, str] = field(default_factory=dict)  # query kept in its links (c= of a pasted config)
     pasted: str = ""  # the list page: the config.json a refusal sends back to its form
+    lab_link: str = ""  # a pasted config small enough for the lab: where it opens there
+    not_in_lab: str = ""  # one that is not: why
 
     def context(self) -> dict:
         return {
@@ -213,10 +216,17 @@ def page_of(
 
 
 def config_page_of(
-    view: View, config: dict | None, c: str, q: str, asked: dict[str, str], budget: Budget
+    view: View,
+    config: dict | None,
+    c: str,
+    q: str,
+    asked: dict[str, str],
+    budget: Budget,
+    store: ConfigStore,
 ) -> tuple[ArchitecturePage, int]:
     """A pasted config's page (``config``, or the ``c=`` of its permalink): the same sections as a
-    catalogue architecture's, made in an isolated child; refusals said on the page."""
+    catalogue architecture's, made in an isolated child; refusals said on the page. Within the
+    lab's cap (``store``) it links to the lab, else it says why not."""
     asked = {k: v[:20] for k, v in asked.items() if k in PLAN_FIELDS}
     try:
         config = config if config is not None else configs.decode(c)
@@ -233,6 +243,8 @@ def config_page_of(
         "state_dict()": _matching(grouped(tree.state_dict), q),
     }
     plan_error = rendered(report.plan_error)[view.lang] if report.plan_error else None
+    count, keep = elements(report), {"lang": view.lang} if view.lang_chosen else {}
+    lab_link = "/architectures/config/lab?" + urlencode({"c": report.c, **keep}) if store.fits(count) else ""
     page = ArchitecturePage(
         view,
         arch,
@@ -247,5 +259,7 @@ def config_page_of(
         asked=asked,
         plan_error=plan_error,
         extra={"c": report.c},
+        lab_link=lab_link,
+        not_in_lab="" if lab_link else too_large(count, store.max_elements)[view.lang],
     )
     return page, 422 if plan_error and asked else 200
