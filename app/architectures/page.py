@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import torch
+
 from app.architectures import configs
 from app.architectures import memo as architecture_memo
 from app.architectures.activations import ModuleShape
@@ -18,6 +20,7 @@ from app.architectures.catalogue import (
     ArchitectureError,
     count_note,
     devices_for,
+    transformers_module,
 )
 from app.architectures.config_store import ConfigStore, elements, too_large
 from app.architectures.isolated import Budget
@@ -76,6 +79,10 @@ class ArchitecturePage:
             "runs": self.runs,
             "note": count_note(self.arch.id) if self.arch and self.arch.id in ARCHITECTURES else None,
             "extra": "".join(f"&{k}={v}" for k, v in self.extra.items()),
+            # What built the figures shown (a pasted config's child runs this same install).
+            "versions": {"torch": torch.__version__, "transformers": transformers_module().__version__}
+            if self.tree
+            else {},
         }
 
     def shape_rows(self) -> list[tuple[str, ModuleShape, int]]:

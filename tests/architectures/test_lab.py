@@ -116,7 +116,9 @@ def test_the_lab_page_and_api_open_them(client: TestClient) -> None:
     assert any("model.rotary_emb.inv_freq" in r.text for r in rows)
     moved = client.get("/api/lab", params=query).json()
     assert {r["device"] for r in moved["named_parameters"]} == {"meta"}
-    assert torch.__version__ and ARCHITECTURES["llama_tiny"].tiny
+    # The page says which torch it was read from: this one.
+    assert parse(page.text).find(id="torch-version").text == torch.__version__
+    assert ARCHITECTURES["llama_tiny"].tiny
 
 
 def opened_in_lab(client: TestClient, config: dict, lang: str = "en") -> str:

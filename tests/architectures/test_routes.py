@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import torch
+import transformers
 from fastapi.testclient import TestClient
 
 from app.architectures import configs
@@ -114,7 +115,10 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     # An htmx request gets the report block alone.
     fragment = client.get("/architectures/gpt2_tiny", params={"q": "wte"}, headers={"HX-Request": "true"})
     assert fragment.text.startswith('<div id="results"') and "HX-Request" in fragment.headers["vary"]
-    assert torch.__version__  # the page was read from this torch
+    # The page names the torch and transformers it was read from: these.
+    full = parse(client.get("/architectures/gpt2_tiny").text)
+    assert full.find(id="torch-version").text == f"torch {torch.__version__}"
+    assert full.find(id="transformers-version").text == f"transformers {transformers.__version__}"
 
 
 def test_will_it_fit_speaks_the_pages_language(client: TestClient) -> None:
