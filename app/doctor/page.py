@@ -21,9 +21,10 @@ FORM_FIELDS = ("lang", "present", "state_dict")  # beside the spec (preset, devi
 
 
 def architecture_of(pairs: list[tuple[str, str]], settings: Settings) -> str | None:
-    """The architecture chosen in the same field as a preset (their ids never meet), where they are on."""
+    """The architecture chosen in the same field as a preset. The tiny architectures are lab presets
+    too (registered at start-up): the doctor loads into the architecture, as ``mre --into`` does."""
     chosen = dict(pairs).get("preset", "")
-    if chosen in PRESETS or chosen not in ARCHITECTURES:
+    if chosen not in ARCHITECTURES:
         return None
     return architecture_target(chosen, settings.architectures)
 
@@ -38,7 +39,7 @@ def context(view: View, **extra: object) -> dict:
     return {
         "view": view,
         "langs": LANGS,
-        "presets": PRESETS,
+        "presets": {k: p for k, p in PRESETS.items() if p.make is None},  # real models: architectures
         "styles": ALL_STYLES,
         "spec": None,
         "architecture": None,  # the architecture chosen instead of a preset

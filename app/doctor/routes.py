@@ -236,11 +236,11 @@ async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep
     if off is not None:
         return off
     pairs = request.query_params.multi_items()
+    architecture = architecture_of(pairs, settings)
     try:
-        spec = spec_of(pairs, lab_bounds(settings))
+        spec = None if architecture else spec_of(pairs, lab_bounds(settings))
     except SpecError:
         spec = None
-    architecture = None if spec else architecture_of(pairs, settings)
     return respond(view, spec=spec, architecture=architecture, architectures=offered(settings))
 
 
