@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi.responses import Response
 
 from app.architectures.catalogue import ARCHITECTURES
-from app.doctor.targets import architecture_target
+from app.doctor.targets import architecture_target, listed
 from app.lab.presets import PRESETS
 from app.lab.query import Bounds, read_page
 from app.lab.spec import LabSpec
@@ -32,7 +32,7 @@ def architecture_of(pairs: list[tuple[str, str]], settings: Settings) -> str | N
 def spec_of(pairs: list[tuple[str, str]], bounds: Bounds) -> LabSpec | None:
     """The module to load into, read as the lab page reads its URL; none when no preset is chosen."""
     pairs = [(k, v) for k, v in pairs if k not in FORM_FIELDS]
-    return read_page(pairs, bounds, "cpu").spec if dict(pairs).get("preset") else None
+    return listed(read_page(pairs, bounds, "cpu").spec if dict(pairs).get("preset") else None)
 
 
 def context(view: View, **extra: object) -> dict:

@@ -4,6 +4,7 @@ the experiment observed."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -177,8 +178,18 @@ def test_a_small_pasted_config_opens_in_the_lab_as_transformers_builds_it(client
         # name a tensor of its own, and the report says so as torch does.
         tied = "lm_head.weight" not in [r["name"] for r in report["named_parameters"]]
         assert tied == (model.lm_head.weight is model.model.embed_tokens.weight) == (device == "cpu")
-    # Listed nowhere: only its URL opens it.
+    # Listed nowhere: only its URL opens it. The checkpoint doctor (whose inspections run in a child
+    # that knows the listed presets only) refuses it by name rather than failing in that child.
     assert preset_id not in {p["id"] for p in client.get("/api/presets").json()}
+    buffer = io.BytesIO()
+    torch.save(pasted_direct().state_dict(), buffer)
+    doctor = client.post(
+        "/api/checkpoints", params={"preset": preset_id}, files={"file": ("m.pt", buffer.getvalue())}
+    )
+    assert (
+        doctor.status_code == 422
+        and "not a pasted config kept for the lab" in doctor.json()["detail"][0]["msg"]
+    )
 
 
 def test_every_experiment_runs_on_a_pasted_config_and_its_script_prints_what_it_saw(
