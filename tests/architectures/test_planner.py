@@ -13,7 +13,6 @@ from app.architectures.activations import inference_forward, training_forward
 from app.architectures.catalogue import ArchitectureError, build
 from app.architectures.planner import (
     CARDS,
-    GIB,
     RECIPES,
     PlanInput,
     checked,
@@ -128,7 +127,7 @@ def test_the_batch_grows_activations_linearly_and_the_largest_batch_is_the_arith
             assert card.fits == (row.total <= card.capacity)
         small = row.cards[-1]
         assert small.largest_batch == (3 * 10**6 - row.fixed) // row.per_sample
-        assert small.arithmetic.startswith(f"({3 * 10**6 / GIB:,.2f} GiB - ")
+        assert small.arithmetic.startswith(f"({3 * 10**6 / 2**20:,.2f} MiB - ")  # under 1/16 GiB: MiB
 
 
 def test_a_full_size_plan_on_meta() -> None:
