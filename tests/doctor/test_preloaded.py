@@ -17,7 +17,7 @@ PROBE = """
 import json, sys
 from app.doctor import isolated, runs
 from app.settings import Settings
-from tests.doctor.test_preloaded import probe
+from tests.support.inspectors import modeling_modules as probe
 
 settings = Settings(architectures={on}, checkpoint_tmp_dir=sys.argv[1])
 runs.start(settings)
@@ -29,11 +29,6 @@ child.start()
 print(json.dumps(queue.get(timeout=600)))
 child.join()
 """
-
-
-def probe(queue) -> None:
-    """Run in an inspection child: the modeling modules it already holds."""
-    queue.put(sorted(m for m in sys.modules if m.startswith("transformers.models.")))
 
 
 def imported_in_child(on: bool, tmp: str) -> list[str]:
