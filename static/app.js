@@ -64,28 +64,52 @@
   }, true);
 
   // Linked views: pointing at or focusing anything of a member (its control, a row of any table,
-  // its matrix row, its code line) lights that member up everywhere.
-  function link(member, on) {
-    document.querySelectorAll("[data-member]").forEach(function (el) {
-      el.classList.toggle("linked", on && el.dataset.member === member);
+  // its matrix row, its code line, its chip in the picture) lights that member up everywhere. A chip
+  // of a layer's tensor (no member) and that tensor's rows in the three tables light each other;
+  // a chip drawn once for alike blocks stands for each block's members and tensors.
+  const LINKED = "[data-member], [data-members], svg.diagram .chip, .tables tr[data-name]";
+  function keysOf(el) {
+    const keys = [];
+    if (el.dataset.member !== undefined) keys.push("m:" + el.dataset.member);
+    if (el.dataset.members) JSON.parse(el.dataset.members).forEach(function (m) { keys.push("m:" + m); });
+    if (el.dataset.tensors) JSON.parse(el.dataset.tensors).forEach(function (t) { keys.push("t:" + t); });
+    if (el.matches(".tables tr[data-name]")) keys.push("t:" + el.dataset.name);
+    return keys;
+  }
+  function link(keys, on) {
+    document.querySelectorAll(LINKED).forEach(function (el) {
+      el.classList.toggle("linked", on && keysOf(el).some(function (k) { return keys.indexOf(k) >= 0; }));
     });
   }
-  function memberOf(target) {
-    const el = target.closest && target.closest("[data-member]");
-    return el ? el.dataset.member : null;
+  function linkedOf(target) {
+    const el = target && target.closest && target.closest(LINKED);
+    return el ? keysOf(el) : null;
   }
   ["mouseover", "focusin"].forEach(function (type) {
     document.addEventListener(type, function (event) {
-      const member = memberOf(event.target);
-      if (member !== null) link(member, true);
+      const keys = linkedOf(event.target);
+      if (keys !== null) link(keys, true);
     });
   });
   ["mouseout", "focusout"].forEach(function (type) {
     document.addEventListener(type, function (event) {
-      const member = memberOf(event.target);
-      const next = event.relatedTarget && memberOf(event.relatedTarget);
-      if (member !== null && next !== member) link(member, false);
+      const keys = linkedOf(event.target);
+      const next = linkedOf(event.relatedTarget);
+      if (keys !== null && (next === null || next.join("\n") !== keys.join("\n"))) link(keys, false);
     });
+  });
+
+  // The picture moves across a swap: each of its elements keeps its id, htmx puts back the old
+  // position (the attributes it settles) before the new one, and a CSS transition draws the way
+  // between, once the browser has seen the old one (a style read here, right after the swap).
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!window.htmx) return;
+    const settled = htmx.config.attributesToSettle;
+    ["transform", "x", "y"].forEach(function (name) { if (settled.indexOf(name) < 0) settled.push(name); });
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    const svg = event.target.querySelector && event.target.querySelector("svg.diagram");
+    if (svg) getComputedStyle(svg).getPropertyValue("transform");
   });
 
   // An experiment chosen (or its option changed): its result comes into view and takes focus.

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from app.lab import devices, memo
+from app.lab import devices, diagram, memo
 from app.lab import query as lab_query
 from app.lab.diff import LabDiff, compare, with_matrix
 from app.lab.experiments import EXPERIMENTS, ExperimentResult
@@ -70,6 +70,7 @@ class LabPage:
     report: LabReport
     matrix: Matrix
     diff: LabDiff
+    before: LabReport | None = None  # the report of the page it was swapped from: the diagram's marks
     ignored: tuple[str, ...] = ()  # style.* of another module, dropped and said
     controls: bool = False  # the member controls change too (another module, a member added or dropped)
 
@@ -98,6 +99,7 @@ def lab_page(query: LabQuery, view: View, previous: LabSpec | None) -> LabPage:
         report=report,
         matrix=table,
         diff=diff,
+        before=before,
         # A swap to another module still sent the old module's members: expected to go, not reported.
         ignored=() if view.htmx and controls else query.ignored,
         controls=controls,
@@ -116,16 +118,15 @@ def blocks_of(page: LabPage, view: View) -> tuple[str, ...]:
     return blocks + (("controls",) if page.controls else ())
 
 
-def owners(report: LabReport) -> dict[str, str]:
-    """Each tensor's name -> the member it belongs to (itself, or a container's layers under it)."""
-    names = [m.name for m in report.members]
-    found: dict[str, str] = {}
-    rows = [*report.named_parameters, *report.named_buffers, *report.state_dict]
-    for row in rows:
-        for name in names:
-            if row.name == name or row.name.startswith((name + ".", name + "[")):
-                found.setdefault(row.name, name)
-    return found
+owners = diagram.owners  # each tensor's name -> its member, for the linked highlight
+
+
+def diagrams(page: LabPage, lang: str) -> dict[str, diagram.Diagram]:
+    """The page's picture in both arrangements (lanes side by side; one under the other on a phone)."""
+    return {
+        variant: diagram.draw(page.report, lang, variant, page.before, page.diff, page.experiment)
+        for variant in (diagram.WIDE, diagram.NARROW)
+    }
 
 
 def code_lines(report: LabReport) -> list[tuple[str, str | None]]:
@@ -156,6 +157,7 @@ def context(view: View, page: LabPage | None = None, error: str | None = None) -
         "diff": page.diff if page else None,
         "members": {m.name: m for m in members(spec)} if spec else {},
         "owners": owners(page.report) if page else {},
+        "diagrams": diagrams(page, view.lang) if page else {},
         "code_lines": code_lines(page.report) if page else [],
         "without": lambda name: without(spec, view, name) if spec else "/",
         "experiments": EXPERIMENTS,
