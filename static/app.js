@@ -28,8 +28,8 @@
       cycle(document.getElementById("preset"), step);
     } else if (event.code === "KeyD") {
       cycle(document.getElementById("device"), step);
-    } else if (event.code === "KeyT") {
-      const toggle = document.querySelector("a[aria-keyshortcuts='t']");
+    } else if (event.code === "KeyT" || event.code === "KeyG") {
+      const toggle = document.querySelector("a[aria-keyshortcuts='" + event.code.slice(3).toLowerCase() + "']");
       if (toggle) window.location.href = toggle.href;
     } else if (/^Digit[1-9]$/.test(event.code)) {
       const selects = document.querySelectorAll("#members-table select");
