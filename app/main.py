@@ -4,9 +4,11 @@ HTTP edge together. ``app = create_app()`` is the ASGI app. Nothing imports this
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 import torch
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -29,8 +31,11 @@ from app.web import errors, html
 from app.web.assets import api_docs, static_assets
 from app.web.offload import Offload
 
+log = logging.getLogger("uvicorn.error")
 # GET routes whose answer is a pure function of path, query and the headers they name in Vary.
 CACHED_PATHS = ("/", "/api/lab", "/api/styles", "/api/presets", "/api/experiments", "/api/matrix", "/lessons")
+# What a class's students see of a state (/follow?room=<code>&state=...) is one URL for the class.
+CACHED_PATHS += ("/follow",)
 # A lesson step, like an architecture's report, is a pure function of its URL too.
 CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", "/lessons/")
 
@@ -41,11 +46,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     everything made so far moved out of the garbage collector's sight: torch, transformers and the
     app are ~200k objects that live for ever, and a full collection that scans them stalls every
     request for ~80 ms (the p99 of cached answers), a few times a minute under load."""
-    runs.start(app.state.settings)
+    settings: Settings = app.state.settings
+    runs.start(settings)
+    # Warm before healthy (after the doctor's forkserver exists: it never holds a CUDA context).
+    took = await anyio.to_thread.run_sync(lab_routes.warm, settings)
+    log.info("warm start: %s", ", ".join(f"{what} {seconds:.2f} s" for what, seconds in took.items()))
+    await app.state.classroom.start()
     if not gc.get_freeze_count():  # once per process: an app made later (a test's) stays collectable
         gc.collect()
         gc.freeze()
-    yield
+    try:
+        yield
+    finally:
+        await app.state.classroom.close()
 
 
 class ExplorerApp(FastAPI):

@@ -96,9 +96,17 @@ class Settings(BaseSettings):
     class_max_students: int = 300  # per room
     class_max_votes: int = 20_000  # per room, all steps together
     class_max_streams: int = 2000  # open event streams per process
-    class_max_streams_per_client: int = 8  # per client address and process: a few tabs
+    # Per client address: a whole class behind one NAT address (or a proxy not trusted for its
+    # X-Forwarded-For) shares one, so these admit a full class; on a network where every student
+    # has an address of their own, lower them (5 joins, 8 streams) to bound one mischievous laptop.
+    class_max_joins_per_client: int = 300  # per room
+    class_max_streams_per_client: int = 320  # per process: a class and its teacher
     class_expiry_seconds: float = 3 * 3600.0  # a room nobody changed or joined this long ends
     class_failed_joins_per_minute: int = 20  # per client address: guessing codes gets a 429
+    # Redis: one blocking pool per process; past this many connections at once a class operation
+    # waits up to the timeout for one (a class joining together) instead of being refused.
+    class_redis_connections: int = 64
+    class_redis_wait_seconds: float = 10.0
     # An event stream is closed after this long and the browser reconnects (getting the whole state
     # again), so a stream that stopped reading is never held for ever.
     class_stream_seconds: float = 300.0

@@ -4,7 +4,7 @@ by wrk on loopback in the same run, alternately, so the ratios survive a shared,
 Prints requests/s, p50/p99 and errors per view and its ratio to the baseline; the cold cost of a
 never-seen spec (server-side, from Server-Timing); startup time; resident memory after 5k and 50k
 mixed requests; the first page load and change -> paint of each interaction in headless chromium;
-the fan-out of a class's changes to 200 students (bench/classroom.py).
+the fan-out of a class's changes to 300 students (each also fetching what it shows) (bench/classroom.py).
 Writes bench/results/latest.json.
 """
 

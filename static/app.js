@@ -180,6 +180,11 @@
     const bar = document.getElementById("upload-progress");
     if (bar) bar.hidden = true;
   });
+  // The fixed checkpoint's button is a plain form submit (its formaction answers with a file to
+  // save): stopped here, before htmx, which would put the file's bytes into the page.
+  document.addEventListener("submit", function (event) {
+    if (event.submitter && event.submitter.hasAttribute("data-download")) event.stopPropagation();
+  }, true);
 
   // Lessons: the arrow keys step, r reveals (the links and the console's buttons do the same).
   document.addEventListener("keydown", function (event) {
@@ -192,58 +197,199 @@
     target.click();
   });
 
-  // A class. Students and the teacher's console listen to the room's events (Server-Sent Events)
-  // and fetch their view again when it changed; the stream sends the whole state first on every
-  // connection, and a refused or broken stream is opened again after a pause, growing to 15 s.
+  // A class. Students and the teacher's console listen to the room's events (Server-Sent Events);
+  // the stream sends the whole state first on every connection, and a refused or broken stream is
+  // opened again after a pause, growing to 15 s. A student's page fetches what the new state shows
+  // from one URL the whole class shares (/follow?room=<code>&state=...), retried until it arrives; the
+  // console updates its tally and counts in place and fetches itself only when the state changed.
   const CLASS = "mre-class", TEACH = "mre-teach";
   function live() { return document.querySelector("#follow[data-events], #console[data-events]"); }
+  function voteKey(code, step) { return "mre-vote:" + code + ":" + step; }
+  function markVote(el) {
+    if (!el || el.id !== "follow" || !el.dataset.step) return;
+    const chosen = sessionStorage.getItem(voteKey(el.dataset.code, el.dataset.step));
+    el.querySelectorAll(".choice[data-choice]").forEach(function (li) {
+      const on = li.dataset.choice === chosen;
+      li.classList.toggle("chosen", on);
+      const button = li.querySelector("button");
+      if (button) button.setAttribute("aria-pressed", on ? "true" : "false");
+    });
+    const verdict = el.querySelector(".verdict[data-answer]");
+    if (verdict && chosen !== null) {
+      verdict.textContent = chosen === verdict.dataset.answer ? verdict.dataset.right : verdict.dataset.wrong;
+      verdict.hidden = false;
+    }
+  }
+  function bannerState(el) {
+    const banner = el && el.querySelector("details.class-banner");
+    if (!banner) return;
+    const kept = sessionStorage.getItem("mre-banner:" + banner.dataset.code);
+    if (kept) banner.open = kept === "open";
+    banner.addEventListener("toggle", function () {
+      sessionStorage.setItem("mre-banner:" + banner.dataset.code, banner.open ? "open" : "closed");
+    });
+  }
   function listen() {
     const first = live();
     if (!first) return;
-    if (first.id === "follow") sessionStorage.setItem(CLASS, first.dataset.code);
-    let pause = 1000, fetching = false, again = false, source = null;
-    function refresh() {
-      const el = live();
-      if (!el) return;
-      if (fetching) { again = true; return; }
-      fetching = true;
-      htmx.ajax("GET", el.dataset.view, { target: "#" + el.id, swap: "outerHTML" }).finally(function () {
-        fetching = false;
-        if (again) { again = false; refresh(); }
-      });
-    }
+    const code = first.dataset.code, teacher = first.id === "console";
+    if (!teacher) sessionStorage.setItem(CLASS, code);
+    markVote(first);
+    bannerState(first);
+    let pause = 1000, wait = 1000, source = null, wanted = null, fetching = false, timer = null, ended = false;
     function status(text) {
       const el = live() && live().querySelector(".live");
-      if (el) el.textContent = text ? el.dataset.offline : "";
+      if (el) el.textContent = text === true ? el.dataset.offline : (text || "");
+    }
+    function swap(html, version) {
+      const el = live();
+      if (!el) return;
+      const box = document.createElement("div");
+      box.innerHTML = html;
+      const next = box.firstElementChild;
+      if (!next || next.id !== el.id) return;
+      el.replaceWith(next);
+      next.dataset.version = String(version);
+      htmx.process(next);
+      markVote(next);
+      bannerState(next);
+    }
+    // The newest state wanted, fetched until it arrives; a newer one replaces it on the way.
+    function fetchState() {
+      const el = live();
+      if (!el || fetching || !wanted || Number(el.dataset.version) >= wanted.version) return;
+      fetching = true;
+      const want = wanted;
+      let url = el.dataset.view;
+      if (!teacher) {
+        const query = new URLSearchParams({ room: el.dataset.code, state: want.state, lang: el.dataset.lang });
+        if (el.dataset.present) query.set("present", "1");
+        url += "?" + query.toString();
+      }
+      fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" }).then(function (r) {
+        if (!r.ok) throw new Error(String(r.status));
+        return r.text();
+      }).then(function (html) {
+        fetching = false;
+        wait = 1000;
+        swap(html, want.version);
+        status(false);
+        fetchState();
+      }).catch(function () {
+        fetching = false;
+        status(true);
+        clearTimeout(timer);
+        timer = setTimeout(fetchState, wait);
+        wait = Math.min(wait * 2, 15000);
+      });
     }
     function connect() {
       source = new EventSource(first.dataset.events);
       source.addEventListener("state", function (event) {
         pause = 1000;
         status(false);
-        const el = live();
-        if (el && JSON.parse(event.data).version !== Number(el.dataset.version)) refresh();
+        const data = JSON.parse(event.data);
+        if (!wanted || data.version > wanted.version) wanted = data;
+        fetchState();
       });
-      ["tally", "students"].forEach(function (kind) {
-        source.addEventListener(kind, function () { if (first.id === "console") refresh(); });
+      source.addEventListener("tally", function (event) {
+        const data = JSON.parse(event.data), el = live();
+        if (!teacher || !el || data.step !== el.dataset.step) return;
+        el.querySelectorAll(".choice[data-choice] .count").forEach(function (count) {
+          const n = data.counts[Number(count.closest(".choice").dataset.choice)] || 0;
+          count.textContent = String(n);
+          count.dataset.count = String(n);
+        });
+        const total = el.querySelector(".tally .n-votes");
+        if (total) total.textContent = String(data.votes);
+      });
+      source.addEventListener("students", function (event) {
+        const data = JSON.parse(event.data), el = live();
+        if (!el) return;
+        const joined = el.querySelector(".n-joined"), here = el.querySelector(".n-live");
+        if (joined) joined.textContent = String(data.students);
+        if (here) here.textContent = String(data.live);
+        // The first student in: the banner gives its room to the step (unless the teacher chose).
+        const banner = el.querySelector("details.class-banner");
+        if (banner && banner.open && data.students > 0 && !sessionStorage.getItem("mre-banner:" + code)) {
+          banner.open = false;
+        }
+      });
+      source.addEventListener("ended", function () {
+        ended = true;
+        source.close();
+        const el = live();
+        if (el && el.dataset.ended) status(el.dataset.ended);
+        sessionStorage.removeItem(CLASS);
+        el && el.querySelectorAll("form.vote button").forEach(function (b) { b.disabled = true; });
       });
       source.addEventListener("unavailable", function () { source.close(); retry(); });
       source.onerror = function () {
+        if (ended) return;
         status(true);
         if (source.readyState === EventSource.CLOSED) retry();
       };
     }
+    let reconnect = null;
     function retry() {
       status(true);
-      setTimeout(connect, pause);
+      clearTimeout(reconnect);
+      reconnect = setTimeout(connect, pause);
       pause = Math.min(pause * 2, 15000);
     }
+    // Back online: try at once rather than at the end of a long pause.
+    window.addEventListener("online", function () {
+      if (ended) return;
+      wait = 1000;
+      pause = 1000;
+      if (source.readyState === EventSource.CLOSED) { clearTimeout(reconnect); connect(); }
+      fetchState();
+    });
     connect();
   }
   document.addEventListener("DOMContentLoaded", listen);
 
+  // A vote: the page marks the choice itself (the server answers 204); a refusal is said.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    const form = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest("form.vote");
+    const el = live();
+    if (!form || !el) return;
+    const xhr = event.detail.xhr;
+    if (event.detail.successful) {
+      const choice = form.querySelector("button").value;
+      sessionStorage.setItem(voteKey(el.dataset.code, el.dataset.step), choice);
+      markVote(el);
+    } else {
+      const status = el.querySelector(".live");
+      if (status) status.textContent = refusal(xhr) || status.dataset.offline;
+    }
+  });
+
+  // What a refused request said: the error page's own words (in the page's language).
+  function refusal(xhr) {
+    if (!xhr || !xhr.responseText) return "";
+    const doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+    const said = doc.querySelector("[role=alert] code, .error code");
+    return said ? said.textContent : "";
+  }
+  // The console: a change the server refused (or never got) is said on the console.
+  function consoleError(event) {
+    const el = document.getElementById("console");
+    if (!el || !el.contains(event.detail.elt)) return;
+    const box = el.querySelector(".console-error");
+    box.textContent = refusal(event.detail.xhr) || box.dataset.unreachable;
+    box.hidden = false;
+  }
+  document.addEventListener("htmx:responseError", consoleError);
+  document.addEventListener("htmx:sendError", consoleError);
+  document.addEventListener("submit", function (event) {
+    const form = event.target.closest && event.target.closest("form[data-confirm]");
+    if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+  }, true);
+
   // Away from the class page in a tab that is in a class: a way back (a student exploring), or,
-  // for the teacher driving from the lab, every change of the lab sent to the room.
+  // for the teacher driving from the lab, every change of the lab sent to the room, Back and
+  // Forward included.
   function classBar() {
     const bar = document.getElementById("class-bar");
     if (!bar || live()) return;
@@ -259,15 +405,30 @@
     link.href = "/rooms/" + code + (link.dataset.as === "teacher" ? "/teach" : "");
     link.hidden = false;
     bar.hidden = false;
-    if (link.dataset.as === "teacher") drive(code);
+    if (link.dataset.as === "teacher") drive(code, bar);
   }
-  function drive(code) {
+  function drive(code, bar) {
+    const said = bar.querySelector(".drive-error");
+    let sent = null;
     function send() {
-      const body = new URLSearchParams({ state: location.pathname + location.search });
-      fetch("/rooms/" + code + "/state", { method: "POST", body: body, headers: { "HX-Request": "true" } });
+      const state = location.pathname + location.search;
+      if (state === sent) return;
+      sent = state;
+      const body = new URLSearchParams({ state: state });
+      fetch("/rooms/" + code + "/state", { method: "POST", body: body, headers: { "HX-Request": "true" } })
+        .then(function (r) {
+          if (r.ok) { said.hidden = true; return; }
+          sent = null;
+          return r.text().then(function (text) {
+            said.textContent = refusal({ responseText: text }) || said.dataset.unreachable;
+            said.hidden = false;
+          });
+        }, function () { sent = null; said.textContent = said.dataset.unreachable; said.hidden = false; });
     }
     send();
     document.addEventListener("htmx:pushedIntoHistory", send);
+    document.addEventListener("htmx:historyRestore", send);
+    window.addEventListener("popstate", function () { setTimeout(send, 0); });
   }
   document.addEventListener("DOMContentLoaded", classBar);
 

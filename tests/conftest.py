@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.support.checkpoints import Case, make_cases
+from tests.support.corpus import Entry, make_corpus
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +52,10 @@ def redis_url() -> Iterator[str]:
 
     with redis_server(free_port()) as server:
         yield server.url
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Entry]:
+    """The doctor's corpus (tests/support/corpus.py): files as the libraries write them, with what
+    mre must answer for each, written once per session."""
+    return make_corpus(tmp_path_factory.mktemp("corpus"))

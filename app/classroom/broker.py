@@ -5,14 +5,19 @@ kind, so a slow or stalled student never makes the server queue anything (and mi
 that matters: every event carries the whole state). ``MemoryBroker`` keeps rooms in this process
 (one worker, nothing to install); ``app.classroom.redis_broker`` keeps them in Redis and carries
 events by pub/sub, so any number of workers serve one class.
+
+A student exists only once they joined (a click, never a page view) and holds an id the room
+signed (``rooms.issue_student``). Caps per client address stop one laptop from taking a class,
+but are never lower than a class: a whole class behind one NAT address shares that address.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -26,7 +31,9 @@ from app.classroom.rooms import (
     TooManyFailures,
     class_full,
     digest,
+    joins_per_client_cap,
     new_code,
+    new_key,
     no_such_room,
     not_joined,
     rooms_cap,
@@ -35,7 +42,8 @@ from app.classroom.rooms import (
 )
 from app.langs import Text
 
-KINDS = ("state", "tally", "students")  # the order a stream sends what came at once
+KINDS = ("state", "tally", "students", "ended")  # the order a stream sends what came at once
+CONSOLE_ONLY = ("tally", "students")  # a student's page is not told of votes and arrivals
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,12 @@ class Limits:
     """The caps of a classroom server (from Settings, class_*)."""
 
     rooms: int = 100
-    rooms_per_client: int = 5  # started from one client address, alive at once
+    rooms_per_client: int = 5  # open at once, started from one client address
     students: int = 300  # per room
+    joins_per_client: int = 300  # per room and client address: a whole class behind one NAT
     votes: int = 20_000  # per room, all steps together
     streams: int = 2000  # open event streams per process
-    streams_per_client: int = 8  # per client address and process: a few tabs, not a flood
+    streams_per_client: int = 320  # per client address and process: a class behind one NAT
     expiry_seconds: float = 3 * 3600.0  # a room nobody touched this long is gone
     failed_joins: int = 20  # per client address a minute: then 429 until the minute is over
     failure_window_seconds: float = 60.0
@@ -63,24 +72,31 @@ class Broker(Protocol):
     async def close(self) -> None: ...
     async def create(self, token: str, state: str, client: str) -> Room: ...
     async def room(self, code: str) -> Room: ...
-    async def set_state(self, code: str, state: str) -> Room: ...
-    async def join(self, code: str, student: str) -> Room: ...
+    async def set_state(self, code: str, state: str, revealed: str = "") -> Room: ...
+    async def end(self, code: str) -> None: ...
+    async def join(self, code: str, student: str, client: str) -> Room: ...
     async def vote(self, code: str, step: str, student: str, choice: int) -> Tally: ...
     async def tally(self, code: str, step: str) -> Tally: ...
     async def vote_of(self, code: str, step: str, student: str) -> int | None: ...
     async def check_failures(self, client: str) -> None: ...
     async def failed(self, client: str) -> None: ...
+    async def opened(self, code: str, stream: str) -> None: ...
+    async def closed(self, code: str, stream: str) -> None: ...
+    async def keep(self, codes: dict[str, list[str]]) -> None: ...
 
 
 class Subscriber:
     """One open stream: the latest event of each kind, and a flag that something came."""
 
-    def __init__(self) -> None:
+    def __init__(self, key: str, student: bool) -> None:
+        self.key, self.student = key, student  # an id for the live count; a student's page or a console
         self.latest: dict[str, Event] = {}
         self.woken = asyncio.Event()
         self.version = 0  # of the newest state delivered: an older one arriving late is dropped
 
     def deliver(self, event: Event) -> None:
+        if self.student and event.kind in CONSOLE_ONLY:
+            return
         if event.kind == "state":
             if event.version <= self.version:
                 return
@@ -95,8 +111,7 @@ class Subscriber:
         except TimeoutError:
             return []
         self.woken.clear()
-        events = [self.latest.pop(k) for k in KINDS if k in self.latest]
-        return events
+        return [self.latest.pop(k) for k in KINDS if k in self.latest]
 
 
 class Hub:
@@ -107,6 +122,8 @@ class Hub:
         self.rooms: dict[str, set[Subscriber]] = {}
         self.by_client: dict[str, int] = {}
         self.count = 0
+        self.made = 0  # streams opened so far: each gets its own key
+        self.prefix = secrets.token_hex(6)  # this hub's, so keys differ across processes and machines
 
     def check(self, client: str) -> None:
         """Refuse a stream over the caps: this process's, and one client address's."""
@@ -127,9 +144,10 @@ class Hub:
             )
 
     @asynccontextmanager
-    async def stream(self, code: str, client: str) -> AsyncIterator[Subscriber]:
+    async def stream(self, code: str, client: str, student: bool = True) -> AsyncIterator[Subscriber]:
         self.check(client)
-        subscriber = Subscriber()
+        self.made += 1
+        subscriber = Subscriber(f"{self.prefix}:{self.made}", student)
         self.rooms.setdefault(code, set()).add(subscriber)
         self.by_client[client] = self.by_client.get(client, 0) + 1
         self.count += 1
@@ -151,9 +169,14 @@ class Hub:
     def codes(self) -> list[str]:
         return list(self.rooms)
 
+    def students(self) -> dict[str, list[str]]:
+        """The keys of the students' streams open in this process, by room."""
+        return {code: [s.key for s in subs if s.student] for code, subs in self.rooms.items()}
+
 
 class Failures:
-    """Failed joins per client address in a sliding window, for a bounded number of addresses."""
+    """Failed joins per client address: a lockout window opened by the first failure, which further
+    failures do not move, for a bounded number of addresses."""
 
     MAX_CLIENTS = 10_000
 
@@ -180,14 +203,17 @@ class Failures:
 class MemoryBroker:
     """Rooms in this process: the default, for one worker."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self.hub = Hub(limits)
+        self.clock = clock
         self.rooms: dict[str, Room] = {}
         self.touched: dict[str, float] = {}
         self.students: dict[str, set[str]] = {}
+        self.joined_from: dict[str, dict[str, int]] = {}  # code -> client address -> joins
         self.votes: dict[str, dict[str, dict[str, int]]] = {}  # code -> step -> student -> choice
         self.creators: dict[str, str] = {}  # code -> the client address that started it
+        self.live: dict[str, set[str]] = {}  # code -> the keys of its students' open streams
         self.failures = Failures(limits.failed_joins, limits.failure_window_seconds)
 
     async def start(self) -> None:
@@ -196,18 +222,28 @@ class MemoryBroker:
     async def close(self) -> None:
         pass
 
+    def _forget(self, code: str) -> None:
+        tables = (self.rooms, self.touched, self.students, self.joined_from, self.votes, self.creators)
+        for table in (*tables, self.live):
+            table.pop(code, None)
+
     def _expire(self) -> None:
-        now = time.monotonic()
+        """Rooms untouched for the expiry time are gone; one with a page open is never untouched."""
+        now = self.clock()
+        for code in self.hub.rooms:
+            self.touched[code] = now
         for code in [c for c, t in self.touched.items() if now - t > self.limits.expiry_seconds]:
-            for table in (self.rooms, self.touched, self.students, self.votes, self.creators):
-                table.pop(code, None)
+            self._forget(code)
 
     def _room(self, code: str) -> Room:
         self._expire()
         room = self.rooms.get(code)
         if room is None:
             raise no_such_room(code)
-        return replace(room, students=len(self.students[code]))
+        return replace(room, students=len(self.students[code]), live=len(self.live.get(code, ())))
+
+    def _touch(self, code: str) -> None:
+        self.touched[code] = self.clock()
 
     async def create(self, token: str, state: str, client: str) -> Room:
         self._expire()
@@ -219,29 +255,44 @@ class MemoryBroker:
         while code in self.rooms:
             code = new_code()
         self.creators[code] = client
-        self.rooms[code] = Room(code, digest(token), state, 1)
-        self.touched[code], self.students[code], self.votes[code] = time.monotonic(), set(), {}
+        self.rooms[code] = Room(code, digest(token), state, 1, student_key=new_key())
+        self.students[code], self.joined_from[code], self.votes[code] = set(), {}, {}
+        self._touch(code)
         return self.rooms[code]
 
     async def room(self, code: str) -> Room:
         return self._room(code)
 
-    async def set_state(self, code: str, state: str) -> Room:
+    async def set_state(self, code: str, state: str, revealed: str = "") -> Room:
         room = self._room(code)
-        room = self.rooms[code] = replace(room, state=state, version=room.version + 1)
-        self.touched[code] = time.monotonic()
+        shown = room.revealed | {revealed} if revealed else room.revealed
+        room = self.rooms[code] = replace(room, state=state, version=room.version + 1, revealed=shown)
+        self._touch(code)
         self.hub.deliver(Event("state", code, room.version, state=state))
         return room
 
-    async def join(self, code: str, student: str) -> Room:
+    async def end(self, code: str) -> None:
         room = self._room(code)
-        joined = self.students[code]
+        self._forget(code)
+        self.hub.deliver(Event("ended", code, room.version + 1))
+
+    async def join(self, code: str, student: str, client: str) -> Room:
+        room = self._room(code)
+        joined, by = self.students[code], self.joined_from[code]
         if student not in joined:
             if len(joined) >= self.limits.students:
                 raise class_full(len(joined))
+            if by.get(client, 0) >= self.limits.joins_per_client:
+                raise joins_per_client_cap(self.limits.joins_per_client)
             joined.add(student)
-            self.hub.deliver(Event("students", code, room.version, students=len(joined)))
+            by[client] = by.get(client, 0) + 1
+            self.hub.deliver(self._students(code, room))
+        self._touch(code)  # a join keeps a class alive
         return replace(room, students=len(joined))
+
+    def _students(self, code: str, room: Room) -> Event:
+        live = len(self.live.get(code, ()))
+        return Event("students", code, room.version, students=len(self.students[code]), live=live)
 
     async def vote(self, code: str, step: str, student: str, choice: int) -> Tally:
         room = self._room(code)
@@ -252,7 +303,9 @@ class MemoryBroker:
             raise votes_cap(self.limits.votes)
         votes.setdefault(step, {})[student] = choice
         tally = await self.tally(code, step)
-        self.hub.deliver(Event("tally", code, room.version, step=step, votes=tally.total))
+        self.hub.deliver(
+            Event("tally", code, room.version, step=step, votes=tally.total, counts=tally.listed())
+        )
         return tally
 
     async def tally(self, code: str, step: str) -> Tally:
@@ -269,3 +322,20 @@ class MemoryBroker:
 
     async def failed(self, client: str) -> None:
         self.failures.add(client)
+
+    async def opened(self, code: str, stream: str) -> None:
+        room = self._room(code)
+        self.live.setdefault(code, set()).add(stream)
+        self.hub.deliver(self._students(code, room))
+
+    async def closed(self, code: str, stream: str) -> None:
+        if stream in self.live.get(code, ()):
+            self.live[code].discard(stream)
+            if code in self.rooms:
+                self.hub.deliver(self._students(code, self.rooms[code]))
+
+    async def keep(self, codes: dict[str, list[str]]) -> None:
+        """The rooms whose students' pages are open here stay alive (a live student keeps a class)."""
+        for code in codes:
+            if code in self.rooms:
+                self._touch(code)

@@ -11,6 +11,7 @@ def limits_of(settings: Settings) -> Limits:
         rooms=settings.class_max_rooms,
         rooms_per_client=settings.class_max_rooms_per_client,
         students=settings.class_max_students,
+        joins_per_client=settings.class_max_joins_per_client,
         votes=settings.class_max_votes,
         streams=settings.class_max_streams,
         streams_per_client=settings.class_max_streams_per_client,
@@ -23,5 +24,8 @@ def make_broker(settings: Settings):
     if settings.redis_url:
         from app.classroom.redis_broker import RedisBroker  # redis-py only where it is used
 
-        return RedisBroker(settings.redis_url, limits_of(settings))
+        limits = limits_of(settings)
+        return RedisBroker(
+            settings.redis_url, limits, settings.class_redis_connections, settings.class_redis_wait_seconds
+        )
     return MemoryBroker(limits_of(settings))

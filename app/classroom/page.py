@@ -13,17 +13,18 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from app.classroom.broker import Broker
 from app.classroom.facts import LabState, outcome_message
-from app.classroom.lessons import Answer, Lesson, Step, answer, lessons
+from app.classroom.lessons import Answer, Lesson, Question, Step, answer, lessons
 from app.classroom.rooms import ClassError, Room, Tally, shown
+from app.classroom.why import Why, explain, recap
 from app.errors import Refusal
 from app.lab import page as pages
 from app.lab.query import Bounds, read
 from app.lab.spec import SpecError
-from app.langs import LANGS, Text
+from app.langs import EN, LANGS, Text, catalog
 from app.web.html import View, render
 
 STEP_PAGE = "classroom/lesson.html"
@@ -50,12 +51,15 @@ class StepPage:
     answer: Answer | None
     chosen: int | None  # the prediction made on this device (alone, not in a class)
     message: str | None  # torch's whole message behind a refusal the question asks about
+    why: Why | None  # the answer in words and its reason, once revealed
+    recap: tuple[tuple[Question, Why], ...] = ()  # the last step, revealed: every question's answer
+    next_lesson: Lesson | None = None  # the lesson after this one (file-name order); None after the last
 
 
 MAX_DIGITS = 6  # of a step or a choice number: far over any lesson, and no huge int() ever made
 
 
-def _whole(text: str) -> int | None:
+def whole(text: str) -> int | None:
     """A whole number as a URL spells it (ASCII digits, leading zeros allowed), or None."""
     digits = text.lstrip("0") or ("0" if text else "")
     if not (digits.isascii() and digits.isdigit() and len(digits) <= MAX_DIGITS):
@@ -67,7 +71,7 @@ def _number(text: str | None, lesson: Lesson) -> int:
     last = len(lesson.steps)
     if text is None:
         return 1
-    number = _whole(text)
+    number = whole(text)
     if number is None or not 1 <= number <= last:
         raise StepError(
             422, Text("step must be a whole number from 1 to {last}, not {text!r}", last=last, text=text[:20])
@@ -77,7 +81,7 @@ def _number(text: str | None, lesson: Lesson) -> int:
 
 def _choice(text: str | None, step: Step) -> int | None:
     count = len(step.question.choices) if step.question else 0
-    number = _whole(text) if text is not None else None
+    number = whole(text) if text is not None else None
     return number if number is not None and number < count else None  # naming no choice: no prediction
 
 
@@ -102,6 +106,9 @@ def read_step(lesson_id: str, query: dict[str, str], bounds: Bounds, reveal: boo
     state = LabState(step.state, lab.spec, lab.report, lab.matrix, lab.experiment)
     revealed = step.question is None or reveal or query.get("reveal") == "1"
     q = step.question
+    ids = list(lessons())
+    later = ids[ids.index(lesson.id) + 1 :]
+    last = number == len(lesson.steps)
     return StepPage(
         lesson=lesson,
         number=number,
@@ -112,6 +119,9 @@ def read_step(lesson_id: str, query: dict[str, str], bounds: Bounds, reveal: boo
         answer=answer(q, state) if q and revealed else None,
         chosen=_choice(query.get("choice"), step),
         message=outcome_message(state, q.fact) if q and revealed else None,
+        why=explain(q.fact, state) if q and revealed else None,
+        recap=recap(lesson, bounds) if last and revealed else (),
+        next_lesson=lessons()[later[0]] if later else None,
     )
 
 
@@ -133,10 +143,35 @@ def step_lab_html(page: StepPage, view: View) -> Markup:
     return Markup(render(view.lang, pages.PAGE, pages.context(shown, page.lab), blocks).decode())
 
 
+def said(text: Text, lang: str, glossary: str) -> Markup:
+    """A why's sentence in ``lang`` as HTML: names in code, its key term (``{term}``) a link to the
+    lab's glossary entry (``glossary`` is its URL; empty for no link)."""
+    words = text.message if lang == EN else catalog(lang).gettext(text.message)
+    if not text.values:
+        return escape(words)
+    values: dict[str, object] = {}
+    for key, value in text.values.items():
+        shown = value[lang] if isinstance(value, Text) else value
+        if key == "term" and glossary:
+            values[key] = Markup('<a class="term" href="{}">{}</a>').format(glossary, shown)
+        elif key in ("member", "line", "step"):
+            values[key] = Markup("<code>{}</code>").format(shown)
+        else:
+            values[key] = shown
+    return escape(words).format(**values)
+
+
 def step_context(page: StepPage, view: View, **extra: object) -> dict:
     lesson, n = page.lesson, page.number
     if "lab_html" not in extra:
         extra["lab_html"] = step_lab_html(page, view) if page.revealed else None
+    # A view toggle keeps what this page shows: the answer once revealed, and the prediction made.
+    kept = {"reveal": "1"} if page.revealed and page.step.question else {}
+    kept |= {"choice": str(page.chosen)} if page.chosen is not None else {}
+    # The glossary sits at the foot of the lab page (hidden in projector mode: linked without it).
+    lab = pages.link(page.lab.spec, replace(view, present=False), page.lab.experiment_pairs)
+    why = page.why
+    following = page.next_lesson
     return {
         "view": view,
         "langs": LANGS,
@@ -147,8 +182,10 @@ def step_context(page: StepPage, view: View, **extra: object) -> dict:
         "prev_url": step_url(lesson.id, n - 1, view) if n > 1 else None,
         "next_url": step_url(lesson.id, n + 1, view) if n < len(lesson.steps) else None,
         "url": lambda **extra: step_url(lesson.id, n, view, **extra),
-        "lang_url": lambda lang: step_url(lesson.id, n, replace(view, lang=lang, lang_chosen=True)),
-        "present_url": step_url(lesson.id, n, replace(view, present=not view.present)),
+        "lang_url": lambda lang: step_url(lesson.id, n, replace(view, lang=lang, lang_chosen=True), **kept),
+        "present_url": step_url(lesson.id, n, replace(view, present=not view.present), **kept),
+        "reason": said(why.reason, view.lang, f"{lab}#g-{why.term}" if why.term else "") if why else None,
+        "next_lesson_url": step_url(following.id, 1, view) if following else None,
         "room": None,
         **extra,
     }
@@ -213,13 +250,31 @@ def pages_view() -> View:
     return View(lang="en", lang_chosen=False, present=False, htmx=False)
 
 
+def revealed_state(shown_state: Shown, revealed: frozenset[str]) -> str:
+    """The state to show for ``shown_state`` in a room whose steps ``revealed`` were revealed: a
+    step shown again after its reveal is shown revealed (its vote stays closed)."""
+    step = shown_state.step
+    if step and step.step.question and not step.revealed and shown_state.step_key in revealed:
+        return shown_state.url + "&reveal=1"
+    return shown_state.url
+
+
+@dataclass(frozen=True)
+class JoinLink:
+    """The address a class's students open, and whether it is a loopback one (no student's
+    device reaches it: the console warns)."""
+
+    url: str
+    loopback: bool
+
+
 @dataclass(frozen=True)
 class RoomView:
     """A room as one page shows it: to its teacher (the console) or to a student."""
 
     room: Room
     teacher: bool
-    join_url: str
+    join: JoinLink
     vote: int | None  # this student's vote on the step shown
     voting: bool
     step_key: str
@@ -234,12 +289,19 @@ class RoomView:
         return shown(self.room.code)
 
     @property
+    def join_url(self) -> str:
+        return self.join.url
+
+    @property
     def vote_url(self) -> str:
         return f"/rooms/{self.code}/vote{self.lang_query}"
 
+    def console_url(self, view: View) -> str:
+        return f"/rooms/{self.code}/teach{view_query(view)}"
+
 
 async def room_context(
-    b: Broker, join: str, view: View, bounds: Bounds, room: Room, teacher: bool, student: str | None
+    b: Broker, join: JoinLink, view: View, bounds: Bounds, room: Room, teacher: bool, student: str | None
 ) -> dict:
     """What room.html shows of a room: to its teacher (``teacher``) or a student (``student``'s id)."""
     shown_state = read_shown(room.state, bounds)
@@ -261,6 +323,9 @@ async def room_context(
         context["lab_snapshot"] = lab_html(room.state, view.lang, bounds)
     context["own_url"] = with_view(shown_state.url, view)
     context["rv"] = rv
+    if teacher:  # the console's own toggles: language and projector mode, the class unchanged
+        context["console_lang_url"] = lambda lang: rv.console_url(replace(view, lang=lang, lang_chosen=True))
+        context["console_present_url"] = rv.console_url(replace(view, present=not view.present))
     return context
 
 

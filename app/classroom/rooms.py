@@ -33,6 +33,10 @@ class NotTeacher(ClassError):
     status = 403
 
 
+class NotStudent(ClassError):
+    status = 403  # no id this room issued: join first
+
+
 class Full(ClassError):
     status = 503  # the server's caps: rooms, streams
 
@@ -55,6 +59,10 @@ class TooManyFailures(ClassError):
         )
 
 
+class Ended(ClassError):
+    status = 410  # the teacher ended it
+
+
 class Unavailable(ClassError):
     """The store is unreachable (Redis down): class features wait, the lab goes on."""
 
@@ -72,10 +80,26 @@ def rooms_cap(rooms: int) -> Full:
 def rooms_per_client_cap(cap: int) -> Refused:
     return Refused(
         Text(
-            "{cap} classes were started from your address and are still open"
-            " (MRE_CLASS_MAX_ROOMS_PER_CLIENT)",
+            "You already have {cap} classes open, the most one address may have: end one on its"
+            " console (End class), or wait for it to expire (MRE_CLASS_MAX_ROOMS_PER_CLIENT)",
             cap=cap,
         )
+    )
+
+
+def joins_per_client_cap(cap: int) -> Refused:
+    return Refused(
+        Text(
+            "{cap} students have joined this class from your address, the most one address may add"
+            " (MRE_CLASS_MAX_JOINS_PER_CLIENT)",
+            cap=cap,
+        )
+    )
+
+
+def not_a_student() -> NotStudent:
+    return NotStudent(
+        Text("join the class first: open its link and press Join (your student id is not this class's)")
     )
 
 
@@ -122,13 +146,42 @@ def is_teacher(room: Room, token: str | None) -> bool:
     return hmac.compare_digest(room.token_digest, digest(token))
 
 
+def new_key() -> str:
+    """A room's own secret, which signs the ids of its students."""
+    return secrets.token_hex(16)
+
+
+STUDENT_ID = 32  # hex digits of a student's random id; a signed id is that, a dot, and 32 more
+
+
+def issue_student(room: Room) -> str:
+    """A new student id for ``room``, signed by the room's key: only an explicit join makes one, and
+    no other value (forged, another room's, any size) is taken for a student."""
+    rid = secrets.token_hex(STUDENT_ID // 2)
+    return f"{rid}.{_signature(room, rid)}"
+
+
+def _signature(room: Room, rid: str) -> str:
+    return hmac.new(room.student_key.encode(), f"{room.code}.{rid}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def valid_student(room: Room, student: str | None) -> bool:
+    if not student or len(student) != 2 * STUDENT_ID + 1 or student[STUDENT_ID] != ".":
+        return False
+    rid, signature = student[:STUDENT_ID], student[STUDENT_ID + 1 :]
+    return hmac.compare_digest(signature, _signature(room, rid))
+
+
 @dataclass(frozen=True)
 class Room:
     code: str
     token_digest: str
     state: str  # the URL (path and query) of what the teacher shows
     version: int  # bumped by every change of state: what a student has, compared on reconnect
-    students: int = 0
+    students: int = 0  # joined (each by an explicit join)
+    student_key: str = ""  # signs its students' ids (issue_student)
+    revealed: frozenset[str] = frozenset()  # the steps whose answer was shown: they stay revealed
+    live: int = 0  # students whose page is open now (their event streams, in every process)
 
 
 @dataclass(frozen=True)
@@ -145,11 +198,16 @@ class Tally:
     def of(self, choices: int) -> list[int]:
         return [self.counts.get(i, 0) for i in range(choices)]
 
+    def listed(self) -> tuple[int, ...]:
+        """The counts by choice index, up to the last chosen (what an event carries)."""
+        return tuple(self.of(max(self.counts, default=-1) + 1))
+
 
 @dataclass(frozen=True)
 class Event:
     """What a room's subscribers are told (``kind``): its state changed ("state"), a vote came
-    ("tally"), a student joined ("students")."""
+    ("tally"), a student joined or opened or closed their page ("students"), the class ended
+    ("ended")."""
 
     kind: str
     code: str
@@ -158,3 +216,11 @@ class Event:
     step: str = ""
     votes: int = 0
     students: int = 0
+    live: int = 0
+    counts: tuple[int, ...] = ()  # a tally's, by choice: the console shows them without asking
+
+    @classmethod
+    def of(cls, data: dict) -> Event:
+        """An event as JSON carried it (Redis pub/sub), unknown fields ignored."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "counts"}
+        return cls(**known, counts=tuple(int(c) for c in data.get("counts") or ()))

@@ -1,14 +1,23 @@
 """The classroom's routes: the lesson player (``/lessons``), and follow mode: a teacher's class, its
-join URL and QR code, students following over Server-Sent Events, and their votes. Thin handlers
-over the broker (``app.classroom.broker``) and the page models (``app.classroom.page``)."""
+join link and QR code, students who joined following over Server-Sent Events, and their votes. Thin
+handlers over the broker (``app.classroom.broker``) and the page models (``app.classroom.page``).
+
+A change reaches students as one event naming the new state; every student's page then fetches
+``/follow?room=<code>&state=...&lang=...``, the same URL for the whole class, which the HTTP cache
+answers after the first: a change costs the server one render per language, not one per student.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import ipaddress
 import json
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Annotated
+from urllib.parse import parse_qsl, urlsplit
 
 import segno
 from fastapi import APIRouter, Form, Request
@@ -21,15 +30,18 @@ from app.classroom.page import (
     INDEX,
     ROOM_PAGE,
     STEP_PAGE,
+    JoinLink,
     Shown,
     StepError,
     lab_html,
     read_shown,
     read_step,
+    revealed_state,
     room_context,
     step_context,
     step_url,
     view_query,
+    whole,
 )
 from app.classroom.rooms import (
     ClassError,
@@ -39,8 +51,11 @@ from app.classroom.rooms import (
     Refused,
     Room,
     is_teacher,
+    issue_student,
     new_token,
     normalise,
+    not_a_student,
+    valid_student,
 )
 from app.errors import Refusal
 from app.lab.deps import lab_bounds
@@ -49,10 +64,12 @@ from app.langs import LANGS, Text
 from app.settings import Settings
 from app.web.deps import OffloadDep, SettingsDep, offload
 from app.web.html import VARY, View, ViewDep, render, respond
+from app.web.origin import check_origin
 
 pages = APIRouter(include_in_schema=False)
 TEACHER_COOKIE = "mre_teacher"
 STUDENT_COOKIE = "mre_student"
+FOLLOW = "/follow"  # what a class's students see of a state: one URL for all, cached
 
 
 async def shown_off_loop(request: Request, state: str, lang: str | None, bounds: Bounds) -> Shown:
@@ -76,10 +93,33 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def join_url(request: Request, settings: Settings, code: str) -> str:
-    """The address students open: MRE_CLASS_URL's when set (the projector's own may be loopback)."""
-    base = settings.class_url.rstrip("/") or str(request.base_url).rstrip("/")
-    return f"{base}/rooms/{code}"
+def join_link(request: Request, settings: Settings, code: str) -> JoinLink:
+    """The address students open: MRE_CLASS_URL's, else this server's own socket address as the
+    teacher's connection reached it (never the Host header a client wrote); flagged when it is a
+    loopback address, which no student's device can open."""
+    if settings.class_url:
+        base = settings.class_url.rstrip("/")
+    else:
+        host, port = request.scope.get("server") or ("127.0.0.1", None)
+        scheme = request.scope.get("scheme", "http")
+        shown_host = f"[{host}]" if ":" in str(host) else str(host)
+        default = {"http": 80, "https": 443}.get(scheme)
+        base = f"{scheme}://{shown_host}" + (f":{port}" if port and port != default else "")
+    return JoinLink(f"{base}/rooms/{code}", _loopback(urlsplit(base).hostname or ""))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def class_origin(request: Request) -> None:
+    """A state-changing class request must come from this site's own pages (or the join link's)."""
+    check_origin(request, request.app.state.settings.class_url)
 
 
 async def room_page(
@@ -87,7 +127,7 @@ async def room_page(
 ) -> dict:
     # What the room shows is read (torch, if no one asked before) and rendered off the event loop.
     await shown_off_loop(request, room.state, view.lang, lab_bounds(settings))
-    join = join_url(request, settings, room.code)
+    join = join_link(request, settings, room.code)
     return await room_context(broker(request), join, view, lab_bounds(settings), room, teacher, student)
 
 
@@ -101,7 +141,7 @@ def page(
 def error_page(view: View, exc: Refusal) -> HTMLResponse:
     """A class that cannot be shown (no such room, not the teacher, a cap, Redis down): why, in the
     page's language, and the join form."""
-    context = {"view": view, "langs": LANGS, "rv": None, "error": exc.text(view.lang)}
+    context = {"view": view, "langs": LANGS, "rv": None, "error": exc.text(view.lang), "status": exc.status}
     return HTMLResponse(
         render(view.lang, ROOM_PAGE, context), exc.status, headers={"Cache-Control": "no-store"}
     )
@@ -114,7 +154,12 @@ def step_error_page(view: View, exc: Refusal) -> HTMLResponse:
 
 
 # The pages this feature shows its refusals on, by path (app.web.errors renders the rest).
-ERROR_PAGES = (("/rooms", error_page), ("/join", error_page), ("/lessons", step_error_page))
+ERROR_PAGES = (
+    ("/rooms", error_page),
+    ("/join", error_page),
+    (FOLLOW, error_page),
+    ("/lessons", step_error_page),
+)
 
 
 @pages.get("/lessons", response_class=HTMLResponse)
@@ -149,13 +194,17 @@ async def _room(request: Request, code: str) -> Room:
     normal = normalise(code)
     try:
         if normal is None:
-            raise NoSuchRoom(
-                Text("{code!r} is not a class code: 8 letters and digits, like ABCD-EFGH", code=code[:20])
-            )
+            raise not_a_code(code)
         return await b.room(normal)
     except NoSuchRoom:
         await b.failed(client)
         raise
+
+
+def not_a_code(code: str) -> NoSuchRoom:
+    return NoSuchRoom(
+        Text("{code!r} is not a class code: 8 letters and digits, like ABCD-EFGH", code=code[:20])
+    )
 
 
 async def _teacher(request: Request, code: str) -> Room:
@@ -167,14 +216,36 @@ async def _teacher(request: Request, code: str) -> Room:
     return room
 
 
+def _student(request: Request, room: Room) -> str | None:
+    """The student id this browser holds for ``room``, if the room issued it."""
+    student = request.cookies.get(STUDENT_COOKIE)
+    return student if valid_student(room, student) else None
+
+
+def view_of_state(state: str, view: View) -> View:
+    """The view a teacher starts a class in: the language and projector mode of the page they
+    started it from (its state URL carries them), unless the request chose its own."""
+    query = dict(parse_qsl(urlsplit(state).query))
+    lang = view.lang if view.lang_chosen else query.get("lang", "")
+    chosen = view.lang_chosen or lang in LANGS
+    return View(
+        lang=lang if lang in LANGS else view.lang,
+        lang_chosen=chosen,
+        present=view.present or query.get("present") == "1",
+        htmx=False,
+    )
+
+
 @pages.post("/rooms")
 async def start_class(
-    request: Request, settings: SettingsDep, state: Annotated[str, Form()] = "/"
+    request: Request, view: ViewDep, settings: SettingsDep, state: Annotated[str, Form()] = "/"
 ) -> Response:
+    class_origin(request)
     shown_state = await shown_off_loop(request, state, None, lab_bounds(settings))
     token = new_token()
     room = await broker(request).create(token, shown_state.url, client_of(request))
-    response = RedirectResponse(f"/rooms/{room.code}/teach", 303)
+    where = f"/rooms/{room.code}/teach{view_query(view_of_state(state, view))}"
+    response = RedirectResponse(where, 303)
     response.set_cookie(TEACHER_COOKIE, token, path=f"/rooms/{room.code}", httponly=True, samesite="strict")
     return response
 
@@ -187,22 +258,52 @@ async def console(code: str, request: Request, view: ViewDep, settings: Settings
 
 @pages.post("/rooms/{code}/state")
 async def set_state(
-    code: str, request: Request, view: ViewDep, settings: SettingsDep, state: Annotated[str, Form()]
+    code: str, request: Request, view: ViewDep, settings: SettingsDep, state: Annotated[str, Form()] = ""
 ) -> Response:
+    class_origin(request)
     room = await _teacher(request, code)
-    shown_state = await shown_off_loop(request, state, None, lab_bounds(settings))
-    room = await broker(request).set_state(room.code, shown_state.url)
+    bounds = lab_bounds(settings)
+    shown_state = await shown_off_loop(request, state, None, bounds)
+    # A step revealed once stays revealed: going back to it shows the answer, and its vote stays shut.
+    again = revealed_state(shown_state, room.revealed)
+    if again != shown_state.url:
+        shown_state = await shown_off_loop(request, again, None, bounds)
+    key = shown_state.step_key if shown_state.step and shown_state.step.revealed else ""
+    room = await broker(request).set_state(room.code, shown_state.url, revealed=key)
     if not view.htmx:
         return RedirectResponse(f"/rooms/{room.code}/teach{view_query(view)}", 303)
     return page(view, await room_page(request, view, settings, room, True, None), "console")
 
 
+@pages.post("/rooms/{code}/end")
+async def end_class(code: str, request: Request, view: ViewDep) -> Response:
+    """The teacher ends the class: gone for everyone at once, its slot free; the teacher goes on
+    alone with what the class was shown."""
+    class_origin(request)
+    room = await _teacher(request, code)
+    await broker(request).end(room.code)
+    response = RedirectResponse(with_view_of(room.state, view), 303)
+    response.delete_cookie(TEACHER_COOKIE, path=f"/rooms/{room.code}")
+    return response
+
+
+def with_view_of(url: str, view: View) -> str:
+    query = view_query(view)
+    return url + ("&" + query[1:] if query and "?" in url else query)
+
+
+@lru_cache(maxsize=64)
+def qr_svg(url: str) -> bytes:
+    out = io.BytesIO()
+    segno.make(url, error="m").save(out, kind="svg", scale=8, border=2)
+    return out.getvalue()
+
+
 @pages.get("/rooms/{code}/qr.svg")
 async def qr_code(code: str, request: Request, settings: SettingsDep) -> Response:
     room = await _room(request, code)
-    out = io.BytesIO()
-    segno.make(join_url(request, settings, room.code), error="m").save(out, kind="svg", scale=8, border=2)
-    return Response(out.getvalue(), media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
+    svg = qr_svg(join_link(request, settings, room.code).url)
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
 @pages.get("/join", response_class=HTMLResponse)
@@ -210,18 +311,63 @@ async def join_form(request: Request, view: ViewDep, code: str = "") -> Response
     if not code:
         return page(view, {"view": view, "langs": LANGS, "rv": None, "error": None, "join": True}, "follow")
     room = await _room(request, code)
-    return RedirectResponse(f"/rooms/{room.code}", 303)
+    return RedirectResponse(f"/rooms/{room.code}{view_query(view)}", 303)
+
+
+@pages.post("/join")
+async def join_by_code(request: Request, view: ViewDep, code: Annotated[str, Form()] = "") -> Response:
+    """The join form's code: joined at once (the form was the click)."""
+    class_origin(request)
+    return await _join(request, view, await _room(request, code))
+
+
+@pages.post("/rooms/{code}/join")
+async def join(code: str, request: Request, view: ViewDep) -> Response:
+    """The one click that makes a student: a signed id of this room, kept in a cookie of its path."""
+    class_origin(request)
+    return await _join(request, view, await _room(request, code))
+
+
+async def _join(request: Request, view: View, room: Room) -> Response:
+    response = RedirectResponse(f"/rooms/{room.code}{view_query(view)}", 303)
+    student = _student(request, room)
+    if student is None:
+        student = issue_student(room)
+        response.set_cookie(
+            STUDENT_COOKIE, student, path=f"/rooms/{room.code}", httponly=True, samesite="lax"
+        )
+    await broker(request).join(room.code, student, client_of(request))
+    return response
 
 
 @pages.get("/rooms/{code}", response_class=HTMLResponse)
 async def follow(code: str, request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+    """A student's page of the class; before they joined, the join page (a visit is not a join)."""
     room = await _room(request, code)
-    student = request.cookies.get(STUDENT_COOKIE) or new_token()
-    room = await broker(request).join(room.code, student)
-    response = page(view, await room_page(request, view, settings, room, False, student), "follow")
-    if STUDENT_COOKIE not in request.cookies:  # a random id, nothing about the student
-        response.set_cookie(STUDENT_COOKIE, student, path="/rooms", httponly=True, samesite="lax")
-    return response
+    student = _student(request, room)
+    if student is None:
+        context = {"view": view, "langs": LANGS, "rv": None, "error": None, "invite": room}
+        context["invite_lang_url"] = lambda lang: f"/rooms/{room.code}?lang={lang}"
+        return page(view, context, "follow")
+    return page(view, await room_page(request, view, settings, room, False, student), "follow")
+
+
+@pages.get(FOLLOW, response_class=HTMLResponse)
+async def followed(
+    request: Request, view: ViewDep, settings: SettingsDep, room: str = "", state: str = ""
+) -> Response:
+    """What every student of a class sees of ``state``: a pure function of the URL (no cookie, no
+    store read), so the whole class's refetch after a change is one render and then cache hits."""
+    normal = normalise(room)
+    if normal is None:
+        raise not_a_code(room)
+    bounds = lab_bounds(settings)
+    shown_state = await shown_off_loop(request, state, view.lang, bounds)
+    shown_room = Room(normal, "", shown_state.url, 0)
+    join = join_link(request, settings, normal)
+    context = await room_context(broker(request), join, view, bounds, shown_room, False, None)
+    body = render(view.lang, ROOM_PAGE, context, ("follow",))
+    return HTMLResponse(body, headers={"Vary": VARY})
 
 
 @pages.post("/rooms/{code}/vote", response_class=HTMLResponse)
@@ -230,29 +376,32 @@ async def vote(
     request: Request,
     view: ViewDep,
     settings: SettingsDep,
-    step: Annotated[str, Form(max_length=200)],
-    choice: Annotated[int, Form(ge=0, le=63)],
+    step: Annotated[str, Form()] = "",
+    choice: Annotated[str, Form()] = "",
 ) -> Response:
+    class_origin(request)
     room = await _room(request, code)
-    student = request.cookies.get(STUDENT_COOKIE)
-    if not student:
-        raise Refused(Text("open the class's join link before voting"))
-    await check_vote(room, step, choice, settings)
-    await broker(request).vote(room.code, step, student, choice)
+    student = _student(request, room)
+    if student is None:
+        raise not_a_student()
+    number = await check_vote(request, room, step, choice, settings)
+    await broker(request).vote(room.code, step, student, number)
     if not view.htmx:
         return RedirectResponse(f"/rooms/{room.code}{view_query(view)}", 303)
-    return page(view, await room_page(request, view, settings, room, False, student), "follow")
+    return Response(status_code=204)  # the page marks the choice itself
 
 
-async def check_vote(room: Room, step: str, choice: int, settings: Settings) -> None:
-    shown_state = read_shown(room.state, lab_bounds(settings))
+async def check_vote(request: Request, room: Room, step: str, choice: str, settings: Settings) -> int:
+    shown_state = await shown_off_loop(request, room.state, None, lab_bounds(settings))
     if not shown_state.voting or step != shown_state.step_key:
         raise Refused(
             Text("voting on this step is closed: the class has moved on, or the answer is revealed")
         )
     assert shown_state.step and shown_state.step.step.question
-    if choice >= len(shown_state.step.step.question.choices):
-        raise Refused(Text("choice {choice} is not one of this question's choices", choice=choice))
+    number = whole(choice)
+    if number is None or number >= len(shown_state.step.step.question.choices):
+        raise Refused(Text("choice {choice} is not one of this question's choices", choice=choice[:20]))
+    return number
 
 
 def sse(kind: str, data: dict, event_id: int | None = None) -> bytes:
@@ -264,37 +413,63 @@ def sse(kind: str, data: dict, event_id: int | None = None) -> bytes:
 async def events(code: str, request: Request, settings: SettingsDep) -> Response:
     room = await _room(request, code)
     b, client = broker(request), client_of(request)
+    teacher = is_teacher(room, request.cookies.get(TEACHER_COOKIE))
+    if not teacher and _student(request, room) is None:
+        raise not_a_student()
     b.hub.check(client)  # the caps, before the answer starts: a real 409 or 503
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    stream = event_stream(b, room.code, client, settings)
+    stream = event_stream(b, room.code, client, settings, student=not teacher)
     return StreamingResponse(stream, headers=headers, media_type="text/event-stream")
 
 
 def _data(e: Event) -> dict:
     if e.kind == "state":
         return {"version": e.version, "state": e.state}
-    return {"version": e.version, "step": e.step, "votes": e.votes, "students": e.students}
+    if e.kind == "ended":
+        return {"version": e.version}
+    data = {"version": e.version, "step": e.step, "votes": e.votes, "students": e.students, "live": e.live}
+    return data | ({"counts": list(e.counts)} if e.kind == "tally" else {})
 
 
-async def event_stream(b, code: str, client: str, settings: Settings) -> AsyncIterator[bytes]:
-    """A room's events: its whole current state first (on every connection and reconnection),
+async def event_stream(
+    b: Broker, code: str, client: str, settings: Settings, student: bool
+) -> AsyncIterator[bytes]:
+    """A room's events: its whole current state first (on every connection and reconnection; a
+    console's with the counts of joined and open pages),
     then each change; a comment when idle; closed after class_stream_seconds (the client's
-    EventSource reconnects), so no stream is held for ever."""
+    EventSource reconnects), so no stream is held for ever. A student's open stream counts them
+    as here now (the console's live count)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.class_stream_seconds
     try:
-        async with b.hub.stream(code, client) as subscriber:
+        async with b.hub.stream(code, client, student) as subscriber:
             yield b"retry: 2000\n\n"
             now = await b.room(code)
             subscriber.version = max(subscriber.version, now.version)
             yield sse("state", {"version": now.version, "state": now.state}, now.version)
-            while loop.time() < deadline:
-                got = await subscriber.next(
-                    min(settings.class_heartbeat_seconds, max(deadline - loop.time(), 0))
-                )
-                if not got:
-                    yield b": ping\n\n"
-                for e in got:
-                    yield sse(e.kind, _data(e), e.version if e.kind == "state" else None)
+            if student:
+                await b.opened(code, subscriber.key)
+            else:  # a console that reconnects missed the joins and closes of its gap: the counts now
+                counts = Event("students", code, now.version, students=now.students, live=now.live)
+                yield sse("students", _data(counts))
+            try:
+                while loop.time() < deadline:
+                    got = await subscriber.next(
+                        min(settings.class_heartbeat_seconds, max(deadline - loop.time(), 0))
+                    )
+                    if not got:
+                        yield b": ping\n\n"
+                    for e in got:
+                        yield sse(e.kind, _data(e), e.version if e.kind == "state" else None)
+                        if e.kind == "ended":
+                            return
+            finally:
+                if student:
+                    await asyncio.shield(_closed(b, code, subscriber.key))
     except ClassError as exc:  # the room ended, or the store went away: the client retries
-        yield sse("unavailable", {"detail": exc.message})
+        yield sse("ended" if isinstance(exc, NoSuchRoom) else "unavailable", {"detail": exc.message})
+
+
+async def _closed(b: Broker, code: str, key: str) -> None:
+    with contextlib.suppress(ClassError):  # the room ended or the store is away: the count goes too
+        await b.closed(code, key)

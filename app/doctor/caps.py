@@ -14,8 +14,9 @@ from app.doctor.report import Limits, UploadError
 from app.langs import Text
 from app.settings import Settings
 
-# the routes that take an upload (their own body cap)
-PATHS = ("/api/checkpoints", "/checkpoints", "/api/checkpoints/compare")
+# the routes that take an upload (their own body cap); those that may take two checkpoints, twice it
+PATHS = ("/api/checkpoints", "/api/checkpoints/fix", "/checkpoints/fix")
+TWO = ("/checkpoints", "/api/checkpoints/compare")
 SLACK = 64 * 1024  # multipart framing and form fields around the file
 
 
@@ -91,7 +92,8 @@ def budget(settings: Settings) -> isolated.Budget:
 
 
 def body_caps(settings: Settings) -> dict[str, int]:
-    return dict.fromkeys(PATHS, settings.checkpoint_max_bytes + SLACK)
+    one = dict.fromkeys(PATHS, settings.checkpoint_max_bytes + SLACK)
+    return one | dict.fromkeys(TWO, 2 * settings.checkpoint_max_bytes + SLACK)
 
 
 def check_available(settings: Settings) -> None:

@@ -2,6 +2,11 @@
 and, for tensors up to a size cap, the largest absolute and relative difference of their values,
 with NaN and Inf counted. Values are compared in chunks, so a tensor costs a few MiB of memory
 beyond its own bytes however large it is.
+
+Each side may be a state_dict inside its file (``--state-dict``); where every key of one side carries
+a prefix the other's lacks (a wrapper's ``module.``, a Lightning file's ``state_dict.model.``), the
+prefix is removed before the keys are paired, and the headline says so: "identical after removing
+'module.' from b". Rows are also given grouped by pattern over layer indices.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import torch
 from pydantic import BaseModel, Field
 
 from app.doctor.describe import describe
+from app.doctor.files import classify
 from app.doctor.formats import Found, read
-from app.doctor.load import tensor_of
-from app.doctor.report import SHARED_NAMES, CheckpointReport, Limits
+from app.doctor.load import choose_state_dict, tensor_of
+from app.doctor.patterns import group
+from app.doctor.report import SHARED_NAMES, CheckpointReport, Limits, TensorEntry
 from app.doctor.shards import read_shards
+from app.langs import Text
 
 CHUNK = 1 << 20  # elements compared at a time (8 MiB per side in float64)
 
@@ -58,6 +66,15 @@ class Summary(BaseModel):
     inf_b: int
 
 
+class RowGroup(BaseModel):
+    pattern: str = Field(description="The rows' keys as one pattern: h.{0..11}.attn.c_attn.weight")
+    count: int
+    changes: list[str]
+    a: str | None
+    b: str | None
+    max_abs_diff: float | None = Field(None, description="The largest over the group's rows.")
+
+
 class Comparison(BaseModel):
     a: list[str] = Field(description="The file names of a (several: its shards).")
     b: list[str]
@@ -68,6 +85,19 @@ class Comparison(BaseModel):
     summary: Summary
     rows: list[Row] = Field(description="One per key that differs in any way, in a's order then b's.")
     rows_left_out: int = Field(0, description="Rows the page leaves out (the JSON API has them all).")
+    state_dict_a: str | None = Field(
+        None, description="The state_dict of a compared ('' the top; null: the file)."
+    )
+    state_dict_b: str | None = None
+    prefix_a: str = Field("", description="Removed from every key of a before pairing (e.g. module.).")
+    prefix_b: str = ""
+    identical_after_renaming: bool = Field(
+        False, description="Identical once prefix_a and prefix_b are removed (identical: without removing)."
+    )
+    headline: dict[str, str] = Field(
+        default_factory=dict, description="What the comparison found, by language."
+    )
+    groups: list[RowGroup] = Field(default_factory=list, description="The rows by pattern and change.")
 
 
 def bounded(comparison: Comparison, most: int) -> Comparison:
@@ -83,14 +113,68 @@ class _Side:
     fmt: str
     found: Found
     report: CheckpointReport
+    at: str | None = None  # the state_dict compared; None: every tensor of the file
+    prefix: str = ""
+    names: dict[str, str] | None = None  # key compared -> the tensor's name in the report
+
+    def entries(self) -> dict[str, TensorEntry]:
+        """The tensors compared, by key: every one of the file, or the state_dict's by its keys;
+        without the prefix removed."""
+        tensors = self.report.tensors
+        if self.at is not None:
+            depth = len(self.at.split(".")) if self.at else 0
+            tensors = [t for t in tensors if ".".join(t.location[:-1]) == self.at]
+            named = {".".join(t.location[depth:]): t for t in tensors}
+        else:
+            named = {t.name: t for t in tensors}
+        out = {}
+        self.names = {}
+        for key, entry in named.items():
+            short = key.removeprefix(self.prefix)
+            out[short] = entry
+            self.names[short] = entry.name
+        return out
 
 
-def _read_side(paths: list[Path], names: list[str], limits: Limits) -> _Side:
-    if len(paths) == 1:
-        fmt, found, metadata = read(paths[0], limits)
+def _read_side(paths: list[Path], names: list[str], limits: Limits, at: str | None) -> _Side:
+    files = classify(paths, names, limits)
+    if files.one:
+        fmt, found, metadata = read(files.weights[0][0], limits)
     else:
-        fmt, found, metadata, _ = read_shards(paths, names, limits)
-    return _Side(paths[0], fmt, found, describe(fmt, found, metadata, sum(p.stat().st_size for p in paths)))
+        fmt, found, metadata, _ = read_shards(files, limits)
+    report = describe(fmt, found, metadata, sum(p.stat().st_size for p in paths))
+    side = _Side(files.weights[0][0], fmt, found, report)
+    if at is not None:
+        side.at = choose_state_dict(report, at)
+    return side
+
+
+def _prefixes(a: _Side, b: _Side) -> None:
+    """Remove, from each side, the prefix all its keys share (module., _orig_mod., state_dict.model.)
+    as deep as makes the most keys of the two sides meet; none where nothing is gained."""
+    options_a, options_b = _strippable(set(a.entries())), _strippable(set(b.entries()))
+    best, meeting = ("", ""), len(set(a.entries()) & set(b.entries()))
+    for prefix_a, keys_a in options_a:
+        for prefix_b, keys_b in options_b:
+            met = len(keys_a & keys_b)
+            if met > meeting:
+                best, meeting = (prefix_a, prefix_b), met
+    a.prefix, b.prefix = best
+
+
+def _strippable(keys: set[str]) -> list[tuple[str, set[str]]]:
+    """(prefix, the keys without it) for each depth of a prefix every key shares, "" first."""
+    out = [("", keys)]
+    prefix = ""
+    for _ in range(4):
+        firsts = {k.partition(".")[0] for k in keys}
+        if len(firsts) != 1 or not all("." in k for k in keys):
+            break
+        first = firsts.pop() + "."
+        prefix += first
+        keys = {k.removeprefix(first) for k in keys}
+        out.append((prefix, keys))
+    return out
 
 
 def _label(entry: object) -> str:
@@ -156,20 +240,76 @@ def compare_checkpoints(
     b_names: list[str],
     limits: Limits,
     value_max_elements: int,
+    at_a: str | None = None,
+    at_b: str | None = None,
 ) -> Comparison:
-    a, b = _read_side(a_paths, a_names, limits), _read_side(b_paths, b_names, limits)
+    a = _read_side(a_paths, a_names, limits, at_a)
+    b = _read_side(b_paths, b_names, limits, at_b)
+    _prefixes(a, b)
     with ExitStack() as stack:  # the safetensors files it opens, closed once compared
         rows, summary = _Pairing(a, b, _Reader(a, stack), _Reader(b, stack), value_max_elements).rows()
+    renamed = bool(a.prefix or b.prefix)
     return Comparison(
         a=a_names,
         b=b_names,
         format_a=a.fmt,
         format_b=b.fmt,
         value_max_elements=value_max_elements,
-        identical=not rows,
+        identical=not rows and not renamed,
         summary=summary,
         rows=rows,
+        state_dict_a=a.at,
+        state_dict_b=b.at,
+        prefix_a=a.prefix,
+        prefix_b=b.prefix,
+        identical_after_renaming=not rows,
+        headline=dict(_headline(rows, summary, a.prefix, b.prefix)),
+        groups=_grouped(rows),
     )
+
+
+def _headline(rows: list[Row], summary: Summary, prefix_a: str, prefix_b: str) -> Text:
+    removed = " and ".join(f"{p!r} from {side}" for p, side in ((prefix_a, "a"), (prefix_b, "b")) if p)
+    if not rows and removed:
+        return Text(
+            "identical after removing {removed}: same tensors, shapes, dtypes and values", removed=removed
+        )
+    if not rows:
+        return Text("identical: same keys, shapes, dtypes, sharing and values")
+    differ = Text(
+        "they differ in {rows} of {keys} keys: {only_a} only in a, {only_b} only in b, {shapes} shapes, "
+        "{dtypes} dtypes, {values} values",
+        rows=len(rows),
+        keys=summary.common + summary.only_in_a + summary.only_in_b,
+        only_a=summary.only_in_a,
+        only_b=summary.only_in_b,
+        shapes=summary.shape_changes,
+        dtypes=summary.dtype_changes,
+        values=summary.values_differ,
+    )
+    if removed:
+        return Text("{differ} (after removing {removed})", differ=differ, removed=removed)
+    return differ
+
+
+def _grouped(rows: list[Row]) -> list[RowGroup]:
+    by_key = {row.key: row for row in rows}
+    out = []
+    for (changes, a, b), pattern in group(
+        by_key, lambda k: (tuple(by_key[k].changes), by_key[k].a, by_key[k].b)
+    ):  # type: ignore[misc]
+        diffs = [by_key[k].max_abs_diff for k in pattern.members() if by_key[k].max_abs_diff is not None]
+        out.append(
+            RowGroup(
+                pattern=str(pattern),
+                count=pattern.count,
+                changes=list(changes),
+                a=a,
+                b=b,
+                max_abs_diff=max(diffs) if diffs else None,
+            )
+        )
+    return out
 
 
 class _Pairing:
@@ -177,9 +317,9 @@ class _Pairing:
 
     def __init__(self, a: _Side, b: _Side, read_a: _Reader, read_b: _Reader, value_max_elements: int) -> None:
         self.read_a, self.read_b, self.cap = read_a, read_b, value_max_elements
-        self.entries_a = {e.name: e for e in a.report.tensors}
-        self.entries_b = {e.name: e for e in b.report.tensors}
-        self.groups_a, self.groups_b = _Groups(a.report), _Groups(b.report)
+        self.entries_a, self.entries_b = a.entries(), b.entries()
+        self.names_a, self.names_b = a.names or {}, b.names or {}
+        self.groups_a, self.groups_b = _Groups(a.report, self.names_a), _Groups(b.report, self.names_b)
         self.seen: dict[tuple[int, int], bool] = {}
 
     def rows(self) -> tuple[list[Row], Summary]:
@@ -209,7 +349,9 @@ class _Pairing:
                 changes.append("sharing")
                 row.shared_a, row.shared_b = groups_a.partners(name), groups_b.partners(name)
             if "shape" not in changes:
-                values = _values(self.read_a, self.read_b, name, ea, self.cap)
+                values = _values(
+                    self.read_a, self.read_b, (self.names_a[name], self.names_b[name]), ea, self.cap
+                )
                 if values is None:
                     changes.append("not_compared")
                 else:
@@ -260,12 +402,15 @@ class _Groups:
     """Which tensors share storage, by name: each group built once, compared once per pair of
     groups (12,000 views of one storage cost no 12,000 x 12,000 comparisons)."""
 
-    def __init__(self, report: CheckpointReport) -> None:
+    def __init__(self, report: CheckpointReport, keys: dict[str, str]) -> None:
+        """``keys``: each key compared -> its tensor's name in ``report``; groups are of keys."""
+        by_name = {name: key for key, name in keys.items()}
         self.of: dict[str, tuple[list[str], frozenset[str]]] = {}
-        for group in report.shared:
-            entry = (group, frozenset(group))
-            for name in group:
-                self.of[name] = entry
+        for names in report.shared:
+            members = [by_name[n] for n in names if n in by_name]
+            entry = (members, frozenset(members))
+            for key in members:
+                self.of[key] = entry
 
     def partners(self, name: str) -> list[str]:
         group = self.of.get(name, ([], frozenset()))[0]
@@ -302,10 +447,10 @@ class _Reader:
         return self.handles[source].get_tensor(name)  # type: ignore[attr-defined]
 
 
-def _values(a: _Reader, b: _Reader, name: str, entry: object, cap: int) -> _Values | None:
+def _values(a: _Reader, b: _Reader, names: tuple[str, str], entry: object, cap: int) -> _Values | None:
     if entry.elements > cap or not hasattr(torch, entry.dtype):  # type: ignore[attr-defined]
         return None  # over the cap, or a type torch has not (safetensors F6, F4)
-    x, y = a(name), b(name)
+    x, y = a(names[0]), b(names[1])
     if not (_comparable(x) and _comparable(y)) or x.shape != y.shape:
         return None
     return compare_values(x, y)

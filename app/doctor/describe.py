@@ -141,6 +141,7 @@ def bounded(report: CheckpointReport, most: int) -> PageReport:
         for cause in report.load.diagnosis.causes if report.load.diagnosis else []:
             cause.keys = cut("cause_keys", cause.keys)
             cause.details = cut("cause_details", cause.details)
+            cause.groups = cut("cause_groups", cause.groups)
     left = [most]  # tree nodes still to show, depth first: a node's totals stay exact
 
     def prune(nodes: list[TreeNode]) -> list[TreeNode]:

@@ -7,8 +7,13 @@ never run code here."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import pickle
+import re
+import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +31,13 @@ MIN_TORCH = (2, 10)
 # The 14 bytes torch's legacy format starts with: a pickled magic number.
 LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
 ZIP_MAGIC = b"PK\x03\x04"
+ZIP_END = b"PK\x05\x06"  # a zip's end of central directory: one per torch.save in a DCP data file
+# What users send instead of a checkpoint, named by their first bytes.
+LFS_MAGIC = b"version https://git-lfs.github.com/spec/"
+GGUF_MAGIC = b"GGUF"
+NUMPY_MAGIC = b"\x93NUMPY"
+HEAD = 512  # bytes read to tell what a file is
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # terminal colour codes (torch's weights-only advice has some)
 # Every dtype code safetensors 0.8 reads and writes (its Rust ``Dtype`` enum), with its bits per
 # element and torch's dtype for it where torch has one with the same elements. A code torch lacks
 # (the 6-bit floats) is still described, from its size; F4 is torch's float4_e2m1fn_x2 two at a time.
@@ -67,21 +79,57 @@ def torch_ok(version: str = torch.__version__) -> bool:
 def sniff(path: Path) -> str:
     """The format, from the first bytes (names and extensions are only what the user typed)."""
     with path.open("rb") as f:
-        head = f.read(16)
+        head = f.read(HEAD)
     if head.startswith(ZIP_MAGIC):
         return "torch_zip"
     if head.startswith(LEGACY_MAGIC):
         return "torch_legacy"
+    if head.startswith((GGUF_MAGIC, LFS_MAGIC)):
+        raise CheckpointError(_not_a_checkpoint(head))
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     if not head:
         raise CheckpointError(Text("the file is empty"))
-    raise CheckpointError(
-        Text(
-            "not a safetensors or torch checkpoint: it starts with {hex} (safetensors starts with an "
-            "8-byte header size and '{{', torch files with a zip or pickle header)",
-            hex=head[:8].hex(" "),
+    raise CheckpointError(_not_a_checkpoint(head))
+
+
+def _not_a_checkpoint(head: bytes) -> Text:
+    """What a file that is no checkpoint is, named by its first bytes, and what to do."""
+    text = head.lstrip()
+    if head.startswith(LFS_MAGIC):
+        size = next(
+            (
+                line.split()[1]
+                for line in head.decode("ascii", "replace").splitlines()
+                if line.startswith("size ") and len(line.split()) == 2
+            ),
+            "?",
         )
+        return Text(
+            "a Git LFS pointer, not the file: a small text that stands for a file of {size} bytes which "
+            "was never downloaded (git clone without git-lfs). Run git lfs install && git lfs pull in "
+            "the repository, or download the file itself",
+            size=size,
+        )
+    if text[:15].lower().startswith((b"<!doctype html", b"<html", b"<head", b"<!--")):
+        return Text(
+            "an HTML page, not a checkpoint: the download saved a web page (a login, an error or the "
+            "file's page). Download the raw file (on the Hugging Face hub the /resolve/ URL, not /blob/)"
+        )
+    if head.startswith(GGUF_MAGIC):
+        version = int.from_bytes(head[4:8], "little") if len(head) >= 8 else "?"
+        return Text(
+            "a GGUF file (llama.cpp's format, version {version}), not a PyTorch checkpoint: read it with "
+            "the gguf package or llama.cpp; transformers converts some with from_pretrained(folder, "
+            "gguf_file=name)",
+            version=version,
+        )
+    if head.startswith(NUMPY_MAGIC):
+        return Text("a NumPy .npy array, not a checkpoint: read it with numpy.load(path)")
+    return Text(
+        "not a safetensors or torch checkpoint: it starts with {hex} (safetensors starts with an "
+        "8-byte header size and '{{', torch files with a zip or pickle header)",
+        hex=head[:8].hex(" "),
     )
 
 
@@ -109,6 +157,10 @@ class Found:
     nodes: int = 0  # dicts, lists and leaves walked
     objects: dict[str, torch.Tensor] = field(default_factory=dict)  # torch formats: tensors by name
     sources: dict[str, Path] = field(default_factory=dict)  # safetensors: the file of each key (shards)
+    raw: dict[str, tuple] = field(default_factory=dict)  # each state_dict's keys from the top, as saved
+    safe_globals: list[str] = field(default_factory=list)  # the allowed globals the file needed
+    absent: dict[str, str] = field(default_factory=dict)  # shards: key -> the shard, not here, holding it
+    read_as_dict: list[str] = field(default_factory=list)  # dict subclasses read as OrderedDict
 
 
 def _safetensors(path: Path, limits: Limits) -> tuple[Found, dict[str, str]]:
@@ -288,6 +340,8 @@ def _check_zip(path: Path, limits: Limits) -> None:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(Text("not a readable zip (truncated or corrupt?): {exc}", exc=exc)) from exc
+    if members and min(m.header_offset for m in members) > 0:
+        raise CheckpointError(_dcp_data(path))
     if len(members) > limits.max_entries:
         raise CheckpointTooLarge(
             Text(
@@ -320,15 +374,35 @@ def _check_zip(path: Path, limits: Limits) -> None:
             )
 
 
+def _dcp_data(path: Path) -> Text:
+    """A zip with bytes before it: torch.save outputs back to back, as torch.distributed.checkpoint
+    writes its .distcp data files (torch.load would read the last one alone)."""
+    import mmap
+
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        items, at = 0, data.find(ZIP_END)
+        while at != -1:
+            items += 1
+            at = data.find(ZIP_END, at + 4)
+    return Text(
+        "one data file of a torch.distributed.checkpoint (DCP) checkpoint: {items} items saved back to "
+        "back (torch.load would read the last one only). Inspect its folder, with the .metadata file "
+        "that lists every tensor; torch.distributed.checkpoint.format_utils.dcp_to_torch_save(folder, "
+        "'model.pt') makes one torch file of it",
+        items=items,
+    )
+
+
 def _torch(path: Path, fmt: str, limits: Limits) -> Found:
     if fmt == "torch_zip":
         _check_zip(path, limits)
+    found = Found()
     try:
         # weights_only: torch's restricted unpickler, whatever torch's default. mmap (zip only):
         # tensors stay on disk; nothing below reads their bytes.
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch_zip")
-    except (RecursionError, MemoryError):
-        raise  # the inspector's limits, said by the caller
+        loaded = _load(path, fmt, limits, found)
+    except (RecursionError, MemoryError, CheckpointError):
+        raise  # the inspector's limits, said by the caller; or the allow-list's refusal
     except Exception as exc:  # torch's refusal is the answer: its type and words
         if "can't allocate memory" in str(exc):  # torch's allocator under the memory limit
             raise MemoryError(str(exc)) from exc
@@ -336,10 +410,9 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
             Text(
                 "torch.load(weights_only=True) refused it: {error_type}: {exc}",
                 error_type=type(exc).__name__,
-                exc=exc,
+                exc=ANSI.sub("", str(exc)),
             )
         ) from exc
-    found = Found()
     for location, value in _walk(loaded, [], limits, found):
         if isinstance(value, torch.Tensor):
             found.tensors.append((location, _of_tensor(value)))
@@ -349,8 +422,52 @@ def _torch(path: Path, fmt: str, limits: Limits) -> Found:
     return found
 
 
+# torch's words for a global it refuses: when it meets the name, and when it meets an instance's class
+UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global by default|but got <class '([^']+)'>")
+MAX_GLOBALS = 32  # globals of the allow-list one file may need
+
+
+def _load(path: Path, fmt: str, limits: Limits, found: Found) -> object:
+    """torch.load, weights only, with the allow-list of benign globals (``allowed``) for those this
+    file holds, asked of torch one refusal at a time; a global off the list is refused, named with
+    where it sits. Whatever the file's name: torch >= 2.13 reads a path ending in .safetensors as
+    safetensors, so such a torch file is read through a link of a neutral name."""
+    from app.doctor import allowed
+
+    extra: list[object] = []
+    for _ in range(MAX_GLOBALS):
+        try:
+            with torch.serialization.safe_globals(extra):
+                return _torch_load(path, fmt)
+        except pickle.UnpicklingError as exc:
+            if "torch._dynamo" in str(exc) and "torch._dynamo" not in sys.modules:
+                importlib.import_module("torch._dynamo")  # nested jagged tensors need it (a second)
+                continue
+            match = UNSAFE_GLOBAL.search(str(exc))
+            if match is None:
+                raise
+            name = match.group(1) or match.group(2)
+            allowance = allowed.allowance(path, [name], limits.pickle_max_bytes)
+            if allowance.refused is not None or name in found.safe_globals:
+                raise CheckpointError(allowance.refused or Text("torch refuses {name}", name=name)) from exc
+            extra += allowance.globals
+            found.safe_globals.append(name)
+            found.read_as_dict += allowance.as_dict
+    raise CheckpointError(Text("the file needs more than {n} globals of the allow-list", n=MAX_GLOBALS))
+
+
+def _torch_load(path: Path, fmt: str) -> object:
+    mmap = fmt == "torch_zip"
+    if not path.name.endswith(".safetensors"):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    with tempfile.TemporaryDirectory(prefix="mre-renamed-") as folder:
+        link = Path(folder) / "checkpoint"
+        link.symlink_to(path.resolve())
+        return torch.load(link, map_location="cpu", weights_only=True, mmap=mmap)
+
+
 def _walk(
-    obj: object, location: list[str], limits: Limits, found: Found
+    obj: object, location: list[str], limits: Limits, found: Found, raw: tuple = ()
 ) -> Iterator[tuple[list[str], object]]:
     if len(location) > MAX_DEPTH:
         raise CheckpointError(
@@ -375,16 +492,17 @@ def _walk(
         ):
             found.state_dicts.append(location)
             found.dicts[".".join(location)] = obj
-        items = ((_key(k), v) for k, v in obj.items())
+            found.raw[".".join(location)] = raw
+        items = ((_key(k), v, k) for k, v in obj.items())
     elif isinstance(obj, list | tuple) and not isinstance(obj, torch.Size):
-        items = ((str(i), v) for i, v in enumerate(obj))
+        items = ((str(i), v, i) for i, v in enumerate(obj))
     else:
         if len(found.tensors) + len(found.values) >= limits.max_entries:
             raise CheckpointTooLarge(Text("more than {max_entries} entries", max_entries=limits.max_entries))
         yield location, obj
         return
-    for key, value in items:
-        yield from _walk(value, [*location, key], limits, found)
+    for key, value, saved in items:
+        yield from _walk(value, [*location, key], limits, found, (*raw, saved))
 
 
 def _key(key: object) -> str:

@@ -113,6 +113,7 @@ class Job:
 
     run: Callable[[], BaseModel]
     paths: tuple[str, ...]
+    copies: int = 0  # the files' bytes it holds in memory beside their maps (a fixed file written)
 
 
 def _answer(job: Job, budget: Budget) -> bytes:
@@ -155,7 +156,8 @@ def _child(writer: Connection, job: Job, budget: Budget) -> None:
     _die_with_parent()
     torch.set_num_threads(budget.threads)
     os.nice(NICE)
-    _limit(budget, sum(_mapped(Path(path)) for path in job.paths))
+    size = sum(_mapped(Path(path)) for path in job.paths)
+    _limit(budget, size + job.copies * sum(Path(path).stat().st_size for path in job.paths))
     try:
         body = _answer(job, budget)
     except MemoryError:  # even building the refusal ran out
@@ -177,6 +179,45 @@ def inspection(
     """The child's work for an inspection: the report, or (``shown``) the page's cut of it."""
     found = inspect_files([Path(p) for p in paths], list(names), limits, spec, at)
     return found if shown is None else bounded(found, shown)
+
+
+def fixing(
+    paths: tuple[str, ...],
+    names: tuple[str, ...],
+    limits: Limits,
+    spec: Target | None,
+    at: str | None,
+    out: str,
+) -> BaseModel:
+    """The child's work for a fixed checkpoint: proven, then written to ``out``."""
+    from app.doctor.writer import write_fixed
+
+    return write_fixed([Path(p) for p in paths], list(names), limits, spec, at, Path(out))
+
+
+def fixing_job(
+    paths: Sequence[Path],
+    names: Sequence[str],
+    limits: Limits,
+    spec: Target | None,
+    at: str | None,
+    out: Path,
+) -> Job:
+    files = tuple(map(str, paths))
+    # The state read (safetensors copies it out of its map), and safetensors' bytes of it as it writes.
+    return Job(partial(fixing, files, tuple(names), limits, spec, at, str(out)), files, copies=3)
+
+
+def inspection_job(
+    paths: Sequence[Path],
+    names: Sequence[str],
+    limits: Limits,
+    spec: Target | None,
+    at: str | None,
+    shown: int | None = None,
+) -> Job:
+    files = tuple(map(str, paths))
+    return Job(partial(inspection, files, tuple(names), limits, spec, at, shown), files)
 
 
 def _memory_message(budget: Budget) -> Text:
@@ -209,10 +250,19 @@ def comparison(
     limits: Limits,
     value_max_elements: int,
     shown: int | None,
+    at_a: str | None = None,
+    at_b: str | None = None,
 ) -> BaseModel:
     """The child's work for a comparison of two checkpoints (each one file or its shards)."""
     found = compare.compare_checkpoints(
-        [Path(p) for p in a], list(a_names), [Path(p) for p in b], list(b_names), limits, value_max_elements
+        [Path(p) for p in a],
+        list(a_names),
+        [Path(p) for p in b],
+        list(b_names),
+        limits,
+        value_max_elements,
+        at_a,
+        at_b,
     )
     return found if shown is None else compare.bounded(found, shown)
 
@@ -225,10 +275,21 @@ def comparison_job(
     limits: Limits,
     value_max_elements: int,
     shown: int | None = None,
+    at_a: str | None = None,
+    at_b: str | None = None,
 ) -> Job:
     paths_a, paths_b = tuple(map(str, a)), tuple(map(str, b))
     work = partial(
-        comparison, paths_a, tuple(a_names), paths_b, tuple(b_names), limits, value_max_elements, shown
+        comparison,
+        paths_a,
+        tuple(a_names),
+        paths_b,
+        tuple(b_names),
+        limits,
+        value_max_elements,
+        shown,
+        at_a,
+        at_b,
     )
     return Job(work, paths_a + paths_b)
 
@@ -347,6 +408,64 @@ async def inspect_isolated(
     paths = (str(path),) if isinstance(path, Path) else tuple(map(str, path))
     work = partial(inspection, paths, tuple(names), limits, spec, at, shown)
     return await run_isolated(Job(work, paths), budget)
+
+
+def run_now(job: Job, budget: Budget) -> bytes:
+    """``job`` run to its end from synchronous code (``mre``): forked from this process when it runs
+    one thread (the child starts at once, with torch already imported), else through the
+    forkserver (a fork of a threaded process may inherit a lock another thread held), also where
+    this thread already runs an event loop (a notebook), which asyncio.run refuses."""
+    if threading.active_count() == 1:
+        return run_forked(job, budget)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_isolated(job, budget))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run_isolated(job, budget)).result()
+
+
+def run_forked(job: Job, budget: Budget) -> bytes:
+    """``job``'s report as JSON bytes, from a child forked from this process, for a caller with one
+    thread that has imported torch already (``mre``): the child starts at once, with no second
+    import of torch (a forkserver, for the threaded server, costs one). Same limits, same refusals."""
+    import select
+    import time
+
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(writer, job, budget), daemon=True)
+    process.start()
+    writer.close()
+    deadline = time.monotonic() + budget.wall_seconds
+    body, cause = bytearray(), ""
+    fd = reader.fileno()
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                cause = "deadline"
+                break
+            if not select.select([fd], [], [], left)[0]:
+                continue
+            data = os.read(fd, READ)
+            if not data:
+                break
+            if len(body) + len(data) > budget.report_max_bytes:
+                cause = "cap"
+                break
+            body.extend(data)
+        if cause:
+            process.kill()
+        process.join(max(deadline - time.monotonic(), 1.0))
+    finally:
+        reader.close()
+        if process.exitcode is None:
+            process.kill()
+            process.join(5.0)
+    return _outcome(bytes(body), cause, process.exitcode, False, budget)
 
 
 async def run_isolated(job: Job, budget: Budget) -> bytes:

@@ -1,23 +1,36 @@
 """Loading a checkpoint's state_dict into a module, as torch does it: the state_dict chosen, torch's
-strict and non-strict outcome, and the diagnosis of what went wrong."""
+strict and non-strict outcome, the diagnosis of what went wrong, and the whole script that proves it."""
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from app.doctor.diagnosis import diagnose
+from app.doctor.diagnosis import COMPILED, diagnose
 from app.doctor.formats import Found
 from app.doctor.report import CheckpointError, CheckpointReport, LoadOutcome
-from app.doctor.targets import Target, target_module
+from app.doctor.script import Source, script
+from app.doctor.targets import ConfigTarget, Target, target_module, target_name
 from app.lab.spec import LabSpec
-from app.langs import Text
+from app.langs import EN, Text
+
+
+@dataclass
+class Kept:
+    """What a caller that writes the fixed file keeps of a load: the state as the fixes leave it, and
+    the module it was proven against."""
+
+    state: dict = field(default_factory=dict)
+    target: Target | None = None
+
 
 PREFERRED = ("state_dict", "model_state_dict", "model", "module", "net")
+OPTIMIZER = ("state", "param_groups")  # what torch.optim.Optimizer.state_dict() holds
 
 
 def choose_state_dict(report: CheckpointReport, asked: str | None) -> str:
@@ -41,28 +54,50 @@ def choose_state_dict(report: CheckpointReport, asked: str | None) -> str:
     return max(found, key=lambda s: counts[s])
 
 
+def optimizer_at(report: CheckpointReport, chosen: str) -> bool:
+    """Whether the state_dict chosen sits in an optimizer's state_dict ({"state": {0: {...}},
+    "param_groups": [...]}): its tensors are momenta, not a model's."""
+    location = next((t.location[:-1] for t in report.tensors if ".".join(t.location[:-1]) == chosen), None)
+    if location is None or len(location) < 2 or location[-2] != "state":
+        return False
+    parent = location[:-2]
+    groups = [*parent, "param_groups"]
+    return any(v.location[: len(groups)] == groups for v in report.values)
+
+
 def _state(path: Path, fmt: str, found: Found, at: str, wanted: set[str]) -> dict[str, torch.Tensor]:
     """The state_dict at ``at``, as torch.load gave it (its ``_metadata``, module versions, kept:
-    load_state_dict reads it). From safetensors only the keys the module has are read; the others
-    stand in as empty meta tensors, which load_state_dict only counts as unexpected."""
+    load_state_dict reads it). From safetensors only the keys the module may take are read (its
+    keys, behind or in front of a prefix); the others stand in as empty meta tensors, which
+    load_state_dict only counts as unexpected."""
     if fmt != "safetensors":
         return found.dicts[at]
     from safetensors import SafetensorError, safe_open
 
     keys = [loc[-1] for loc, _ in found.tensors]
-    wanted = {key for key in keys if _named_like(key, wanted)}
+    names = _tails(wanted)
+    wanted = {key for key in keys if _named_like(key, names)}
     state = dict.fromkeys(keys, torch.empty(0, device="meta"))
     by_file: dict[Path, list[str]] = {}
     for key in keys:
         if key in wanted:
             by_file.setdefault(found.sources.get(key, path), []).append(key)
     try:
-        for source, names in by_file.items():
+        for source, names_ in by_file.items():
             with safe_open(str(source), framework="pt") as f:
-                state.update({key: f.get_tensor(key) for key in names})
+                state.update({key: f.get_tensor(key) for key in names_})
     except SafetensorError as exc:
         raise CheckpointError(Text("the safetensors library refused to read it: {exc}", exc=exc)) from exc
     return state
+
+
+def _tails(names: set[str]) -> set[str]:
+    """Each name and every dotted tail of it: transformer.h.0.ln_1.weight, h.0.ln_1.weight, ..."""
+    tails = set()
+    for name in names:
+        parts = name.split(".")
+        tails.update(".".join(parts[i:]) for i in range(len(parts)))
+    return tails
 
 
 def tensor_of(path: Path, fmt: str, found: Found, name: str) -> torch.Tensor:
@@ -81,7 +116,9 @@ def tensor_of(path: Path, fmt: str, found: Found, name: str) -> torch.Tensor:
 
 
 def _named_like(key: str, names: set[str]) -> bool:
-    """``key`` is one of ``names``, or one of them behind a prefix (module.linear.weight)."""
+    """``key`` is one of ``names`` (the module's keys and their tails), or one of them behind a
+    prefix (module.linear.weight), or a compiled submodule's (linear._orig_mod.weight)."""
+    key = key.replace(COMPILED, ".")
     return key in names or any(key[i + 1 :] in names for i, c in enumerate(key) if c == ".")
 
 
@@ -96,16 +133,32 @@ def _attempt(action: object) -> str:
 
 
 def load_into(
-    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: Target, at: str | None
+    path: Path,
+    fmt: str,
+    found: Found,
+    report: CheckpointReport,
+    spec: Target,
+    at: str | None,
+    files: tuple[str, ...] = (),
+    kept: Kept | None = None,
 ) -> LoadOutcome:
+    """``files`` are the weight files as the user named them, for the script (``path`` by default);
+    ``kept`` receives the fixed state."""
     with warnings.catch_warnings():
         # A full-size architecture is on meta, where torch warns of each copy that it does nothing.
         warnings.filterwarnings("ignore", message="for .*: copying from a non-meta parameter")
-        return _load_into(path, fmt, found, report, spec, at)
+        return _load_into(path, fmt, found, report, spec, at, files or (str(path),), kept)
 
 
 def _load_into(
-    path: Path, fmt: str, found: Found, report: CheckpointReport, spec: Target, at: str | None
+    path: Path,
+    fmt: str,
+    found: Found,
+    report: CheckpointReport,
+    spec: Target,
+    at: str | None,
+    files: tuple[str, ...],
+    kept: Kept | None,
 ) -> LoadOutcome:
     chosen = choose_state_dict(report, at)
     loose: nn.Module = target_module(spec)
@@ -123,16 +176,42 @@ def _load_into(
         for k, v in expected.items()
         if k in state and _shape(state[k]) != list(v.shape)
     ]
+    file_is = None
+    if optimizer_at(report, chosen):
+        file_is = (
+            "optimizer_state",
+            Text(
+                "the file is an optimizer's state_dict (momenta by parameter number, and param_groups): "
+                "load it with optimizer.load_state_dict, and the model from its own checkpoint"
+            ),
+        )
+    diagnosis = diagnose(
+        state,
+        lambda: target_module(spec),
+        strict,
+        file_is=file_is,
+        absent=found.absent or None,
+        fixed=kept.state if kept is not None else None,
+    )
+    if kept is not None:
+        kept.target = spec
+    into = target_name(spec)
+    as_dict = tuple(found.read_as_dict)
+    allowed = tuple(n for n in found.safe_globals if n not in as_dict)
+    source = Source(files, fmt, found.raw.get(chosen, ()), allowed, as_dict)
     return LoadOutcome(
         spec=spec if isinstance(spec, LabSpec) else None,
-        architecture=None if isinstance(spec, LabSpec) else spec,
+        architecture=spec if isinstance(spec, str) else None,
+        config=spec.name if isinstance(spec, ConfigTarget) else None,
+        target=into,
         state_dict=chosen,
         strict=strict,
         non_strict=non_strict,
         missing_keys=missing,
         unexpected_keys=unexpected,
         size_mismatches=mismatches,
-        diagnosis=diagnose(state, lambda: target_module(spec), strict),
+        diagnosis=diagnosis,
+        script=script(source, spec, diagnosis.fixes, diagnosis.headline[EN], into),
     )
 
 

@@ -88,6 +88,10 @@ class LoadOutcome(BaseModel):
     architecture: str | None = Field(
         None, description="The architecture it was loaded into (GET /api/architectures), built on meta."
     )
+    config: str | None = Field(
+        None, description="The transformers config.json it was loaded into (built on meta), as named."
+    )
+    target: str = Field("", description="What it was loaded into, in a few words (a class, an id).")
     state_dict: str = Field(description="Where in the file the loaded state_dict is ('' for the top).")
     strict: str = Field(description='"ok", or torch\'s refusal of load_state_dict(state), type: message.')
     non_strict: str = Field(description="The same with strict=False: size mismatches still refuse.")
@@ -99,6 +103,11 @@ class LoadOutcome(BaseModel):
     diagnosis: Diagnosis | None = Field(
         None,
         description="Why it does not load, cause by cause, each with its fix and torch's outcome after it.",
+    )
+    script: str = Field(
+        "",
+        description="A whole script to paste and run: the loading lines, the model, the fixes, "
+        "load_state_dict(state, strict=True); its outcome is the diagnosis' after_fixes.",
     )
 
 
@@ -127,7 +136,10 @@ class Shards(BaseModel):
 
 
 class CheckpointReport(BaseModel):
-    format: str = Field(examples=["safetensors"], description="safetensors, torch_zip or torch_legacy")
+    format: str = Field(
+        examples=["safetensors"],
+        description="safetensors, torch_zip, torch_legacy or torch_dcp (a DCP folder)",
+    )
     file_bytes: int
     tensors: list[TensorEntry]
     values: list[ValueEntry] = Field(description="Everything else: epoch, step, hyper-parameters ...")
@@ -142,6 +154,11 @@ class CheckpointReport(BaseModel):
     load: LoadOutcome | None = None
     torch_version: str
     shards: Shards | None = Field(None, description="A sharded checkpoint: its files and index, checked.")
+    notes: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="What the reader noticed beside the tensors, by language: files it did not read, a DCP "
+        "folder and how to convert it, globals read through the allow-list.",
+    )
 
 
 class PageReport(BaseModel):

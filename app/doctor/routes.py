@@ -3,18 +3,20 @@ both over the same uploads, child processes and report."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from starlette.background import BackgroundTask
 
 from app.doctor.caps import check_available
 from app.doctor.compare import Comparison
 from app.doctor.page import PAGE, architecture_of, context, offered, respond, spec_of
 from app.doctor.report import CheckpointReport, PageReport, UploadError
-from app.doctor.runs import Inspector
+from app.doctor.runs import Inspector, discard
 from app.doctor.targets import Target, architecture_target
-from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, uploaded
+from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, sent, uploaded
 from app.errors import Refusal
 from app.lab.deps import lab_bounds
 from app.lab.query import OPENAPI_PARAMETERS as LAB_QUERY
@@ -171,9 +173,49 @@ COMPARE_BODY = {
     "largest absolute and relative difference of values, NaN and Inf counted.",
 )
 async def checkpoint_compare(request: Request, inspector: InspectorDep) -> Response:
-    async with uploaded(request, inspector.settings, inspector.uploads, (FILE_FIELD, OTHER_FIELD)) as upload:
+    fields = (FILE_FIELD, OTHER_FIELD)
+    async with uploaded(request, inspector.settings, inspector.uploads, fields, checkpoints=2) as upload:
         a, b = upload.of(FILE_FIELD), upload.of(OTHER_FIELD)
         return _json(await inspector.compare_json(a, b))
+
+
+def _download(path: Path, files: list[Received]) -> FileResponse:
+    """The fixed file as a download, named after the first file sent; removed once sent."""
+    stem = next((f.filename for f in files if f.filename), "checkpoint").split(".")[0] or "checkpoint"
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{stem}.fixed.safetensors",
+        background=BackgroundTask(discard, path),
+    )
+
+
+@api.post(
+    "/checkpoints/fix",
+    response_class=FileResponse,
+    responses={
+        **UPLOADED,
+        200: {"content": {"application/octet-stream": {}}, "description": "The fixed safetensors file"},
+        404: {"description": "Unknown preset or architecture, or the inspector turned off"},
+        409: {"description": "It does not load into that module and no fix makes every tensor load"},
+        413: {"description": "File, zip contents, pickle, memory, entries or report over a cap"},
+        415: {"description": "Neither multipart/form-data nor application/octet-stream"},
+        422: {"description": "Not a checkpoint, nothing to load it into, or the inspector died on it"},
+        504: {"description": "It ran past MRE_CHECKPOINT_CPU_SECONDS or _WALL_SECONDS"},
+    },
+    openapi_extra={"requestBody": CHECKPOINT_BODY, "parameters": CHECKPOINT_QUERY},
+    description="The fixed checkpoint: the fixes POST /api/checkpoints proves, applied, loaded into a fresh "
+    "module with strict=True before and after writing, as a safetensors file (each tied tensor its own "
+    "copy, as safetensors requires). The module is given as for /api/checkpoints, or is the model a "
+    "config.json sent with the files describes. Refused (409) unless every tensor of the module comes "
+    "from the file.",
+)
+async def checkpoint_fix(request: Request, settings: SettingsDep, inspector: InspectorDep) -> Response:
+    spec, at = checkpoint_request(request, settings)
+    async with uploaded(request, settings, inspector.uploads) as upload:
+        files = sent(upload.of(FILE_FIELD))
+        path, _ = await inspector.fixed_file(files, spec, at)
+        return _download(path, files)
 
 
 def _off(settings: Settings, view: View) -> Response | None:
@@ -219,17 +261,18 @@ async def checkpoint_result(
         return {"architecture": architecture, "architectures": offered(settings)}
 
     try:
-        async with uploaded(request, settings, inspector.uploads, (FILE_FIELD, OTHER_FIELD)) as upload:
-            filename, fields = _names(upload.of(FILE_FIELD)), dict(upload.fields)
+        fields_ = (FILE_FIELD, OTHER_FIELD)
+        async with uploaded(request, settings, inspector.uploads, fields_, checkpoints=2) as upload:
+            files = sent(upload.of(FILE_FIELD))  # the file input and the folder input share a name
+            filename, fields = _names(files), dict(upload.fields)
             architecture = architecture_of(upload.fields, settings)
             spec = None if architecture else spec_of(upload.fields, lab_bounds(settings))
-            # A file input left empty still sends a part, with no name and no bytes: no second file.
-            others = [f for f in upload.of(OTHER_FIELD) if f.filename or f.path.stat().st_size]
+            others = sent(upload.of(OTHER_FIELD))
             if others:  # a second checkpoint: compare the two
-                comparison = await inspector.compare_page(upload.of(FILE_FIELD), others)
+                comparison = await inspector.compare_page(files, others)
             else:
                 at = fields.get("state_dict") or None
-                page = await inspector.inspect_page(upload.of(FILE_FIELD), architecture or spec, at)
+                page = await inspector.inspect_page(files, architecture or spec, at)
     except SpecError as exc:  # the module chosen in the form
         return respond(view, 422, error=exc.text(view.lang), filename=filename, **chosen())
     except Refusal as exc:  # the upload, the file or the architecture
@@ -247,6 +290,28 @@ async def checkpoint_result(
         state_dict=fields.get("state_dict", ""),
         **chosen(),
     )
+
+
+@pages.post("/checkpoints/fix", response_class=HTMLResponse)
+async def checkpoint_fix_page(
+    request: Request, view: ViewDep, settings: SettingsDep, inspector: InspectorDep
+) -> Response:
+    """The page's download button: the fixed file, or the page saying why there is none."""
+    off = _off(settings, view)
+    if off is not None:
+        return off
+    spec = architecture = None
+    try:
+        async with uploaded(request, settings, inspector.uploads, (FILE_FIELD, OTHER_FIELD)) as upload:
+            files = sent(upload.of(FILE_FIELD))
+            architecture = architecture_of(upload.fields, settings)
+            spec = None if architecture else spec_of(upload.fields, lab_bounds(settings))
+            at = dict(upload.fields).get("state_dict") or None
+            path, _ = await inspector.fixed_file(files, architecture or spec, at)
+            return _download(path, files)
+    except Refusal as exc:
+        chosen = {"architecture": architecture, "architectures": offered(settings)}
+        return respond(view, exc.status, error=exc.text(view.lang), spec=spec, **chosen)
 
 
 def _names(files: list[Received]) -> str:

@@ -3,6 +3,8 @@ under the caps (``app.doctor.isolated``) when a slot is free; and what the docto
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +14,8 @@ from app.doctor.caps import InProgress, Slots, budget, limits
 from app.doctor.compare import Comparison
 from app.doctor.report import PageReport, UploadError
 from app.doctor.targets import Target
-from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, remove_stale
+from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, PREFIX, Received, check_size, owner, remove_stale
+from app.doctor.writer import Written
 from app.langs import Text
 from app.settings import Settings
 
@@ -45,6 +48,7 @@ class Inspector:
     ) -> bytes:
         """The report as the child wrote it (JSON), once a slot is free: the upload is complete by now.
         Several files are one sharded checkpoint."""
+        check_size(files, self.settings.checkpoint_max_bytes, Text("the checkpoint"))
         paths, names = _paths(files)
         async with self.slots.taken():
             return await isolated.inspect_isolated(
@@ -72,6 +76,8 @@ class Inspector:
                 "two checkpoints to compare: send the second in the part named {missing!r}", missing=missing
             )
             raise UploadError(422, text)
+        check_size(a, self.settings.checkpoint_max_bytes, Text("the first checkpoint"))
+        check_size(b, self.settings.checkpoint_max_bytes, Text("the second checkpoint"))
         (paths_a, names_a), (paths_b, names_b) = _paths(a), _paths(b)
         cap = self.settings.checkpoint_compare_max_elements
         job = isolated.comparison_job(paths_a, names_a, paths_b, names_b, limits(self.settings), cap, shown)
@@ -80,6 +86,29 @@ class Inspector:
 
     async def compare_page(self, a: list[Received], b: list[Received]) -> Comparison:
         return Comparison.model_validate_json(await self.compare_json(a, b, PAGE_MOST))
+
+    async def fixed_file(
+        self, files: list[Received], spec: Target | None, at: str | None
+    ) -> tuple[Path, Written]:
+        """The fixed checkpoint, proven and written by a child into a folder of its own (the caller
+        removes it with ``discard`` once sent); refused (409) when no fix makes every tensor load."""
+        check_size(files, self.settings.checkpoint_max_bytes, Text("the checkpoint"))
+        paths, names = _paths(files)
+        folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=self.settings.checkpoint_tmp_dir))
+        out = folder / "fixed.safetensors"
+        job = isolated.fixing_job(paths, names, limits(self.settings), spec, at, out)
+        try:
+            async with self.slots.taken():
+                body = await isolated.run_isolated(job, budget(self.settings))
+        except BaseException:
+            discard(out)
+            raise
+        return out, Written.model_validate_json(body)
+
+
+def discard(path: Path) -> None:
+    """A fixed file and its folder, once sent."""
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def _paths(files: list[Received]) -> tuple[list[Path], list[str]]:

@@ -1,14 +1,15 @@
 """A sharded checkpoint (``save_pretrained(max_shard_size=...)``): its shards read as one state_dict,
 and its index (``model.safetensors.index.json``, ``pytorch_model.bin.index.json``) checked as the
 format implies: every key the index names is in the shard it names, once; every key a shard holds
-is in the index; ``metadata.total_size`` is the bytes of the tensors present.
+is in the index; ``metadata.total_size`` is the bytes of the tensors present, shared storage (tied
+weights in a torch shard) counted once, as transformers and huggingface_hub count it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from app.doctor.files import Files
 from app.doctor.formats import Found, read
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits, ShardFile, ShardProblem, Shards
 from app.langs import Text
@@ -16,36 +17,9 @@ from app.langs import Text
 MAX_SHARDS = 256  # shards of one checkpoint, its index beside them (a 405B model in bfloat16: 191 of 5 GB)
 
 
-def is_index(path: Path, name: str) -> bool:
-    """Named .json, or starting with "{" where a safetensors file has the 8 bytes of its header's
-    length before its own "{"."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    return name.endswith(".json") or (head[:1] == b"{" and head[8:9] != b"{")
-
-
-def _index(path: Path, name: str, limits: Limits) -> dict | None:
-    """The index's JSON, if ``path`` is one."""
-    if not is_index(path, name):
-        return None
-    size = path.stat().st_size
-    if size > limits.header_max_bytes:
-        raise CheckpointTooLarge(
-            Text(
-                "{name}: an index of {size} bytes, over the cap of {header_max_bytes}",
-                name=name,
-                size=size,
-                header_max_bytes=limits.header_max_bytes,
-            )
-        )
-    try:
-        index = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as exc:
-        error = str(exc)[:2000]
-        raise CheckpointError(
-            Text("{name}: not a JSON index: {error}", name=name[:200], error=error)
-        ) from exc
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+def _index(name: str, index: dict, limits: Limits) -> dict:
+    """The index's weight map and total size, checked."""
+    weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointError(
             Text('{name}: an index is an object with "weight_map": {{key: shard file name}}', name=name)
@@ -82,10 +56,20 @@ def too_many_shards(count: int) -> CheckpointTooLarge:
     )
 
 
-def read_shards(
-    paths: list[Path], names: list[str], limits: Limits
-) -> tuple[str, Found, dict[str, str], Shards]:
+def _read_shard(path: Path, name: str, limits: Limits) -> tuple[str, Found, dict[str, str]]:
+    """One shard, read; a refusal names the shard (a truncated one among eight)."""
+    try:
+        return read(path, limits)
+    except CheckpointError as exc:
+        raise type(exc)(Text("{name}: {error}", name=name, error=exc.words), status=exc.status) from exc
+
+
+def read_shards(files: Files, limits: Limits) -> tuple[str, Found, dict[str, str], Shards]:
     """The shards' tensors as one file's (the first shard to hold a key keeps it), and the check."""
+    paths = [p for p, _ in files.weights]
+    names = [n for _, n in files.weights]
+    if len(paths) > MAX_SHARDS:  # the index is not among them (Files told it apart)
+        raise too_many_shards(len(paths))
     size = sum(p.stat().st_size for p in paths)
     if size > limits.max_bytes:
         raise CheckpointTooLarge(
@@ -95,39 +79,25 @@ def read_shards(
                 max_bytes=limits.max_bytes,
             )
         )
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
+    base = [Path(n).name for n in names]
+    if len(set(base)) != len(base):
+        twice = sorted({n for n in base if base.count(n) > 1})
         raise CheckpointError(
             Text("two files are called {twice!r}: the index names shards by file name", twice=twice[0])
         )
-    index, index_name = None, None
-    shards: list[tuple[Path, str]] = []
-    for path, name in zip(paths, names, strict=True):
-        found = _index(path, name, limits)
-        if found is None:
-            shards.append((path, name))
-        elif index is not None:
-            raise CheckpointError(
-                Text(
-                    "two index files: {index_name!r} and {name!r}; send one checkpoint at a time",
-                    index_name=index_name,
-                    name=name,
-                )
-            )
-        else:
-            index, index_name = found, name
-    if not shards:
+    index = _index(files.index[1], files.index[2], limits) if files.index is not None else None
+    if not paths:
         raise CheckpointError(Text("an index and no shard: send the shard files with it"))
-    if len(shards) > MAX_SHARDS:
-        raise too_many_shards(len(shards))
     merged = Found(state_dicts=[[]])
     merged.dicts[""] = {}
-    files, formats, metadata = [], set(), {}
+    shard_files, formats, metadata = [], set(), {}
     holder: dict[str, str] = {}  # key -> the shard that holds it first
     problems: list[ShardProblem] = []
     entries = 0
-    for path, name in shards:
-        fmt, found, meta = read(path, limits)
+    storages: set[tuple] = set()
+    storage_bytes = unique_bytes = 0  # what an index may count: each storage (or its tensor) once
+    for path, name in zip(paths, base, strict=True):
+        fmt, found, meta = _read_shard(path, name, limits)
         formats.add(fmt)
         metadata.update(meta)
         tops = [t for t in found.tensors if len(t[0]) == 1]
@@ -140,7 +110,9 @@ def read_shards(
             raise CheckpointTooLarge(
                 Text("more than {max_entries} tensors in the shards", max_entries=limits.max_entries)
             )
-        files.append(ShardFile(name=name, format=fmt, tensors=len(tops), bytes=sum(d.bytes for _, d in tops)))
+        shard_files.append(
+            ShardFile(name=name, format=fmt, tensors=len(tops), bytes=sum(d.bytes for _, d in tops))
+        )
         for location, described in tops:
             key = location[0]
             if key in holder:
@@ -150,6 +122,13 @@ def read_shards(
                 continue
             holder[key] = name
             merged.tensors.append((location, described))
+            if described.storage is None:
+                storage_bytes += described.bytes
+                unique_bytes += described.bytes
+            elif (name, described.storage) not in storages:
+                storages.add((name, described.storage))
+                storage_bytes += described.storage[1]
+                unique_bytes += described.bytes
             if fmt == "safetensors":
                 merged.sources[key] = path
             else:
@@ -161,10 +140,12 @@ def read_shards(
         )
     tensor_bytes = sum(d.bytes for _, d in merged.tensors)
     if index is not None:
-        problems += _check(index, holder, {n for _, n in shards}, tensor_bytes)
+        sent = set(base)
+        problems += _check(index, holder, sent, (tensor_bytes, unique_bytes, storage_bytes))
+        merged.absent = {k: f for k, f in index["weight_map"].items() if f not in sent and k not in holder}
     report = Shards(
-        index=index_name,
-        files=files,
+        index=files.index[1] if files.index else None,
+        files=shard_files,
         total_size=index["total_size"] if index else None,
         tensor_bytes=tensor_bytes,
         problems=problems,
@@ -172,17 +153,23 @@ def read_shards(
     return formats.pop(), merged, metadata, report
 
 
-def _check(index: dict, holder: dict[str, str], sent: set[str], tensor_bytes: int) -> list[ShardProblem]:
+def _check(
+    index: dict, holder: dict[str, str], sent: set[str], sizes: tuple[int, int, int]
+) -> list[ShardProblem]:
     weight_map: dict[str, str] = index["weight_map"]
     problems = []
     for file in sorted(set(weight_map.values()) - sent):
         count = sum(1 for v in weight_map.values() if v == file)
         problems.append(
-            ShardProblem(kind="shard_not_uploaded", key=file, detail=f"the index puts {count} keys in it")
+            ShardProblem(
+                kind="shard_not_uploaded",
+                key=file,
+                detail=f"the index puts {count} keys in it, and it is not here",
+            )
         )
     for key, file in weight_map.items():
         if key not in holder:
-            where = "which was not sent" if file not in sent else "which does not hold it"
+            where = "which is not here" if file not in sent else "which does not hold it"
             problems.append(
                 ShardProblem(kind="missing_from_shards", key=key, detail=f"the index says {file}, {where}")
             )
@@ -196,12 +183,15 @@ def _check(index: dict, holder: dict[str, str], sent: set[str], tensor_bytes: in
         if key not in weight_map:
             problems.append(ShardProblem(kind="not_in_index", key=key, detail=f"in {file}"))
     total = index["total_size"]
-    if total is not None and total != tensor_bytes:
+    # Each key's bytes (older savers), each storage's tensor once or each storage's bytes once
+    # (transformers' and huggingface_hub's, which count tied weights once): any of them agrees.
+    if total is not None and total not in sizes:
         problems.append(
             ShardProblem(
                 kind="total_size",
                 key="",
-                detail=f"the index says total_size {total}; the tensors present take {tensor_bytes} bytes",
+                detail=f"the index says total_size {total}; the tensors present take {sizes[0]} bytes "
+                f"({sizes[1]} with shared storage counted once)",
             )
         )
     return problems

@@ -205,11 +205,33 @@ def _write(out: BinaryIO, upload: Upload, chunk: bytes, max_bytes: int) -> None:
         raise UploadError(
             413,
             Text(
-                "the file is over the cap of {max_bytes} bytes (MRE_CHECKPOINT_MAX_BYTES)",
+                "the files sent are over the cap of {max_bytes} bytes in all (MRE_CHECKPOINT_MAX_BYTES per "
+                "checkpoint, twice that for two to compare)",
                 max_bytes=max_bytes,
             ),
         )
     out.write(chunk)
+
+
+def check_size(files: list[Received], max_bytes: int, which: Text) -> None:
+    """One checkpoint's files (of a request that may carry two) under the cap, named if not."""
+    size = sum(f.path.stat().st_size for f in files)
+    if size > max_bytes:
+        raise UploadError(
+            413,
+            Text(
+                "{which} is {size} bytes, over the cap of {max_bytes} bytes per checkpoint "
+                "(MRE_CHECKPOINT_MAX_BYTES)",
+                which=which,
+                size=size,
+                max_bytes=max_bytes,
+            ),
+        )
+
+
+def sent(files: list[Received]) -> list[Received]:
+    """The files really chosen: a file input left empty still sends a part, with no name and no bytes."""
+    return [f for f in files if f.filename or f.path.stat().st_size]
 
 
 async def receive(
@@ -306,9 +328,11 @@ async def uploaded(
     settings: Settings,
     in_progress: InProgress,
     file_fields: tuple[str, ...] = (FILE_FIELD,),
+    checkpoints: int = 1,
 ) -> AsyncIterator[Upload]:
     """The request's files on disk while the block runs (several: a sharded checkpoint, or two
-    checkpoints to compare); gone afterwards, whatever happened. The cap is on their sum."""
+    checkpoints to compare); gone afterwards, whatever happened. The cap is on their sum:
+    MRE_CHECKPOINT_MAX_BYTES for each of ``checkpoints``."""
     check_available(settings)
     with in_progress.taken():
         directory = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{owner()}-", dir=settings.checkpoint_tmp_dir))
@@ -316,7 +340,8 @@ async def uploaded(
             pace = Pace(
                 settings.checkpoint_upload_min_bytes_per_second, settings.checkpoint_upload_grace_seconds
             )
-            yield await receive(request, directory, settings.checkpoint_max_bytes, pace, file_fields, True)
+            cap = checkpoints * settings.checkpoint_max_bytes
+            yield await receive(request, directory, cap, pace, file_fields, True)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 

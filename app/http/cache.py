@@ -13,6 +13,7 @@ that pick English are one entry. A header without a normaliser is keyed by a dig
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import re
@@ -339,6 +340,9 @@ class HttpCache:
         self.store = store
         self.paths = frozenset(paths)
         self.prefixes = prefixes
+        # Misses being filled, by key: the same URL asked again meanwhile waits for that one answer
+        # (a class of 300 refetching one page after a change is one render, not 300).
+        self.filling: dict[Hashable, asyncio.Event] = {}
 
     def cacheable(self, scope: Scope) -> bool:
         return (
@@ -353,10 +357,25 @@ class HttpCache:
             return
         key = self.store.key(scope)
         entry = self.store.get(key) if key is not None else None
+        # Before the path's Vary is learnt, requests of one URL wait for the first: the answer it
+        # stores is then looked up under each one's own key (another language is its own miss).
+        flight = key if key is not None else (scope["path"], scope["query_string"])
+        if entry is None and flight in self.filling:
+            await self.filling[flight].wait()
+            key = self.store.key(scope)
+            entry = self.store.get(key) if key is not None else None
         if entry is not None:
             await send_entry(scope, send, entry, HIT)
             return
-        await self._fill(scope, receive, send)
+        if flight in self.filling:
+            await self._fill(scope, receive, send)
+            return
+        self.filling[flight] = done = asyncio.Event()
+        try:
+            await self._fill(scope, receive, send)
+        finally:
+            del self.filling[flight]
+            done.set()
 
     async def _fill(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()

@@ -19,7 +19,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def base_url() -> Iterator[str]:
-    with live_server() as url:
+    # Every class test starts its classes from loopback: the default of 5 open per address is the
+    # class tests' own (tests/classroom); here the browser tests share one server.
+    with live_server({"MRE_CLASS_MAX_ROOMS_PER_CLIENT": "50"}) as url:
         yield url
 
 

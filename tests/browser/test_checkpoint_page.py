@@ -92,3 +92,24 @@ def test_axe_finds_no_serious_violations_on_a_result(browser: Browser, base_url:
     ]
     assert serious == []
     context.close()
+
+
+def test_the_fixed_checkpoint_downloads_and_loads(page: Page, tmp_path: Path) -> None:
+    """The download button bypasses htmx (the answer is a file to save, not a block to swap)."""
+    from safetensors.torch import load_file
+
+    model = reference("tied_weights", TUTORIAL_DEFAULTS["tied_weights"])
+    buffer = io.BytesIO()
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, buffer)
+    page.goto("/checkpoints")
+    page.set_input_files("#checkpoint-file", file(buffer.getvalue(), "run.pt"))
+    page.select_option("#load-preset", "tied_weights")
+    page.click("#checkpoint-form button[type=submit]")
+    expect(page.locator("#verdict")).to_have_attribute("data-verdict", "fixed")
+    with page.expect_download() as download:
+        page.click("#download-fixed")
+    assert download.value.suggested_filename == "run.fixed.safetensors"
+    path = tmp_path / "fixed.safetensors"
+    download.value.save_as(path)
+    reference("tied_weights", TUTORIAL_DEFAULTS["tied_weights"]).load_state_dict(load_file(path), strict=True)
+    expect(page.locator("#verdict")).to_be_visible()  # the page stayed where it was

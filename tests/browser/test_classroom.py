@@ -18,10 +18,24 @@ from tests.support.reference import TUTORIAL_DEFAULTS, reference
 LESSON = "parameters-and-buffers"
 WORDS = {
     "en": {"start": "Start a class", "reveal": "Reveal torch's answer", "next": "Next step",
-           "explore": "Explore on my own", "back": "Back to the class"},
+           "explore": "Explore on my own", "back": "Back to the class", "join": "Join the class",
+           "end": "End class", "previous": "Previous step"},
     "zh-CN": {"start": "开始上课", "reveal": "揭晓 torch 的答案", "next": "下一步",
-              "explore": "自己探索", "back": "回到课堂"},
+              "explore": "自己探索", "back": "回到课堂", "join": "加入课堂", "end": "结束课堂",
+              "previous": "上一步"},
 }  # fmt: skip
+
+
+def join(student: Page, link: str, lang: str = "en") -> None:
+    """A student opens the join link and presses Join (a visit alone is no join)."""
+    student.goto(link)
+    student.get_by_role("button", name=WORDS[lang]["join"]).click()
+    expect(student.locator("#follow[data-events]")).to_be_visible()
+
+
+def end(teacher: Page, lang: str = "en") -> None:
+    teacher.once("dialog", lambda dialog: dialog.accept())
+    teacher.get_by_role("button", name=WORDS[lang]["end"]).click()
 
 
 def pages_of(browser: Browser, base_url: str, watch: Watch, locale: str) -> Iterator[list[Page]]:
@@ -56,7 +70,7 @@ def test_a_class_follows_votes_and_reveals(two: list[Page], lang: str) -> None:
     expect(teacher.locator(".room-code strong")).to_have_text(f"{code[:4]}-{code[4:]}")
     expect(teacher.locator("img.qr")).to_have_js_property("naturalWidth", 264)  # the server's SVG
 
-    student.goto(teacher.locator(".join-url a").get_attribute("href"))
+    join(student, teacher.locator(".join-url a").get_attribute("href"), lang)
     expect(student.locator("#follow .narrative")).to_have_text(lesson.steps[0].text[lang])
     expect(student.locator("#follow .answer")).to_have_count(0)  # hidden until the reveal
     expect(teacher.locator(".students")).to_contain_text("1")  # live: the console heard the join
@@ -78,7 +92,7 @@ def test_a_class_follows_votes_and_reveals(two: list[Page], lang: str) -> None:
 
     # On my own: the real lesson page; the class moves on without me; back, I am where it is.
     student.get_by_role("link", name=words["explore"]).click()
-    expect(student).to_have_url(re.compile(rf"/lessons/{LESSON}\?step=2$"))
+    expect(student).to_have_url(re.compile(rf"/lessons/{LESSON}\?step=2(&lang=(en|zh-CN))?$"))
     teacher.get_by_role("button", name=words["next"]).click()
     expect(teacher.locator("#console .narrative")).to_have_text(lesson.steps[2].text[lang])
     student.keyboard.press("ArrowRight")  # the player's own keys work while exploring
@@ -88,6 +102,7 @@ def test_a_class_follows_votes_and_reveals(two: list[Page], lang: str) -> None:
     expect(student.locator("#follow .narrative")).to_have_text(lesson.steps[2].text[lang])
     teacher.keyboard.press("ArrowLeft")
     expect(student.locator("#follow .narrative")).to_have_text(lesson.steps[1].text[lang])
+    end(teacher, lang)
 
 
 def test_the_player_without_javascript(no_js_page: Page) -> None:
@@ -103,7 +118,7 @@ def test_a_class_follows_the_lab(two_en: list[Page]) -> None:
     teacher.goto("/?preset=testmodel&device=meta")
     teacher.get_by_role("button", name="Start a class").click()
     expect(teacher).to_have_url(re.compile(r"/rooms/[A-Z0-9]{8}/teach$"))
-    student.goto(teacher.locator(".join-url a").get_attribute("href"))
+    join(student, teacher.locator(".join-url a").get_attribute("href"))
     row = student.locator("#follow #members-table tr[data-name='buffer1']")
     expect(row).to_have_attribute("data-style", "plain_tensor")
 
@@ -114,6 +129,13 @@ def test_a_class_follows_the_lab(two_en: list[Page]) -> None:
     moved = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "buffer"}).to("meta")
     device = student.locator("#follow #members-table tr[data-name='buffer1'] td.device code").last
     expect(device).to_have_text(str(moved.buffer1.device))
+
+    # The browser's Back in the driving lab is a change too: the students go back with it.
+    teacher.go_back()
+    expect(teacher.locator("#style-buffer1")).to_have_value("plain_tensor")
+    expect(row).to_have_attribute("data-style", "plain_tensor")
+    teacher.go_forward()
+    expect(row).to_have_attribute("data-style", "buffer")
 
 
 def test_a_class_over_redis_and_two_processes(browser: Browser, class_servers: tuple) -> None:
@@ -126,9 +148,9 @@ def test_a_class_over_redis_and_two_processes(browser: Browser, class_servers: t
         lesson = lessons()["saving-and-loading"]
         teacher.goto(f"/lessons/{lesson.id}?step=3")
         teacher.get_by_role("button", name="Start a class").click()
-        join = teacher.locator(".join-url a").get_attribute("href")
-        assert join.startswith(student_url + "/rooms/")
-        student.goto(join)
+        link = teacher.locator(".join-url a").get_attribute("href")
+        assert link.startswith(student_url + "/rooms/")
+        join(student, link)
         expect(student.locator("#follow .narrative")).to_have_text(lesson.steps[2].text["en"])
         student.get_by_role("button", name="it raises KeyError").click()
         expect(teacher.locator("li[data-choice='2'] .count")).to_have_text("1")  # across processes
@@ -147,3 +169,129 @@ def test_a_class_over_redis_and_two_processes(browser: Browser, class_servers: t
             c.close()
     for w in watches:
         assert w.errors == [] and w.outside == []
+
+
+NETWORK_DOWN = ("ERR_INTERNET_DISCONNECTED", "ERR_NETWORK_CHANGED", "ERR_NETWORK_IO_SUSPENDED")
+
+
+def box(page: Page, selector: str) -> dict:
+    found = page.locator(selector).first.bounding_box()
+    assert found is not None, selector
+    return found
+
+
+def no_sideways_scroll(page: Page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], width
+
+
+def test_a_projected_chinese_class_with_a_phone_and_a_laptop(browser: Browser, base_url: str) -> None:
+    """The teacher at a 1280x720 projector in Chinese, a zh-CN phone and an English laptop."""
+    lesson = lessons()[LESSON]
+    watches = [Watch(base_url) for _ in range(3)]
+    options = [
+        {"locale": "zh-CN", "viewport": {"width": 1280, "height": 720}},
+        {"locale": "zh-CN", "viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
+        {"locale": "en-US", "viewport": {"width": 1280, "height": 800}},
+    ]
+    contexts = [open_context(browser, base_url, w, **o) for w, o in zip(watches, options, strict=True)]
+    try:
+        teacher, phone, laptop = (c.new_page() for c in contexts)
+        teacher.goto(f"/lessons/{LESSON}?step=1&lang=zh-CN&present=1")
+        teacher.get_by_role("button", name=WORDS["zh-CN"]["start"]).click()
+        expect(teacher).to_have_url(re.compile(r"/rooms/[A-Z0-9]{8}/teach\?lang=zh-CN&present=1$"))
+        assert teacher.evaluate("[document.documentElement.lang, document.documentElement.className]") == [
+            "zh-CN",
+            "present",
+        ]
+        banner = teacher.locator("details.class-banner")
+        expect(banner).to_have_attribute("open", "")  # the code, the link and the QR, until a join
+        link = teacher.locator(".join-url a").get_attribute("href")
+
+        join(phone, link, "zh-CN")
+        expect(phone.locator("html")).to_have_attribute("lang", "zh-CN")
+        expect(banner).not_to_have_attribute("open", "")  # one line once a student joined
+        assert box(teacher, "details.class-banner")["height"] < 90
+        join(laptop, link, "en")
+        expect(teacher.locator(".n-joined")).to_have_text("2")
+        expect(teacher.locator(".n-live")).to_have_text("2")
+
+        for button in phone.locator("#follow form.vote button").all():  # thumbs, not pixels
+            size = button.bounding_box()
+            assert size and size["height"] >= 44 and size["width"] >= 44, size
+        phone.locator("#follow form.vote button").first.click()
+        expect(phone.locator("#follow li.chosen")).to_have_attribute("data-choice", "0")
+        expect(teacher.locator("li[data-choice='0'] .count")).to_have_text("1")
+        no_sideways_scroll(phone)
+
+        teacher.get_by_role("button", name=WORDS["zh-CN"]["reveal"]).click()
+        expect(teacher.locator("#console #members-table")).to_be_visible()
+        teacher.screenshot(path="/tmp/class-shots/console-revealed-zh-present.png")
+        answer, table = box(teacher, "#console .answer"), box(teacher, "#console #members-table")
+        assert answer["y"] + answer["height"] <= 720 and table["y"] < 720, (answer, table)
+        expect(phone.locator("#follow .answer")).to_be_visible()
+        expect(laptop.locator("#follow .answer")).to_be_visible()
+        expect(phone.locator("#follow li.chosen")).to_have_attribute("data-choice", "0")  # kept
+        no_sideways_scroll(phone)
+
+        # The laptop goes offline: it says so, and catches up once back.
+        # (An open stream may outlive the switch: then the change comes, and its page fails to load.)
+        contexts[2].set_offline(True)
+        teacher.get_by_role("button", name=WORDS["zh-CN"]["next"]).click()
+        expect(phone.locator("#follow .narrative")).to_have_text(lesson.steps[1].text["zh-CN"])
+        expect(laptop.locator("#follow .live")).to_have_text("Reconnecting…", timeout=15_000)
+        expect(laptop.locator("#follow .narrative")).to_have_text(lesson.steps[0].text["en"])
+        contexts[2].set_offline(False)
+        expect(laptop.locator("#follow .narrative")).to_have_text(lesson.steps[1].text["en"], timeout=20_000)
+        expect(laptop.locator("#follow .live")).to_have_text("")
+
+        # Previous after a reveal: the answer stays shown, the vote stays shut.
+        teacher.get_by_role("button", name=WORDS["zh-CN"]["previous"]).click()
+        expect(phone.locator("#follow .answer")).to_be_visible()
+        expect(phone.locator("#follow form.vote")).to_have_count(0)
+        # The console's toggles keep the class and the reveal.
+        teacher.get_by_role("link", name="English").click()
+        expect(teacher.locator("html")).to_have_attribute("lang", "en")
+        expect(teacher.locator("#console .answer")).to_be_visible()
+        expect(teacher).to_have_url(re.compile(r"/teach\?lang=en&present=1$"))
+
+        end(teacher, "en")
+        expect(teacher).to_have_url(re.compile(rf"/lessons/{LESSON}\?step=1&reveal=1&lang=en&present=1$"))
+        expect(phone.locator("#follow .live")).to_have_text("老师已结束课堂。你可以继续自己探索。")
+        expect(laptop.locator("#follow .live")).to_have_text(
+            "The teacher ended the class. You can go on exploring on your own."
+        )
+        expect(phone.locator("#follow form.vote button:enabled")).to_have_count(0)
+    finally:
+        for c in contexts:
+            c.close()
+    for i, w in enumerate(watches):
+        errors = [e for e in w.errors if not (i == 2 and any(n in e for n in NETWORK_DOWN))]
+        assert errors == [] and w.outside == [], errors
+
+
+def test_a_refused_or_lost_change_is_said_on_the_console(browser: Browser, base_url: str) -> None:
+    watch = Watch(base_url)  # the failures this test makes are logged by the browser and htmx
+    context = open_context(browser, base_url, watch, locale="en-US")
+    try:
+        teacher = context.new_page()
+        teacher.goto(f"/lessons/{LESSON}?step=1")
+        teacher.get_by_role("button", name="Start a class").click()
+        teacher.route("**/rooms/*/state*", lambda route: route.abort())
+        teacher.get_by_role("button", name="Next step").click()
+        error = teacher.locator("#console .console-error")
+        expect(error).to_have_text("The server could not be reached: the change was not made. Try again.")
+        teacher.unroute("**/rooms/*/state*")
+        said = "the class store (Redis) is unreachable"
+        body = f'<section class="error" role="alert"><p><code>{said}</code></p></section>'
+        teacher.route(
+            "**/rooms/*/state*", lambda route: route.fulfill(status=503, body=body, content_type="text/html")
+        )
+        teacher.get_by_role("button", name="Next step").click()
+        expect(error).to_have_text(said)
+        teacher.unroute("**/rooms/*/state*")
+        end(teacher)
+    finally:
+        context.close()
+    unexpected = [e for e in watch.errors if not any(w in e for w in ("htmx:", "503", "ERR_FAILED"))]
+    assert unexpected == [] and watch.outside == []

@@ -58,10 +58,11 @@ def test_redis_stopped_mid_class(class_servers) -> None:
 def test_shutdown_does_not_wait_for_open_streams() -> None:
     """Event streams never end by themselves: shutdown gives them its grace (2 s here), then closes."""
     with app_server(SHUTDOWN, CLASS_ENV) as server:
-        code = Teacher(SHUTDOWN).start(LESSON + "?step=1")
+        teacher = Teacher(SHUTDOWN)
+        code = teacher.start(LESSON + "?step=1")
 
         async def hold() -> None:
-            stream = await open_stream("127.0.0.1", SHUTDOWN, f"/rooms/{code}/events")
+            stream = await open_stream("127.0.0.1", SHUTDOWN, f"/rooms/{code}/events", teacher.cookie)
             assert (await stream.next()).data["state"] == LESSON + "?step=1"
             started = time.monotonic()
             server.terminate()
@@ -74,7 +75,11 @@ def test_shutdown_does_not_wait_for_open_streams() -> None:
 
 async def streams(teacher: Teacher, students: Teacher, code: str) -> None:
     events = f"/rooms/{code}/events"
-    student = await open_stream("127.0.0.1", STUDENTS, events)
+    cookie = await asyncio.to_thread(students.join)
+    stranger = await open_stream("127.0.0.1", STUDENTS, events)
+    assert stranger.status == 403  # a page that never joined gets no stream
+    stranger.close()
+    student = await open_stream("127.0.0.1", STUDENTS, events, cookie)
     opened = time.monotonic()
     assert student.status == 200 and student.headers["content-type"].startswith("text/event-stream")
     assert student.headers["cache-control"] == "no-store"
@@ -89,16 +94,16 @@ async def streams(teacher: Teacher, students: Teacher, code: str) -> None:
 
     # Reconnecting after missing a change: the whole current state comes first.
     await asyncio.to_thread(teacher.show, LESSON + "?step=3")
-    again = await open_stream("127.0.0.1", STUDENTS, events)
+    again = await open_stream("127.0.0.1", STUDENTS, events, cookie)
     assert (await again.next()).data == {"version": 3, "state": LESSON + "?step=3"}
 
     # Four streams from one address is this process's cap: a fifth is refused before it starts.
-    more = [await open_stream("127.0.0.1", STUDENTS, events) for _ in range(2)]
+    more = [await open_stream("127.0.0.1", STUDENTS, events, cookie) for _ in range(2)]
     assert [s.status for s in more] == [200, 200]
-    refused = await open_stream("127.0.0.1", STUDENTS, events)
+    refused = await open_stream("127.0.0.1", STUDENTS, events, cookie)
     assert refused.status == 409
     refused.close()
-    missing = await open_stream("127.0.0.1", STUDENTS, "/rooms/ZZZZZZZZ/events")
+    missing = await open_stream("127.0.0.1", STUDENTS, "/rooms/ZZZZZZZZ/events", cookie)
     assert missing.status == 404
     missing.close()
 
@@ -112,17 +117,17 @@ async def streams(teacher: Teacher, students: Teacher, code: str) -> None:
 
 async def follow_and_vote(teacher: Teacher, students: Teacher, code: str) -> None:
     events = f"/rooms/{code}/events"
-    streams = [await open_stream("127.0.0.1", STUDENTS, events) for _ in range(3)]
-    assert [(await s.next()).data["version"] for s in streams] == [1, 1, 1]
-    console = await open_stream("127.0.0.1", TEACHER, events)  # the console hears joins and votes
+    console = await open_stream("127.0.0.1", TEACHER, events, teacher.cookie)  # hears joins and votes
     await console.next()
+    cookies = [await asyncio.to_thread(students.join) for _ in range(3)]
+    streams = [await open_stream("127.0.0.1", STUDENTS, events, cookie) for cookie in cookies]
+    assert [(await s.next()).data["version"] for s in streams] == [1, 1, 1]
     assert await asyncio.to_thread(teacher.show, LESSON + "?step=1&lang=en") == 303  # same step, v2
     await asyncio.to_thread(teacher.show, LESSON + "?step=1")
     for s in streams:
         assert (await s.next()).data == {"version": 2, "state": LESSON + "?step=1"}
         assert (await s.next()).data["version"] == 3
 
-    cookies = [await asyncio.to_thread(students.join) for _ in range(3)]
     for cookie, choice in zip(cookies, (0, 1, 1), strict=True):
         form = {"step": STEP, "choice": choice}
         status, _, _ = await asyncio.to_thread(students.request, "POST", f"/rooms/{code}/vote", form, cookie)
@@ -131,10 +136,12 @@ async def follow_and_vote(teacher: Teacher, students: Teacher, code: str) -> Non
     while heard.get("tally", {}).get("votes") != 3:
         event = await console.next()
         heard[event.kind] = event.data
-    assert heard["students"]["students"] == 3 and heard["state"]["version"] == 3
+    assert heard["tally"]["counts"] == [1, 2] and heard["state"]["version"] == 3
+    assert (heard["students"]["students"], heard["students"]["live"]) == (3, 3)  # joined, pages open
     status, page = await asyncio.to_thread(get, TEACHER, f"/rooms/{code}/teach", teacher.cookie)
     assert status == 200 and counts(page) == [1, 2]
-    assert "Students: 3" in parse_html(page).find("p", class_="students").text
+    console_page = parse_html(page)
+    assert (console_page.find(class_="n-joined").text, console_page.find(class_="n-live").text) == ("3", "3")
     console.close()
 
     await asyncio.to_thread(teacher.show, LESSON + "?step=1&reveal=1")
@@ -144,19 +151,35 @@ async def follow_and_vote(teacher: Teacher, students: Teacher, code: str) -> Non
     form = {"step": STEP, "choice": 0}
     status, _, _ = await asyncio.to_thread(students.request, "POST", f"/rooms/{code}/vote", form, cookies[1])
     assert status == 409  # closed once revealed, in every process
-    for s in streams:
+    for s in streams[:2]:
         s.close()
+    # Two pages closed: the console is told one left at a time, down to one here now.
+    # A console that (re)connects hears the counts at once, after the state: nothing of its gap is lost.
+    console = await open_stream("127.0.0.1", TEACHER, events, teacher.cookie)
+    assert (await console.next()).kind == "state"
+    counted = await console.next()
+    assert counted.kind == "students" and counted.data["students"] == 3 and counted.data["live"] in (1, 2, 3)
+    live = counted.data["live"]
+    while live != 1:
+        event = await console.next()
+        live = event.data["live"] if event.kind == "students" else live
+    streams[2].close()
+    console.close()
 
 
 async def outage(redis, teacher: Teacher, students: Teacher, code: str) -> None:
     events = f"/rooms/{code}/events"
-    stream = await open_stream("127.0.0.1", STUDENTS, events)
+    cookie = await asyncio.to_thread(students.join)
+    stream = await open_stream("127.0.0.1", STUDENTS, events, cookie)
     version = (await stream.next()).data["version"]
+    # A student on the teacher's process too: after Redis comes back, both processes hear changes.
+    near = await open_stream("127.0.0.1", TEACHER, events, cookie)
+    await near.next()
     redis.stop()
     assert await asyncio.to_thread(teacher.show, LESSON + "?step=2") == 503
-    status, page = await asyncio.to_thread(get, STUDENTS, f"/rooms/{code}")
+    status, page = await asyncio.to_thread(get, STUDENTS, f"/rooms/{code}", cookie)
     assert status == 503 and "the class store (Redis) is unreachable" in page
-    refused = await open_stream("127.0.0.1", STUDENTS, events)
+    refused = await open_stream("127.0.0.1", STUDENTS, events, cookie)
     assert refused.status == 503
     refused.close()
     for port in (TEACHER, STUDENTS):  # the lab and the API do not need Redis
@@ -172,12 +195,20 @@ async def outage(redis, teacher: Teacher, students: Teacher, code: str) -> None:
             break
         await asyncio.sleep(0.1)
     assert statuses[-1] == 303, statuses
-    # The stream held open through the outage gets the change: its process listens again.
-    change = await stream.next(timeout=10)
-    while change.kind != "state" or change.data["state"] != LESSON + "?step=2":
-        change = await stream.next(timeout=10)
-    assert change.data["version"] > version
-    again = await open_stream("127.0.0.1", STUDENTS, events)
-    assert again.status == 200 and (await again.next()).data["state"] == LESSON + "?step=2"
-    stream.close()
-    again.close()
+    # The streams held open through the outage get the change: each process listens again,
+    # the one that was not serving the teacher included.
+    for held in (stream, near):
+        change = await held.next(timeout=10)
+        while change.kind != "state" or change.data["state"] != LESSON + "?step=2":
+            change = await held.next(timeout=10)
+        assert change.data["version"] > version
+    # And the next change, made after the restart, reaches both without a reload.
+    assert await asyncio.to_thread(teacher.show, LESSON + "?step=3") == 303
+    for held in (stream, near):
+        change = await held.next(timeout=10)
+        while change.kind != "state" or change.data["state"] != LESSON + "?step=3":
+            change = await held.next(timeout=10)
+    again = await open_stream("127.0.0.1", STUDENTS, events, cookie)
+    assert again.status == 200 and (await again.next()).data["state"] == LESSON + "?step=3"
+    for s in (stream, near, again):
+        s.close()

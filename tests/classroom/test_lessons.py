@@ -9,7 +9,11 @@ from fastapi.testclient import TestClient
 
 from app.classroom.facts import read_state
 from app.classroom.lessons import answer, check, lessons, parse
+from app.classroom.page import read_step
+from app.lab.diff import LabDiff
+from app.lab.presets import PRESETS
 from app.lab.query import Bounds
+from app.lab.styles import STYLES
 from app.langs import LANGS
 from tests.support.html import HX
 from tests.support.html import parse as parse_html
@@ -38,6 +42,54 @@ def test_every_step_plays_in_both_languages(client: TestClient) -> None:
                 if step.question:  # exactly one choice is torch's, as the answer says
                     right = [li for li in tree.find_all("li") if "right" in li.attrs.get("class", "").split()]
                     assert len(right) == 1 and tree.find("div", class_="answer")
+
+
+# How a step's text names the style it switches a member to: the call the code line makes.
+NAMES_STYLE = {
+    "parameter": "nn.Parameter",
+    "register_parameter": "register_parameter",
+    "frozen_parameter": "requires_grad=False",
+    "buffer": "register_buffer",
+    "non_persistent_buffer": "persistent=False",
+    "nn_buffer": "nn.Buffer",
+    "plain_tensor": "self.{member} = t",
+}
+NO_CHANGE = ("do not change", "does not change", "没有变化", "不变")
+STEPS_AFTER = [
+    (lesson.id, number) for lesson in lessons().values() for number in range(2, len(lesson.steps) + 1)
+]
+
+
+def flagged(diff: LabDiff) -> set[str]:
+    """Every row and member the lab marks as changed against the step before."""
+    rows = {name for t in diff.tables.values() for name in [*t.added, *t.removed, *t.moved, *t.cells]}
+    return rows | set(diff.members) | set(diff.matrix)
+
+
+def test_every_style_a_step_can_switch_to_has_its_words() -> None:
+    assert set(NAMES_STYLE) == set(STYLES)
+
+
+@pytest.mark.parametrize(("lesson_id", "number"), STEPS_AFTER)
+def test_a_steps_text_names_every_change_the_lab_marks(lesson_id: str, number: int) -> None:
+    """One change per step, or its text says each: the module, the device, each member's new style;
+    and every cell the lab marks follows from those (never "the tables do not change" over marks)."""
+    page = read_step(lesson_id, {"step": str(number), "reveal": "1"}, BOUNDS)
+    diff, text = page.lab.diff, page.step.text
+    restyled = {member for member, _, _ in diff.styles}
+    for lang in LANGS:
+        said = text[lang]
+        if diff.preset:
+            assert all(m.name in said for m in PRESETS[diff.preset[1]].members), (lang, said)
+        if diff.device:
+            assert diff.device[1] in said, (lang, said)
+        for member, _, style in diff.styles:
+            assert member in said and NAMES_STYLE[style].format(member=member) in said, (lang, member, said)
+        if any(words in said for words in NO_CHANGE):
+            assert flagged(diff) == set(), (lang, flagged(diff))
+    if not diff.device:  # without a move, only the restyled members' own rows and cells are marked
+        owned = {n for n in flagged(diff) if any(n == m or n.startswith(m + ".") for m in restyled)}
+        assert flagged(diff) == owned
 
 
 def test_the_check_finds_what_is_wrong() -> None:

@@ -62,7 +62,9 @@ def test_a_tally_counts_each_choice() -> None:
     [
         (lambda: rooms.no_such_room("ABCDEFGH"), 404, "no class with the code ABCDEFGH: it ended"),
         (lambda: rooms.rooms_cap(3), 503, "this server runs 3 classes, its cap (MRE_CLASS_MAX_ROOMS)"),
-        (lambda: rooms.rooms_per_client_cap(2), 409, "2 classes were started from your address"),
+        (lambda: rooms.rooms_per_client_cap(2), 409, "You already have 2 classes open"),
+        (lambda: rooms.joins_per_client_cap(3), 409, "3 students have joined this class from your address"),
+        (lambda: rooms.not_a_student(), 403, "join the class first"),
         (lambda: rooms.class_full(30), 409, "this class is full: 30 students (MRE_CLASS_MAX_STUDENTS)"),
         (lambda: rooms.votes_cap(9), 409, "this class has 9 votes, its cap (MRE_CLASS_MAX_VOTES)"),
         (lambda: rooms.not_joined(), 409, "join the class before voting"),

@@ -128,3 +128,29 @@ def test_complex_values_compare_by_modulus(api: TestClient, pair: tuple[Path, Pa
     x, y = load_file(a)["c"], torch.load(b, weights_only=True)["c"]
     assert rows["c"]["max_abs_diff"] == float((x - y).abs().max()) == 1.0
     assert rows["c"]["differing"] == 1 and rows["c"]["changes"] == ["values"]
+
+
+def test_a_prefix_on_one_side_is_removed_and_said(tmp_path: Path) -> None:
+    """A Lightning checkpoint (state_dict.model.*) against the plain state_dict: identical after
+    removing the prefix; with --state-dict on each side, the state_dicts themselves."""
+    from app.doctor.compare import compare_checkpoints
+    from tests.support.checkpoints import LIMITS
+
+    state = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).state_dict()
+    torch.save({"epoch": 3, "state_dict": {f"model.{k}": v for k, v in state.items()}}, tmp_path / "l.ckpt")
+    save_file(dict(state), tmp_path / "p.safetensors")
+    a, b = [tmp_path / "l.ckpt"], [tmp_path / "p.safetensors"]
+    found = compare_checkpoints(a, ["l.ckpt"], b, ["p.safetensors"], LIMITS, CAP)
+    assert (found.prefix_a, found.prefix_b) == ("state_dict.model.", "")
+    assert not found.identical and found.identical_after_renaming and found.rows == []
+    assert found.headline["en"].startswith("identical after removing 'state_dict.model.' from a")
+    asked = compare_checkpoints(a, ["l.ckpt"], b, ["p.safetensors"], LIMITS, CAP, at_a="state_dict")
+    assert (asked.state_dict_a, asked.prefix_a) == ("state_dict", "model.")
+    changed = {k: v + 1 if k.startswith("linear.") else v for k, v in state.items()}
+    save_file(changed, tmp_path / "c.safetensors")
+    differ = compare_checkpoints(a, ["l.ckpt"], [tmp_path / "c.safetensors"], ["c"], LIMITS, CAP)
+    assert [(g.pattern, g.count, g.changes, g.a) for g in differ.groups] == [
+        ("linear.weight", 1, ["values"], "[3, 3] float32"),
+        ("linear.bias", 1, ["values"], "[3] float32"),
+    ]
+    assert "they differ in 2 of 5 keys" in differ.headline["en"]

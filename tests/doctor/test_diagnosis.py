@@ -10,7 +10,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file
+from torch import nn
 
+from app.doctor.diagnosis import diagnose
 from app.main import create_app
 from app.settings import Settings
 from tests.support.checkpoints import Case
@@ -77,21 +79,27 @@ def test_each_cause_and_its_fix_as_torch_sees_them(
     result = case.module().load_state_dict(dict(state), strict=False) if "size" not in told else None
     if result is not None:
         assert diagnosis["loaded_before"] == len(state) - len(result.unexpected_keys)
-    strict = True
     for cause in diagnosis["causes"]:
         assert cause["title"]["en"] and cause["title"]["zh-CN"] and cause["explanation"]["zh-CN"]
         for line in cause["torch_says"]:
             assert line in told
         if cause["after_fix"] is None:  # nothing to fix: by design, or torch casts by itself
-            assert cause["severity"] != "error"
+            assert cause["severity"] != "error" and cause["fix"] == ""
             continue
         assert cause["torch_says"], cause["id"]
-        exec(cause["fix"], {"torch": torch, "state": state, "model": case.module()})
-        strict = strict and "strict=False" not in cause["fix"]
-        assert loaded(case, state, strict) == cause["after_fix"]
-    assert diagnosis["strict_after_fixes"] == strict
-    assert diagnosis["after_fixes"] == loaded(case, state, strict)
-    assert diagnosis["after_fixes"] == "ok"
+        scope = {"torch": torch, "state": state, "model": case.module()}
+        exec(cause["fix"], scope)  # the fix as printed, here, on torch's own reading of the file
+        state = scope["state"]
+        assert loaded(case, state, True) == cause["after_fix"]
+    assert diagnosis["strict_after_fixes"] is True
+    assert diagnosis["after_fixes"] == loaded(case, state, True) == "ok"
+    module = case.module().state_dict()
+    assert diagnosis["module_tensors"] == len(module)
+    assert diagnosis["loaded_after_fixes"] == len(module) - len(diagnosis["kept_initial"])
+    assert set(diagnosis["kept_initial"]) <= set(module)
+    assert diagnosis["verdict"] == (
+        "loads" if told == "ok" else "partial" if diagnosis["kept_initial"] else "fixed"
+    )
 
 
 def test_a_prefix_is_named_with_its_wrapper_and_silent_non_strict_load(
@@ -119,15 +127,17 @@ def test_tied_alias_and_size_details(api: TestClient, cases: dict[str, Case]) ->
     assert cause["fix"] == 'state.update({"head.weight": state["embed.weight"]})'
     wider = cases["wider_half"]
     answer = api.post(f"/api/checkpoints?{wider.query}", files={"file": ("w.pt", wider.file.read_bytes())})
-    causes = answer.json()["load"]["diagnosis"]["causes"]
+    size, dtype = answer.json()["load"]["diagnosis"]["causes"]
     state, module = torch.load(wider.file, weights_only=True), wider.module().state_dict()
-    for cause in causes[:2]:
-        (detail,) = cause["details"]
+    mismatched = [k for k in module if k in state and state[k].shape != module[k].shape]
+    assert size["keys"] == mismatched == ["linear.weight", "linear.bias"]
+    for detail in size["details"]:
         key = detail["key"]
-        assert detail["checkpoint_shape"] == list(state[key].shape) and detail["module_shape"] == list(
-            module[key].shape
-        )
-    dtype = causes[2]
+        assert detail["checkpoint_shape"] == list(state[key].shape)
+        assert detail["module_shape"] == list(module[key].shape)
+    assert [(g["pattern"], g["checkpoint_shape"], g["module_shape"]) for g in size["groups"]] == [
+        (k, list(state[k].shape), list(module[k].shape)) for k in mismatched
+    ]
     assert {d["key"] for d in dtype["details"]} == {
         k
         for k in state
@@ -152,5 +162,78 @@ def test_the_page_shows_each_cause_in_its_language_with_the_apis_fix(
     for item, cause in zip(items, told["diagnosis"]["causes"], strict=True):
         assert item.find("h4").text.startswith(cause["title"][lang])
         assert item.find("pre", **{"class": "fix"}).text == cause["fix"]
-    fixes = parse(page.text).find("pre", id="fixes").text.splitlines()
-    assert fixes == [*told["diagnosis"]["fixes"], "model.load_state_dict(state)  # ok"]
+    script = parse(page.text).find("pre", id="fixes").text
+    assert script == told["script"]  # the whole script, as the API gives it
+    assert told["diagnosis"]["fixes"][0] in script and script.endswith("strict=True))\n")
+    verdict = parse(page.text).find(id="verdict")
+    assert verdict.text == told["diagnosis"]["headline"][lang] and verdict.attrs["data-verdict"] == "fixed"
+    assert parse(page.text).find(id="download-fixed").attrs["formaction"].startswith("/checkpoints/fix")
+
+
+class Stack(nn.Module):
+    """Ten layers that keep nn.Linear's (out, in) weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.ModuleList(nn.Linear(3, 5) for _ in range(10))
+        self.scale = nn.Parameter(torch.ones(2, 6))
+
+
+def told(state: dict, make: Callable[[], nn.Module]) -> str:
+    return attempt(lambda: make().load_state_dict(state))
+
+
+def proven(diagnosis: object, state: dict, make: Callable[[], nn.Module]) -> dict:
+    """Each fix as printed, run here on a copy, torch's outcome checked after each."""
+    state = dict(state)
+    for cause in diagnosis.causes:  # type: ignore[attr-defined]
+        if cause.fix:
+            scope = {"torch": torch, "state": state, "model": make()}
+            exec(cause.fix, scope)
+            state = scope["state"]
+            assert told(state, make) == cause.after_fix
+    return state
+
+
+def test_transposed_layers_are_one_cause_whose_fix_loops_over_the_pattern() -> None:
+    original = Stack().state_dict()
+    state = {
+        k: v.t().contiguous() if k.endswith("weight") and v.dim() == 2 and k != "scale" else v
+        for k, v in original.items()
+    }
+    state["scale"] = original["scale"].reshape(3, 4)  # the same 12 values, another shape
+    diagnosis = diagnose(state, Stack, told(state, Stack))
+    transposed, reshaped = diagnosis.causes
+    assert (transposed.id, reshaped.id) == ("transposed", "reshaped")
+    assert [(g.pattern, g.count, g.checkpoint_shape, g.module_shape) for g in transposed.groups] == [
+        ("layers.{0..9}.weight", 10, [3, 5], [5, 3])
+    ]
+    assert transposed.fix == 'for k in [f"layers.{i}.weight" for i in range(10)]: state[k] = state[k].t()'
+    assert reshaped.fix == 'for k in ["scale"]: state[k] = state[k].reshape([2, 6])'
+    fixed = proven(diagnosis, state, Stack)
+    assert diagnosis.after_fixes == "ok" and diagnosis.verdict == "fixed"
+    assert all(torch.equal(fixed[k], v) for k, v in original.items())
+
+
+def test_keys_no_python_literal_can_hold_are_fixed_as_printed() -> None:
+    """Quotes, braces and backslashes in keys: the fix is code, and it runs."""
+    odd = {f'x"{{y}}\\\\.{i}.w': torch.ones(1) for i in range(12)}
+    state = {**Stack().state_dict(), **odd}
+    diagnosis = diagnose(state, Stack, told(state, Stack))
+    (unexpected,) = diagnosis.causes
+    assert unexpected.id == "unexpected" and sorted(unexpected.keys) == sorted(odd)
+    assert " for i in range(12)" in unexpected.fix  # one pattern, not twelve keys
+    assert proven(diagnosis, state, Stack).keys() == Stack().state_dict().keys()
+
+
+def test_the_verdict_counts_the_tensors_that_come_from_the_file() -> None:
+    full = Stack().state_dict()
+    state = {k: v for k, v in full.items() if not k.startswith("layers.9.")}  # a layer short
+    diagnosis = diagnose(state, Stack, told(state, Stack))
+    (missing,) = diagnosis.causes
+    assert missing.id == "missing" and [g.pattern for g in missing.groups] == ["layers.9.{weight,bias}"]
+    assert diagnosis.verdict == "partial" and diagnosis.kept_initial == ["layers.9.weight", "layers.9.bias"]
+    assert (diagnosis.loaded_after_fixes, diagnosis.module_tensors) == (len(full) - 2, len(full))
+    assert diagnosis.headline["en"].startswith(f"loads {len(full) - 2} of {len(full)} tensors")
+    proven(diagnosis, state, Stack)

@@ -369,3 +369,40 @@ def test_the_api_answers_each_kind_without_a_server_error(client: TestClient, tm
     for query, content, status, words in api_cases(tmp_path):
         response = client.post("/api/checkpoints" + query, files={"file": ("m", content)})
         assert (response.status_code, words in response.text) == (status, True), response.text[:300]
+
+
+# -- what a file is, by its bytes, whatever its name ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 1234\n", "a Git LFS pointer"),
+        (b"\n  <!DOCTYPE html><html><body>Sign in</body></html>", "an HTML page, not a checkpoint"),
+        (b"GGUF\x03\x00\x00\x00" + bytes(24), "a GGUF file (llama.cpp's format, version 3)"),
+        (b"\x93NUMPY\x01\x00v\x00", "a NumPy .npy array"),
+    ],
+)
+def test_what_users_send_instead_is_named_by_its_first_bytes(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    (tmp_path / "model.safetensors").write_bytes(content)  # the name is only what the user typed
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        inspect_checkpoint(tmp_path / "model.safetensors", LIMITS)
+
+
+def test_a_torch_file_named_safetensors_is_read_as_the_torch_file_it_is(tmp_path: Path) -> None:
+    state = reference("batchnorm", TUTORIAL_DEFAULTS["batchnorm"]).state_dict()
+    torch.save(state, tmp_path / "model.safetensors")
+    report = inspect_checkpoint(tmp_path / "model.safetensors", LIMITS)
+    assert report.format == "torch_zip" and [t.name for t in report.tensors] == list(state)
+
+
+def test_a_dcp_data_file_alone_is_named_with_its_items(tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    state = reference("batchnorm", TUTORIAL_DEFAULTS["batchnorm"]).state_dict()
+    dcp.save(dict(state), checkpoint_id=str(tmp_path))
+    (data,) = tmp_path.glob("*.distcp")
+    with pytest.raises(CheckpointError, match=rf"DCP\) checkpoint: {len(state)} items saved back to back"):
+        inspect_checkpoint(data, LIMITS)

@@ -4,6 +4,7 @@ server is alive and answering afterwards, removes its temporary files and still 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -194,3 +195,21 @@ def test_inspections_run_under_several_workers(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(20)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mre_forks_its_child_under_the_same_limits(tmp_path: Path) -> None:
+    """mre's child is forked from mre (torch imported once), with the server's limits."""
+    from app.doctor import isolated
+    from app.doctor.report import Limits
+
+    limits = Limits(max_bytes=1 << 30, header_max_bytes=1 << 20, max_entries=10**9, pickle_max_bytes=1 << 30)
+    budget = isolated.Budget(memory_bytes=200 * MIB, cpu_seconds=5, wall_seconds=30, report_max_bytes=1 << 20)
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(2, 3)}, good)
+    body = isolated.run_forked(isolated.inspection_job([good], ["good.pt"], limits, None, None), budget)
+    assert json.loads(body)["tensors"][0]["shape"] == [2, 3]
+    bomb = tmp_path / "bomb.pt"
+    bomb.write_bytes(torch_zip(big_string(240 * MIB)))
+    with pytest.raises(isolated.InspectionFailed) as refused:
+        isolated.run_forked(isolated.inspection_job([bomb], ["bomb.pt"], limits, None, None), budget)
+    assert refused.value.status == 413 and "MRE_CHECKPOINT_MEMORY_BYTES" in refused.value.message

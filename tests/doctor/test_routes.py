@@ -62,7 +62,10 @@ def test_a_pickle_that_runs_code_is_refused_and_runs_nothing(
     content = malicious_checkpoint(marker, legacy)
     response = post(api, content)
     assert response.status_code == 422
-    assert "weights_only=True) refused it: UnpicklingError" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert "weights_only=True) refused it: UnpicklingError" in detail
+    assert "an object of builtins.exec at x" in detail  # the global, and where it sits
+    assert "\x1b" not in detail  # torch's advice comes with terminal colour codes: never in JSON
     assert not marker.exists()
     # The file really is malicious: torch's full unpickler runs it.
     torch.load(io.BytesIO(content), weights_only=False)
@@ -369,3 +372,69 @@ def test_a_lone_surrogate_in_a_name_is_said_plainly(api: TestClient) -> None:
     )
     response = post(api, saved({"\ud800": torch.ones(1), "x\udfff": 3}))
     assert response.status_code == 422 and "no lone surrogates" in response.json()["detail"]
+
+
+def test_the_fixed_checkpoint_is_a_download_that_loads_strictly(api: TestClient) -> None:
+    from safetensors.torch import load
+
+    from tests.support.checkpoints import ref
+
+    model = ref("testmodel")
+    wrapped = saved({f"module.{k}": v for k, v in model.state_dict().items()})
+    response = api.post("/api/checkpoints/fix?preset=testmodel", files={"file": ("run7.pt", wrapped)})
+    assert response.status_code == 200, response.text
+    assert 'filename="run7.fixed.safetensors"' in response.headers["content-disposition"]
+    fixed = load(response.content)
+    ref("testmodel").load_state_dict(fixed, strict=True)
+    assert all(torch.equal(fixed[k], v) for k, v in model.state_dict().items())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3)).sum().backward()
+    optimizer.step()
+    refused = api.post(
+        "/api/checkpoints/fix?preset=testmodel", files={"file": ("o.pt", saved(optimizer.state_dict()))}
+    )
+    assert refused.status_code == 409 and "not written: does not load" in refused.json()["detail"]
+    page = api.post("/checkpoints/fix", data={"preset": "testmodel"}, files={"file": ("run7.pt", wrapped)})
+    assert page.status_code == 200 and load(page.content).keys() == fixed.keys()
+    page = api.post(
+        "/checkpoints/fix?lang=zh-CN",
+        data={"preset": "testmodel"},
+        files={"file": ("o.pt", saved(optimizer.state_dict()))},
+    )
+    assert page.status_code == 409 and "text/html" in page.headers["content-type"]
+
+
+def test_a_model_folder_loads_into_its_own_config(api: TestClient, tmp_path: Path) -> None:
+    import transformers
+
+    from app.architectures.catalogue import ARCHITECTURES
+
+    config = transformers.GPT2Config(**ARCHITECTURES["gpt2_tiny"].config)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    parts = [("file", (p.name, p.read_bytes())) for p in sorted((tmp_path / "gpt2").iterdir())]
+    report = api.post("/api/checkpoints", files=parts).json()
+    assert report["load"]["config"] == "config.json"
+    assert report["load"]["target"] == "GPT2LMHeadModel (config.json)"
+    assert report["load"]["diagnosis"]["verdict"] == "fixed"  # save_pretrained kept one name of the tie
+    assert any("generation_config.json" in note["en"] for note in report["notes"])
+
+
+def test_each_checkpoint_of_a_comparison_has_the_cap_and_is_named(api: TestClient) -> None:
+    half = saved({"w": torch.zeros(CAP // 4 * 3 // 4)})  # 3/4 of the cap each: 1.5 caps together
+    both = [("file", ("a.pt", half)), ("other", ("b.pt", half))]
+    assert api.post("/api/checkpoints/compare", files=both).status_code == 200
+    big = saved({"w": torch.zeros(CAP // 4 + 64)})
+    over = api.post("/api/checkpoints/compare", files=[("file", ("a.pt", half)), ("other", ("b.pt", big))])
+    assert over.status_code == 413
+    assert over.json()["detail"].startswith(f"the second checkpoint is {len(big)} bytes, over the cap")
+    page = api.post("/checkpoints", files=both)
+    assert page.status_code == 200
+
+
+def test_the_page_takes_tar_files_and_folders(api: TestClient) -> None:
+    from tests.support.html import parse
+
+    page = parse(api.get("/checkpoints").text)
+    assert ".tar" in page.find("input", id="checkpoint-file").attrs["accept"].split(",")
+    assert "webkitdirectory" in page.find("input", id="checkpoint-folder").attrs

@@ -261,3 +261,36 @@ def test_the_shard_cap_counts_shards_not_their_index(
     # mre has no upload layer in front: the same cap holds there.
     code = cli.main(["inspect", *map(str, files), "--json"])
     assert code == (0 if status == 200 else 2)
+
+
+def test_a_bin_sharded_checkpoint_with_tied_weights_agrees_with_its_index(
+    api: TestClient, tmp_path: Path
+) -> None:
+    """huggingface_hub's .bin shards keep both names of a tied weight in one shard, and its index
+    counts their storage once: no false alarm."""
+    from huggingface_hub import save_torch_state_dict
+
+    torch.manual_seed(0)
+    state = transformers.GPT2LMHeadModel(config()).state_dict()
+    save_torch_state_dict(state, tmp_path, safe_serialization=False, max_shard_size="40KB")
+    files = sorted(tmp_path.glob("pytorch_model*"))
+    index = json.loads((tmp_path / "pytorch_model.bin.index.json").read_text())
+    per_key = sum(t.numel() * t.element_size() for t in state.values())
+    assert index["metadata"]["total_size"] < per_key  # the tie counted once by the saver
+    report = api.post("/api/checkpoints", files=parts(files)).json()
+    assert report["shards"]["problems"] == [] and report["shards"]["tensor_bytes"] == per_key
+
+
+def test_a_shard_not_here_is_named_as_the_cause_not_given_a_fix(api: TestClient, shards: Path) -> None:
+    files = [*shard_files(shards)[:-1], shards / INDEX, shards / "config.json"]  # loaded into its config
+    left_out = shard_files(shards)[-1].name
+    answer = api.post("/api/checkpoints", files=parts(files))
+    diagnosis = answer.json()["load"]["diagnosis"]
+    cause = diagnosis["causes"][0]
+    index = json.loads((shards / INDEX).read_text())["weight_map"]
+    assert cause["id"] == "missing_shard" and cause["fix"] == ""
+    assert set(cause["keys"]) == {k for k, f in index.items() if f == left_out}
+    assert (
+        diagnosis["verdict"] == "fails"
+        and f"the index names {left_out}, which is not here" in diagnosis["headline"]["en"]
+    )

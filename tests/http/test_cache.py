@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 
 import pytest
 from fastapi.testclient import TestClient
 
+from app.http.cache import HttpCache, ResponseStore
 from app.lab import memo
 from app.lab.devices import device_ids
 from app.lab.report import inspect
@@ -14,6 +16,7 @@ from app.lab.spec import LabSpec, resolve
 from app.main import create_app
 from app.settings import Settings
 from app.web.assets import static_assets
+from tests.support.aio import run
 from tests.support.cases import CAP
 from tests.support.http import ASSET
 
@@ -290,3 +293,45 @@ def test_each_encoding_has_its_own_tag_and_says_vary(client: TestClient, url: st
     assert again.status_code == 304
     other = client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]})
     assert other.status_code == 200  # the plain form's tag does not match the gzip form
+
+
+def test_concurrent_misses_of_one_url_are_one_answer_of_the_app() -> None:
+    """A class refetching one page after a change: the first miss fills, the others wait for it,
+    before the path's Vary is learnt and after; another language is its own miss."""
+    calls: list[bytes] = []
+
+    async def app(scope, receive, send) -> None:
+        calls.append(scope["query_string"])
+        await asyncio.sleep(0.05)  # a render taking a while: every other request arrives meanwhile
+        lang = dict(scope["headers"]).get(b"accept-language", b"")
+        headers = [(b"content-type", b"text/html"), (b"vary", b"Accept-Language")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"page " + scope["query_string"] + b" " + lang})
+
+    cache = HttpCache(app, ResponseStore(100), paths=("/follow",), prefixes=())
+
+    async def get(query: bytes, lang: bytes = b"en") -> bytes:
+        scope = {
+            "type": "http", "method": "GET", "path": "/follow", "query_string": query,
+            "headers": [(b"accept-language", lang)],
+        }  # fmt: skip
+        body = b""
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict) -> None:
+            nonlocal body
+            body += message.get("body", b"")
+
+        await cache(scope, receive, send)
+        return body
+
+    async def main() -> None:
+        first = await asyncio.gather(*(get(b"state=1") for _ in range(50)))  # Vary not learnt yet
+        assert set(first) == {b"page state=1 en"} and calls == [b"state=1"]
+        second = await asyncio.gather(*(get(b"state=2") for _ in range(50)), get(b"state=2", b"zh-CN"))
+        assert set(second) == {b"page state=2 en", b"page state=2 zh-CN"}
+        assert calls == [b"state=1", b"state=2", b"state=2"]  # one per language
+
+    run(main())

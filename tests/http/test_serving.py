@@ -417,14 +417,17 @@ def test_with_the_shipped_defaults_an_event_stream_behind_a_hit_stays_open(shipp
         opener.open(request)
     except urllib.error.HTTPError as redirect:
         code = redirect.headers["location"].split("/")[2]
+        cookie = redirect.headers["set-cookie"].split(";")[0]  # the teacher's: their console listens
     sock = socket.create_connection(("127.0.0.1", shipped_server), timeout=30)
     sock.sendall(
         b"GET /api/presets HTTP/1.1\r\nHost: x\r\n\r\n"
-        + f"GET /rooms/{code}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        + f"GET /rooms/{code}/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n\r\n".encode()
     )
     seen = b""
     while b"event: state" not in seen:
-        seen += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the stream's first event: {seen[-300:]!r}"
+        seen += chunk
     waited = Settings().keep_alive_seconds + 2
     sock.settimeout(waited)
     quiet_until = time.monotonic() + waited

@@ -75,6 +75,36 @@ def test_htmx_request_gets_only_the_named_blocks(client: TestClient) -> None:
     )
 
 
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_a_changed_cell_shows_its_new_value_plain_and_the_old_one_labelled_before(
+    client: TestClient, lang: str
+) -> None:
+    """In words, not only in colour or a strike-through: read aloud it is "cpu, before: meta"."""
+    response = swap(client, "preset=testmodel&device=meta", preset="testmodel", device="cpu", lang=lang)
+    blocks = parse(response.text)
+    styles = TUTORIAL_DEFAULTS["testmodel"]
+    on_meta, on_cpu = tables("testmodel", styles, "meta"), tables("testmodel", styles, "cpu")
+    label = "before" if lang == "en" else "之前"
+    for name in styles:
+        old, new = on_meta["devices_after"][name], on_cpu["devices_after"][name]
+        row = blocks.find("table", id="members-table").find("tr", data_name=name)
+        cell = row.find("td", data_label="Device" if lang == "en" else "设备")
+        assert [c.text for c in cell.find_all("code")] == [on_cpu["devices_before"][name], new]
+        if old == new:  # buffer1, a plain tensor: it stayed on cpu, nothing changed there
+            assert "changed" not in cell.attrs["class"] and not cell.find_all(class_="before")
+            continue
+        mark = cell.find("span", class_="before")
+        assert mark.find("span", class_="was-label").text == label
+        assert mark.find("span", class_="was").text == old
+    saved = blocks.find("table", id="state-dict").find("tr", data_name="buffer2").find("td", class_="changed")
+    was, now = ({r["name"]: r["device"] for r in t["state_dict"]}["buffer2"] for t in (on_meta, on_cpu))
+    assert (saved.find("span", class_="now").text, saved.find("span", class_="was").text) == (now, was)
+    flags = swap(client, "preset=testmodel", preset="testmodel", **{"style.buffer1": "buffer"})
+    row = parse(flags.text).find("table", id="members-table").find("tr", data_name="buffer1")
+    cell = row.find("td", data_label="named_buffers()")
+    assert cell.text.startswith("✓ yes") and cell.find("span", class_="was").text == "✗ no"
+
+
 def test_history_restore_gets_the_full_page(client: TestClient) -> None:
     response = client.get("/", headers={**HX, "HX-History-Restore-Request": "true"})
     page = parse(response.text)

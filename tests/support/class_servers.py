@@ -160,7 +160,7 @@ class Teacher:
         return status
 
     def join(self) -> str:
-        """A student's join: the cookie their browser would keep."""
-        status, headers, _ = self.request("GET", f"/rooms/{self.code}", cookie="none=1")
-        assert status == 200, status
+        """A student's join (the one click): the cookie their browser would keep."""
+        status, headers, _ = self.request("POST", f"/rooms/{self.code}/join", cookie="none=1")
+        assert status == 303, status
         return f"mre_student={SimpleCookie(headers['set-cookie'])['mre_student'].value}"

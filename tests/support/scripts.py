@@ -10,8 +10,10 @@ import sys
 from dataclasses import dataclass
 
 RUNNER = r"""
-import json, os, sys, tempfile, traceback
+import importlib, json, os, sys, tempfile, traceback
 import torch  # noqa: F401  (what every script imports first; the children inherit it)
+for name in sys.argv[1:]:  # what the scripts import beside torch, once for all of them
+    importlib.import_module(name)
 
 codes = json.load(sys.stdin)
 results = []
@@ -47,9 +49,10 @@ class Ran:
     stderr: str
 
 
-def run_scripts(codes: list[str], timeout: float = 600) -> list[Ran]:
+def run_scripts(codes: list[str], timeout: float = 600, preload: tuple[str, ...] = ()) -> list[Ran]:
+    """Each of ``codes`` run as its own program; ``preload``: modules imported once before (transformers)."""
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER],
+        [sys.executable, "-c", RUNNER, *preload],
         input=json.dumps(codes),
         capture_output=True,
         text=True,
