@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +14,8 @@ import torch
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from app.architectures import lab as architecture_lab
+from app.architectures import memo as architecture_memo
 from app.architectures import routes as architectures_routes
 from app.classroom import routes as classroom_routes
 from app.classroom.brokers import make_broker
@@ -25,6 +28,7 @@ from app.http.head import HeadAsGet
 from app.http.limits import BodyLimit, HeadLimit
 from app.http.security import SecurityHeaders, security_headers
 from app.http.serving import missing_hooks
+from app.lab import presets as lab_presets
 from app.lab import routes as lab_routes
 from app.settings import Settings, get_settings
 from app.web import errors, html
@@ -42,14 +46,24 @@ CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """What runs once the server starts: the doctor's start-up (stale uploads, its forkserver), then
+    """What runs once the server starts, before it reports healthy: the doctor's start-up (stale
+    uploads, its forkserver); the architectures' warm-up (transformers imported, every catalogue
+    tree built) and their tiny models registered as lab presets; then the lab warmed (CUDA contexts,
+    the default page in each language, with those presets listed), each timed in the log. Last,
     everything made so far moved out of the garbage collector's sight: torch, transformers and the
     app are ~200k objects that live for ever, and a full collection that scans them stalls every
     request for ~80 ms (the p99 of cached answers), a few times a minute under load."""
     settings: Settings = app.state.settings
     runs.start(settings)
+    took: dict[str, float] = {}
+    if settings.architectures:
+        started = time.perf_counter()
+        await anyio.to_thread.run_sync(architecture_memo.warm_up)
+        took["transformers and architectures"] = time.perf_counter() - started
+        for preset in architecture_lab.presets():  # the tiny architectures open in the lab
+            lab_presets.register(preset)
     # Warm before healthy (after the doctor's forkserver exists: it never holds a CUDA context).
-    took = await anyio.to_thread.run_sync(lab_routes.warm, settings)
+    took |= await anyio.to_thread.run_sync(lab_routes.warm, settings)
     log.info("warm start: %s", ", ".join(f"{what} {seconds:.2f} s" for what, seconds in took.items()))
     await app.state.classroom.start()
     if not gc.get_freeze_count():  # once per process: an app made later (a test's) stays collectable
@@ -110,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_route("/static/{name:path}", static_assets(), methods=["GET"], include_in_schema=False)
     app.state.inspector = Inspector.of(settings)
     app.state.offload = Offload(settings.build_threads, settings.build_wait_seconds)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=body_caps(settings))
+    larger = {**body_caps(settings), **architectures_routes.body_caps(settings)}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, larger=larger)
     # A hit is answered before routing, validation and the body cap run.
     app.add_middleware(HttpCache, store=app.state.responses, paths=CACHED_PATHS, prefixes=CACHED_PREFIXES)
     app.add_middleware(HeadAsGet)

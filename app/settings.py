@@ -41,8 +41,17 @@ class Settings(BaseSettings):
     # of up to checkpoint_max_bytes): one more gets a 503 at once, before a byte is written.
     checkpoint_uploads: int = 4
     checkpoint_tmp_dir: str | None = None
-    # Real architectures built by transformers (imported on the first one asked for): on unless off.
+    # Real architectures built by transformers (imported at start-up): on unless off.
     architectures: bool = True
+    # A full-size architecture is built with real values (on the CPU or a GPU) when its float32 weights
+    # and buffers take at most this (GPT-2, BERT-base, ResNet-50, ViT-B/16); larger ones on meta only.
+    architecture_max_bytes: int = 2 * 1000**3
+    # A pasted config.json (any model_type transformers knows) is built and measured in a child process:
+    # its JSON at most this big (413), the child's memory beyond its start (413) and CPU seconds (504;
+    # the wall-clock deadline is twice that, plus 10 s).
+    architecture_config_max_bytes: int = 64 * 1024
+    architecture_config_memory_bytes: int = 2 * 1024**3
+    architecture_config_seconds: int = 30
     # Sites that may show the lab in an iframe (embed=1), e.g. "https://slides.example.org 'self'";
     # none by default. Each is a CSP source: 'self', or a scheme://host[:port] (a leading *. allowed).
     frame_ancestors: str = ""

@@ -447,25 +447,41 @@
   if (filter) {
     filter.addEventListener("input", function () {
       const q = filter.value;
+      const names = [];  // the tensors that match, by their real names
       document.querySelectorAll(".tensor-tables details.group").forEach(function (group) {
         let shown = 0;
         group.querySelectorAll("tr[data-name]").forEach(function (row) {
-          const match = row.dataset.name.includes(q);
-          row.hidden = !match;
-          if (match) shown += 1;
+          // A row of identical blocks (layers.{0..31}) stands for one name per block.
+          const own = row.dataset.names ? row.dataset.names.split(" ") : [row.dataset.name];
+          const hits = own.filter(function (n) { return n.includes(q); });
+          row.hidden = hits.length === 0;
+          if (hits.length) shown += 1;
+          if (q !== "") hits.forEach(function (n) { names.push(n); });
         });
         group.hidden = shown === 0;
         group.open = q !== "" && shown > 0;
         group.querySelector(".count").textContent = String(shown);
       });
-      // The module tree opens down to every module holding a matching tensor.
-      const names = [];
-      document.querySelectorAll(".tensor-tables tr[data-name]:not([hidden])").forEach(function (row) {
-        names.push(row.dataset.name);
+      // The module tree opens down to every module holding a matching tensor; in a run of
+      // identical blocks, shown once as its first, a tensor of any block opens the same place.
+      const repeats = Array.from(document.querySelectorAll(".module-tree details.repeat"));
+      const placed = names.map(function (n) {
+        repeats.forEach(function (r) {
+          const stem = r.dataset.stem;
+          if (!n.startsWith(stem)) return;
+          const rest = n.slice(stem.length);
+          const dot = rest.indexOf(".");
+          const k = Number(rest.slice(0, dot));
+          if (dot > 0 && k >= Number(r.dataset.first) && k <= Number(r.dataset.last)) {
+            n = stem + r.dataset.first + rest.slice(dot);
+          }
+        });
+        return n;
       });
       document.querySelectorAll(".module-tree details[data-path]").forEach(function (node) {
-        const prefix = node.dataset.path ? node.dataset.path + "." : "";
-        const holds = q !== "" && names.some(function (n) { return n.startsWith(prefix); });
+        const repeat = node.classList.contains("repeat");
+        const prefix = repeat ? node.dataset.stem + node.dataset.first + "." : node.dataset.path ? node.dataset.path + "." : "";
+        const holds = q !== "" && placed.some(function (n) { return n.startsWith(prefix); });
         if (q === "") node.open = node.dataset.path === "";
         else node.open = holds;
       });

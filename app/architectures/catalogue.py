@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from functools import cache
 from threading import Lock
 from types import ModuleType
 
@@ -21,6 +22,9 @@ from app.lab.devices import device_ids
 from app.langs import Text
 
 TRANSFORMERS_PIN = "transformers==5.23.0"  # as pinned in pyproject.toml; named in the refusal below
+# A full-size architecture is built on a real device when its float32 weights and buffers fit this
+# (MRE_ARCHITECTURE_MAX_BYTES: GPT-2, BERT-base, ResNet-50 and ViT-B/16 do; Llama 3 8B does not).
+MAX_BYTES = 2 * 1000**3
 OFF = Text("architectures are turned off on this server (MRE_ARCHITECTURES=false)")
 
 
@@ -48,10 +52,12 @@ class Architecture:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         head = f"import torch\nfrom transformers import {self.auto_class}, {self.config_class}\n\n"
         config = f"config = {self.config_class}({args})\n"
+        # An Auto class makes the model of a config; a model class itself takes it in _from_config.
+        make = "from_config" if self.auto_class.startswith("Auto") else "_from_config"
         if device == "meta":
-            body = f'with torch.device("meta"):\n    model = {self.auto_class}.from_config(config)\n'
+            body = f'with torch.device("meta"):\n    model = {self.auto_class}.{make}(config)\n'
         else:
-            body = f"torch.manual_seed(0)\nmodel = {self.auto_class}.from_config(config).to({device!r})\n"
+            body = f"torch.manual_seed(0)\nmodel = {self.auto_class}.{make}(config).to({device!r})\n"
         return head + config + body
 
 
@@ -265,22 +271,37 @@ def get(arch_id: str) -> Architecture:
     return arch
 
 
-def devices_for(arch: Architecture) -> tuple[str, ...]:
-    """Where it can be built here: a full-size shape only on meta, a tiny one anywhere."""
-    return device_ids() if arch.tiny else ("meta",)
+@cache
+def real_bytes(arch_id: str) -> int:
+    """Bytes of its weights and buffers with real values, in float32 (read from a meta build)."""
+    model = build(arch_id, "meta")
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
-def check_device(arch: Architecture, device: str) -> None:
-    allowed = devices_for(arch)
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+def devices_for(arch: Architecture, max_bytes: int = MAX_BYTES) -> tuple[str, ...]:
+    """Where it can be built here: every device when its real values fit ``max_bytes``
+    (MRE_ARCHITECTURE_MAX_BYTES), else meta only."""
+    return device_ids() if arch.tiny or real_bytes(arch.id) <= max_bytes else ("meta",)
+
+
+def check_device(arch: Architecture, device: str, max_bytes: int = MAX_BYTES) -> None:
+    allowed = devices_for(arch, max_bytes)
     if device in allowed:
         return
     if device in device_ids():
         raise ArchitectureError(
             422,
             Text(
-                "device: {id} is built on meta only (real values would take gigabytes); its tiny "
-                "config ({family}_tiny) builds on {names}",
+                "device: {id} is built on meta only here: its weights and buffers take {size} in float32, "
+                "over the {budget} of MRE_ARCHITECTURE_MAX_BYTES; its tiny config ({family}_tiny) builds "
+                "on {names}",
                 id=arch.id,
+                size=_size(real_bytes(arch.id)),
+                budget=_size(max_bytes),
                 family=arch.family,
                 names=", ".join(device_ids()),
             ),
@@ -295,12 +316,19 @@ def check_device(arch: Architecture, device: str) -> None:
     )
 
 
-def build(arch_id: str, device: str = "meta", seed: int = 0, dtype: torch.dtype | None = None) -> nn.Module:
-    """The architecture as ``transformers`` builds it: on meta, or (tiny configs) on the CPU from
-    ``seed`` and then moved to ``device``; cast by ``model.to(dtype)`` when a dtype is given.
-    Raises ArchitectureError for an unknown id or device."""
+def build(
+    arch_id: str,
+    device: str = "meta",
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    max_bytes: int = MAX_BYTES,
+) -> nn.Module:
+    """The architecture as ``transformers`` builds it: on meta, or (within ``max_bytes``) on the
+    CPU from ``seed`` and then moved to ``device``; cast by ``model.to(dtype)`` when a dtype is
+    given. Raises ArchitectureError for an unknown id or device."""
     arch = get(arch_id)
-    check_device(arch, device)
+    if device != "meta":  # (a meta build is how real_bytes learns the size)
+        check_device(arch, device, max_bytes)
     transformers = transformers_module()
     config = getattr(transformers, arch.config_class)(**arch.config)
     auto = getattr(transformers, arch.auto_class)
@@ -324,8 +352,8 @@ class Fit:
     reason: dict[str, str] = field(hash=False)
 
 
-# The lab's experiments vary member styles of a toy preset; an architecture has no member styles,
-# so what applies to it runs on its own routes, and this says which and why.
+# What applies where, and why: the full sizes have their own routes (tree, plan, saving, round trip
+# within the budget); the tiny configs also open in the lab, where every experiment runs on them.
 EXPERIMENT_FIT = (
     Fit(
         "module_tree",
@@ -335,28 +363,64 @@ EXPERIMENT_FIT = (
     Fit(
         "memory",
         "all",
-        Text("The estimate is arithmetic on element counts and dtype sizes, read from the live model."),
+        Text(
+            "The plan measures activations with a forward on meta, as a GPU runs it, and adds weights, "
+            "gradients and AdamW states per precision recipe."
+        ),
     ),
     Fit(
         "meta_roundtrip",
         "tiny",
-        Text("to_empty() needs real memory and the proof a model built on the CPU: tiny configs only."),
+        Text(
+            "to_empty() and the proof need the model twice with real values: tiny configs, and full "
+            "sizes within MRE_ARCHITECTURE_MAX_BYTES through the API."
+        ),
     ),
     Fit(
         "step",
-        "no",
+        "tiny",
         Text(
-            "No optimizer step on meta: there are no values to update. The memory estimate gives what "
-            "gradients and AdamW states would cost instead."
+            "Tiny configs open in the lab (/?preset=llama_tiny), where an optimizer step updates their "
+            "real values. A full size is planned on meta instead: no values there to update, so the "
+            "plan says what gradients and AdamW states cost."
         ),
     ),
     Fit(
         "load_into",
-        "no",
+        "tiny",
         Text(
-            "It loads a state_dict into the same preset with other member styles; an architecture's "
-            "registrations are fixed by its code. Loading a real checkpoint is the checkpoint "
-            "inspector's."
+            "In the lab a tiny config's tensors can be restyled (a buffer made persistent, a weight "
+            "frozen) and its state_dict loaded into another styling. Loading a real checkpoint is the "
+            "checkpoint inspector's."
         ),
     ),
 )
+
+
+@cache
+def count_note(arch_id: str) -> Text | None:
+    """Why a count differs from the one usually quoted, from the models themselves: BERT's masked-LM
+    model is BertModel (the published 109,482,240, pooler included) without the pooler and with the
+    masked-LM head, whose output weight is the word embedding (tied, counted once)."""
+    arch = get(arch_id)
+    if arch.family != "bert":
+        return None
+    transformers = transformers_module()
+    config = transformers.BertConfig(**arch.config)
+    with torch.device("meta"):
+        base = transformers.BertModel(config)  # add_pooling_layer=True, as the published count
+        model = build(arch_id, "meta")
+
+    def count(m: nn.Module, prefix: str = "") -> int:
+        return sum(p.numel() for n, p in m.named_parameters() if n.startswith(prefix))
+
+    return Text(
+        "{cls} counts {total}: BertModel's {base} (the figure usually quoted, its pooler included) "
+        "without the pooler ({pooler}) and with the masked-LM head ({head}: cls.predictions' transform "
+        "and output bias; its output weight is the word embedding, tied and counted once).",
+        cls=type(model).__name__,
+        total=f"{count(model):,}",
+        base=f"{count(base):,}",
+        pooler=f"{count(base, 'pooler.'):,}",
+        head=f"{count(model, 'cls.'):,}",
+    )

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
+
+from app.architectures.saving import Saving
 
 # The dtypes a memory estimate is given for: what models are trained and served in.
 ESTIMATE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -47,6 +50,8 @@ class Counts(BaseModel):
     buffers: int = Field(0, description="Buffer tensors.")
     persistent: int = Field(0, description="Elements of persistent buffers (in state_dict).")
     non_persistent: int = Field(0, description="Elements of non-persistent buffers (not in state_dict).")
+    persistent_buffers: int = Field(0, description="Persistent buffer tensors.")
+    non_persistent_buffers: int = Field(0, description="Non-persistent buffer tensors.")
     parameter_bytes: int = 0
     buffer_bytes: int = 0
     bytes_by_dtype: dict[str, int] = Field(default_factory=dict)
@@ -65,8 +70,10 @@ class Counts(BaseModel):
             self.buffer_bytes += row.bytes
             if row.persistent:
                 self.persistent += row.numel
+                self.persistent_buffers += 1
             else:
                 self.non_persistent += row.numel
+                self.non_persistent_buffers += 1
         self.bytes_by_dtype[row.dtype] = self.bytes_by_dtype.get(row.dtype, 0) + row.bytes
         if row.device not in self.devices:
             self.devices.append(row.device)
@@ -74,6 +81,19 @@ class Counts(BaseModel):
     @property
     def bytes(self) -> int:
         return self.parameter_bytes + self.buffer_bytes
+
+    @classmethod
+    def summed(cls, counts: list[Counts]) -> Counts:
+        total = cls()
+        for c in counts:
+            for name in cls.model_fields:
+                value = getattr(c, name)
+                if isinstance(value, int):
+                    setattr(total, name, getattr(total, name) + value)
+            for dtype, n in c.bytes_by_dtype.items():
+                total.bytes_by_dtype[dtype] = total.bytes_by_dtype.get(dtype, 0) + n
+            total.devices += [d for d in c.devices if d not in total.devices]
+        return total
 
     @property
     def elements(self) -> int:
@@ -94,13 +114,19 @@ class ModuleNode(BaseModel):
 
 
 class MemoryEstimate(BaseModel):
+    """The model's own bytes in one dtype, with AdamW kept in that dtype too: no activations. The
+    planner (GET /api/architectures/{id}/plan) gives training and inference memory per recipe."""
+
     dtype: str = Field(description="As model.to(dtype) would cast it: floating tensors only.")
     weights: int = Field(description="Bytes of the unique parameters.")
     buffers: int = Field(description="Bytes of every buffer.")
     gradients: int = Field(description="Bytes of one gradient per trainable parameter.")
     optimizer: int = Field(description="AdamW: exp_avg and exp_avg_sq per trainable parameter, and its step.")
     inference: int = Field(description="weights + buffers (activations not included).")
-    training: int = Field(description="weights + buffers + gradients + optimizer (activations not included).")
+    training: int = Field(
+        description="weights + buffers + gradients + optimizer, all in this dtype; activations not included "
+        "(see the plan)."
+    )
     arithmetic: list[str]
 
 
@@ -110,6 +136,18 @@ class TensorGroup(BaseModel):
     numel: int
     bytes: int
     rows: list[TensorRow]
+    repeat: int = Field(
+        1, description="Identical blocks it stands for (rows: one block's, named with the span)."
+    )
+    stem: str = Field("", description='A repeat: the prefix before the index ("model.layers.").')
+    span: list[int] = Field(default_factory=list, description="A repeat: the block indices it stands for.")
+
+    def names(self, row: TensorRow) -> list[str]:
+        """The tensor names one row stands for: its own, or one per block of a repeat."""
+        if self.repeat == 1:
+            return [row.name]
+        rest = row.name[len(self.prefix) :]
+        return [f"{self.stem}{i}{rest}" for i in self.span]
 
 
 class Totals(BaseModel):
@@ -132,6 +170,7 @@ class ModuleTree(BaseModel):
     named_buffers: list[TensorRow]
     state_dict: list[TensorRow]
     memory: list[MemoryEstimate]
+    saving: Saving | None = Field(None, description="What each way of saving does with tied tensors.")
 
 
 def _row(name: str, t: torch.Tensor, kind: str, **extra: object) -> TensorRow:
@@ -282,3 +321,133 @@ def grouped(rows: list[TensorRow]) -> list[TensorGroup]:
         )
         for prefix, rs in by.items()
     ]
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """Consecutive numbered siblings that are the same block (``layers.0`` ... ``layers.31``), shown
+    once as ``layers.{0..31}``: one of them opened, the counts of all."""
+
+    path: str  # "model.layers.{0..31}"
+    name: str  # "layers.{0..31}"
+    nodes: list[ModuleNode]
+    total: Counts
+
+    @property
+    def first(self) -> ModuleNode:
+        return self.nodes[0]
+
+    @property
+    def stem(self) -> str:
+        """The path before the index: "model.layers."."""
+        return self.first.path[: len(self.first.path) - len(_leaf(self.first.path))]
+
+    @property
+    def indices(self) -> tuple[int, int]:
+        return int(_leaf(self.first.path)), int(_leaf(self.nodes[-1].path))
+
+
+def _leaf(path: str) -> str:
+    return path.rpartition(".")[2]
+
+
+def signature(node: ModuleNode, rows: dict[str, TensorRow]) -> tuple:
+    """What makes two blocks the same: class, every tensor's name, shape, dtype and kind, tied
+    names, and the same of every child, by their names relative to the block."""
+    own = tuple(
+        (
+            _leaf(t),
+            tuple(rows[t].shape),
+            rows[t].dtype,
+            rows[t].kind,
+            rows[t].persistent,
+            rows[t].requires_grad,
+        )
+        for t in node.tensors
+    )
+    tied = tuple(sorted(_leaf(t) for t in node.tied))
+    return (node.class_name, own, tied, tuple((_leaf(c.path), signature(c, rows)) for c in node.children))
+
+
+def runs(children: list[ModuleNode], rows: dict[str, TensorRow]) -> list[ModuleNode | Repeat]:
+    """The children, each run of at least two numbered, consecutive, identical blocks as a Repeat."""
+    found: list[ModuleNode | Repeat] = []
+    i = 0
+    while i < len(children):
+        j = i + 1
+        start = _leaf(children[i].path)
+        if start.isdigit():
+            same = signature(children[i], rows)
+            while (
+                j < len(children)
+                and _leaf(children[j].path) == str(int(start) + j - i)
+                and signature(children[j], rows) == same
+            ):
+                j += 1
+        if j - i >= 2:
+            nodes = children[i:j]
+            span = f"{{{start}..{_leaf(nodes[-1].path)}}}"
+            parent = nodes[0].path.rpartition(".")[0]
+            found.append(
+                Repeat(
+                    f"{parent}.{span}" if parent else span,
+                    span,
+                    nodes,
+                    Counts.summed([n.total for n in nodes]),
+                )
+            )
+        else:
+            found.append(children[i])
+            j = i + 1
+        i = j
+    return found
+
+
+_BLOCK = re.compile(r"^(.*\.)(\d+)$")
+
+
+def collapsed(groups: list[TensorGroup]) -> list[TensorGroup]:
+    """Table groups of identical numbered blocks (``model.layers.0`` ... ``.31``) as one group,
+    ``model.layers.{0..31}``, its rows those of one block named with the span, its counts of all."""
+    found: list[TensorGroup] = []
+    i = 0
+    while i < len(groups):
+        head = _BLOCK.match(groups[i].prefix)
+        j = i + 1
+        if head:
+
+            def shape(g: TensorGroup) -> list:
+                return [(r.name[len(g.prefix) :], r.shape, r.dtype, r.kind) for r in g.rows]
+
+            while j < len(groups):
+                nxt = _BLOCK.match(groups[j].prefix)
+                if not (
+                    nxt
+                    and nxt.group(1) == head.group(1)
+                    and int(nxt.group(2)) == int(head.group(2)) + j - i
+                    and shape(groups[j]) == shape(groups[i])
+                ):
+                    break
+                j += 1
+        if j - i >= 2:
+            span = f"{head.group(1)}{{{head.group(2)}..{int(head.group(2)) + j - i - 1}}}"  # type: ignore[union-attr]
+            first = groups[i]
+            rows = [r.model_copy(update={"name": span + r.name[len(first.prefix) :]}) for r in first.rows]
+            block = groups[i:j]
+            found.append(
+                TensorGroup(
+                    prefix=span,
+                    count=sum(g.count for g in block),
+                    numel=sum(g.numel for g in block),
+                    bytes=sum(g.bytes for g in block),
+                    rows=rows,
+                    repeat=j - i,
+                    stem=head.group(1),  # type: ignore[union-attr]
+                    span=list(range(int(head.group(2)), int(head.group(2)) + j - i)),  # type: ignore[union-attr]
+                )
+            )
+        else:
+            found.append(groups[i])
+            j = i + 1
+        i = j
+    return found

@@ -22,11 +22,8 @@ class Tile:
     parameter_bytes: int
     buffer_bytes: int
     buffer_h: float  # the height of the buffers' band at the tile's bottom
-
-    @property
-    def label(self) -> str:
-        # The end of the path says which block it is (layers.31); the tooltip has it whole.
-        return ".".join(self.path.split(".")[-2:])
+    label: str = ""  # the end of its path that no other tile shares (layers.31, stages.0.layers.2)
+    parent: str = ""  # the rest of its path, drawn under it when there is room
 
 
 def blocks(root: ModuleNode, wanted: int = BLOCKS) -> list[tuple[ModuleNode, Counts]]:
@@ -81,9 +78,11 @@ def treemap(root: ModuleNode, width: float = 960, height: float = 360) -> list[T
     if not total:
         return []
     areas = [c.bytes / total * width * height for _, c in shown]
+    paths = [node.path or "(model)" for node, _ in shown]
+    labels = unique_ends(paths)
     return [
         Tile(
-            node.path or "(model)",
+            path,
             node.class_name,
             x,
             y,
@@ -92,6 +91,25 @@ def treemap(root: ModuleNode, width: float = 960, height: float = 360) -> list[T
             c.parameter_bytes,
             c.buffer_bytes,
             h * c.buffer_bytes / c.bytes,
+            label,
+            path[: -len(label)].rstrip("."),
         )
-        for (node, c), (x, y, w, h) in zip(shown, squarify(areas, 0, 0, width, height), strict=True)
+        for path, label, (node, c), (x, y, w, h) in zip(
+            paths, labels, shown, squarify(areas, 0, 0, width, height), strict=True
+        )
     ]
+
+
+def unique_ends(paths: list[str], least: int = 2) -> list[str]:
+    """For each path, its shortest end of at least ``least`` parts that no other path ends with:
+    two ResNet stages' ``layers.2`` become ``stages.0.layers.2`` and ``stages.1.layers.2``."""
+    parts = [p.split(".") for p in paths]
+    ends = []
+    for i, mine in enumerate(parts):
+        k = min(least, len(mine))
+        while k < len(mine) and any(j != i and other[-k:] == mine[-k:] for j, other in enumerate(parts)):
+            k += 1
+        if k < len(mine) and mine[-k].isdigit():  # "stages.0.layers.2", not "0.layers.2"
+            k += 1
+        ends.append(".".join(mine[-k:]))
+    return ends

@@ -21,8 +21,32 @@ def forward_source(preset: Preset) -> str:
     return "def forward(self, x):\n" + indent(preset.forward, " " * 4)
 
 
+def _built_source(spec: LabSpec, name: str) -> str:
+    """A real model's "class": a function of that name that makes it as the preset's source does
+    and restyles each member whose style is not its default, as the lab does."""
+    preset = PRESETS[spec.preset]
+    body = [preset.make_code]
+    for m in members(spec):
+        style = spec.styles[m.name]
+        if style == m.default_style:
+            continue
+        path, _, leaf = m.name.rpartition(".")
+        line = ALL_STYLES[style].line(leaf, "t").replace("self.", "owner.", 1).replace("(self, ", "(owner, ")
+        body += [
+            f"owner = model.get_submodule({literal(path)})",
+            f"t = getattr(owner, {literal(leaf)}).detach()",
+            f"delattr(owner, {literal(leaf)})",
+            line,
+        ]
+    body.append("return model")
+    docstring = f"{preset.id}, as transformers builds it, each member in the style chosen."
+    return f"def {name}():\n    {_docstring(docstring)}\n" + indent("\n".join(body), " " * 4)
+
+
 def class_source(spec: LabSpec, class_name: str = "") -> str:
     preset = PRESETS[spec.preset]
+    if preset.make is not None:
+        return _built_source(spec, class_name or preset.class_name)
     init = ["super().__init__()"]
     init += [f"self.{layer.name} = {layer.expr}" for layer in preset.layers]
     for m in members(spec):
@@ -59,6 +83,10 @@ _CUSTOM_HELPERS = (
 )
 
 
+def _imports(preset: Preset) -> str:
+    return "\n" + preset.imports if preset.imports else ""
+
+
 def _custom_helpers(preset: Preset) -> str:
     return "\n\n" + _CUSTOM_HELPERS if preset.custom else ""
 
@@ -80,6 +108,11 @@ def script(spec: LabSpec) -> str:
         refusals = (
             '\nfor name, error in refused.items():\n    print("refused", name, type(error).__name__, error)\n'
         )
+    elif preset.make is not None:  # a real model's members are dotted paths into it
+        where = (
+            'path, _, leaf = name.rpartition(".")\n'
+            "    print(name, getattr(model.get_submodule(path), leaf).device)"
+        )
     elif any(ALL_STYLES[s].kind == "container" for s in spec.styles.values()):
         # A list of layers has no .device: where its first tensor is, found as the explorer does.
         where = "print(name, member_device(tensors(model), name, container=True))"
@@ -93,7 +126,7 @@ def script(spec: LabSpec) -> str:
     return f"""{docstring}
 {imports}
 import torch
-from torch import nn{_custom_helpers(preset)}
+from torch import nn{_custom_helpers(preset)}{_imports(preset)}
 
 
 {class_source(spec)}{helpers}
@@ -180,7 +213,7 @@ import io
 import json
 
 import torch
-from torch import nn{_custom_helpers(preset)}
+from torch import nn{_custom_helpers(preset)}{_imports(preset)}
 
 
 {classes}

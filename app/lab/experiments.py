@@ -206,10 +206,15 @@ def _forward(
     run.do(f"model.{mode}()", getattr(model, mode))
     run.setup(f"torch.manual_seed(1)\nx = {PRESETS[spec.preset].sample_input}.to({spec.device!r})")
     x = sample_input(spec)
+    call = PRESETS[spec.preset].call  # model(x), or a real model's model(x).logits
+
+    def called() -> object:
+        return eval(call, {"model": model, "x": x})
+
     if grad:
-        return run.do("out = model(x)", lambda: model(x))  # type: ignore[return-value]
+        return run.do(f"out = {call}", called)  # type: ignore[return-value]
     with torch.no_grad():
-        return run.do("with torch.no_grad():\n    out = model(x)", lambda: model(x))  # type: ignore[return-value]
+        return run.do(f"with torch.no_grad():\n    out = {call}", called)  # type: ignore[return-value]
 
 
 def forward(run: Run, spec: LabSpec, mode: str = "train", **_: object) -> None:

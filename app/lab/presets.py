@@ -5,6 +5,7 @@ can never drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from app.lab.styles import CONTAINERS, STYLES
@@ -37,6 +38,14 @@ class Preset:
     sample_input: str  # torch expression for a batch ``forward`` accepts
     source: str = ""  # where the preset comes from
     custom: bool = False  # members come from the spec (names, shapes, styles), not from the preset
+    # A real model (``make``), made by code outside the lab: its members are the model's own tensors
+    # (dotted names), each restyled in place when its style is not the default one. ``make_code`` is
+    # its source (lines leaving it in ``model``), ``imports`` the lines they need; ``call`` is how a
+    # forward is called (a transformers model: its logits).
+    make: Callable[[], object] | None = field(default=None, compare=False, repr=False)
+    make_code: str = ""
+    imports: str = ""
+    call: str = "model(x)"
     member_names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,3 +203,9 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
+
+
+def register(preset: Preset) -> None:
+    """Add a preset made outside the lab (the composition root registers the tiny real
+    architectures); a built-in preset keeps its id."""
+    PRESETS.setdefault(preset.id, preset)

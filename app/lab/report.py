@@ -111,6 +111,8 @@ def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None =
     A member torch refuses is left out and, when ``refusals`` is given, noted there.
     """
     preset = PRESETS[spec.preset]
+    if preset.make is not None:
+        return _built(spec, refusals)
     cls = _renamed(preset.id, class_name) if class_name else module_class(preset.id)
     with torch.random.fork_rng(devices=[]):
         # The CPU generator only: torch.manual_seed would also queue a lazy CUDA seeding with a
@@ -130,6 +132,33 @@ def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None =
             # "_parameters"): left out, and part of the result. The script does the very same.
             with attaching(model, member.name, refused):
                 attach(model, member.name, _evaluate(member.init, model))
+    if refused and refusals is None:
+        raise next(iter(refused.values()))
+    if refusals is not None:
+        refusals.update({name: f"{type(exc).__name__}: {exc}" for name, exc in refused.items()})
+    return model
+
+
+def _built(spec: LabSpec, refusals: dict[str, str] | None) -> nn.Module:
+    """A real model (a preset's ``make``), seeded, each member whose style is not its default
+    restyled in place: taken off its module and attached again, with the same values."""
+    preset = PRESETS[spec.preset]
+    assert preset.make is not None
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(codegen.SEED)
+        model = preset.make()
+    assert isinstance(model, nn.Module)
+    refused: dict[str, Exception] = {}
+    for member in members(spec):
+        style = spec.styles[member.name]
+        if style == member.default_style:
+            continue
+        path, _, leaf = member.name.rpartition(".")
+        owner = model.get_submodule(path)
+        tensor = getattr(owner, leaf).detach()
+        with attaching(owner, member.name, refused):
+            delattr(owner, leaf)
+            ALL_STYLES[style].attach(owner, leaf, tensor)
     if refused and refusals is None:
         raise next(iter(refused.values()))
     if refusals is not None:

@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
-from app.architectures.catalogue import ARCHITECTURES, ArchitectureError, build
+from app.architectures.catalogue import (
+    ARCHITECTURES,
+    ArchitectureError,
+    build,
+    count_note,
+    devices_for,
+    get,
+    real_bytes,
+)
 from app.architectures.module_tree import module_tree
 from app.architectures.roundtrip import round_trip
-from tests.support.architectures import check_against_torch, direct
+from app.lab.devices import device_ids
+from tests.support.architectures import TINY, check_against_torch, direct, nbytes
+from tests.support.scripts import run_scripts
 
 
 def test_tiny_configs_build_seeded_on_the_cpu() -> None:
@@ -36,8 +47,10 @@ def test_refusals_name_the_problem() -> None:
     with pytest.raises(ArchitectureError, match="'cuda:9' is not a device here") as absent:
         build("llama_tiny", "cuda:9")
     assert absent.value.status == 422
-    with pytest.raises(ArchitectureError, match="needs real memory"):
-        round_trip("gpt2")
+    with pytest.raises(ArchitectureError, match=r"meta only here: the round trip needs it twice"):
+        round_trip("llama_8b")
+    with pytest.raises(ArchitectureError, match=r"take 497.8 MB in float32, over the 100.0 MB"):
+        build("gpt2", "cpu", max_bytes=100 * 10**6)
 
 
 @pytest.mark.cuda
@@ -49,3 +62,52 @@ def test_tiny_configs_move_to_a_gpu() -> None:
         assert {r.device for r in [*report.named_parameters, *report.named_buffers]} == {"cuda:0"}
         for name, t in model.state_dict().items():
             assert torch.equal(t.cpu(), reference.state_dict()[name]), (arch_id, name)
+    # Full sizes within MRE_ARCHITECTURE_MAX_BYTES are built with real values on the GPU too.
+    for arch_id in ("gpt2", "bert_base", "resnet50", "vit_base"):
+        model = build(arch_id, "cuda:0")
+        assert {p.device.type for p in model.parameters()} == {"cuda"}, arch_id
+        del model
+
+
+def test_full_sizes_within_the_budget_build_with_real_values() -> None:
+    # ResNet-50's float32 weights and buffers (102 MB) are within MRE_ARCHITECTURE_MAX_BYTES.
+    assert real_bytes("resnet50") == sum(
+        nbytes(t) for t in [*direct("resnet50").parameters(), *direct("resnet50").buffers()]
+    )
+    assert devices_for(get("resnet50")) == device_ids() and devices_for(get("llama_8b")) == ("meta",)
+    model = build("resnet50", "cpu")
+    check_against_torch(module_tree(model), direct("resnet50", "cpu"))
+    assert not any(p.is_meta for p in model.parameters())
+
+
+def test_berts_count_is_explained_from_the_models() -> None:
+    config = transformers.BertConfig()
+    with torch.device("meta"):
+        base = transformers.BertModel(config)
+    masked = direct("bert_base")
+    said = count_note("bert_base")["en"]
+    total = sum(p.numel() for p in masked.parameters())
+    pooler = sum(p.numel() for p in base.pooler.parameters())
+    # The head's own parameters: its output weight is the word embedding, counted there.
+    head = sum(p.numel() for n, p in masked.named_parameters() if n.startswith("cls."))
+    assert (total, sum(p.numel() for p in base.parameters())) == (109_514_298, 109_482_240)
+    assert total == 109_482_240 - pooler + head
+    for n in (total, 109_482_240, pooler, head):
+        assert f"{n:,}" in said
+    assert count_note("gpt2") is None
+
+
+def test_every_build_script_runs_and_builds_what_the_page_shows() -> None:
+    # Each architecture on meta, and on the CPU where it is built with real values here (the tiny
+    # configs, and ResNet-50 for the full sizes within the budget: the others cost seconds each).
+    cases = [(a, "meta") for a in ARCHITECTURES] + [(a, "cpu") for a in [*TINY, "resnet50"]]
+    checks = (
+        "\nprint(sum(p.numel() for p in model.parameters()), len(model.state_dict()),"
+        " {str(t.device) for t in model.parameters()})\n"
+    )
+    ran = run_scripts([ARCHITECTURES[a].code(d) + checks for a, d in cases], preload=("transformers",))
+    for (arch_id, device), result in zip(cases, ran, strict=True):
+        assert result.returncode == 0, (arch_id, device, result.stderr[-2000:])
+        model = direct(arch_id)
+        said = f"{sum(p.numel() for p in model.parameters())} {len(model.state_dict())} {{'{device}'}}"
+        assert result.stdout.strip().splitlines()[-1] == said, (arch_id, device)

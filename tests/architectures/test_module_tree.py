@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from app.architectures.catalogue import ARCHITECTURES, build
-from app.architectures.module_tree import grouped, module_tree
+from app.architectures.module_tree import Repeat, collapsed, grouped, module_tree, runs
 from app.architectures.treemap import treemap
 from tests.support.architectures import check_against_torch, direct, nbytes
 
@@ -68,3 +68,63 @@ def test_memory_estimate_matches_a_real_adamw_step_and_cast() -> None:
     assert bf16.inference == sum(nbytes(t) for t in [*model.parameters(), *model.buffers()])
     assert bf16.training == bf16.inference + bf16.gradients + bf16.optimizer
     assert any("AdamW: 2 x 90,432 x 2 B" in line for line in bf16.arithmetic)
+
+
+@pytest.mark.parametrize("arch_id", ["llama_8b", "resnet50", "bert_base"])
+def test_identical_numbered_blocks_are_one_run_with_the_counts_of_all(arch_id: str) -> None:
+    model = direct(arch_id)
+    report = module_tree(build(arch_id))
+    rows = {r.name: r for r in [*report.named_parameters, *report.named_buffers]}
+
+    def walk(node):
+        found = runs(node.children, rows)
+        # Every child once, in order, alone or in a run.
+        assert [n.path for item in found for n in getattr(item, "nodes", [item])] == [
+            c.path for c in node.children
+        ]
+        for item in found:
+            if isinstance(item, Repeat):
+                blocks = [model.get_submodule(n.path) for n in item.nodes]
+                assert len(blocks) >= 2 and len({type(b) for b in blocks}) == 1
+                indices = [int(n.path.rpartition(".")[2]) for n in item.nodes]
+                assert indices == list(range(indices[0], indices[0] + len(indices)))
+                assert item.name == f"{{{indices[0]}..{indices[-1]}}}"
+                shapes = {tuple((k, tuple(v.shape)) for k, v in b.state_dict().items()) for b in blocks}
+                assert len(shapes) == 1  # the same tensors, shapes and names
+                assert item.total.trainable == sum(p.numel() for b in blocks for p in b.parameters())
+                assert item.total.buffers == sum(1 for b in blocks for _ in b.buffers())
+                walk(item.first)
+            else:
+                walk(item)
+
+    walk(report.root)
+    if arch_id == "llama_8b":
+        layers = runs(report.root.children[0].children[1].children, rows)[0]
+        assert isinstance(layers, Repeat) and layers.path == "model.layers.{0..31}"
+
+
+def test_buffer_counts_are_tensors_and_elements_apart() -> None:
+    model = direct("llama_tiny")
+    rotary = module_tree(build("llama_tiny")).root.children[0].children[-1]
+    assert rotary.path == "model.rotary_emb"
+    buffers = dict(model.get_submodule("model.rotary_emb").named_buffers())
+    assert (rotary.total.buffers, rotary.total.non_persistent_buffers, rotary.total.persistent_buffers) == (
+        len(buffers),
+        len(buffers),
+        0,
+    )
+    assert rotary.total.non_persistent == sum(b.numel() for b in buffers.values())
+
+
+def test_table_groups_of_identical_blocks_collapse_and_spell_out_again() -> None:
+    report = module_tree(build("bert_base"))
+    groups = grouped(report.state_dict)
+    folded = collapsed(groups)
+    assert len(folded) == len(groups) - 11
+    assert sum(g.count for g in folded) == len(report.state_dict)
+    repeat = next(g for g in folded if g.repeat > 1)
+    assert (repeat.prefix, repeat.repeat) == ("bert.encoder.layer.{0..11}", 12)
+    assert repeat.count == repeat.repeat * len(repeat.rows)
+    assert all(r.name.startswith("bert.encoder.layer.{0..11}.") for r in repeat.rows)
+    spelt = sorted(n for r in repeat.rows for n in repeat.names(r))
+    assert spelt == sorted(r.name for r in report.state_dict if r.name.startswith("bert.encoder.layer."))

@@ -7,6 +7,7 @@ import torch
 
 from app.architectures.roundtrip import round_trip
 from tests.support.architectures import direct
+from tests.support.scripts import run_scripts
 
 
 @pytest.mark.parametrize("arch_id", ["llama_tiny", "bert_tiny", "gpt2_tiny"])
@@ -39,3 +40,12 @@ def test_meta_round_trip_flags_what_no_load_restores(arch_id: str) -> None:
     assert all(torch.equal(got[n], want[n]) for n in want) and trip.unequal_after_fix == []
     assert all(model.get_parameter(g[0]) is model.get_parameter(g[1]) for g in trip.tied_before)
     assert trip.tied_after_fix == trip.tied_before
+
+
+def test_the_round_trip_script_runs_and_checks_itself() -> None:
+    arch_ids = ["llama_tiny", "gpt2_tiny", "bert_tiny", "resnet_tiny", "vit_tiny"]
+    ran = run_scripts([round_trip(a).code for a in arch_ids], preload=("transformers",))
+    for arch_id, result in zip(arch_ids, ran, strict=True):
+        assert result.returncode == 0, (arch_id, result.stderr[-2000:])
+        assert result.stdout.strip().endswith("different from the CPU-built model after the fix: []"), arch_id
+        assert str(round_trip(arch_id).not_restorable) in result.stdout

@@ -3,17 +3,21 @@ page, refusals as clear 4xx, the setting that turns them off, and transformers i
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
 import torch
 from fastapi.testclient import TestClient
 
+from app.architectures import configs
 from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.module_tree import module_tree
+from app.architectures.saving import saving
 from app.main import create_app
 from app.settings import Settings
-from tests.support.architectures import direct
+from tests.support.architectures import LLAMA_CONFIG, direct
 from tests.support.html import parse
 
 
@@ -22,10 +26,12 @@ def test_list_and_trees(client: TestClient) -> None:
     assert [a["id"] for a in listed] == list(ARCHITECTURES)
     llama = next(a for a in listed if a["id"] == "llama_8b")
     assert llama["devices"] == ["meta"] and llama["translations"]["zh-CN"]["title"]
-    assert {f["experiment"]: f["applies"] for f in llama["experiments"]}["step"] == "no"
+    assert {f["experiment"]: f["applies"] for f in llama["experiments"]}["step"] == "tiny"
     tree = client.get("/api/architectures/gpt2_tiny", params={"device": "cpu"}).json()
     model = direct("gpt2_tiny", "cpu")
-    assert tree == module_tree(model).model_dump(mode="json")
+    expected = module_tree(model)
+    expected.saving = saving(model)
+    assert tree == expected.model_dump(mode="json")
     assert tree["totals"]["parameters"] == sum(p.numel() for p in model.parameters())
     assert tree["totals"]["tied_groups"] == [["transformer.wte.weight", "lm_head.weight"]]
     trip = client.get("/api/architectures/bert_tiny/round-trip").json()
@@ -41,8 +47,9 @@ def test_list_and_trees(client: TestClient) -> None:
     for name, tr in rows.items():
         in_state = next(e for e in tr.find_all("td") if "flag" in e.attrs.get("class", "")).text
         assert (in_state == "yes") == (name in bert.state_dict()), name
-    # The toy presets' contract is unchanged: no architecture among them.
-    assert not {p["id"] for p in client.get("/api/presets").json()} & set(ARCHITECTURES)
+    # The tiny architectures are lab presets too (registered at start-up); the full sizes are not.
+    presets = {p["id"] for p in client.get("/api/presets").json()}
+    assert presets & set(ARCHITECTURES) == {a for a, arch in ARCHITECTURES.items() if arch.tiny}
 
 
 def test_refusals_are_clear_4xx(client: TestClient) -> None:
@@ -50,7 +57,8 @@ def test_refusals_are_clear_4xx(client: TestClient) -> None:
         ("/api/architectures/nope", 404, "unknown architecture 'nope'"),
         ("/api/architectures/llama_8b?device=cpu", 422, "meta only"),
         ("/api/architectures/llama_tiny?device=tpu", 422, "'tpu' is not a device here"),
-        ("/api/architectures/llama_8b/round-trip", 422, "needs real memory"),
+        ("/api/architectures/llama_8b/round-trip", 422, "needs it twice in real memory (32.12 GB each"),
+        ("/api/architectures/llama_8b?device=cpu", 422, "take 32.12 GB in float32, over the 2.00 GB"),
     ]
     for url, status, says in cases:
         response = client.get(url)
@@ -74,15 +82,27 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     page = parse(html)
     assert page.find(id="total-parameters").text == f"{sum(p.numel() for p in model.parameters()):,}"
     paths = [e.attrs["data-path"] for e in page.find_all("details") if "data-path" in e.attrs]
-    assert paths == [n for n, _ in model.named_modules()]
+    # 32 identical layers are one row, layers.{0..31}, opened on the first of them.
+    later = re.compile(r"model\.layers\.([1-9]|[12][0-9]|3[01])(\.|$)")
+    modules = [n for n, _ in model.named_modules() if not later.match(n)]
+    at = modules.index("model.layers.0")
+    assert paths == [*modules[:at], "model.layers.{0..31}", *modules[at:]]
+    layers = next(e for e in page.find_all("details") if e.attrs.get("data-path") == "model.layers.{0..31}")
+    said = next(c for c in layers.children if not isinstance(c, str) and c.tag == "summary").text
+    assert "32 × LlamaDecoderLayer" in said
+    per_layer = sum(p.numel() for n, p in model.named_parameters() if n.startswith("model.layers."))
+    assert f"{per_layer:,} trainable" in said
     assert all("style" not in e.attrs for e in page.walk())  # strict CSP: nothing inline
     groups = [e for e in page.find_all("details") if e.attrs.get("class") == "group"]
     state = model.state_dict()
     names = [tr.attrs["data-name"] for g in groups for tr in g.find_all("tr") if "data-name" in tr.attrs]
-    assert len(names) == len(dict(model.named_parameters())) + len(dict(model.named_buffers())) + len(state)
-    layer0 = next(g for g in groups if g.find("summary").find("code").text == "model.layers.0")
-    count = next(e for e in layer0.find("summary").walk() if e.attrs.get("class") == "count")
-    assert int(count.text) == sum(n.startswith("model.layers.0.") for n, _ in model.named_parameters())
+    # One block's rows stand for the 32: each name once with the span.
+    every = [*dict(model.named_parameters()), *dict(model.named_buffers()), *state]
+    spelt = {re.sub(r"^model\.layers\.\d+\.", "model.layers.{0..31}.", n) for n in every}
+    assert set(names) == spelt
+    layers = next(g for g in groups if g.find("summary").find("code").text == "model.layers.{0..31}")
+    count = next(e for e in layers.find("summary").walk() if e.attrs.get("class") == "count")
+    assert int(count.text) == sum(n.startswith("model.layers.") for n, _ in model.named_parameters())
     # Without JavaScript the filter box is a GET form: the server keeps matching rows only.
     filtered = parse(client.get("/architectures/llama_8b", params={"q": "layers.7.mlp"}).text)
     kept = [tr.attrs["data-name"] for tr in filtered.find_all("tr") if "data-name" in tr.attrs]
@@ -97,11 +117,54 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     assert torch.__version__  # the page was read from this torch
 
 
-def test_transformers_is_imported_only_when_asked() -> None:
+def test_transformers_is_imported_at_start_up_and_only_when_on() -> None:
+    # Warm: before the app answers, transformers is imported and every catalogue tree built.
     code = (
         "import sys; from fastapi.testclient import TestClient; from app.main import create_app\n"
-        "c = TestClient(create_app()); assert c.get('/api/health').status_code == 200\n"
-        "assert c.get('/api/architectures').status_code == 200\n"
-        "assert 'transformers' not in sys.modules, 'imported at start-up'\n"
+        "from app.settings import Settings; from app.architectures import memo\n"
+        "with TestClient(create_app(Settings(architectures={on}))) as c:\n"
+        "    assert c.get('/api/health').status_code == 200\n"
+        "    assert ('transformers' in sys.modules) is {on}, sys.modules.get('transformers')\n"
+        "    assert len(memo._tree_json) == ({on} and {n})\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    for on in (True, False):
+        subprocess.run(
+            [sys.executable, "-c", code.format(on=on, n=len(ARCHITECTURES))], check=True, timeout=120
+        )
+
+
+def test_a_pasted_config_gets_the_same_pages(client: TestClient) -> None:
+    pasted = client.post(
+        "/architectures/config", data={"config": json.dumps(LLAMA_CONFIG)}, follow_redirects=False
+    )
+    assert pasted.status_code == 303
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    assert pasted.headers["location"] == "/architectures/config?c=" + configs.encode(config)
+    page = client.get(pasted.headers["location"])
+    html = parse(page.text)
+    assert page.status_code == 200 and html.find(id="plan-table") and html.find(id="round-trip-rows")
+    assert (
+        html.find(id="total-parameters").text
+        == f"{sum(p.numel() for p in configs.build(config).parameters()):,}"
+    )
+    # Uploaded as a file, the same; the API gives the report behind the page.
+    upload = client.post(
+        "/architectures/config",
+        files={"file": ("config.json", json.dumps(LLAMA_CONFIG).encode(), "application/json")},
+        follow_redirects=False,
+    )
+    assert upload.headers["location"] == pasted.headers["location"]
+    report = client.post("/api/architectures/config", json=LLAMA_CONFIG).json()
+    assert report["c"] == configs.encode(config) and report["tree"]["totals"]["parameters"] > 0
+    again = client.get("/api/architectures/config", params={"c": report["c"]}).json()
+    assert again == report
+    # Refusals name the field: on the page in its language, in the API in English.
+    for lang, says in (("en", "model_type: 'nope'"), ("zh-CN", "model_type")):
+        refused = client.post(
+            "/architectures/config", params={"lang": lang}, data={"config": '{"model_type": "nope"}'}
+        )
+        error = parse(refused.text).find("section", **{"class": "error"})
+        assert refused.status_code == 422 and says in error.text, lang
+    bad = client.post("/api/architectures/config", json={"model_type": "llama", "hidden_size": "wide"})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("hidden_size: ")
+    assert client.get("/api/architectures/config", params={"c": "garbage"}).status_code == 422

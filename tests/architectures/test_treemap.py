@@ -9,7 +9,7 @@ import pytest
 
 from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.memo import tree
-from app.architectures.treemap import BLOCKS, blocks, squarify, treemap
+from app.architectures.treemap import BLOCKS, blocks, squarify, treemap, unique_ends
 
 
 @pytest.mark.parametrize("areas", [[6.0, 6.0, 4.0, 3.0, 2.0, 2.0, 1.0], [1.0], [10.0, 0.5, 0.25], [1.0] * 30])
@@ -46,4 +46,18 @@ def test_each_tiles_area_is_its_bytes(arch_id: str) -> None:
     for t in tiles:
         assert math.isclose(t.w * t.h, 960 * 360 * (t.parameter_bytes + t.buffer_bytes) / total, rel_tol=1e-6)
         assert 0 <= t.buffer_h <= t.h + 1e-9
-        assert t.label == ".".join(t.path.split(".")[-2:])
+        assert t.path.endswith(t.label) and (t.parent + "." + t.label).strip(".") == t.path
+    labels = [t.label for t in tiles]
+    assert len(set(labels)) == len(labels)  # no two tiles say the same
+
+
+def test_labels_carry_as_much_of_the_path_as_tells_tiles_apart() -> None:
+    paths = [
+        "resnet.encoder.stages.0.layers.2",
+        "resnet.encoder.stages.1.layers.2",
+        "model.layers.31",
+        "lm_head",
+    ]
+    assert unique_ends(paths) == ["stages.0.layers.2", "stages.1.layers.2", "layers.31", "lm_head"]
+    tiles = treemap(tree("resnet50").root)
+    assert len({t.label for t in tiles}) == len(tiles)

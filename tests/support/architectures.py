@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import transformers
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.module_tree import ModuleTree
@@ -93,3 +94,119 @@ def check_against_torch(report: ModuleTree, model: nn.Module) -> None:
         for t in [*mine_p, *mine_b.values()]:
             dtypes[str(t.dtype)[6:]] = dtypes.get(str(t.dtype)[6:], 0) + nbytes(t)
         assert node.total.bytes_by_dtype == dtypes
+
+
+TINY = [a for a, arch in ARCHITECTURES.items() if arch.tiny]
+# Tiny configs whose attention has no dropout: torch's CPU kernel choice is then its fused one.
+FUSED_ON_CPU = ["llama_tiny", "vit_tiny", "resnet_tiny"]
+
+# torch 2.13's CPU autocast policy (aten/src/ATen/autocast_mode.cpp): lower precision for these, a
+# few promoted, every other op it registers for AutocastCPU in float32. A test checks it names
+# exactly the ops torch registers, so the emulation can be checked against real CPU autocast.
+_CPU_LOWER = [
+    "conv1d",
+    "conv1d.padding",
+    "conv2d",
+    "conv2d.padding",
+    "conv3d",
+    "conv3d.padding",
+    "bmm",
+    "mm",
+    "linalg_vecdot",
+    "baddbmm",
+    "addmm",
+    "addbmm",
+    "linear",
+    "_convolution.deprecated",
+    "matmul",
+    "conv_tbc",
+    "mkldnn_rnn_layer",
+    "conv_transpose1d",
+    "conv_transpose2d.input",
+    "conv_transpose3d.input",
+    "prelu",
+    "scaled_dot_product_attention",
+    "_native_multi_head_attention",
+    "_addmm_activation",
+]
+_CPU_PROMOTE = ("stack", "cat", "index_copy")
+
+
+def cpu_policy() -> dict[str, str]:
+    from app.architectures.emulation import FP32, LOWER, PROMOTE
+
+    ops = {
+        r.removeprefix("aten::") for r in torch._C._dispatch_get_registrations_for_dispatch_key("AutocastCPU")
+    }
+    policy = dict.fromkeys(ops, FP32)
+    policy |= dict.fromkeys(_CPU_LOWER, LOWER) | dict.fromkeys(_CPU_PROMOTE, PROMOTE)
+    return policy
+
+
+def tiny_inputs(arch_id: str, device: str, batch: int = 2, tokens: int = 16) -> dict[str, torch.Tensor]:
+    """A training batch for a tiny config, written out here: token ids and labels, or pixels."""
+    family = ARCHITECTURES[arch_id].family
+    if family in ("vit", "resnet"):
+        torch.manual_seed(1)
+        pixels = torch.randn(batch, 3, 32, 32).to(device)
+        return {"pixel_values": pixels, "labels": torch.zeros(batch, dtype=torch.long, device=device)}
+    torch.manual_seed(1)
+    ids = torch.randint(0, 256, (batch, tokens)).to(device)
+    return {"input_ids": ids, "labels": ids}
+
+
+def saved_and_outputs(model: nn.Module, inputs: dict, context: object) -> tuple[int, int]:
+    """Bytes autograd saves in one forward of ``model`` on real tensors, counted here by storage
+    address (each storage once, the model's own left out), and the bytes of what it returns beside
+    them (loss, logits, and the KV cache a causal LM returns)."""
+    own = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+    saved: dict[int, int] = {}
+    held = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        held.append(t)
+        if t.untyped_storage().data_ptr() not in own:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), context:
+        out = model(**inputs)
+    returned = [out.loss, out.logits]
+    cache = out.get("past_key_values")  # what a causal LM returns by default, in training too
+    if cache is not None:
+        returned += [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    rest = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+        for t in returned
+        if t.untyped_storage().data_ptr() not in saved
+    }
+    return sum(saved.values()), sum(rest.values())
+
+
+class CudaStatistics(TorchDispatchMode):
+    """torch's CPU layer and batch norms keep a bf16 input's mean and inverse deviation in bf16;
+    their CUDA kernels (and the meta ones) keep them in float32. On real CPU tensors, this makes
+    them float32, so a CPU count is the GPU's."""
+
+    OPS = (torch.ops.aten.native_layer_norm.default, torch.ops.aten.native_batch_norm.default)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in self.OPS:
+            return (out[0], *(t.float() for t in out[1:]))
+        return out
+
+
+# A small Llama as a config.json would have it (model_type, architectures and all).
+LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+    "max_position_embeddings": 128,
+}

@@ -10,12 +10,12 @@ import sys
 from dataclasses import dataclass
 
 RUNNER = r"""
-import importlib, json, os, sys, tempfile, traceback
+import json, os, sys, tempfile, traceback
 import torch  # noqa: F401  (what every script imports first; the children inherit it)
-for name in sys.argv[1:]:  # what the scripts import beside torch, once for all of them
-    importlib.import_module(name)
 
-codes = json.load(sys.stdin)
+codes, preload = json.load(sys.stdin)
+for name in preload:  # imported once here, inherited by every child
+    __import__(name)
 results = []
 with tempfile.TemporaryDirectory() as tmp:
     for i, code in enumerate(codes):
@@ -50,10 +50,10 @@ class Ran:
 
 
 def run_scripts(codes: list[str], timeout: float = 600, preload: tuple[str, ...] = ()) -> list[Ran]:
-    """Each of ``codes`` run as its own program; ``preload``: modules imported once before (transformers)."""
+    """Each script's exit status and output; ``preload``: modules the runner imports once first."""
     done = subprocess.run(
-        [sys.executable, "-c", RUNNER, *preload],
-        input=json.dumps(codes),
+        [sys.executable, "-c", RUNNER],
+        input=json.dumps([codes, list(preload)]),
         capture_output=True,
         text=True,
         timeout=timeout,

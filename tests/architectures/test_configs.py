@@ -1,0 +1,73 @@
+"""Any config.json: read and checked (refusals name the field), carried in the URL and read back the
+same, built by transformers as transformers builds it when called directly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from app.architectures import configs
+from app.architectures.catalogue import ArchitectureError
+from app.architectures.module_tree import module_tree
+from tests.support.architectures import LLAMA_CONFIG, check_against_torch
+
+
+def test_a_config_is_read_canonical_and_round_trips_through_the_url() -> None:
+    pasted = {
+        **LLAMA_CONFIG,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.40.0",
+        "_name_or_path": "x",
+    }
+    config = configs.read(json.dumps(pasted))
+    assert "torch_dtype" not in config and "_name_or_path" not in config and list(config) == sorted(config)
+    assert configs.decode(configs.encode(config)) == config
+    labels = configs.read(
+        json.dumps({"model_type": "vit", "id2label": {str(i): f"c{i}" for i in range(1000)}})
+    )
+    assert labels["num_labels"] == 1000 and "id2label" not in labels
+    assert len(configs.encode(labels)) < 200  # a thousand label names never reach the URL
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("{x", "config.json: not JSON: Expecting property name"),
+        ("[1, 2]", "config.json: a JSON object is expected"),
+        ('{"hidden_size": 64}', "model_type: missing"),
+        ('{"model_type": "nope"}', "model_type: 'nope' is not a model type this transformers (5.23.0) knows"),
+    ],
+)
+def test_refusals_name_the_field(text: str, says: str) -> None:
+    with pytest.raises(ArchitectureError, match=says.replace("(", r"\(").replace(")", r"\)")) as refused:
+        configs.read(text)
+    assert refused.value.status == 422
+    with pytest.raises(ArchitectureError, match="over the cap of 10") as big:
+        configs.read(" " * 11, max_bytes=10)
+    assert big.value.status == 413
+    with pytest.raises(ArchitectureError, match=r"^c: not a config this server wrote"):
+        configs.decode("not%20base64")
+
+
+def test_the_config_class_refusal_names_its_field() -> None:
+    with pytest.raises(ArchitectureError, match=r"(?s)^hidden_size: .*expected int"):
+        configs.made_config(configs.read(json.dumps({**LLAMA_CONFIG, "hidden_size": "wide"})))
+    with pytest.raises(ArchitectureError, match=r"^architectures: 'NoSuchModel' is no model class"):
+        configs.architecture(configs.read(json.dumps({**LLAMA_CONFIG, "architectures": ["NoSuchModel"]})))
+
+
+def test_it_builds_what_transformers_builds() -> None:
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    direct = {k: v for k, v in LLAMA_CONFIG.items() if k not in ("model_type", "architectures")}
+    with torch.device("meta"):
+        reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**direct))
+    check_against_torch(module_tree(configs.build(config)), reference)
+    arch = configs.architecture(config)
+    assert (arch.config_class, arch.auto_class, arch.family) == ("LlamaConfig", "LlamaForCausalLM", "llama")
+    real = configs.build(config, "cpu")
+    assert not any(p.is_meta for p in real.parameters())
+    base = configs.architecture(configs.read(json.dumps({"model_type": "bert", "num_hidden_layers": 1})))
+    assert base.auto_class == "AutoModel"  # no architectures named: transformers' base model

@@ -1,0 +1,58 @@
+"""A pasted config built in a child process: the same report as made here directly, and a config that
+asks for too much memory or time stopped by its limit, the answer naming the setting and the
+config's largest sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.architectures import configs, isolated
+from app.architectures.catalogue import ArchitectureError
+from app.architectures.module_tree import module_tree
+from app.architectures.saving import saving
+from tests.support.architectures import LLAMA_CONFIG
+
+BUDGET = isolated.Budget(memory_bytes=2 * 1024**3, seconds=60)
+
+
+def test_the_childs_report_is_the_one_made_directly() -> None:
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    asked = {"batch": 2, "tokens": 16, "image": None, "context": 32}
+    got = isolated.ConfigReport.model_validate_json(
+        isolated.run(config, asked, [("cuda:9 test", 10**9)], BUDGET)
+    )
+    here = isolated.report(config, asked, [("cuda:9 test", 10**9)])
+    assert got == here
+    model = configs.build(config)
+    expected = module_tree(model)
+    expected.saving = saving(model)
+    assert got.tree == expected
+    assert got.c == configs.encode(config) and got.class_name == "LlamaForCausalLM"
+    assert got.plan is not None and got.plan.recipes[0].cards[-1].name == "cuda:9 test"
+    assert got.roundtrip is not None and got.roundtrip.unequal_after_fix == []
+    assert "model.rotary_emb.inv_freq" in got.roundtrip.not_restorable
+
+
+def test_a_config_refused_in_the_child_names_its_field() -> None:
+    config = configs.read(json.dumps({**LLAMA_CONFIG, "num_attention_heads": 7}))
+    with pytest.raises(ArchitectureError, match=r"(?s)^hidden_size: .*not a multiple") as refused:
+        isolated.run(config, {}, [], BUDGET)
+    assert refused.value.status == 422
+
+
+def test_memory_over_the_limit_is_a_413_naming_the_setting() -> None:
+    # About 51 MB of float32 weights: small enough for the round trip, which builds it twice for
+    # real, over a budget of 80 MB.
+    config = configs.read(json.dumps({**LLAMA_CONFIG, "vocab_size": 100_000, "hidden_size": 64}))
+    with pytest.raises(ArchitectureError, match="MRE_ARCHITECTURE_CONFIG_MEMORY_BYTES") as refused:
+        isolated.run(config, {}, [], isolated.Budget(memory_bytes=80 * 1024**2, seconds=60))
+    assert refused.value.status == 413 and "vocab_size=100,000" in str(refused.value)
+
+
+def test_time_over_the_limit_is_a_504_naming_the_setting() -> None:
+    config = configs.read(json.dumps({**LLAMA_CONFIG, "num_hidden_layers": 20_000}))
+    with pytest.raises(ArchitectureError, match="MRE_ARCHITECTURE_CONFIG_SECONDS") as refused:
+        isolated.run(config, {}, [], isolated.Budget(memory_bytes=4 * 1024**3, seconds=2))
+    assert refused.value.status == 504 and "num_hidden_layers=20,000" in str(refused.value)

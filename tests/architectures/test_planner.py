@@ -1,0 +1,128 @@
+"""Will it fit: each recipe's rows against torch doing the step for real (gradients, AdamW states,
+the foreach step's temporaries), its total against its formula, the largest batch against the
+arithmetic, and the input's refusals naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from app.architectures.activations import inference_forward, training_forward
+from app.architectures.catalogue import ArchitectureError, build
+from app.architectures.planner import (
+    CARDS,
+    GIB,
+    RECIPES,
+    PlanInput,
+    checked,
+    facts,
+    inference_inputs,
+    plan,
+    training_inputs,
+)
+from tests.support.architectures import TINY, nbytes
+
+SPEC = {"text": PlanInput(batch=2, tokens=16, context=32), "vision": PlanInput(batch=2, image=32)}
+
+
+class Made(TorchDispatchMode):
+    """Bytes of the tensors (more than one element) that out-of-place ops make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not func._schema.is_mutable:
+            self.bytes += sum(
+                nbytes(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.numel() > 1
+            )
+        return out
+
+
+def spec_of(arch_id: str) -> PlanInput:
+    return SPEC[facts(build(arch_id, "meta")).kind]
+
+
+@pytest.mark.parametrize("arch_id", TINY)
+def test_each_recipe_is_what_torch_holds_for_it(arch_id: str) -> None:
+    spec = spec_of(arch_id)
+    found = {r.id: r for r in plan(arch_id, build(arch_id, "meta"), spec).recipes}
+    for recipe in RECIPES:
+        row = found[recipe.id]
+        model = build(arch_id, "cpu", dtype=recipe.dtype)
+        weights = sum(nbytes(p) for p in model.parameters())
+        buffers = sum(nbytes(b) for b in model.buffers())
+        assert (row.weights, row.buffers) == (weights, buffers), recipe.id
+        if not recipe.training:
+            assert (row.gradients, row.optimizer, row.step_temporaries) == (0, 0, 0)
+            meta = build(arch_id, "meta", dtype=recipe.dtype)
+            assert row.activations == inference_forward(meta, inference_inputs(meta, spec.batch, spec)).peak
+            assert row.total == weights + buffers + row.activations
+            continue
+        # One real step, twice (AdamW makes its states on the first): gradients, states, temporaries.
+        inputs = training_inputs(model, spec.batch, spec)
+        optimizer = torch.optim.AdamW(model.parameters(), foreach=True)
+        for _ in range(2):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=recipe.autocast or torch.float32, enabled=bool(recipe.autocast)):
+                loss = model(**inputs).loss
+            loss.backward()
+            made = Made()
+            with made:
+                optimizer.step()
+        grads = sum(nbytes(p.grad) for p in model.parameters())
+        states = sum(nbytes(s[k]) for s in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
+        assert (row.gradients, row.optimizer, row.step_temporaries) == (grads, states, made.bytes), recipe.id
+        meta = build(arch_id, "meta", dtype=recipe.dtype)
+        activations = training_forward(meta, training_inputs(meta, spec.batch, spec), recipe.autocast)
+        assert row.activations == activations.activations
+        assert row.total == weights + buffers + grads + states + max(row.activations, made.bytes)
+
+
+def test_the_batch_grows_activations_linearly_and_the_largest_batch_is_the_arithmetics() -> None:
+    spec = SPEC["text"]
+    found = plan("llama_tiny", build("llama_tiny", "meta"), spec, [("cuda:0 test card", 3 * 10**6)])
+    meta = build("llama_tiny", "meta")
+    for row in found.recipes[:1]:  # fp32 training
+        far = training_forward(meta, training_inputs(meta, 7, spec)).activations
+        static = row.weights + row.buffers + row.gradients + row.optimizer
+        assert row.fixed + 7 * row.per_sample == static + far  # measured at 7: on the line
+        assert [c.name for c in row.cards] == [f"{n} GB" for n in CARDS] + ["cuda:0 test card"]
+        for card in row.cards:
+            b = card.largest_batch
+            assert row.fixed + b * row.per_sample <= card.capacity or b == 0
+            assert row.fixed + (b + 1) * row.per_sample > card.capacity or b == 4096 * 1000
+            assert card.fits == (row.total <= card.capacity)
+        small = row.cards[-1]
+        assert small.largest_batch == (3 * 10**6 - row.fixed) // row.per_sample
+        assert small.arithmetic.startswith(f"({3 * 10**6 / GIB:,.2f} GiB - ")
+
+
+def test_a_full_size_plan_on_meta() -> None:
+    found = plan("gpt2", build("gpt2", "meta"), PlanInput(batch=8, tokens=512, context=1024))
+    mixed = next(r for r in found.recipes if r.id == "bf16_mixed")
+    assert mixed.weights == 4 * found.parameters and mixed.gradients == 4 * found.trainable
+    assert found.decoder and found.forward_flops > 2 * found.parameters * 8 * 512
+    assert mixed.arithmetic[-1].startswith("total = weights + buffers + gradients + AdamW + max(")
+    assert found.shapes[0].path == "" and [8, 512, 50257] in found.shapes[0].shapes
+
+
+def test_the_input_is_checked_and_refusals_name_the_field() -> None:
+    gpt2, vit = facts(build("gpt2", "meta")), facts(build("vit_base", "meta"))
+    assert checked(gpt2, 4) == PlanInput(batch=4, tokens=512, context=1024)
+    assert checked(vit, 4) == PlanInput(batch=4, image=224)
+    cases = [
+        (lambda: checked(gpt2, 0), "batch: from 1 to 4096, not 0"),
+        (lambda: checked(gpt2, 1, tokens=2048), "tokens: from 1 to 1024 tokens"),
+        (lambda: checked(gpt2, 1, context=5000), "context: from 1 to 1024 tokens"),
+        (lambda: checked(vit, 1, image=256), "image: this model takes 224x224 images only"),
+        (lambda: checked(facts(build("resnet50", "meta")), 1, image=4096), "image: from 32 to 1024"),
+    ]
+    for call, says in cases:
+        with pytest.raises(ArchitectureError, match=says.replace("(", r"\(")) as refused:
+            call()
+        assert refused.value.status == 422

@@ -1,0 +1,79 @@
+"""What each save does with tied tensors, said from the model on meta, against each library saving
+the same model built on the CPU for real: torch.save, safetensors' save_file and save_model,
+transformers' save_pretrained."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file, save_model
+
+from app.architectures.catalogue import build
+from app.architectures.saving import saving
+from tests.support.architectures import TINY
+
+
+def tensor_bytes(path: Path) -> tuple[dict[str, int], dict[str, str]]:
+    with safe_open(str(path), "pt") as f:
+        return {
+            k: f.get_tensor(k).numel() * f.get_tensor(k).element_size()
+            for k in f.keys()  # noqa: SIM118 (safe_open is no dict)
+        }, f.metadata() or {}
+
+
+@pytest.mark.parametrize("arch_id", TINY)
+def test_each_way_of_saving_does_what_the_page_says(arch_id: str, tmp_path: Path) -> None:
+    said = {w.way.split("(")[0]: w for w in saving(build(arch_id, "meta")).ways}
+    model = build(arch_id, "cpu")
+    state = model.state_dict()
+    # torch.save: the zip holds one data record per storage.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with zipfile.ZipFile(buffer) as z:
+        data = sum(i.file_size for i in z.infolist() if "/data/" in i.filename)
+    assert said["torch.save"].bytes == data
+    # save_file: refused exactly when tensors share memory.
+    plain = said["safetensors.torch.save_file"]
+    try:
+        save_file(state, tmp_path / "plain.safetensors")
+        assert plain.writes and plain.bytes == sum(tensor_bytes(tmp_path / "plain.safetensors")[0].values())
+    except RuntimeError as refused:
+        assert not plain.writes and "share memory" in str(refused) and plain.bytes == 0
+    # save_model: the names it drops, and the one it keeps for each (its own metadata says so).
+    deduped = said["safetensors.torch.save_model"]
+    save_model(model, str(tmp_path / "model.safetensors"))
+    written, metadata = tensor_bytes(tmp_path / "model.safetensors")
+    assert set(written) == set(state) - set(deduped.dropped)
+    assert {k: v for k, v in metadata.items() if k in state} == deduped.dropped
+    assert deduped.bytes == sum(written.values())
+    # save_pretrained: what transformers leaves out, and a strict load of that file reporting it.
+    pretrained = said["model.save_pretrained"]
+    model.save_pretrained(tmp_path / "pretrained")
+    written, _ = tensor_bytes(tmp_path / "pretrained" / "model.safetensors")
+    names = {pretrained.renamed.get(n, n) for n in state if n not in pretrained.dropped}
+    assert set(written) == names
+    assert pretrained.bytes == sum(written.values())
+    if pretrained.dropped or pretrained.renamed:
+        with safe_open(str(tmp_path / "pretrained" / "model.safetensors"), "pt") as f:
+            loaded = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+        with pytest.raises(RuntimeError, match="Missing key") as missing:
+            build(arch_id, "cpu").load_state_dict(loaded)
+        assert all(name in str(missing.value) for name in [*pretrained.dropped, *pretrained.renamed])
+
+
+def test_the_figures_the_issue_names() -> None:
+    gpt2 = {w.way.split("(")[0]: w for w in saving(build("gpt2", "meta")).ways}
+    assert gpt2["torch.save"].bytes == 124_439_808 * 4  # the tied head once: about 498 MB
+    assert "497.8 MB, not the 652.1 MB" in gpt2["torch.save"].says
+    assert not gpt2["safetensors.torch.save_file"].writes
+    assert gpt2["model.save_pretrained"].dropped == {"lm_head.weight": "transformer.wte.weight"}
+    vit = {w.way.split("(")[0]: w for w in saving(build("vit_base", "meta")).ways}["model.save_pretrained"]
+    assert (
+        vit.renamed["vit.layers.0.attention.q_proj.weight"]
+        == "vit.encoder.layer.0.attention.attention.query.weight"
+    )
