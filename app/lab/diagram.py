@@ -59,13 +59,17 @@ KINDS = {
     "plain": Text("plain"),
 }
 LIST = Text("list")  # the "shape" of a plain Python list of layers
+BEFORE = Text("before")  # the word of a before mark, as the tables' changed cells say it
 
 # Metrics, in em.
 MONO = 0.61  # a Latin character of the monospace font
 PAD_X = 0.4  # inside a chip, each side
-CHIP_H = 2.55  # two lines
-LINES = (1.05, 2.2)  # their baselines
+# A line of text takes 0.94 em above its baseline and 0.25 below (the monospace font's ascent and
+# descent, which the CJK fallback shares): text boxes never overlap at these distances.
+CHIP_H = 2.7  # two lines
+LINES = (1.04, 2.34)  # their baselines: 0.1 em between their text boxes, at any scale
 CHIP_GAP = 0.3  # between chips, either way
+CHILD_GAP = 0.7  # above a nested box: its title stands half above its border
 BAND_GAP = 0.8  # between bands: room for the outlines' edges
 LANE_PAD = 0.6  # inside a lane, each side
 LANE_GAP = 0.4
@@ -123,7 +127,7 @@ def owners(report: LabReport) -> dict[str, str]:
 class Item:
     """What one chip stands for: a tensor as torch's tables list it, or a plain attribute."""
 
-    key: str  # "t:" + a table's name, "a:" + a plain attribute member's name
+    key: str  # "t:" + its name: a table's, or a plain attribute member's (the same across a restyle)
     path: str  # the module it sits in ("" for the module itself)
     label: str  # its name inside that module
     kind: str
@@ -134,6 +138,7 @@ class Item:
     sets: tuple[int, int, int]  # in named_parameters, named_buffers, state_dict
     tensors: tuple[str, ...]  # the names it stands for (several once blocks are drawn once)
     members: tuple[str, ...]  # the members it belongs to, for the linked highlight
+    ghost: bool = False  # where it stood before a change, in the tables that listed it then
 
     @property
     def name(self) -> str:
@@ -185,7 +190,7 @@ def items(report: LabReport) -> list[Item]:
         path = "" if custom else _deepest(m.name, modules)
         found.append(
             Item(
-                key="a:" + m.name,
+                key="t:" + m.name,
                 path=path,
                 label=m.name[len(path) + 1 :] if path else m.name,
                 kind="plain",
@@ -279,6 +284,7 @@ def _alike(a: list[Item], b: list[Item], depth: int) -> bool:
                 i.device,
                 i.device_before,
                 i.sets,
+                i.ghost,
             )
             for i in items
         ]
@@ -368,7 +374,7 @@ class Chip:
     kind_words: str  # the kind, said
     shape_first: bool  # the shape on the first line, after the name
     changes: tuple[str, ...] = ()  # from the diff: moved, stayed, new, joined, left
-    was: Rect | None = None  # where it stood before the change, when it moved or changed tables
+    then: Item | None = None  # what it was before the change, when it changed
     hit: bool | None = None  # in an experiment: touched by it (None: not observed)
     outcome: str = ""  # what the experiment did to it, in words
 
@@ -377,28 +383,14 @@ class Chip:
         return self.item.kind
 
     @property
+    def ghost(self) -> bool:
+        """Where a chip stood before the change: its old band, its old lane."""
+        return self.item.ghost
+
+    @property
     def detail(self) -> str:
         """Its kind and shape, said."""
         return f"{self.kind_words} {self.shape}"
-
-    @property
-    def trail(self) -> tuple[float, float, float, float] | None:
-        """From where it was to where it is, edge to edge: the line of its before/after mark."""
-        if self.was is None:
-            return None
-        a, b = self.was, self.rect
-        start, end = _toward(a, b), _toward(b, a)
-        return (*start, *end)
-
-
-def _toward(a: Rect, b: Rect) -> tuple[float, float]:
-    """Where the line from ``a``'s centre to ``b``'s leaves ``a``."""
-    ax, ay, bx, by = a.x + a.w / 2, a.y + a.h / 2, b.x + b.w / 2, b.y + b.h / 2
-    dx, dy = bx - ax, by - ay
-    if dx == dy == 0:
-        return ax, ay
-    scale = min(a.w / 2 / abs(dx) if dx else float("inf"), a.h / 2 / abs(dy) if dy else float("inf"))
-    return ax + dx * scale, ay + dy * scale
 
 
 @dataclass(frozen=True)
@@ -410,6 +402,7 @@ class Box:
     depth: int
     count: int
     title_x: float = 0.0  # where its title's tag starts (the root's comes after its lane's)
+    fresh: bool = False  # not in the picture before the change: it fades in
 
     @property
     def title_width(self) -> float:
@@ -425,6 +418,8 @@ class Lane:
     rect: Rect
     title_at: tuple[float, float]  # where the device's name starts (left end, baseline)
     empty: bool = False  # no tensor is there
+    was: str = ""  # the device the chips now here were on before the change (model.to() moved them)
+    fresh: bool = False  # not in the picture before the change: it fades in
 
     @property
     def device_width(self) -> float:
@@ -433,6 +428,11 @@ class Lane:
     @property
     def role_width(self) -> float:
         return text_width(self.role)
+
+    @property
+    def was_at(self) -> float:
+        """Where its before mark starts, after the role (in em from the device's name)."""
+        return self.device_width + 0.85 + (self.role_width + 0.6 if self.role else 0.0)
 
 
 @dataclass(frozen=True)
@@ -443,6 +443,7 @@ class Outline:
     rect: Rect
     label: tuple[float, float]  # where its label's text starts (left end, baseline)
     empty: str = ""  # a table none of the chips is in: just its label, which says it is empty
+    fresh: bool = False  # not in the picture before the change: it fades in
 
     @property
     def label_width(self) -> float:
@@ -461,10 +462,20 @@ class Diagram:
     title: str
     desc: tuple[str, ...] = ()  # sentences saying what the picture shows, for a screen reader
     legend: tuple[str, str] = ("", "")  # an experiment's: what a lit chip and a dimmed one mean
+    before: str = ""  # the word of the before marks, in the page's language
+    lines: tuple[float, float] = LINES  # a chip's two baselines
+
+    @property
+    def before_width(self) -> float:
+        return text_width(self.before)
 
     def chip(self, name: str) -> Chip:
         """The chip of a tensor (or a plain member) named as the tables name it."""
-        return next(c for c in self.chips if name in c.item.tensors)
+        return next(c for c in self.chips if name in c.item.tensors and not c.ghost)
+
+    def ghost(self, name: str) -> Chip | None:
+        """Where the chip of ``name`` stood before the change, when that was another band or lane."""
+        return next((c for c in self.chips if name in c.item.tensors and c.ghost), None)
 
     def outline(self, table: str) -> Outline | None:
         return next((o for o in self.outlines if o.table == table and not o.empty), None)
@@ -476,11 +487,12 @@ def _shape(item: Item, lang: str) -> str:
 
 def _lines(item: Item, lang: str) -> tuple[bool, float]:
     """Where its shape goes (after the name, or after the kind: whichever makes the chip narrower),
-    and the chip's width."""
+    and the chip's width (a ghost's second line is the word "before" on its tag)."""
     name, kind = text_width(item.label), text_width(KINDS[item.kind][lang])
     shape = MONO + text_width(_shape(item, lang))
     first, second = max(name + shape, kind), max(name, kind + shape)
-    return first <= second, min(first, second) + 2 * PAD_X
+    least = text_width(BEFORE[lang]) + 0.4 if item.ghost else 0.0
+    return first <= second, max(min(first, second), least) + 2 * PAD_X
 
 
 @dataclass
@@ -548,7 +560,7 @@ class _Plan:
 
     def height(self, node: Node | None = None) -> float:
         node = node or self.root
-        inner = sum(CHIP_GAP + self.height(c) for c in node.children)
+        inner = sum(CHILD_GAP + self.height(c) for c in node.children)
         return TITLE + self.own_height(node) + inner + BOX_BOTTOM
 
     def inner(self) -> float:
@@ -580,11 +592,11 @@ class _Plan:
             best[1].columns += 1
 
 
-def _lane_role(devices: Sequence[str], lane: int, lang: str, empty: bool) -> str:
-    """Said after a lane's device: what .to() did there."""
-    if len(devices) == 1:
+def _lane_role(devices: Sequence[str], lane: int, lang: str, empty: bool, moved: bool) -> str:
+    """Said after a lane's device: what .to() did there (``moved``: chips came here by a change)."""
+    if len(devices) == 1 and not moved:
         return Text('model.to("{device}"): already there', device=devices[0])[lang]
-    if lane == 0:
+    if lane == 0 and len(devices) > 1:
         return Text("nothing stayed behind")[lang] if empty else Text("stayed behind")[lang]
     if empty:
         return Text('model.to("{device}"): nothing moved here', device=devices[lane])[lang]
@@ -604,20 +616,35 @@ class _Part:
 
 
 def _arrange(
-    root: Node, lane: int, devices: Sequence[str], main: bool, lang: str, pid: str, top: float, limit: float
+    root: Node,
+    lane: int,
+    devices: Sequence[str],
+    main: bool,
+    lang: str,
+    pid: str,
+    top: float,
+    limit: float,
+    was: str = "",
 ) -> _Part:
     """One lane: its device's name on the module's box, the boxes nested, the chips in their bands,
-    the outlines around the bands; from ``top`` down."""
+    the outlines around the bands; from ``top`` down. ``was``: the device the chips now here were
+    on before the change, said after the role (a before mark)."""
     plan = _Plan(root, lang)
     empty = not plan.cells
-    role = _lane_role(devices, lane, lang, empty)
-    device_w = text_width(devices[lane]) + 0.85 + (text_width(role) if role else 0.0)
-    titles_w = INSET + 0.6 + device_w + 1.0 + text_width(root.title) + 0.6
+    role = _lane_role(devices, lane, lang, empty, bool(was))
+    mark = text_width(BEFORE[lang]) + 0.5 + MONO + text_width(was) + 0.6 if was else 0.0
+
+    def titles(role: str) -> tuple[float, float]:
+        """The width of the device's pill, its role and mark; of the whole top line."""
+        device_w = text_width(devices[lane]) + 0.85 + (text_width(role) + 0.6 if role else 0.0) + mark
+        return device_w, INSET + 0.6 + device_w + 1.0 + text_width(root.title) + 0.6
+
+    device_w, titles_w = titles(role)
     title_at = (LANE_PAD + INSET + 0.6, top + TOP + 0.35)
-    lane_id = f"{pid}l{lane}"
+    lane_id = _id(pid + "l", devices[lane])
     if empty and not main:  # a lane with nothing in it: one line that says so
         width = titles_w - INSET - 0.6 + 2 * LANE_PAD + 1.0
-        the_lane = Lane(lane_id, devices[lane], role, Rect(0.0, top, width, EMPTY_LANE), title_at, True)
+        the_lane = Lane(lane_id, devices[lane], role, Rect(0.0, top, width, EMPTY_LANE), title_at, True, was)
         return _Part(width, EMPTY_LANE, the_lane, [], [], [])
     nothing = Text("(empty)")[lang]
     stubs = [t for t in OUTLINES if main and not plan.of(t)]  # tables that list none of the chips
@@ -627,11 +654,27 @@ def _arrange(
     plan.min_inner = max(titles_w + 2 * LANE_PAD - 2 * plan.edge, need)
     plan.pack(limit)
 
-    x = plan.edge
-    for band in plan.bands:
-        band.x = x
-        x += band.w + BAND_GAP
-    inner = plan.inner()
+    def position() -> float:
+        x = plan.edge
+        for band in plan.bands:
+            band.x = x
+            x += band.w + BAND_GAP
+        return plan.inner()
+
+    inner = position()
+    if len(bottom_row) == 2:
+        # The bottom row: named_parameters()' label from its outline's left end, named_buffers()'
+        # up to its right end (or the bands' end, for a table that lists nothing), 1 em between.
+        params, buffers = plan.of("named_parameters"), plan.of("named_buffers")
+        start = (params[0].x - 0.28 if params else plan.edge) + LABEL_PAD + labels["named_parameters"] + 1.0
+        end = buffers[-1].x + buffers[-1].w + 0.28 if buffers else plan.edge + inner
+        short = start - (end - LABEL_PAD - labels["named_buffers"])
+        if short > 0:
+            if buffers:
+                buffers[-1].min_w = buffers[-1].w + short
+            else:
+                plan.min_inner = inner + short
+            inner = position()
     width = inner + 2 * plan.edge
     right = plan.edge + inner  # the bands' right end
 
@@ -647,10 +690,10 @@ def _arrange(
     label_row = 0.0
     if (state or "state_dict" in stubs) and not clears():
         if lane and len(devices) > 1:  # the target lane's "model.to(...)" gives way: its pill says it
-            role, device_w = "", text_width(devices[lane])
-            titles_w = INSET + 0.6 + device_w + 1.0 + text_width(root.title) + 0.6
+            role = ""
+            device_w, titles_w = titles(role)
         label_row = 0.0 if clears() else LABEL
-    body = line + 1.0 + label_row
+    body = line + 1.15 + label_row  # the first chips: below the top line's labels
 
     boxes: list[Box] = []
     chips: list[Chip] = []
@@ -666,23 +709,22 @@ def _arrange(
                 rect = Rect(band.x + col * (band.chip_w + CHIP_GAP), y + row * (CHIP_H + CHIP_GAP), w, CHIP_H)
                 shape_first = _lines(item, lang)[0]
                 kind = KINDS[item.kind][lang]
-                chip_id = _id(pid + "c", item.key)
+                chip_id = _id(pid + ("g" if item.ghost else "c"), item.key)
                 chips.append(
                     Chip(chip_id, item, lane, rect, item.label, _shape(item, lang), kind, shape_first)
                 )
         y += plan.own_height(node)
         for child in node.children:
-            y = place(child, y + (CHIP_GAP if y > (body if not depth else start + TITLE) else 0.0), depth + 1)
+            y = place(child, y + CHILD_GAP, depth + 1)
         y += BOX_BOTTOM
         inset = LANE_PAD + depth * INSET
         rect = Rect(inset, start, width - 2 * inset, y - start)
         title_x = inset + 0.6 + (device_w + 1.0 if not depth else 0.0)
-        key = f"{lane}:{node.path}" if len(devices) > 1 else f":{node.path}"
+        key = f"{devices[lane]}:{node.path}"
         boxes.append(Box(_id(pid + "b", key), node.path, node.title, rect, depth, node.count, title_x))
         return y
 
     bottom = place(root, line, 0)
-    outlined = bool(bottom_row or state or stubs)
     height = bottom + (LABEL + 0.1 if bottom_row else 0.0) + 0.2 - top
     boxes.reverse()  # outer boxes first: drawn under the inner ones
     outlines = []
@@ -711,8 +753,7 @@ def _arrange(
             rect = Rect(x0, y0, x1 - x0, y1 - y0)
             label = (left, y1 + 0.35)
         outlines.append(Outline(oid, table, lane, rect, label, nothing if table in stubs else ""))
-    del outlined
-    the_lane = Lane(lane_id, devices[lane], role, Rect(0.0, top, width, height), title_at, empty)
+    the_lane = Lane(lane_id, devices[lane], role, Rect(0.0, top, width, height), title_at, empty, was)
     return _Part(width, height, the_lane, boxes, outlines, chips)
 
 
@@ -733,21 +774,34 @@ def _lane_of(item: Item, devices: Sequence[str]) -> int | None:
     return devices.index(item.device) if item.device in devices else None
 
 
-def layout(report: LabReport, lang: str, variant: str = WIDE, prefix: str = "d") -> Diagram:
-    """The diagram of ``report`` as it stands, without the marks of a change (``draw`` adds them):
-    a lane per device, one under the other, the module's box in each with the tensors there."""
-    found = collapse(items(report))
+def layout(
+    report: LabReport,
+    lang: str,
+    variant: str = WIDE,
+    prefix: str = "d",
+    ghosts: Sequence[Item] = (),
+    moved_from: str = "",
+) -> Diagram:
+    """The diagram of ``report`` as it stands: a lane per device, one under the other, the module's
+    box in each with the tensors there. ``draw`` adds the marks of a change: ``ghosts``, where
+    chips stood before it (laid out as chips are, in their old bands and lanes), and ``moved_from``,
+    the device model.to() took the chips in the module's lane from."""
+    found = [*collapse(items(report)), *ghosts]
     made = [i.device_before for i in found]
-    devices = [d for d in dict.fromkeys([*made, report.spec.device]) if d != "none"]
+    devices = [
+        d for d in dict.fromkeys([*made, *(g.device for g in ghosts), report.spec.device]) if d != "none"
+    ]
     root = tree(found)
     root.title = PRESETS[report.spec.preset].class_name
-    tracked = [_lane_of(i, devices) for i in found if i.sets != (0, 0, 0)]
+    tracked = [_lane_of(i, devices) for i in found if i.sets != (0, 0, 0) and not i.ghost]
     main = max((t for t in tracked if t is not None), default=len(devices) - 1)
+    target = devices.index(report.spec.device)
     pid = f"{prefix}{variant[0]}"
     parts, y = [], 0.0
     for lane in range(len(devices)):
         sub = _only(root, devices, lane)
-        parts.append(_arrange(sub, lane, devices, lane == main, lang, pid, y, MAX_WIDTH[variant]))
+        was = moved_from if lane == target else ""
+        parts.append(_arrange(sub, lane, devices, lane == main, lang, pid, y, MAX_WIDTH[variant], was))
         y += parts[-1].height + LANE_GAP
     width = max(p.width for p in parts)
     # One column: every lane and box as wide as the widest, the outlines where they were.
@@ -766,6 +820,7 @@ def layout(report: LabReport, lang: str, variant: str = WIDE, prefix: str = "d")
             name=root.title,
             device=report.spec.device,
         )[lang],
+        before=BEFORE[lang],
     )
 
 
@@ -873,24 +928,54 @@ def draw(
     experiment: ExperimentResult | None = None,
     prefix: str = "d",
 ) -> Diagram:
-    """The diagram of ``report``, marked with what ``diff`` says changed since ``before`` (where
-    each changed chip stood, and how) and with what ``experiment`` did to each chip."""
-    now = layout(report, lang, variant, prefix)
-    chips = list(now.chips)
-    if before is not None and diff is not None and not diff.empty and not diff.preset:
-        old = layout(before, lang, variant, prefix)
-        was = {c.item.key: c for c in old.chips}
-        then = {c.item.key: c.item for c in old.chips}
-        for n, chip in enumerate(chips):
-            found = changes(chip.item, diff, then)
-            moved = bool({"moved", "joined", "left"} & set(found)) and chip.item.key in was
-            chips[n] = replace(chip, changes=found, was=was[chip.item.key].rect if moved else None)
+    """The diagram of ``report``, marked with what ``diff`` says changed since ``before`` and with
+    what ``experiment`` did to each chip.
+
+    The marks of a change: each chip says how it changed (moved, stayed, joined or left a table,
+    new); a chip that changed band or lane by itself (its style changed) leaves a ghost where it
+    stood, in the tables that listed it then; the module's lane says which device model.to() took
+    its chips from; what the picture did not hold before fades in."""
+    if before is None or diff is None or diff.empty or diff.preset:
+        now = layout(report, lang, variant, prefix)
+        return _experiment(report, now, list(now.chips), experiment, lang)
+    then = {i.key: i for i in collapse(items(before))}
+    found = {i.key: changes(i, diff, then) for i in collapse(items(report))}
+    ghosts = [
+        replace(then[key], key="g:" + key, ghost=True)
+        for key, said in found.items()
+        if key in then and ({"joined", "left"} & set(said) or ("moved" in said and not diff.device))
+    ]
+    moved_from = diff.device[0] if diff.device and any("moved" in said for said in found.values()) else ""
+    now = layout(report, lang, variant, prefix, ghosts, moved_from)
+    old = layout(before, lang, variant, prefix)
+    seen = {e.id for e in (*old.lanes, *old.boxes, *old.outlines)}
+    now = replace(
+        now,
+        lanes=tuple(replace(e, fresh=e.id not in seen) for e in now.lanes),
+        boxes=tuple(replace(e, fresh=e.id not in seen) for e in now.boxes),
+        outlines=tuple(replace(e, fresh=e.id not in seen) for e in now.outlines),
+    )
+    chips = [
+        c
+        if c.ghost
+        else replace(
+            c, changes=(said := found.get(c.item.key, ())), then=then.get(c.item.key) if said else None
+        )
+        for c in now.chips
+    ]
+    return _experiment(report, now, chips, experiment, lang)
+
+
+def _experiment(
+    report: LabReport, now: Diagram, chips: list[Chip], experiment: ExperimentResult | None, lang: str
+) -> Diagram:
+    """``now`` with ``chips``, lit by what ``experiment`` did to each, and its sentences."""
     legend = ("", "")
     if experiment is not None and experiment.experiment in LEGENDS:
         outcomes = _outcomes(experiment)
         if outcomes:
             for n, chip in enumerate(chips):
-                outcome = _outcome(chip, outcomes)
+                outcome = None if chip.ghost else _outcome(chip, outcomes)
                 if outcome is not None:
                     chips[n] = replace(chip, hit=outcome[0], outcome=outcome[1][lang])
             lit, dimmed = LEGENDS[experiment.experiment]
@@ -907,6 +992,8 @@ def describe(report: LabReport, chips: Sequence[Chip], lang: str) -> tuple[str, 
     as the tables say them; what moved; the members torch refused."""
     said = []
     for chip in chips:
+        if chip.ghost:
+            continue
         item = chip.item
         name = item.name
         if len(item.tensors) > 1:
@@ -926,12 +1013,19 @@ def describe(report: LabReport, chips: Sequence[Chip], lang: str) -> tuple[str, 
             )
         )
         said.append(where[lang])
-        if "moved" in chip.changes:
+        then = chip.then
+        if "moved" in chip.changes and then is not None:
             said.append(
-                Text("It moved from {before} to {device}.", before=item.device_before, device=item.device)[
-                    lang
-                ]
+                Text("It moved from {before} to {device}.", before=then.device, device=item.device)[lang]
             )
+        if {"joined", "left"} & set(chip.changes) and then is not None:
+            tables = _tables(then.sets)
+            before = (
+                Text("Before the change it was in {tables}.", tables=tables)
+                if tables
+                else Text("Before the change it was in no table.")
+            )
+            said.append(before[lang])
         if "stayed" in chip.changes:
             said.append(Text("It stayed on {device}.", device=item.device)[lang])
         if chip.outcome:

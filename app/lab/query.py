@@ -3,10 +3,11 @@ here, so what a URL asks for can never differ between them.
 
 A lab URL holds the spec (``preset``, ``device``, ``style.<member>``, ``shape.<member>``), maybe an
 experiment (``experiment=<id>``, its options by name, ``into.<member>`` for load_into's module), and
-on a page how it is shown (``lang``, ``present``, ``embed``, ``table``) and an edit of the custom module (``add``,
-``new``, ``new_shape``, ``new_style``, ``drop``). The API and a lesson's state are read strictly
-(anything else is refused, naming it); a page is read as a browser sends it: without a preset it
-opens the default lab, and the member controls of the module it came from are dropped and said.
+on a page how it is shown (``lang``, ``present``, ``embed``, ``table``) and an edit of the custom
+module (``add``, ``new``, ``new_shape``, ``new_style``, ``drop``). The API and a lesson's state are
+read strictly (anything else is refused, naming it); a page is read as a browser sends it: without
+a preset it opens the default lab, and the member controls of the module it came from are dropped
+and said.
 """
 
 from __future__ import annotations

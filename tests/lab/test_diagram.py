@@ -55,7 +55,7 @@ def check_against_torch(d: Diagram, model: nn.Module, plain: dict[str, torch.Ten
     buffers = dict(model.named_buffers())
     state = model.state_dict()
     named = {**state, **buffers, **params, **plain}
-    drawn = {name: chip for chip in d.chips for name in chip.item.tensors}
+    drawn = {name: chip for chip in d.chips if not chip.ghost for name in chip.item.tensors}
     assert set(drawn) == set(named)
     for name, tensor in named.items():
         chip = drawn[name]
@@ -129,11 +129,20 @@ def test_the_plain_tensor_stays_on_cpu_when_the_rest_moves() -> None:
     for name in ("parameter1", "parameter2", "buffer2", "linear.weight", "linear.bias"):
         chip = d.chip(name)
         assert lane_of(d, chip).device == str(dict(moved.state_dict())[name].device) == "meta"
-        assert "moved" in chip.changes and chip.was == old.chip(name).rect  # where it stood on cpu
+        assert "moved" in chip.changes and chip.then.device == "cpu"
         assert lane_of(old, old.chip(name)).device == "cpu"
+        assert d.ghost(name) is None  # model.to() moved it: the lane says where from, once
     stayed = d.chip("buffer1")
     assert lane_of(d, stayed).device == str(moved.buffer1.device) == "cpu"
-    assert stayed.changes == ("stayed",) and stayed.was is None
+    assert stayed.changes == ("stayed",)
+    # The before mark: the module's lane says which device model.to() took its chips from.
+    assert [(lane.device, lane.was) for lane in d.lanes] == [("cpu", ""), ("meta", "cpu")]
+    assert "It moved from cpu to meta." in d.desc
+    # And back: every chip in the cpu lane, which says they came from meta.
+    back = diagram.draw(before, EN, before=after, diff=compare(after, before))
+    assert [(lane.device, lane.was) for lane in back.lanes] == [("cpu", "meta")]
+    assert "It moved from meta to cpu." in back.desc
+    assert "moved" in back.chip("buffer2").changes and "moved" not in back.chip("buffer1").changes
 
 
 def test_a_buffer_made_non_persistent_leaves_the_state_dict_outline() -> None:
@@ -148,19 +157,39 @@ def test_a_buffer_made_non_persistent_leaves_the_state_dict_outline() -> None:
     assert "state_dict" in outlines_around(old, old.chip("buffer2"))
     chip = new.chip("buffer2")
     assert outlines_around(new, chip) == {"named_buffers"}
-    assert "left" in chip.changes and chip.was == old.chip("buffer2").rect
+    assert "left" in chip.changes
+    # Its ghost: where it stood, inside the outlines of the tables that listed it then.
+    ghost = new.ghost("buffer2")
+    assert ghost is not None and outlines_around(new, ghost) == {"named_buffers", "state_dict"}
+    assert lane_of(new, ghost).device == lane_of(new, chip).device == "meta"
+    assert "Before the change it was in named_buffers(), state_dict()." in new.desc
     # Only what the diff says changed is marked.
     assert [c.name for c in new.chips if c.changes] == ["buffer2"]
+    assert [c.name for c in new.chips if c.ghost] == ["buffer2"]
+    for a, b in itertools.combinations(new.chips, 2):
+        assert not overlap(a.rect, b.rect), (a.name, b.name)
+
+
+def test_a_plain_tensor_made_a_buffer_joins_the_module_on_its_device() -> None:
+    before, after = memo.report(spec("testmodel")), memo.report(spec("testmodel", {"buffer1": "buffer"}))
+    d = diagram.draw(after, EN, before=before, diff=compare(before, after))
+    model = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "buffer"}).to("meta")
+    chip = d.chip("buffer1")
+    assert lane_of(d, chip).device == str(model.buffer1.device) == "meta"
+    assert {"moved", "joined"} <= set(chip.changes)
+    ghost = d.ghost("buffer1")  # left behind on cpu, in no table
+    assert ghost is not None and lane_of(d, ghost).device == "cpu" and outlines_around(d, ghost) == set()
+    assert all(not lane.was for lane in d.lanes)  # model.to() did not move it: its style did
 
 
 def test_marks_follow_the_diff_only() -> None:
     s = spec("testmodel")
     report = memo.report(s)
     same = diagram.draw(report, EN, before=report, diff=compare(report, report))
-    assert all(not c.changes and c.was is None for c in same.chips)
+    assert all(not c.changes and not c.ghost for c in same.chips)
     other = memo.report(spec("mymodule"))
     another = diagram.draw(other, EN, before=report, diff=compare(report, other))
-    assert all(not c.changes for c in another.chips)  # another module: nothing "moved"
+    assert all(not c.changes and not c.ghost for c in another.chips)  # another module: nothing "moved"
 
 
 def test_ids_are_stable_across_a_move_and_distinct_within_a_picture() -> None:

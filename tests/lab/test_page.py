@@ -393,8 +393,25 @@ def test_a_swap_sends_the_picture_with_its_stable_ids_and_marks(client: TestClie
     torch_moved = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).to("meta").state_dict()
     assert moved == set(torch_moved)
     assert "stayed" in after["buffer1"].attrs["class"].split()
-    ghosts = swapped.find("svg", id="wide-diagram").find_all("g", class_="before")
-    assert len(ghosts) == len(moved)
+    # The before mark: on the lane of the device the module went to, the device it came from.
+    marks = swapped.find("svg", id="wide-diagram").find_all("g", class_="before")
+    assert [m.find("text", class_="was-device").text for m in marks] == ["cpu"]
+    restyled = parse(
+        swap(
+            client,
+            "preset=testmodel&device=meta",
+            preset="testmodel",
+            device="meta",
+            **{"style.buffer2": "non_persistent_buffer"},
+        ).text
+    )
+    ghosts = [
+        g
+        for g in restyled.find("svg", id="wide-diagram").find_all("g")
+        if "ghost" in g.attrs.get("class", "").split()
+    ]
+    assert [json.loads(g.attrs["data-tensors"]) for g in ghosts] == [["buffer2"]]  # where it stood
+    assert "left" in chips(restyled)["buffer2"].attrs["class"].split()
 
 
 def test_the_table_view_shows_the_flags_instead_and_keeps_itself(client: TestClient) -> None:
