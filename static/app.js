@@ -120,7 +120,8 @@
   document.addEventListener("htmx:afterSettle", function () {
     const result = document.getElementById("experiment-result");
     if (showResult && result) {
-      result.scrollIntoView({ block: "nearest" });
+      // Projected, the conclusion is above the tables and the buttons in view: nothing scrolls.
+      if (!document.documentElement.classList.contains("present")) result.scrollIntoView({ block: "nearest" });
       result.focus({ preventScroll: true });
     }
     showResult = false;
@@ -248,11 +249,14 @@
       box.innerHTML = html;
       const next = box.firstElementChild;
       if (!next || next.id !== el.id) return;
-      el.replaceWith(next);
-      next.dataset.version = String(version);
-      htmx.process(next);
-      markVote(next);
-      bannerState(next);
+      // htmx's own swap: the picture's elements settle from where they stood, so the class sees
+      // the chips move as the teacher's lab does (app.css).
+      htmx.swap(el, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+      const now = document.getElementById(next.id);
+      if (!now) return;
+      now.dataset.version = String(version);
+      markVote(now);
+      bannerState(now);
     }
     // The newest state wanted, fetched until it arrives; a newer one replaces it on the way.
     function fetchState() {
@@ -264,7 +268,10 @@
       if (!teacher) {
         const query = new URLSearchParams({ room: el.dataset.code, state: want.state, lang: el.dataset.lang });
         if (el.dataset.present) query.set("present", "1");
+        if (el.dataset.state) query.set("from", el.dataset.state);  // what moved is marked
         url += "?" + query.toString();
+      } else if (el.dataset.state) {
+        url += (url.indexOf("?") < 0 ? "?" : "&") + "from=" + encodeURIComponent(el.dataset.state);
       }
       fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" }).then(function (r) {
         if (!r.ok) throw new Error(String(r.status));

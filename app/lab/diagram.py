@@ -631,7 +631,8 @@ def _arrange(
     on before the change, said after the role (a before mark)."""
     plan = _Plan(root, lang)
     empty = not plan.cells
-    role = _lane_role(devices, lane, lang, empty, bool(was))
+    ghosts_only = all(i.ghost for cell in plan.cells.values() for i in cell)  # nothing is here now
+    role = _lane_role(devices, lane, lang, ghosts_only, bool(was))
     mark = text_width(BEFORE[lang]) + 0.5 + MONO + text_width(was) + 0.6 if was else 0.0
 
     def titles(role: str) -> tuple[float, float]:

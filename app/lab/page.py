@@ -133,11 +133,17 @@ owners = diagram.owners  # each tensor's name -> its member, for the linked high
 
 
 def diagrams(page: LabPage, lang: str) -> dict[str, diagram.Diagram]:
-    """The page's picture in both arrangements (lanes side by side; one under the other on a phone)."""
+    """The page's picture in both arrangements (wide, beside the members; narrow, on a phone), marked
+    with the page's diff and experiment."""
     return {
         variant: diagram.draw(page.report, lang, variant, page.before, page.diff, page.experiment)
         for variant in (diagram.WIDE, diagram.NARROW)
     }
+
+
+def picture(report: LabReport, lang: str) -> dict[str, diagram.Diagram]:
+    """A report's picture in both arrangements, unmarked: a lesson step's module before its change."""
+    return {variant: diagram.draw(report, lang, variant) for variant in (diagram.WIDE, diagram.NARROW)}
 
 
 def code_lines(report: LabReport) -> list[tuple[str, str | None]]:

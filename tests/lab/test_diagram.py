@@ -180,6 +180,7 @@ def test_a_plain_tensor_made_a_buffer_joins_the_module_on_its_device() -> None:
     ghost = d.ghost("buffer1")  # left behind on cpu, in no table
     assert ghost is not None and lane_of(d, ghost).device == "cpu" and outlines_around(d, ghost) == set()
     assert all(not lane.was for lane in d.lanes)  # model.to() did not move it: its style did
+    assert d.lanes[0].role == "nothing stayed behind"  # a ghost is not a tensor
 
 
 def test_marks_follow_the_diff_only() -> None:
