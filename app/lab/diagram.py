@@ -633,7 +633,7 @@ def _arrange(
     empty = not plan.cells
     ghosts_only = all(i.ghost for cell in plan.cells.values() for i in cell)  # nothing is here now
     role = _lane_role(devices, lane, lang, ghosts_only, bool(was))
-    mark = text_width(BEFORE[lang]) + 0.5 + MONO + text_width(was) + 0.6 if was else 0.0
+    mark = text_width(BEFORE[lang]) + text_width(was) + 1.2 if was else 0.0  # its tag, and a gap
 
     def titles(role: str) -> tuple[float, float]:
         """The width of the device's pill, its role and mark; of the whole top line."""
@@ -704,7 +704,7 @@ def _arrange(
         y = y + TITLE if depth else body
         for band in plan.bands:
             cell = plan.cells.get((node.path, band.sets), [])
-            w = band.chip_w if band.columns > 1 else band.w
+            w = band.chip_w  # its band may be wider (its outline's label): the chip keeps its own width
             for n, item in enumerate(cell):
                 col, row = n % band.columns, n // band.columns
                 rect = Rect(band.x + col * (band.chip_w + CHIP_GAP), y + row * (CHIP_H + CHIP_GAP), w, CHIP_H)
