@@ -720,7 +720,8 @@ def _arrange(
         y += BOX_BOTTOM
         inset = LANE_PAD + depth * INSET
         rect = Rect(inset, start, width - 2 * inset, y - start)
-        title_x = inset + 0.6 + (device_w + 1.0 if not depth else 0.0)
+        # The module's name after its lane's pill and role: a gap of line between, none after a bare pill.
+        title_x = inset + 0.6 + (device_w + (1.0 if role or was else 0.55) if not depth else 0.0)
         key = f"{devices[lane]}:{node.path}"
         boxes.append(Box(_id(pid + "b", key), node.path, node.title, rect, depth, node.count, title_x))
         return y
