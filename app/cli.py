@@ -235,7 +235,7 @@ def _target(args: argparse.Namespace, settings: Settings) -> Target | None:
         if args.style:
             raise SpecError(("style",), Text("--style needs --into PRESET"))
         return None
-    if args.into not in PRESETS:
+    if args.into not in PRESETS or args.into in ARCHITECTURES:  # a tiny architecture: a preset too
         if args.style:
             raise SpecError(("style",), Text("--style is for a preset's members, not an architecture"))
         if args.into in ARCHITECTURES:

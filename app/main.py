@@ -14,6 +14,7 @@ import torch
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from app.architectures import config_store
 from app.architectures import lab as architecture_lab
 from app.architectures import memo as architecture_memo
 from app.architectures import routes as architectures_routes
@@ -48,8 +49,9 @@ CACHED_PREFIXES = ("/api/experiments/", "/api/architectures", "/architectures", 
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """What runs once the server starts, before it reports healthy: the doctor's start-up (stale
     uploads, its forkserver); the architectures' warm-up (transformers imported, every catalogue
-    tree built) and their tiny models registered as lab presets; then the lab warmed (CUDA contexts,
-    the default page in each language, with those presets listed), each timed in the log. Last,
+    tree built), their tiny models registered as lab presets and the pasted configs kept for the lab
+    as a source of more; then the lab warmed (CUDA contexts, the default page in each language, with
+    those presets listed), each timed in the log. Last,
     everything made so far moved out of the garbage collector's sight: torch, transformers and the
     app are ~200k objects that live for ever, and a full collection that scans them stalls every
     request for ~80 ms (the p99 of cached answers), a few times a minute under load."""
@@ -62,6 +64,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         took["transformers and architectures"] = time.perf_counter() - started
         for preset in architecture_lab.presets():  # the tiny architectures open in the lab
             lab_presets.register(preset)
+        # And pasted configs small enough, by the digest they are kept under (/?preset=config:...).
+        lab_presets.add_source(config_store.PREFIX, architectures_routes.config_store(settings).preset)
+    else:
+        lab_presets.remove_source(config_store.PREFIX)
     # Warm before healthy (after the doctor's forkserver exists: it never holds a CUDA context).
     took |= await anyio.to_thread.run_sync(lab_routes.warm, settings)
     log.info("warm start: %s", ", ".join(f"{what} {seconds:.2f} s" for what, seconds in took.items()))

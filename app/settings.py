@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     architecture_config_max_bytes: int = 64 * 1024
     architecture_config_memory_bytes: int = 2 * 1024**3
     architecture_config_seconds: int = 30
+    # A pasted config opens in the lab (/?preset=config:<digest>) when its parameters and buffers, counted
+    # in that child, hold at most lab_config_max_elements elements (ten times the tiny catalogue ones):
+    # the lab builds it with real values in the server's own process. (custom_max_elements caps one
+    # custom tensor; even llama_tiny's embedding is 4 times it.) Such configs are kept in
+    # lab_config_dir (the system's temporary folder by default), shared by every worker and kept across
+    # restarts so the lab's permalink works, at most lab_config_files of them (each at most
+    # architecture_config_max_bytes), the least recently opened removed first.
+    lab_config_max_elements: int = 1_000_000
+    lab_config_dir: str | None = None
+    lab_config_files: int = 1000
     # Sites that may show the lab in an iframe (embed=1), e.g. "https://slides.example.org 'self'";
     # none by default. Each is a CSP source: 'self', or a scheme://host[:port] (a leading *. allowed).
     frame_ancestors: str = ""

@@ -226,8 +226,10 @@
     if (!banner) return;
     const kept = sessionStorage.getItem("mre-banner:" + banner.dataset.code);
     if (kept) banner.open = kept === "open";
-    banner.addEventListener("toggle", function () {
-      sessionStorage.setItem("mre-banner:" + banner.dataset.code, banner.open ? "open" : "closed");
+    // The teacher's own choice only: a click (or Enter) on its summary. A "toggle" event also fires
+    // for a banner parsed open and for the fold below, which are no choice.
+    banner.querySelector("summary").addEventListener("click", function () {
+      sessionStorage.setItem("mre-banner:" + banner.dataset.code, banner.open ? "closed" : "open");
     });
   }
   function listen() {

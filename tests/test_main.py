@@ -63,3 +63,32 @@ def test_what_lives_for_ever_is_out_of_the_collectors_sight_once_started() -> No
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     before, frozen, oldest = map(int, out.stdout.split())
     assert before == 0 and frozen > 100_000 and oldest < frozen / 10
+
+
+def test_the_warm_start_is_done_and_logged_before_the_first_request() -> None:
+    """What the first visitor would wait for happens before the app answers: transformers and the
+    catalogue (architectures on), the default lab page in each language (its templates compiled,
+    the preset's class made), each timed in one log line; a GPU's context too where one exists."""
+    code = (
+        "import logging, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from app.main import create_app\n"
+        "from app.lab import report\n"
+        "from app.web.html import environment\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(message)s')\n"
+        "with TestClient(create_app()) as client:\n"
+        "    print('classes', report.module_class.cache_info().currsize)\n"
+        "    print('modules', int('transformers' in sys.modules))\n"
+        "    print('templates', *sorted(environment(lang).cache is not None and len(environment(lang).cache)"
+        " for lang in ('en', 'zh-CN')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    lines = out.stdout.splitlines()
+    warm = next(line for line in lines if line.startswith("warm start: "))
+    assert "transformers and architectures" in warm and "default lab" in warm and warm.endswith(" s")
+    facts = dict(
+        line.split(" ", 1) for line in lines if line.split(" ", 1)[0] in ("classes", "modules", "templates")
+    )
+    assert int(facts["classes"]) >= 1 and facts["modules"] == "1"
+    assert all(int(n) > 0 for n in facts["templates"].split())  # each language's templates compiled
+    assert lines.index(warm) < next(i for i, line in enumerate(lines) if line.startswith("classes"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
+import torch
+
 from app.architectures import configs
 from app.architectures import memo as architecture_memo
 from app.architectures.activations import ModuleShape
@@ -18,7 +20,9 @@ from app.architectures.catalogue import (
     ArchitectureError,
     count_note,
     devices_for,
+    transformers_module,
 )
+from app.architectures.config_store import ConfigStore, elements, too_large
 from app.architectures.isolated import Budget
 from app.architectures.module_tree import (
     ModuleNode,
@@ -60,6 +64,8 @@ class ArchitecturePage:
     devices: tuple[str, ...] = ()  # where it can be built here
     extra: dict[str, str] = field(default_factory=dict)  # query kept in its links (c= of a pasted config)
     pasted: str = ""  # the list page: the config.json a refusal sends back to its form
+    lab_link: str = ""  # a pasted config small enough for the lab: where it opens there
+    not_in_lab: str = ""  # one that is not: why
 
     def context(self) -> dict:
         return {
@@ -73,6 +79,10 @@ class ArchitecturePage:
             "runs": self.runs,
             "note": count_note(self.arch.id) if self.arch and self.arch.id in ARCHITECTURES else None,
             "extra": "".join(f"&{k}={v}" for k, v in self.extra.items()),
+            # What built the figures shown (a pasted config's child runs this same install).
+            "versions": {"torch": torch.__version__, "transformers": transformers_module().__version__}
+            if self.tree
+            else {},
         }
 
     def shape_rows(self) -> list[tuple[str, ModuleShape, int]]:
@@ -213,10 +223,17 @@ def page_of(
 
 
 def config_page_of(
-    view: View, config: dict | None, c: str, q: str, asked: dict[str, str], budget: Budget
+    view: View,
+    config: dict | None,
+    c: str,
+    q: str,
+    asked: dict[str, str],
+    budget: Budget,
+    store: ConfigStore,
 ) -> tuple[ArchitecturePage, int]:
     """A pasted config's page (``config``, or the ``c=`` of its permalink): the same sections as a
-    catalogue architecture's, made in an isolated child; refusals said on the page."""
+    catalogue architecture's, made in an isolated child; refusals said on the page. Within the
+    lab's cap (``store``) it links to the lab, else it says why not."""
     asked = {k: v[:20] for k, v in asked.items() if k in PLAN_FIELDS}
     try:
         config = config if config is not None else configs.decode(c)
@@ -233,6 +250,8 @@ def config_page_of(
         "state_dict()": _matching(grouped(tree.state_dict), q),
     }
     plan_error = rendered(report.plan_error)[view.lang] if report.plan_error else None
+    count, keep = elements(report), {"lang": view.lang} if view.lang_chosen else {}
+    lab_link = "/architectures/config/lab?" + urlencode({"c": report.c, **keep}) if store.fits(count) else ""
     page = ArchitecturePage(
         view,
         arch,
@@ -247,5 +266,7 @@ def config_page_of(
         asked=asked,
         plan_error=plan_error,
         extra={"c": report.c},
+        lab_link=lab_link,
+        not_in_lab="" if lab_link else too_large(count, store.max_elements)[view.lang],
     )
     return page, 422 if plan_error and asked else 200

@@ -178,6 +178,9 @@ class Plan(BaseModel):
 
 
 def gib(n: float) -> str:
+    """GiB, the cards' unit; under a sixteenth of one (a tiny model) MiB, so it never reads 0.00."""
+    if abs(n) < GIB / 16:
+        return f"{n / 2**20:,.2f} MiB"
     return f"{n / GIB:,.2f} GiB"
 
 

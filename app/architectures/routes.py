@@ -4,6 +4,7 @@ their pages."""
 from __future__ import annotations
 
 import json
+import pathlib
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from app.architectures.catalogue import (
     count_note,
     devices_for,
 )
+from app.architectures.config_store import ConfigStore, default_folder, elements, preset_id
 from app.architectures.isolated import Budget, ConfigReport
 from app.architectures.module_tree import ModuleTree
 from app.architectures.page import PAGE, PLAN_FIELDS, ArchitecturePage, config_page_of, page_of
@@ -111,6 +113,12 @@ def body_caps(settings: Settings) -> dict[str, int]:
 
 def budget(settings: Settings) -> Budget:
     return Budget(settings.architecture_config_memory_bytes, settings.architecture_config_seconds)
+
+
+def config_store(settings: Settings) -> ConfigStore:
+    """Where pasted configs that open in the lab are kept, and the lab's cap on them."""
+    folder = pathlib.Path(settings.lab_config_dir) if settings.lab_config_dir else default_folder()
+    return ConfigStore(folder, settings.lab_config_files, settings.lab_config_max_elements)
 
 
 Batch = Annotated[int, Query(ge=1, le=MAX_BATCH)]
@@ -218,8 +226,22 @@ def config_page(request: Request, view: ViewDep, settings: SettingsDep, c: str =
         page, status = ArchitecturePage(view, error=OFF[view.lang]), 404
     else:
         asked = {k: v for k, v in request.query_params.items() if k in PLAN_FIELDS}
-        page, status = config_page_of(view, None, c, q, asked, budget(settings))
+        page, status = config_page_of(view, None, c, q, asked, budget(settings), config_store(settings))
     return respond(view, PAGE, page.context(), ("report",), status)
+
+
+@pages.get("/architectures/config/lab")
+def config_lab(view: ViewDep, settings: SettingsDep, c: str = "") -> Response:
+    """A pasted config into the lab (its page's "Open it in the lab"): counted in the isolated
+    child (the report its page showed), kept when within the lab's cap (else a 413 naming it), and
+    on to its lab, /?preset=config:<digest>."""
+    if not settings.architectures:
+        raise ArchitectureError(404, OFF)
+    config = configs.decode(c)
+    report = architecture_memo.config_report(config, dict.fromkeys(PLAN_FIELDS), budget(settings))
+    key = config_store(settings).put(report.config, elements(report))
+    keep = {"lang": view.lang} if view.lang_chosen else {}
+    return RedirectResponse("/?" + urlencode({"preset": preset_id(key), **keep}), 303, headers={"Vary": VARY})
 
 
 @pages.post("/architectures/config")

@@ -301,16 +301,26 @@ _stopped: set[BaseProcess] = set()  # killed because the server is stopping
 _stopping = threading.Event()  # set by SIGTERM/SIGINT: no inspection starts after it
 
 
+# torch's weights-only unpickler takes nested jagged tensors only once torch._dynamo is imported.
+_preload = [__name__, "torch._dynamo"]
+
+
+def preload_architectures() -> None:
+    """Before the forkserver starts: it imports the architectures' models too (app.doctor.preloaded)."""
+    if "app.doctor.preloaded" not in _preload:
+        _preload.append("app.doctor.preloaded")
+
+
 @cache
 def _context() -> multiprocessing.context.ForkServerContext:
     context = multiprocessing.get_context("forkserver")
-    # torch's weights-only unpickler takes nested jagged tensors only once torch._dynamo is imported.
-    context.set_forkserver_preload([__name__, "torch._dynamo"])
+    context.set_forkserver_preload(list(_preload))
     return context
 
 
 def warm_up() -> None:
-    """Start the forkserver now (it imports torch: seconds), not on the first upload."""
+    """Start the forkserver now (it imports torch, and transformers where architectures are on:
+    seconds), not on the first upload."""
     from multiprocessing import forkserver
 
     _context()

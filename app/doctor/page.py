@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi.responses import Response
 
 from app.architectures.catalogue import ARCHITECTURES
-from app.doctor.targets import architecture_target
+from app.doctor.targets import architecture_target, listed
 from app.lab.presets import PRESETS
 from app.lab.query import Bounds, read_page
 from app.lab.spec import LabSpec
@@ -21,9 +21,10 @@ FORM_FIELDS = ("lang", "present", "state_dict")  # beside the spec (preset, devi
 
 
 def architecture_of(pairs: list[tuple[str, str]], settings: Settings) -> str | None:
-    """The architecture chosen in the same field as a preset (their ids never meet), where they are on."""
+    """The architecture chosen in the same field as a preset. The tiny architectures are lab presets
+    too (registered at start-up): the doctor loads into the architecture, as ``mre --into`` does."""
     chosen = dict(pairs).get("preset", "")
-    if chosen in PRESETS or chosen not in ARCHITECTURES:
+    if chosen not in ARCHITECTURES:
         return None
     return architecture_target(chosen, settings.architectures)
 
@@ -31,14 +32,14 @@ def architecture_of(pairs: list[tuple[str, str]], settings: Settings) -> str | N
 def spec_of(pairs: list[tuple[str, str]], bounds: Bounds) -> LabSpec | None:
     """The module to load into, read as the lab page reads its URL; none when no preset is chosen."""
     pairs = [(k, v) for k, v in pairs if k not in FORM_FIELDS]
-    return read_page(pairs, bounds, "cpu").spec if dict(pairs).get("preset") else None
+    return listed(read_page(pairs, bounds, "cpu").spec if dict(pairs).get("preset") else None)
 
 
 def context(view: View, **extra: object) -> dict:
     return {
         "view": view,
         "langs": LANGS,
-        "presets": PRESETS,
+        "presets": {k: p for k, p in PRESETS.items() if p.make is None},  # real models: architectures
         "styles": ALL_STYLES,
         "spec": None,
         "architecture": None,  # the architecture chosen instead of a preset

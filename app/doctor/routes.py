@@ -15,7 +15,7 @@ from app.doctor.compare import Comparison
 from app.doctor.page import PAGE, architecture_of, context, offered, respond, spec_of
 from app.doctor.report import CheckpointReport, PageReport, UploadError
 from app.doctor.runs import Inspector, discard
-from app.doctor.targets import Target, architecture_target
+from app.doctor.targets import Target, architecture_target, listed
 from app.doctor.uploads import FILE_FIELD, OTHER_FIELD, Received, sent, uploaded
 from app.errors import Refusal
 from app.lab.deps import lab_bounds
@@ -104,7 +104,7 @@ def checkpoint_request(request: Request, settings: Settings) -> tuple[Target | N
         if items:
             raise SpecError(("query", ARCHITECTURE), Text("load into an architecture or a preset, not both"))
         return architecture_target(arch, settings.architectures), at
-    return (read(items, lab_bounds(settings), experiments=False).spec if items else None), at
+    return listed(read(items, lab_bounds(settings), experiments=False).spec if items else None), at
 
 
 @api.post(
@@ -236,11 +236,11 @@ async def checkpoint_form(request: Request, view: ViewDep, settings: SettingsDep
     if off is not None:
         return off
     pairs = request.query_params.multi_items()
+    architecture = architecture_of(pairs, settings)
     try:
-        spec = spec_of(pairs, lab_bounds(settings))
+        spec = None if architecture else spec_of(pairs, lab_bounds(settings))
     except SpecError:
         spec = None
-    architecture = None if spec else architecture_of(pairs, settings)
     return respond(view, spec=spec, architecture=architecture, architectures=offered(settings))
 
 

@@ -116,10 +116,13 @@ def _paths(files: list[Received]) -> tuple[list[Path], list[str]]:
 
 
 def start(settings: Settings) -> None:
-    """At start: clean what a killed server left, start the inspectors' forkserver in the background,
-    stop inspections at once on SIGTERM (a graceful shutdown would wait for them). Children that
-    are left at exit are daemons: multiprocessing ends them."""
+    """At start: clean what a killed server left, start the inspectors' forkserver in the background
+    (with the architectures' imports where they are on), stop inspections at once on SIGTERM (a
+    graceful shutdown would wait for them). Children that are left at exit are daemons:
+    multiprocessing ends them."""
     if settings.checkpoints:
         remove_stale(settings.checkpoint_tmp_dir)
+        if settings.architectures:  # inspections into an architecture: its imports done once
+            isolated.preload_architectures()
         threading.Thread(target=isolated.warm_up, name="checkpoint-forkserver", daemon=True).start()
         isolated.kill_children_on_signals()

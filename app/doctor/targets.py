@@ -18,7 +18,7 @@ from app.architectures import (
 from app.errors import Refusal
 from app.lab.presets import PRESETS
 from app.lab.report import build
-from app.lab.spec import LabSpec
+from app.lab.spec import LabSpec, SpecError
 from app.langs import Text
 
 CONFIG_MAX_BYTES = 1024**2  # a config.json is a few KB
@@ -131,6 +131,22 @@ def _from_config(target: ConfigTarget) -> nn.Module:
                 error=f"{type(exc).__name__}: {str(exc)[:1000]}",
             )
         ) from exc
+
+
+def listed(spec: LabSpec | None) -> LabSpec | None:
+    """A lab module the doctor loads into: one of the lab's listed presets. Its inspection's child
+    process knows those; a preset made on request (a pasted config kept for the lab,
+    ``config:<digest>``) only the server's process does."""
+    if spec is not None and spec.preset not in PRESETS:
+        raise SpecError(
+            ("preset",),
+            Text(
+                "{preset}: the checkpoint doctor loads into the lab's listed modules and the architectures, "
+                "not a pasted config kept for the lab",
+                preset=spec.preset[:80],
+            ),
+        )
+    return spec
 
 
 def on_meta(target: Target) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from inspect import getsource
 from textwrap import indent
 
-from app.lab.presets import PRESETS, Preset
+from app.lab.presets import Preset, lookup
 from app.lab.spec import LabSpec, members
 from app.lab.styles import ALL_STYLES, attaching, literal
 from app.lab.tensors import member_device, member_tensors, tensors
@@ -24,7 +24,7 @@ def forward_source(preset: Preset) -> str:
 def _built_source(spec: LabSpec, name: str) -> str:
     """A real model's "class": a function of that name that makes it as the preset's source does
     and restyles each member whose style is not its default, as the lab does."""
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     body = [preset.make_code]
     for m in members(spec):
         style = spec.styles[m.name]
@@ -44,7 +44,7 @@ def _built_source(spec: LabSpec, name: str) -> str:
 
 
 def class_source(spec: LabSpec, class_name: str = "") -> str:
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     if preset.make is not None:
         return _built_source(spec, class_name or preset.class_name)
     init = ["super().__init__()"]
@@ -92,7 +92,7 @@ def _custom_helpers(preset: Preset) -> str:
 
 
 def script(spec: LabSpec) -> str:
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     device = spec.device
     styles = ", ".join(f"{name}={style}" for name, style in spec.styles.items())
     names = list(spec.styles)
@@ -197,7 +197,7 @@ for name, (kind, obj, values) in before.items():
 
 def experiment_script(spec: LabSpec, experiment: str, steps: list[str], other: LabSpec | None = None) -> str:
     """A runnable script of an experiment: the class(es), the steps as run, what each tensor became."""
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     classes = class_source(spec)
     if experiment == "load_into":
         classes += "\n\n\n" + class_source(other or spec, preset.class_name + "Into")

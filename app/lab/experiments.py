@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from app.lab import codegen
-from app.lab.presets import PRESETS
+from app.lab.presets import lookup
 from app.lab.report import build, dtype_name
 from app.lab.spec import LabSpec
 from app.lab.tensors import tensors
@@ -188,12 +188,12 @@ class Run:
 def sample_input(spec: LabSpec) -> torch.Tensor:
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(1)
-        return eval(PRESETS[spec.preset].sample_input, {"torch": torch}).to(spec.device)
+        return eval(lookup(spec.preset).sample_input, {"torch": torch}).to(spec.device)
 
 
 def made(run: Run, spec: LabSpec, name: str = "model", move: bool = True, cls: str = "") -> nn.Module:
     """The module of ``spec`` (moved to its device), and the script lines that make it."""
-    run.setup(f"torch.manual_seed(0)\n{name} = {cls or PRESETS[spec.preset].class_name}()")
+    run.setup(f"torch.manual_seed(0)\n{name} = {cls or lookup(spec.preset).class_name}()")
     if not move:
         return build(spec, cls, refusals={})
     run.setup(f"{name}.to({spec.device!r})")
@@ -204,9 +204,9 @@ def _forward(
     run: Run, model: nn.Module, spec: LabSpec, mode: str = "train", grad: bool = True
 ) -> torch.Tensor:
     run.do(f"model.{mode}()", getattr(model, mode))
-    run.setup(f"torch.manual_seed(1)\nx = {PRESETS[spec.preset].sample_input}.to({spec.device!r})")
+    run.setup(f"torch.manual_seed(1)\nx = {lookup(spec.preset).sample_input}.to({spec.device!r})")
     x = sample_input(spec)
-    call = PRESETS[spec.preset].call  # model(x), or a real model's model(x).logits
+    call = lookup(spec.preset).call  # model(x), or a real model's model(x).logits
 
     def called() -> object:
         return eval(call, {"model": model, "x": x})
@@ -271,7 +271,7 @@ def save_load(run: Run, spec: LabSpec, **_: object) -> None:
 def load_into(run: Run, spec: LabSpec, other: LabSpec | None = None, **_: object) -> None:
     """Save with ``spec``, load into the module of ``other``: strict first, then strict=False."""
     source = made(run, spec)
-    into = PRESETS[spec.preset].class_name + "Into"
+    into = lookup(spec.preset).class_name + "Into"
     target = run.watch(made(run, other or spec, "other", cls=into), "other")
     state = run.do("state = model.state_dict()", source.state_dict)
     run.attempt("strict", "other.load_state_dict(state)", lambda: target.load_state_dict(state))  # type: ignore[arg-type]

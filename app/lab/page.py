@@ -16,7 +16,7 @@ from app.lab import query as lab_query
 from app.lab.diff import LabDiff, compare, with_matrix
 from app.lab.experiments import EXPERIMENTS, ExperimentResult
 from app.lab.matrix import Matrix, matrix
-from app.lab.presets import PRESETS
+from app.lab.presets import PRESETS, Preset, lookup
 from app.lab.query import Bounds, LabQuery
 from app.lab.report import LabReport
 from app.lab.spec import LabSpec, SpecError, members
@@ -164,6 +164,14 @@ def without(spec: LabSpec, view: View, name: str) -> str:
     return link(spec.model_copy(update={"styles": styles, "shapes": shapes}), view)
 
 
+def menu(spec: LabSpec | None) -> dict[str, Preset]:
+    """The module menu: the listed presets, and the one shown where it is not listed (a pasted
+    config's), so the form sends it back."""
+    if spec is None or spec.preset in PRESETS:
+        return PRESETS
+    return {**PRESETS, spec.preset: lookup(spec.preset)}
+
+
 def context(view: View, page: LabPage | None = None, error: str | None = None) -> dict:
     spec = page.spec if page else None
     pairs = page.view_pairs if page else ()
@@ -185,7 +193,7 @@ def context(view: View, page: LabPage | None = None, error: str | None = None) -
         "device_asked": page.query.device_asked if page else None,
         "edit_error": page.query.edit_error.text(view.lang) if page and page.query.edit_error else None,
         "view": view,
-        "presets": PRESETS,
+        "presets": menu(spec),
         "styles": ALL_STYLES,
         "devices": devices.available(),
         "link": lambda **changes: link(spec, view, pairs, **changes) if spec else "/",

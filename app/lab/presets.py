@@ -209,3 +209,38 @@ def register(preset: Preset) -> None:
     """Add a preset made outside the lab (the composition root registers the tiny real
     architectures); a built-in preset keeps its id."""
     PRESETS.setdefault(preset.id, preset)
+
+
+# Presets made on request, by the prefix of their id ("config:<digest>": a pasted config.json, kept
+# by the architectures in a store the lab knows nothing of). A source gives the preset of an id, or
+# raises a Refusal saying why there is none (an unknown digest, a model over the lab's cap). They
+# are never listed (GET /api/presets, the page's menu): only a URL that names one opens it.
+_SOURCES: dict[str, Callable[[str], Preset]] = {}
+
+
+def add_source(prefix: str, source: Callable[[str], Preset]) -> None:
+    """Make ids ``<prefix>:...`` open the preset ``source`` gives (the composition root does)."""
+    _SOURCES[prefix] = source
+
+
+def remove_source(prefix: str) -> None:
+    _SOURCES.pop(prefix, None)
+
+
+def find(preset_id: str) -> Preset | None:
+    """The preset of an id: a listed one, or one a source makes (which may refuse, saying why);
+    None when nothing has that id."""
+    found = PRESETS.get(preset_id)
+    if found is None and ":" in preset_id:
+        source = _SOURCES.get(preset_id.partition(":")[0])
+        if source is not None:
+            return source(preset_id)
+    return found
+
+
+def lookup(preset_id: str) -> Preset:
+    """The preset of an id already resolved (``app.lab.spec.resolve`` checked it exists)."""
+    found = find(preset_id)
+    if found is None:
+        raise KeyError(preset_id)
+    return found

@@ -20,7 +20,7 @@ import torch
 
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, Experiment
-from app.lab.presets import PRESETS
+from app.lab.presets import find
 from app.lab.spec import SHAPE_PREFIX, STYLE_PREFIX, LabSpec, SpecError, from_query, loaded_into, resolve
 from app.langs import Text
 
@@ -238,7 +238,7 @@ def _page_spec(
     nearest = nearest_device(spec.device, bounds.devices)
     if nearest is not None and nearest != spec.device:
         asked, spec = spec.device, spec.model_copy(update={"device": nearest})
-    preset = PRESETS.get(spec.preset)
+    preset = find(spec.preset)
     foreign = bool(preset and not preset.custom)
     ignored = tuple(name for name in spec.styles if foreign and preset.member(name) is None)  # type: ignore[union-attr]
     kept = {name: style for name, style in spec.styles.items() if name not in ignored}

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from app.lab import codegen
-from app.lab.presets import PRESETS
+from app.lab.presets import lookup
 from app.lab.spec import LabSpec, members
 from app.lab.styles import ALL_STYLES, attaching
 from app.lab.tensors import member_device, member_tensors, tensors
@@ -93,7 +93,7 @@ def _evaluate(expr: str, model: nn.Module) -> object:
 @cache
 def module_class(preset_id: str) -> type[nn.Module]:
     """An nn.Module subclass named like the preset's class, with the preset's forward."""
-    preset = PRESETS[preset_id]
+    preset = lookup(preset_id)
     namespace = dict(_NAMESPACE)
     exec(_compiled(codegen.forward_source(preset), "exec"), namespace)
     return type(preset.class_name, (nn.Module,), {"forward": namespace["forward"]})
@@ -110,7 +110,7 @@ def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None =
     ``class_name`` names a second module of the same preset apart (torch's messages quote it).
     A member torch refuses is left out and, when ``refusals`` is given, noted there.
     """
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     if preset.make is not None:
         return _built(spec, refusals)
     cls = _renamed(preset.id, class_name) if class_name else module_class(preset.id)
@@ -142,7 +142,7 @@ def build(spec: LabSpec, class_name: str = "", refusals: dict[str, str] | None =
 def _built(spec: LabSpec, refusals: dict[str, str] | None) -> nn.Module:
     """A real model (a preset's ``make``), seeded, each member whose style is not its default
     restyled in place: taken off its module and attached again, with the same values."""
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     assert preset.make is not None
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(codegen.SEED)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import Refusal
-from app.lab.presets import PRESETS, Member
+from app.lab.presets import PRESETS, Member, find, lookup
 from app.lab.styles import STYLES
 from app.langs import EN, Text, rendered
 
@@ -108,7 +108,7 @@ def _spec(where: str, **fields: object) -> LabSpec:
 
 def members(spec: LabSpec) -> tuple[Member, ...]:
     """The members of a resolved spec: the preset's, or the custom module's own."""
-    preset = PRESETS[spec.preset]
+    preset = lookup(spec.preset)
     if not preset.custom:
         return preset.members
     return tuple(
@@ -169,7 +169,7 @@ def resolve(spec: LabSpec, devices: Iterable[str], max_elements: int) -> LabSpec
     ``max_elements`` caps a custom tensor (the caller's MRE_CUSTOM_MAX_ELEMENTS: this module reads
     no settings).
     """
-    preset = PRESETS.get(spec.preset)
+    preset = find(spec.preset)
     if preset is None:
         raise UnknownPreset(
             ("preset",),

@@ -4,19 +4,26 @@ the experiment observed."""
 
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from torch import nn
 
-from app.architectures import lab
+from app.architectures import config_store, configs, lab
 from app.architectures.catalogue import ARCHITECTURES
 from app.lab.devices import device_ids
 from app.lab.experiments import EXPERIMENTS, run_experiment
 from app.lab.presets import PRESETS, register
 from app.lab.report import inspect
 from app.lab.spec import LabSpec, resolve
-from tests.support.architectures import TINY, direct
+from app.main import create_app
+from app.settings import Settings
+from tests.support.architectures import PASTED_CONFIG, TINY, direct, pasted_direct
 from tests.support.html import parse
 from tests.support.scripts import run_scripts
 
@@ -110,4 +117,160 @@ def test_the_lab_page_and_api_open_them(client: TestClient) -> None:
     assert any("model.rotary_emb.inv_freq" in r.text for r in rows)
     moved = client.get("/api/lab", params=query).json()
     assert {r["device"] for r in moved["named_parameters"]} == {"meta"}
-    assert torch.__version__ and ARCHITECTURES["llama_tiny"].tiny
+    # The page says which torch it was read from: this one.
+    assert parse(page.text).find(id="torch-version").text == torch.__version__
+    assert ARCHITECTURES["llama_tiny"].tiny
+
+
+def opened_in_lab(client: TestClient, config: dict, lang: str = "en") -> str:
+    """A config pasted, its page's "Open it in the lab" followed: the lab preset id it opens."""
+    pasted = client.post(
+        "/architectures/config",
+        params={"lang": lang},
+        data={"config": json.dumps(config)},
+        follow_redirects=False,
+    )
+    page = client.get(pasted.headers["location"])
+    link = parse(page.text).find(id="open-in-lab").attrs["href"]
+    opened = client.get(link, follow_redirects=False)
+    assert opened.status_code == 303, opened.text
+    where = urlsplit(opened.headers["location"])
+    assert where.path == "/"
+    return parse_qs(where.query)["preset"][0]
+
+
+def test_a_small_pasted_config_opens_in_the_lab_as_transformers_builds_it(client: TestClient) -> None:
+    preset_id = opened_in_lab(client, PASTED_CONFIG)
+    assert preset_id == "config:" + config_store.digest(configs.read(json.dumps(PASTED_CONFIG)))
+    restyled = {"model.rotary_emb.inv_freq": "buffer", "model.norm.weight": "frozen_parameter"}
+    for device in ("cpu", "meta"):
+        query = {"preset": preset_id, "device": device} | {f"style.{k}": v for k, v in restyled.items()}
+        report = client.get("/api/lab", params=query).json()
+        # The reference: transformers called here, restyled as torch does it directly, then moved.
+        model = pasted_direct()
+        rotary, norm = model.get_submodule("model.rotary_emb"), model.get_submodule("model.norm")
+        inv_freq, weight = rotary.inv_freq, norm.weight.detach()
+        del rotary.inv_freq, norm.weight
+        rotary.register_buffer("inv_freq", inv_freq)
+        norm.weight = nn.Parameter(weight, requires_grad=False)
+        assert model.lm_head.weight is model.model.embed_tokens.weight  # tied as built
+        model.to(device)
+        state = model.state_dict()
+
+        def row(name: str, t: torch.Tensor) -> tuple:
+            return name, list(t.shape), str(t.dtype).removeprefix("torch."), str(t.device)
+
+        got = [
+            (r["name"], r["shape"], r["dtype"], r["device"], r["requires_grad"])
+            for r in report["named_parameters"]
+        ]
+        assert got == [(*row(n, p), p.requires_grad) for n, p in model.named_parameters()], device
+        got = [
+            (r["name"], r["shape"], r["dtype"], r["device"], r["persistent"]) for r in report["named_buffers"]
+        ]
+        assert got == [(*row(n, b), n in state) for n, b in model.named_buffers()], device
+        assert [(r["name"], r["shape"], r["dtype"], r["device"]) for r in report["state_dict"]] == [
+            row(n, t) for n, t in state.items()
+        ], device
+        assert {m["device_before"] for m in report["members"]} == {"cpu"}
+        assert {m["device_after"] for m in report["members"]} == {device}
+        # The head is tied on the CPU (one parameter, two state_dict names); .to("meta") gives each
+        # name a tensor of its own, and the report says so as torch does.
+        tied = "lm_head.weight" not in [r["name"] for r in report["named_parameters"]]
+        assert tied == (model.lm_head.weight is model.model.embed_tokens.weight) == (device == "cpu")
+    # Listed nowhere: only its URL opens it. The checkpoint doctor (whose inspections run in a child
+    # that knows the listed presets only) refuses it by name rather than failing in that child.
+    assert preset_id not in {p["id"] for p in client.get("/api/presets").json()}
+    buffer = io.BytesIO()
+    torch.save(pasted_direct().state_dict(), buffer)
+    doctor = client.post(
+        "/api/checkpoints", params={"preset": preset_id}, files={"file": ("m.pt", buffer.getvalue())}
+    )
+    assert (
+        doctor.status_code == 422
+        and "not a pasted config kept for the lab" in doctor.json()["detail"][0]["msg"]
+    )
+
+
+def test_every_experiment_runs_on_a_pasted_config_and_its_script_prints_what_it_saw(
+    client: TestClient,
+) -> None:
+    preset_id = opened_in_lab(client, PASTED_CONFIG)
+    styles = {"model.rotary_emb.inv_freq": "buffer"}
+    results = [run_experiment(e, spec(preset_id, styles), spec(preset_id)) for e in EXPERIMENTS]
+    ran = run_scripts([r.code for r in results], preload=("transformers",))
+    for result, done in zip(results, ran, strict=True):
+        assert done.returncode == 0, (result.experiment, done.stderr[-1500:])
+        assert result.error is None or result.experiment == "meta_roundtrip", (
+            result.experiment,
+            result.error,
+        )
+        lines = done.stdout.splitlines()
+        table = lines[next(i for i, line in enumerate(lines) if line.startswith("*" * 20)) + 1 :]
+        expected = [
+            f"{t.name} {t.kind} {t.device_after} {t.dtype_after} {t.requires_grad_after} {t.has_grad} "
+            f"{t.changed} {t.same_object}"
+            for t in result.tensors
+        ]
+        assert table == expected, result.experiment
+    step = results[list(EXPERIMENTS).index("step")]
+    assert "model.layers.0.mlp.up_proj.weight" in step.facts["changed_by_optimizer"]
+
+
+def test_the_pasted_configs_lab_page_in_chinese(client: TestClient) -> None:
+    preset_id = opened_in_lab(client, PASTED_CONFIG, "zh-CN")
+    page = client.get("/", params={"preset": preset_id, "lang": "zh-CN"})
+    html = parse(page.text)
+    assert page.status_code == 200 and "在架构页面粘贴的 config.json（llama）" in page.text
+    chosen = [o for o in html.find(id="preset").find_all("option") if "selected" in o.attrs]
+    assert [o.attrs["value"] for o in chosen] == [preset_id]  # the form sends it back
+    assert any("model.rotary_emb.inv_freq" in r.text for r in html.find_all("tr"))
+
+
+def test_a_config_too_large_for_the_lab_says_why_and_is_refused_naming_the_cap(client: TestClient) -> None:
+    large = {**PASTED_CONFIG, "vocab_size": 40_000}  # 1.3 million embedding elements
+    for lang, says in (
+        ("en", "over the lab's cap of 1,000,000 (MRE_LAB_CONFIG_MAX_ELEMENTS)"),
+        ("zh-CN", "超过了实验室的上限 1,000,000"),
+    ):
+        pasted = client.post(
+            "/architectures/config",
+            params={"lang": lang},
+            data={"config": json.dumps(large)},
+            follow_redirects=False,
+        )
+        page = parse(client.get(pasted.headers["location"]).text)
+        assert not page.find_all(id="open-in-lab")
+        assert says in page.find(id="not-in-lab").text, lang
+        # Asked for anyway: a 413 in the page's language, naming the cap; nothing kept.
+        c = parse_qs(urlsplit(pasted.headers["location"]).query)["c"][0]
+        refused = client.get("/architectures/config/lab", params={"c": c, "lang": lang})
+        error = parse(refused.text).find(id="results").find("code").text
+        assert refused.status_code == 413 and says in error and "config.json" in error, lang
+    key = config_store.digest(configs.read(json.dumps(large)))
+    assert client.get("/api/lab", params={"preset": f"config:{key}"}).status_code == 404
+
+
+def test_an_unknown_digest_is_a_404_in_the_pages_language(client: TestClient) -> None:
+    unknown = "config:" + "a" * 52
+    api = client.get("/api/lab", params={"preset": unknown})
+    assert api.status_code == 404 and "no such config is kept here" in api.json()["detail"]
+    for lang, says in (("en", "no such config is kept here"), ("zh-CN", "这里没有保存这个配置")):
+        page = client.get("/", params={"preset": unknown, "lang": lang})
+        error = parse(page.text).find("section", class_="error").text
+        assert page.status_code == 404 and says in error and "MRE_LAB_CONFIG_DIR" in error, lang
+
+
+def test_the_cap_at_its_boundary(tmp_path: Path) -> None:
+    count = sum(p.numel() for p in pasted_direct().parameters()) + sum(
+        b.numel() for b in pasted_direct().buffers()
+    )
+    for cap, status in ((count, 303), (count - 1, 413)):
+        settings = Settings(lab_config_max_elements=cap, lab_config_dir=str(tmp_path / str(cap)))
+        app = TestClient(create_app(settings))
+        c = configs.encode(configs.read(json.dumps(PASTED_CONFIG)))
+        page = parse(app.get("/architectures/config", params={"c": c}).text)
+        assert bool(page.find_all(id="open-in-lab")) == (status == 303), cap
+        opened = app.get("/architectures/config/lab", params={"c": c}, follow_redirects=False)
+        assert opened.status_code == status, cap
+        assert len(list((tmp_path / str(cap)).glob("*.json"))) == (status == 303)

@@ -13,7 +13,6 @@ from app.architectures.activations import inference_forward, training_forward
 from app.architectures.catalogue import ArchitectureError, build
 from app.architectures.planner import (
     CARDS,
-    GIB,
     RECIPES,
     PlanInput,
     checked,
@@ -22,7 +21,7 @@ from app.architectures.planner import (
     plan,
     training_inputs,
 )
-from tests.support.architectures import TINY, nbytes
+from tests.support.architectures import TINY, direct, nbytes
 
 SPEC = {"text": PlanInput(batch=2, tokens=16, context=32), "vision": PlanInput(batch=2, image=32)}
 
@@ -83,6 +82,35 @@ def test_each_recipe_is_what_torch_holds_for_it(arch_id: str) -> None:
         assert row.total == weights + buffers + grads + states + max(row.activations, made.bytes)
 
 
+def test_gradients_and_adamw_states_count_the_trainable_parameters_only() -> None:
+    # A model with frozen parameters: a whole layer and the final norm (the tied embedding and head
+    # stay trainable). What torch's AdamW holds after real steps is the reference.
+    frozen = ("model.layers.0.", "model.norm.")
+
+    def freeze(model: torch.nn.Module) -> torch.nn.Module:
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith(frozen))
+        return model
+
+    spec = SPEC["text"]
+    found = {r.id: r for r in plan("llama_tiny", freeze(build("llama_tiny", "meta")), spec).recipes}
+    model = freeze(direct("llama_tiny", "cpu"))
+    optimizer = torch.optim.AdamW(model.parameters(), foreach=True)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(**training_inputs(model, spec.batch, spec)).loss.backward()
+        optimizer.step()
+    grads = sum(nbytes(p.grad) for p in model.parameters() if p.grad is not None)
+    states = sum(nbytes(s[k]) for s in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
+    every = sum(nbytes(p) for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < grads < every  # some frozen, some not
+    row = found["fp32"]
+    assert (row.gradients, row.optimizer, row.step_temporaries) == (grads, states, grads)
+    assert row.weights == every and f"gradients: {trainable:,} trainable x 4 B" in row.arithmetic[2]
+    assert found["bf16"].gradients == grads // 2 and found["bf16"].optimizer == states // 2
+
+
 def test_the_batch_grows_activations_linearly_and_the_largest_batch_is_the_arithmetics() -> None:
     spec = SPEC["text"]
     found = plan("llama_tiny", build("llama_tiny", "meta"), spec, [("cuda:0 test card", 3 * 10**6)])
@@ -99,7 +127,7 @@ def test_the_batch_grows_activations_linearly_and_the_largest_batch_is_the_arith
             assert card.fits == (row.total <= card.capacity)
         small = row.cards[-1]
         assert small.largest_batch == (3 * 10**6 - row.fixed) // row.per_sample
-        assert small.arithmetic.startswith(f"({3 * 10**6 / GIB:,.2f} GiB - ")
+        assert small.arithmetic.startswith(f"({3 * 10**6 / 2**20:,.2f} MiB - ")  # under 1/16 GiB: MiB
 
 
 def test_a_full_size_plan_on_meta() -> None:

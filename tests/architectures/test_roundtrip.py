@@ -42,6 +42,21 @@ def test_meta_round_trip_flags_what_no_load_restores(arch_id: str) -> None:
     assert trip.tied_after_fix == trip.tied_before
 
 
+@pytest.mark.parametrize("arch_id", ["gpt2_tiny", "llama_tiny", "bert_tiny"])
+def test_each_row_is_a_parameter_or_a_buffer_as_torch_lists_it_a_tied_name_a_parameter(arch_id: str) -> None:
+    trip = round_trip(arch_id)
+    model = direct(arch_id, "cpu")
+    parameters = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers())
+    kinds = {r.name: r.kind for r in trip.rows}
+    assert kinds == {n: "parameter" for n in parameters} | {n: "buffer" for n in buffers}
+    # The second name of a tied weight: a parameter (named_parameters() lists it once, at its first name).
+    second = [g[1] for g in trip.tied_before]
+    assert second and all(kinds[n] == "parameter" and n not in dict(model.named_parameters()) for n in second)
+    if arch_id == "gpt2_tiny":
+        assert kinds["lm_head.weight"] == "parameter"
+
+
 def test_the_round_trip_script_runs_and_checks_itself() -> None:
     arch_ids = ["llama_tiny", "gpt2_tiny", "bert_tiny", "resnet_tiny", "vit_tiny"]
     ran = run_scripts([round_trip(a).code for a in arch_ids], preload=("transformers",))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import torch
+import transformers
 from fastapi.testclient import TestClient
 
 from app.architectures import configs
@@ -114,7 +115,40 @@ def test_page_shows_torchs_figures_grouped_and_filtered(client: TestClient) -> N
     # An htmx request gets the report block alone.
     fragment = client.get("/architectures/gpt2_tiny", params={"q": "wte"}, headers={"HX-Request": "true"})
     assert fragment.text.startswith('<div id="results"') and "HX-Request" in fragment.headers["vary"]
-    assert torch.__version__  # the page was read from this torch
+    # The page names the torch and transformers it was read from: these.
+    full = parse(client.get("/architectures/gpt2_tiny").text)
+    assert full.find(id="torch-version").text == f"torch {torch.__version__}"
+    assert full.find(id="transformers-version").text == f"transformers {transformers.__version__}"
+
+
+def test_will_it_fit_speaks_the_pages_language(client: TestClient) -> None:
+    asked = {"batch": "2", "tokens": "16", "context": "32"}
+    plan = client.get("/api/architectures/gpt2_tiny/plan", params=asked).json()
+    for lang, said in (
+        ("en", "Input: batch 2, 16 tokens for training, a context of 32 tokens for inference."),
+        ("zh-CN", "输入：batch 2，训练 16 个词元，推理上下文 32 个词元。"),
+    ):
+        page = parse(client.get("/architectures/gpt2_tiny", params={**asked, "lang": lang}).text)
+        assert page.find(id="plan-input").text.strip().startswith(said), lang
+        words = [r["translations"]["zh-CN"] if lang == "zh-CN" else r for r in plan["recipes"]]
+        details = page.find(id="plan-arithmetic")
+        assert [h.text for h in details.find_all("h4")] == [w["title"] for w in words]
+        lines = [li.text for li in details.find_all("li")]
+        expected = []
+        for w, r in zip(words, plan["recipes"], strict=True):
+            expected += w["arithmetic"]
+            expected += [
+                f"{c['name']}: {c['translations'][lang] if lang != 'en' else c['arithmetic']}"
+                for c in r["cards"]
+            ]
+        assert lines == expected, lang
+        header = [th.text for th in page.find(id="plan-shapes").find_all("th")]
+        assert header[:2] == (["Module", "Module class"] if lang == "en" else ["模块", "模块类"]), lang
+    # The Chinese page's arithmetic is the Chinese, not the English.
+    zh = plan["recipes"][0]["translations"]["zh-CN"]["arithmetic"]
+    assert all(a != b for a, b in zip(zh, plan["recipes"][0]["arithmetic"], strict=True))
+    vision = parse(client.get("/architectures/vit_tiny", params={"batch": "2", "lang": "zh-CN"}).text)
+    assert vision.find(id="plan-input").text.strip().startswith("输入：batch 2，32 x 32 像素。")
 
 
 def test_transformers_is_imported_at_start_up_and_only_when_on() -> None:

@@ -20,8 +20,8 @@ import transformers
 from playwright.sync_api import Browser, Page, expect
 
 from app.architectures.catalogue import ARCHITECTURES
-from tests.browser.test_layout import CUSTOM
 from tests.support.browser import Watch, open_context
+from tests.support.cases import CUSTOM
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 # Where each chip of the visible picture is (the lane and outlines holding its face), its classes;

@@ -19,6 +19,7 @@ TORCH_WORDS = {
     "Conv2d", "grad", "requires", "persistent", "to", "half", "double", "bfloat16", "train", "eval",
     "None", "strict", "Adam", "float32", "float64", "float16", "x86", "aarch64", "unknown", "CPU", "GPU",
     "Python", "python", "training",
+    "Llama", "ResNet", "ViT", "Transformer",  # the tiny architectures' names (the lab's presets list them)
 }  # fmt: skip
 # A Latin token, whole: torch names carry dots, underscores, digits or a call (named_buffers()).
 TOKEN = re.compile(r"[A-Za-z_][\w.]*(?:\(\))?")

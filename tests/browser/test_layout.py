@@ -12,18 +12,8 @@ from playwright.sync_api import Browser
 
 from app.lab.presets import PRESETS
 from tests.support.browser import Watch, open_context
+from tests.support.cases import CUSTOM
 
-# The custom module at its fullest for a lesson: six members, every kind of style, one refused.
-CUSTOM = {
-    "preset": "custom",
-    "style.weight": "parameter",
-    "shape.weight": "4x4",
-    "style.frozen": "frozen_parameter",
-    "style.running_mean": "buffer",
-    "style.scratch": "non_persistent_buffer",
-    "style.cache": "plain_tensor",
-    "style.a.b": "nn_buffer",
-}
 LABS = {p: {"preset": p} for p in PRESETS if not PRESETS[p].custom} | {"custom": CUSTOM}
 # The controls, the members, the three tables and the picture of the module (issue 22).
 BOXES = ["#preset", "#device", "#members-table", "#named-parameters", "#named-buffers", "#state-dict"]

@@ -321,3 +321,28 @@ def test_a_students_lab_is_marked_against_the_state_it_showed(monkeypatch: pytes
     assert chips(plain, "moved") == set() and chips(plain, "stayed") == set()
     assert parse_html(TestClient(app).get("/follow?" + urlencode({**query, "from": "/nowhere"})).text)
     assert marked.find("section", id="follow").attrs["data-state"].startswith(meta + "&")  # canonical
+
+
+@pytest.mark.parametrize("case", ["no such room", "full", "not a student", "not a code"])
+def test_every_class_refusal_is_a_page_in_the_pages_language_that_says_what_to_do(case: str) -> None:
+    app = create_app(Settings(class_max_students=1))
+    code = start(TestClient(app))
+    join(TestClient(app), code)
+    stranger = TestClient(app)
+    answer = {
+        "no such room": lambda: stranger.get("/rooms/ZZZZZZZZ?lang=zh-CN"),
+        "full": lambda: stranger.post(f"/rooms/{code}/join?lang=zh-CN", follow_redirects=False),
+        "not a student": lambda: stranger.post(
+            f"/rooms/{code}/vote?lang=zh-CN", data={"step": STEP, "choice": 0}
+        ),
+        "not a code": lambda: stranger.post("/join?lang=zh-CN", data={"code": "ZZZZ"}),
+    }[case]()
+    assert (
+        answer.status_code
+        == {"no such room": 404, "full": 409, "not a student": 403, "not a code": 404}[case]
+    )
+    page = parse_html(answer.text)
+    assert page.find("html").attrs["lang"] == "zh-CN"
+    said = " ".join(page.find("main").text.split())
+    assert "请向老师核对课堂代码后重新加入" in said  # what to do next, in the page's language
+    assert page.find("form", action="/join?lang=zh-CN").attrs["method"] == "post"  # and the way to do it

@@ -73,3 +73,22 @@ def test_a_compare_input_left_empty_is_no_second_file(client: TestClient) -> Non
     )
     assert response.status_code == 200, response.text[-500:]
     assert "Missing key(s) in state_dict" in response.text
+
+
+def test_a_tiny_architecture_is_loaded_into_as_the_architecture_though_it_is_a_lab_preset_too() -> None:
+    """At start-up the tiny architectures become lab presets; the doctor's form still offers each
+    once, and loads into the architecture (as ``mre --into gpt2_tiny`` does)."""
+    import transformers
+
+    from app.architectures.catalogue import ARCHITECTURES
+    from app.main import create_app
+
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**ARCHITECTURES["gpt2_tiny"].config))
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    with TestClient(create_app()) as started:  # the lifespan registers the presets
+        form = started.get("/checkpoints?preset=gpt2_tiny").text
+        assert form.count('<option value="gpt2_tiny"') == 1 and '<option value="gpt2_tiny" selected>' in form
+        files = {"file": ("gpt2.pt", buffer.getvalue(), "application/octet-stream")}
+        page = started.post("/checkpoints", data={"preset": "gpt2_tiny"}, files=files).text
+    assert re.search(r"<h3>[^<]*<code>gpt2_tiny</code>", page), page[:2000]

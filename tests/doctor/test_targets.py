@@ -13,12 +13,14 @@ from app.architectures.catalogue import ARCHITECTURES, ArchitectureError
 from app.doctor.targets import (
     ConfigError,
     architecture_target,
+    listed,
     on_meta,
     read_config,
     target_module,
     target_name,
 )
 from app.lab.report import build
+from app.lab.spec import LabSpec, SpecError
 from tests.support.architectures import direct
 from tests.support.checkpoints import spec
 
@@ -100,3 +102,12 @@ def test_llama_3_2_1b_is_checked_against_its_own_config_offline(tmp_path: Path) 
     assert sum(p.numel() for p in module.parameters()) == 1_235_814_400  # tied: the embedding counted once
     assert module.lm_head.weight is module.model.embed_tokens.weight
     assert len(module.state_dict()) == 147 and {p.device.type for p in module.parameters()} == {"meta"}
+
+
+def test_only_the_labs_listed_modules_are_loaded_into() -> None:
+    # A pasted config kept for the lab (config:<digest>) is a preset of the server's process only; the
+    # inspection's child would not know it.
+    assert listed(None) is None and listed(spec("testmodel")) == spec("testmodel")
+    with pytest.raises(SpecError, match="not a pasted config kept for the lab") as refused:
+        listed(LabSpec(preset="config:" + "a" * 52, device="cpu"))
+    assert refused.value.status == 422 and refused.value.loc == ("preset",)

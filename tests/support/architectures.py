@@ -210,3 +210,25 @@ LLAMA_CONFIG = {
     "vocab_size": 256,
     "max_position_embeddings": 128,
 }
+
+# A smaller one, pasted to open in the lab: its head tied to the embedding, its rotary inv_freq a
+# non-persistent buffer.
+PASTED_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 128,
+    "max_position_embeddings": 64,
+    "tie_word_embeddings": True,
+}
+
+
+def pasted_direct(device: str = "cpu") -> nn.Module:
+    """PASTED_CONFIG's model as transformers builds it, written out here."""
+    kwargs = {k: v for k, v in PASTED_CONFIG.items() if k not in ("model_type", "architectures")}
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).to(device)

@@ -105,3 +105,10 @@ LIMITS = {
     "MRE_CHECKPOINT_UPLOAD_MIN_BYTES_PER_SECOND": "2000",
     "MRE_CHECKPOINT_UPLOADS": "16",  # ten at once below; the cap itself: tests/checkpoints/test_uploads.py
 }
+
+
+def modeling_modules(queue) -> None:
+    """Run in an inspection child (pickled by reference): the transformers modeling modules it holds."""
+    import sys
+
+    queue.put(sorted(m for m in sys.modules if m.startswith("transformers.models.")))
