@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from app.lab.diff import TABLES, LabDiff
 from app.lab.experiments import ExperimentResult
-from app.lab.presets import PRESETS
+from app.lab.presets import lookup
 from app.lab.report import LabReport
 from app.lab.tensors import ATTRIBUTE
 from app.langs import Text
@@ -180,7 +180,7 @@ def items(report: LabReport) -> list[Item]:
             )
         )
     modules = {i.path for i in found} | {""}
-    custom = PRESETS[report.spec.preset].custom
+    custom = lookup(report.spec.preset).custom
     for m in report.members:
         tracked = m.in_parameters or m.in_buffers or m.in_state_dict
         if m.refused or tracked:
@@ -794,7 +794,7 @@ def layout(
         d for d in dict.fromkeys([*made, *(g.device for g in ghosts), report.spec.device]) if d != "none"
     ]
     root = tree(found)
-    root.title = PRESETS[report.spec.preset].class_name
+    root.title = lookup(report.spec.preset).class_name
     tracked = [_lane_of(i, devices) for i in found if i.sets != (0, 0, 0) and not i.ghost]
     main = max((t for t in tracked if t is not None), default=len(devices) - 1)
     target = devices.index(report.spec.device)

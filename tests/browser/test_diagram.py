@@ -296,3 +296,40 @@ def test_llama_tiny_is_drawn_with_its_blocks_once(page: Page) -> None:
         f"model.layers.{i}.mlp.up_proj.weight" for i in range(last + 1)
     ]
     assert found["chips"]["model.rotary_emb.inv_freq"]["outlines"] == ["named_buffers"]  # non-persistent
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_a_projected_experiment_keeps_its_conclusion_facts_and_buttons_on_the_first_screen(
+    page: Page, lang: str
+) -> None:
+    """Issue 21, the projected lab: choosing an experiment scrolls nothing away; its conclusion and
+    facts sit above the tables, its buttons below them, all on the first screen of 1280x720."""
+    page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(f"/?preset=testmodel&device=cpu&present=1&lang={lang}")
+    for experiment in ("save_load", "cast", "step"):
+        page.evaluate(WATCH_SWAPS)
+        page.locator(f"label[for='experiment-{experiment}']").click()
+        page.wait_for_function(SWAPPED)
+        expect(page.locator(".experiment-summary")).to_be_visible()
+        assert page.evaluate("() => window.scrollY") == 0
+        boxes = {
+            name: page.locator(selector).bounding_box()
+            for name, selector in {
+                "summary": ".experiment-summary",
+                "tables": ".tables",
+                "buttons": "#experiment-controls .choices",
+                "picture": "#wide-diagram",
+            }.items()
+        }
+        assert all(b["y"] + b["height"] <= 720 for b in boxes.values()), (experiment, boxes)
+        assert boxes["summary"]["y"] + boxes["summary"]["height"] <= boxes["tables"]["y"]
+        facts = page.locator(".experiment-summary .facts dt")
+        assert facts.count() >= 1 and page.locator(".experiment-summary .lead").inner_text()
+        page.wait_for_function(SETTLED)
+
+
+def test_an_experiment_on_a_phone_never_scrolls_sideways(page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    for experiment in ("forward", "step", "cast", "save_load", "load_into", "identity", "meta_roundtrip"):
+        page.goto(f"/?preset=testmodel&device=cpu&experiment={experiment}")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, experiment

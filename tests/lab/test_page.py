@@ -428,3 +428,19 @@ def test_the_table_view_shows_the_flags_instead_and_keeps_itself(client: TestCli
     assert swapped.headers["HX-Push-Url"].endswith("&table=1")
     picture = parse(client.get(toggle.attrs["href"]).text)
     assert picture.find("a", aria_keyshortcuts="g").attrs["href"].endswith("&table=1")
+
+
+def test_projected_an_experiments_conclusion_and_facts_come_before_the_tables(client: TestClient) -> None:
+    query = {"preset": "testmodel", "device": "cpu", "experiment": "step"}
+    page = parse(client.get("/", params={**query, "present": "1"}).text)
+    results = page.find("section", id="results")
+    order = [e.attrs.get("class", "") for e in results.children if isinstance(e, Element)]
+    summary = results.find("section", class_="experiment-summary")
+    assert order.index("experiment-summary") < order.index("tables")
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"])
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}  # SGD over parameters()
+    facts = [dd.text for dd in summary.find_all("dd")]
+    assert len(facts) == len(summary.find_all("dt"))
+    assert any(set(fact.split(", ")) == trained for fact in facts)
+    assert "step" in summary.find("p", class_="lead").text.lower()
+    assert not parse(client.get("/", params=query).text).find_all("section", class_="experiment-summary")
