@@ -323,8 +323,9 @@ def test_a_projected_experiment_keeps_its_conclusion_facts_and_buttons_on_the_fi
         }
         assert all(b["y"] + b["height"] <= 720 for b in boxes.values()), (experiment, boxes)
         assert boxes["summary"]["y"] + boxes["summary"]["height"] <= boxes["tables"]["y"]
-        facts = page.locator(".experiment-summary .facts dt")
-        assert facts.count() >= 1 and page.locator(".experiment-summary .lead").inner_text()
+        assert page.locator(".experiment-summary .lead").inner_text()
+        if experiment != "cast":  # a cast has no facts beyond its tensors' dtypes
+            assert page.locator(".experiment-summary .facts dt").count() >= 1
         page.wait_for_function(SETTLED)
 
 
