@@ -6,12 +6,15 @@ name, kind and shape. Lanes are devices: the one every tensor was made on (cpu) 
 them (parameters, tied names, persistent buffers, non-persistent buffers, plain attributes), in
 that order, so that each of ``named_parameters()``, ``named_buffers()`` and ``state_dict()`` is one
 outline around consecutive bands. A chip that moves changes lane; a chip whose membership changes
-changes band, into or out of an outline.
+changes band, into or out of an outline. Every element keeps its id from one report to the next, so
+the page can draw the way between (CSS transitions across the htmx swap); ``draw`` adds the marks of
+the diff, which say the same without motion: a ghost where a restyled chip stood, the device
+``model.to()`` took the module's chips from.
 
 Everything is laid out here, in em of the page's font (the SVG is sized in em, so its text is the
 page's text size), from the widths of the characters: monospace (0.61 em for a Latin character, as
-DejaVu Sans Mono, Menlo and Noto Sans Mono draw it) and 1 em for a CJK one. Two arrangements: lanes
-side by side (``WIDE``) and, for a phone, one under the other (``NARROW``).
+DejaVu Sans Mono, Menlo and Noto Sans Mono draw it) and 1 em for a CJK one. Lanes stand one under
+the other, in two widths: beside the members' controls (``WIDE``) and on a phone (``NARROW``).
 
 Repeated numbered blocks (``layers.0``, ``layers.1``, ...) that are alike tensor for tensor are
 drawn once, as ``layers.{0..1}``; a module holding one tensor and nothing else is drawn as that
