@@ -68,7 +68,7 @@ def test_shutdown_does_not_wait_for_open_streams() -> None:
             server.terminate()
             while (await stream.next(timeout=10)) is not None:
                 pass
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 30  # its 2 s grace, not for ever
 
         run(hold())
 

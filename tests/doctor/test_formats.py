@@ -61,18 +61,18 @@ def test_a_small_pickle_that_fans_out_is_refused_after_a_bounded_walk(tmp_path: 
         pickle += b"."
     path = tmp_path / "f.pt"
     path.write_bytes(torch_zip(pickle))
-    started = time.monotonic()
+    started = time.process_time()  # this process's CPU: what other work on the machine leaves alone
     with pytest.raises(CheckpointTooLarge, match="more than 200000 dicts, lists and values"):
         inspect_checkpoint(path, LIMITS)
-    assert time.monotonic() - started < 5  # 19 s before the walk was counted
+    assert time.process_time() - started < 5  # 19 s before the walk was counted
 
 
 def test_twenty_thousand_safetensors_tensors_in_one_pass(tmp_path: Path) -> None:
     state = {f"t{i}": torch.zeros(1) for i in range(20_000)}
     save_file(state, tmp_path / "m.safetensors")
-    started = time.monotonic()
+    started = time.process_time()
     report = inspect_checkpoint(tmp_path / "m.safetensors", LIMITS)
-    assert time.monotonic() - started < 8  # 29-40 s when each node searched its children
+    assert time.process_time() - started < 8  # 29-40 s when each node searched its children
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
         keys = list(f.keys())
     assert sorted(node.name for node in report.tree) == sorted(keys)

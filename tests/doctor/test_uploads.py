@@ -46,7 +46,7 @@ def test_bytes_sent_early_buy_no_time(tmp_path: Path) -> None:
         s.sendall(b"\0" * 200_000)
         started, answer = time.monotonic(), b""
         s.settimeout(0.2)
-        while time.monotonic() - started < 8 and not answer:
+        while time.monotonic() - started < 60 and not answer:
             try:
                 answer = s.recv(4096)
             except TimeoutError:
@@ -58,7 +58,7 @@ def test_bytes_sent_early_buy_no_time(tmp_path: Path) -> None:
         took = time.monotonic() - started
         s.close()
         assert answer.startswith(b"HTTP/1.1 408"), (took, answer[:200])
-        assert took < 4, took
+        assert took < 30, took  # a window of 1 s, not the 100 s an average since the start allows
         assert b"every 1 s of an upload must bring at least 2000 bytes" in answer
         time.sleep(0.5)
         assert on_disk(tmp_path) == 0
@@ -66,11 +66,11 @@ def test_bytes_sent_early_buy_no_time(tmp_path: Path) -> None:
 
 def test_a_steady_upload_at_the_minimum_rate_is_not_cut_off(tmp_path: Path) -> None:
     with server(tmp_path) as (base, _):
-        body = saved({"w": torch.ones(2000)})  # about 9 KB: 3 s at 3000 bytes a second
+        body = saved({"w": torch.ones(2000)})  # about 9 KB: 1.5 s at 6000 bytes a second
         s = connect(base, len(body))
-        for i in range(0, len(body), 300):
+        for i in range(0, len(body), 300):  # 6000 bytes a second if on time, 2000 at the least
             s.sendall(body[i : i + 300])
-            time.sleep(0.1)
+            time.sleep(0.05)
         s.settimeout(10)
         answer = s.recv(4096) + rest_of(s)
         s.close()
@@ -92,7 +92,7 @@ def test_uploads_in_progress_are_capped_before_a_byte_is_written(tmp_path: Path)
         started = time.monotonic()
         status, answer = post(base, saved({"w": torch.ones(2)}), timeout=10)
         took = time.monotonic() - started
-        assert (status, took < 2) == (503, True), (status, answer, took)
+        assert (status, took < 15) == (503, True), (status, answer, took)  # not after the 30 s grace
         assert "MRE_CHECKPOINT_UPLOADS" in answer["detail"]
         assert len(list(tmp_path.iterdir())) == 2 and on_disk(tmp_path) == held == 600_000
         for s in holders:
