@@ -248,9 +248,13 @@ def print_report(r: dict) -> None:
     )
     p = r["page"]
     print(f"first page load: {p['first_load_bytes']} bytes, {p['first_load_ms_p50']} ms to load (p50)")
-    print("select changed -> tables painted (headless chromium, 1280x720):")
+    print("select changed -> tables and picture painted (headless chromium, 1280x720; the picture's")
+    print("0.5 s transition starts in that frame and is not counted; target p50 <= 50 ms, p95 <= 100 ms):")
     for kind, t in p["interactions"].items():
-        print(f"  {kind:<8} p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms over {t['changes']} changes")
+        print(
+            f"  {kind:<8} p50 {t['p50_ms']} ms, p95 {t['p95_ms']} ms over {t['changes']} changes"
+            f" ({t.get('picture_motions_p50', 0):g} of the picture's transitions started, p50)"
+        )
     if "cli" in r:
         cli.print_report(r["cli"])
     if "architectures" in r:

@@ -28,8 +28,8 @@
       cycle(document.getElementById("preset"), step);
     } else if (event.code === "KeyD") {
       cycle(document.getElementById("device"), step);
-    } else if (event.code === "KeyT") {
-      const toggle = document.querySelector("a[aria-keyshortcuts='t']");
+    } else if (event.code === "KeyT" || event.code === "KeyG") {
+      const toggle = document.querySelector("a[aria-keyshortcuts='" + event.code.slice(3).toLowerCase() + "']");
       if (toggle) window.location.href = toggle.href;
     } else if (/^Digit[1-9]$/.test(event.code)) {
       const selects = document.querySelectorAll("#members-table select");
@@ -64,28 +64,52 @@
   }, true);
 
   // Linked views: pointing at or focusing anything of a member (its control, a row of any table,
-  // its matrix row, its code line) lights that member up everywhere.
-  function link(member, on) {
-    document.querySelectorAll("[data-member]").forEach(function (el) {
-      el.classList.toggle("linked", on && el.dataset.member === member);
+  // its matrix row, its code line, its chip in the picture) lights that member up everywhere. A chip
+  // of a layer's tensor (no member) and that tensor's rows in the three tables light each other;
+  // a chip drawn once for alike blocks stands for each block's members and tensors.
+  const LINKED = "[data-member], [data-members], svg.diagram .chip, .tables tr[data-name]";
+  function keysOf(el) {
+    const keys = [];
+    if (el.dataset.member !== undefined) keys.push("m:" + el.dataset.member);
+    if (el.dataset.members) JSON.parse(el.dataset.members).forEach(function (m) { keys.push("m:" + m); });
+    if (el.dataset.tensors) JSON.parse(el.dataset.tensors).forEach(function (t) { keys.push("t:" + t); });
+    if (el.matches(".tables tr[data-name]")) keys.push("t:" + el.dataset.name);
+    return keys;
+  }
+  function link(keys, on) {
+    document.querySelectorAll(LINKED).forEach(function (el) {
+      el.classList.toggle("linked", on && keysOf(el).some(function (k) { return keys.indexOf(k) >= 0; }));
     });
   }
-  function memberOf(target) {
-    const el = target.closest && target.closest("[data-member]");
-    return el ? el.dataset.member : null;
+  function linkedOf(target) {
+    const el = target && target.closest && target.closest(LINKED);
+    return el ? keysOf(el) : null;
   }
   ["mouseover", "focusin"].forEach(function (type) {
     document.addEventListener(type, function (event) {
-      const member = memberOf(event.target);
-      if (member !== null) link(member, true);
+      const keys = linkedOf(event.target);
+      if (keys !== null) link(keys, true);
     });
   });
   ["mouseout", "focusout"].forEach(function (type) {
     document.addEventListener(type, function (event) {
-      const member = memberOf(event.target);
-      const next = event.relatedTarget && memberOf(event.relatedTarget);
-      if (member !== null && next !== member) link(member, false);
+      const keys = linkedOf(event.target);
+      const next = linkedOf(event.relatedTarget);
+      if (keys !== null && (next === null || next.join("\n") !== keys.join("\n"))) link(keys, false);
     });
+  });
+
+  // The picture moves across a swap: each of its elements keeps its id, htmx puts back the old
+  // position (the attributes it settles) before the new one, and a CSS transition draws the way
+  // between, once the browser has seen the old one (a style read here, right after the swap).
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!window.htmx) return;
+    const settled = htmx.config.attributesToSettle;
+    ["transform", "x", "y"].forEach(function (name) { if (settled.indexOf(name) < 0) settled.push(name); });
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    const svg = event.target.querySelector && event.target.querySelector("svg.diagram");
+    if (svg) getComputedStyle(svg).getPropertyValue("transform");
   });
 
   // An experiment chosen (or its option changed): its result comes into view and takes focus.
@@ -96,7 +120,8 @@
   document.addEventListener("htmx:afterSettle", function () {
     const result = document.getElementById("experiment-result");
     if (showResult && result) {
-      result.scrollIntoView({ block: "nearest" });
+      // Projected, the conclusion is above the tables and the buttons in view: nothing scrolls.
+      if (!document.documentElement.classList.contains("present")) result.scrollIntoView({ block: "nearest" });
       result.focus({ preventScroll: true });
     }
     showResult = false;
@@ -226,11 +251,14 @@
       box.innerHTML = html;
       const next = box.firstElementChild;
       if (!next || next.id !== el.id) return;
-      el.replaceWith(next);
-      next.dataset.version = String(version);
-      htmx.process(next);
-      markVote(next);
-      bannerState(next);
+      // htmx's own swap: the picture's elements settle from where they stood, so the class sees
+      // the chips move as the teacher's lab does (app.css).
+      htmx.swap(el, html, { swapStyle: "outerHTML", swapDelay: 0, settleDelay: 0 });
+      const now = document.getElementById(next.id);
+      if (!now) return;
+      now.dataset.version = String(version);
+      markVote(now);
+      bannerState(now);
     }
     // The newest state wanted, fetched until it arrives; a newer one replaces it on the way.
     function fetchState() {
@@ -242,7 +270,10 @@
       if (!teacher) {
         const query = new URLSearchParams({ room: el.dataset.code, state: want.state, lang: el.dataset.lang });
         if (el.dataset.present) query.set("present", "1");
+        if (el.dataset.state) query.set("from", el.dataset.state);  // what moved is marked
         url += "?" + query.toString();
+      } else if (el.dataset.state) {
+        url += (url.indexOf("?") < 0 ? "?" : "&") + "from=" + encodeURIComponent(el.dataset.state);
       }
       fetch(url, { headers: { "HX-Request": "true" }, credentials: "same-origin" }).then(function (r) {
         if (!r.ok) throw new Error(String(r.status));

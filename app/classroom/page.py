@@ -23,7 +23,7 @@ from app.classroom.why import Why, explain, recap
 from app.errors import Refusal
 from app.lab import page as pages
 from app.lab.query import Bounds, read
-from app.lab.spec import SpecError
+from app.lab.spec import LabSpec, SpecError
 from app.langs import EN, LANGS, Text, catalog
 from app.web.html import View, render
 
@@ -178,6 +178,10 @@ def step_context(page: StepPage, view: View, **extra: object) -> dict:
         "page": page,
         "lesson": lesson,
         "code_lines": pages.code_lines(page.lab.report),
+        # Before the reveal, the module as the step before left it: the reveal moves its chips.
+        "before_picture": pages.picture(page.lab.before, view.lang)
+        if not page.revealed and page.lab.before is not None
+        else None,
         "lab_link": pages.link(page.lab.spec, view, page.lab.experiment_pairs),
         "prev_url": step_url(lesson.id, n - 1, view) if n > 1 else None,
         "next_url": step_url(lesson.id, n + 1, view) if n < len(lesson.steps) else None,
@@ -301,9 +305,17 @@ class RoomView:
 
 
 async def room_context(
-    b: Broker, join: JoinLink, view: View, bounds: Bounds, room: Room, teacher: bool, student: str | None
+    b: Broker,
+    join: JoinLink,
+    view: View,
+    bounds: Bounds,
+    room: Room,
+    teacher: bool,
+    student: str | None,
+    before: str = "",
 ) -> dict:
-    """What room.html shows of a room: to its teacher (``teacher``) or a student (``student``'s id)."""
+    """What room.html shows of a room: to its teacher (``teacher``) or a student (``student``'s id);
+    a lab state marked against the state the page showed ``before`` (what moved, where it was)."""
     shown_state = read_shown(room.state, bounds)
     key = shown_state.step_key
     tally: Tally | None = await b.tally(room.code, key) if teacher and shown_state.step else None
@@ -320,7 +332,7 @@ async def room_context(
         context.update(step_ctx)
         context["controls"] = teacher_controls(step) if teacher else None
     else:
-        context["lab_snapshot"] = lab_html(room.state, view.lang, bounds)
+        context["lab_snapshot"] = lab_html(room.state, view.lang, bounds, before)
     context["own_url"] = with_view(shown_state.url, view)
     context["rv"] = rv
     if teacher:  # the console's own toggles: language and projector mode, the class unchanged
@@ -330,16 +342,30 @@ async def room_context(
 
 
 @lru_cache(maxsize=256)
-def lab_html(state: str, lang: str, bounds: Bounds) -> Markup:
-    """What a state shows of the lab, read-only, rendered once per state and language."""
+def lab_html(state: str, lang: str, bounds: Bounds, before: str = "") -> Markup:
+    """What a state shows of the lab, read-only, rendered once per state and language; a lab marked
+    against the lab state a page showed ``before`` (a lesson step is marked against its step before)."""
     shown_state = read_shown(state, bounds)
     view = View(lang=lang, lang_chosen=False, present=False, htmx=False)
     if shown_state.step:
         return step_lab_html(shown_state.step, view)
     assert shown_state.lab is not None
-    return Markup(
-        render(lang, pages.PAGE, pages.context(view, shown_state.lab), ("results", "more")).decode()
-    )
+    lab = shown_state.lab
+    previous = _lab_before(before, bounds)
+    if previous is not None:
+        lab = pages.lab_page(lab.query, view, previous)
+    return Markup(render(lang, pages.PAGE, pages.context(view, lab), ("results", "more")).decode())
+
+
+def _lab_before(before: str, bounds: Bounds) -> LabSpec | None:
+    """The spec of the lab state a page showed before, if it was one (else nothing to mark)."""
+    if not before:
+        return None
+    try:
+        earlier = read_shown(before, bounds)
+    except BadState:
+        return None
+    return earlier.lab.spec if earlier.lab is not None else None
 
 
 def view_query(view: View) -> str:

@@ -20,7 +20,7 @@ from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
 
 import segno
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from app.classroom.broker import Broker
@@ -70,16 +70,21 @@ pages = APIRouter(include_in_schema=False)
 TEACHER_COOKIE = "mre_teacher"
 STUDENT_COOKIE = "mre_student"
 FOLLOW = "/follow"  # what a class's students see of a state: one URL for all, cached
+# The state a class's page showed before the one it asks for: its lab's changes are marked.
+Before = Annotated[str, Query(alias="from", max_length=2048)]
 
 
-async def shown_off_loop(request: Request, state: str, lang: str | None, bounds: Bounds) -> Shown:
-    """What a state shows (and, for a page in ``lang``, its lab rendered), read off the event loop:
-    both are remembered, so the page made next finds them at once."""
+async def shown_off_loop(
+    request: Request, state: str, lang: str | None, bounds: Bounds, before: str = ""
+) -> Shown:
+    """What a state shows (and, for a page in ``lang``, its lab rendered, marked against the state
+    shown ``before``), read off the event loop: both are remembered, so the page made next finds
+    them at once."""
 
     def read() -> Shown:
         shown = read_shown(state, bounds)
         if lang is not None:
-            lab_html(shown.url, lang, bounds)
+            lab_html(shown.url, lang, bounds, before)
         return shown
 
     return await offload(request).run(read)
@@ -123,12 +128,19 @@ def class_origin(request: Request) -> None:
 
 
 async def room_page(
-    request: Request, view: View, settings: Settings, room: Room, teacher: bool, student: str | None
+    request: Request,
+    view: View,
+    settings: Settings,
+    room: Room,
+    teacher: bool,
+    student: str | None,
+    before: str = "",
 ) -> dict:
     # What the room shows is read (torch, if no one asked before) and rendered off the event loop.
-    await shown_off_loop(request, room.state, view.lang, lab_bounds(settings))
+    await shown_off_loop(request, room.state, view.lang, lab_bounds(settings), before)
     join = join_link(request, settings, room.code)
-    return await room_context(broker(request), join, view, lab_bounds(settings), room, teacher, student)
+    bounds = lab_bounds(settings)
+    return await room_context(broker(request), join, view, bounds, room, teacher, student, before)
 
 
 def page(
@@ -251,9 +263,11 @@ async def start_class(
 
 
 @pages.get("/rooms/{code}/teach", response_class=HTMLResponse)
-async def console(code: str, request: Request, view: ViewDep, settings: SettingsDep) -> Response:
+async def console(
+    code: str, request: Request, view: ViewDep, settings: SettingsDep, before: Before = ""
+) -> Response:
     room = await _teacher(request, code)
-    return page(view, await room_page(request, view, settings, room, True, None), "console")
+    return page(view, await room_page(request, view, settings, room, True, None, before), "console")
 
 
 @pages.post("/rooms/{code}/state")
@@ -354,18 +368,24 @@ async def follow(code: str, request: Request, view: ViewDep, settings: SettingsD
 
 @pages.get(FOLLOW, response_class=HTMLResponse)
 async def followed(
-    request: Request, view: ViewDep, settings: SettingsDep, room: str = "", state: str = ""
+    request: Request,
+    view: ViewDep,
+    settings: SettingsDep,
+    room: str = "",
+    state: str = "",
+    before: Before = "",
 ) -> Response:
-    """What every student of a class sees of ``state``: a pure function of the URL (no cookie, no
-    store read), so the whole class's refetch after a change is one render and then cache hits."""
+    """What every student of a class sees of ``state``, a lab marked against the state the page
+    showed ``before`` (``from``): a pure function of the URL (no cookie, no store read), so the whole
+    class's refetch after a change is one render and then cache hits."""
     normal = normalise(room)
     if normal is None:
         raise not_a_code(room)
     bounds = lab_bounds(settings)
-    shown_state = await shown_off_loop(request, state, view.lang, bounds)
+    shown_state = await shown_off_loop(request, state, view.lang, bounds, before)
     shown_room = Room(normal, "", shown_state.url, 0)
     join = join_link(request, settings, normal)
-    context = await room_context(broker(request), join, view, bounds, shown_room, False, None)
+    context = await room_context(broker(request), join, view, bounds, shown_room, False, None, before)
     body = render(view.lang, ROOM_PAGE, context, ("follow",))
     return HTMLResponse(body, headers={"Vary": VARY})
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from app.lab import devices, memo
+from app.lab import devices, diagram, memo
 from app.lab import query as lab_query
 from app.lab.diff import LabDiff, compare, with_matrix
 from app.lab.experiments import EXPERIMENTS, ExperimentResult
@@ -25,6 +25,7 @@ from app.langs import LANGS
 from app.web.html import View
 
 PAGE = "lab/lab.html"
+TABLE = ("table", "1")  # the members' facts shown as a table on the first screen, not as the picture
 BLOCKS = ("results", "announce", "experiment_controls", "more")  # what every htmx swap replaces
 
 
@@ -50,10 +51,13 @@ def previous_spec(url: str | None, bounds: Bounds) -> LabSpec | None:
 
 
 def link(spec: LabSpec, view: View, extra: Sequence[tuple[str, str]] = (), **changes: str | bool) -> str:
-    """A URL for this spec, experiment and view, with some view options changed."""
+    """A URL for this spec, experiment and view, with some view options changed (``table``: the
+    members' facts as a table instead of the picture, a lab page's own view option, in ``extra``)."""
     lang = changes.get("lang", view.lang if view.lang_chosen else None)
     present = changes.get("present", view.present)
     pairs = list(extra)
+    if "table" in changes:
+        pairs = [p for p in pairs if p != TABLE] + ([TABLE] if changes["table"] else [])
     pairs += [("lang", lang)] if lang else []
     pairs += [("present", "1")] if present else []
     pairs += [("embed", "1")] if view.embed else []
@@ -70,8 +74,10 @@ class LabPage:
     report: LabReport
     matrix: Matrix
     diff: LabDiff
+    before: LabReport | None = None  # the report of the page it was swapped from: the diagram's marks
     ignored: tuple[str, ...] = ()  # style.* of another module, dropped and said
     controls: bool = False  # the member controls change too (another module, a member added or dropped)
+    table: bool = False  # the members' facts as a table where the picture would be (``table=1``)
 
     @property
     def spec(self) -> LabSpec:
@@ -81,8 +87,13 @@ class LabPage:
     def experiment_pairs(self) -> list[tuple[str, str]]:
         return self.query.experiment_pairs()
 
+    @property
+    def view_pairs(self) -> list[tuple[str, str]]:
+        """The URL's pairs after the spec: the experiment's, then the page's own view option."""
+        return self.experiment_pairs + ([TABLE] if self.table else [])
 
-def lab_page(query: LabQuery, view: View, previous: LabSpec | None) -> LabPage:
+
+def lab_page(query: LabQuery, view: View, previous: LabSpec | None, as_table: bool = False) -> LabPage:
     """The page model of a query read by ``app.lab.query``, marked against the spec of the page it
     was swapped from (``previous``); its experiment is run once (``memo.experiment``)."""
     spec = query.spec
@@ -98,16 +109,18 @@ def lab_page(query: LabQuery, view: View, previous: LabSpec | None) -> LabPage:
         report=report,
         matrix=table,
         diff=diff,
+        before=before,
         # A swap to another module still sent the old module's members: expected to go, not reported.
         ignored=() if view.htmx and controls else query.ignored,
         controls=controls,
+        table=as_table,
     )
 
 
 def read_page(pairs: list[tuple[str, str]], view: View, current_url: str | None, bounds: Bounds) -> LabPage:
     """The page model of a lab URL; a spec that cannot be shown raises its SpecError."""
     previous = previous_spec(current_url, bounds) if view.htmx else None
-    return lab_page(page_query(pairs, bounds), view, previous)
+    return lab_page(page_query(pairs, bounds), view, previous, as_table=TABLE in pairs)
 
 
 def blocks_of(page: LabPage, view: View) -> tuple[str, ...]:
@@ -116,16 +129,21 @@ def blocks_of(page: LabPage, view: View) -> tuple[str, ...]:
     return blocks + (("controls",) if page.controls else ())
 
 
-def owners(report: LabReport) -> dict[str, str]:
-    """Each tensor's name -> the member it belongs to (itself, or a container's layers under it)."""
-    names = [m.name for m in report.members]
-    found: dict[str, str] = {}
-    rows = [*report.named_parameters, *report.named_buffers, *report.state_dict]
-    for row in rows:
-        for name in names:
-            if row.name == name or row.name.startswith((name + ".", name + "[")):
-                found.setdefault(row.name, name)
-    return found
+owners = diagram.owners  # each tensor's name -> its member, for the linked highlight
+
+
+def diagrams(page: LabPage, lang: str) -> dict[str, diagram.Diagram]:
+    """The page's picture in both arrangements (wide, beside the members; narrow, on a phone), marked
+    with the page's diff and experiment."""
+    return {
+        variant: diagram.draw(page.report, lang, variant, page.before, page.diff, page.experiment)
+        for variant in (diagram.WIDE, diagram.NARROW)
+    }
+
+
+def picture(report: LabReport, lang: str) -> dict[str, diagram.Diagram]:
+    """A report's picture in both arrangements, unmarked: a lesson step's module before its change."""
+    return {variant: diagram.draw(report, lang, variant) for variant in (diagram.WIDE, diagram.NARROW)}
 
 
 def code_lines(report: LabReport) -> list[tuple[str, str | None]]:
@@ -156,7 +174,7 @@ def menu(spec: LabSpec | None) -> dict[str, Preset]:
 
 def context(view: View, page: LabPage | None = None, error: str | None = None) -> dict:
     spec = page.spec if page else None
-    pairs = page.experiment_pairs if page else ()
+    pairs = page.view_pairs if page else ()
     return {
         "spec": spec,
         "report": page.report if page else None,
@@ -164,11 +182,13 @@ def context(view: View, page: LabPage | None = None, error: str | None = None) -
         "diff": page.diff if page else None,
         "members": {m.name: m for m in members(spec)} if spec else {},
         "owners": owners(page.report) if page else {},
+        "diagrams": diagrams(page, view.lang) if page and not page.table else {},
         "code_lines": code_lines(page.report) if page else [],
         "without": lambda name: without(spec, view, name) if spec else "/",
         "experiments": EXPERIMENTS,
         "experiment": page.experiment if page else None,
-        "experiment_pairs": pairs,
+        "experiment_pairs": page.experiment_pairs if page else (),
+        "table": page.table if page else False,
         "ignored": page.ignored if page else (),
         "device_asked": page.query.device_asked if page else None,
         "edit_error": page.query.edit_error.text(view.lang) if page and page.query.edit_error else None,

@@ -3,10 +3,11 @@ here, so what a URL asks for can never differ between them.
 
 A lab URL holds the spec (``preset``, ``device``, ``style.<member>``, ``shape.<member>``), maybe an
 experiment (``experiment=<id>``, its options by name, ``into.<member>`` for load_into's module), and
-on a page how it is shown (``lang``, ``present``, ``embed``) and an edit of the custom module (``add``,
-``new``, ``new_shape``, ``new_style``, ``drop``). The API and a lesson's state are read strictly
-(anything else is refused, naming it); a page is read as a browser sends it: without a preset it
-opens the default lab, and the member controls of the module it came from are dropped and said.
+on a page how it is shown (``lang``, ``present``, ``embed``, ``table``) and an edit of the custom
+module (``add``, ``new``, ``new_shape``, ``new_style``, ``drop``). The API and a lesson's state are
+read strictly (anything else is refused, naming it); a page is read as a browser sends it: without
+a preset it opens the default lab, and the member controls of the module it came from are dropped
+and said.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from app.langs import Text
 Pairs = Sequence[tuple[str, str]]
 INTO = "into."  # load_into: the member styles of the module the state_dict is loaded into
 EXPERIMENT = "experiment"
-VIEW_KEYS = ("lang", "present", "embed")  # how a page is shown, not what it shows
+VIEW_KEYS = ("lang", "present", "embed", "table")  # how a page is shown, not what it shows
 EDIT_KEYS = ("add", "new", "new_shape", "new_style", "drop")  # the custom module's form
 OPTION_KEYS = tuple(sorted({name for e in EXPERIMENTS.values() for name in e.params}))
 DEFAULT_PRESET = "testmodel"  # the richer tutorial: a parameter, a buffer and a plain tensor side by side

@@ -49,6 +49,9 @@ class MemberRow(BaseModel):
     in_state_dict: bool
     device_before: str = Field(description="Device of the member right after construction (always cpu).")
     device_after: str = Field(description="Device of the member after model.to(device).")
+    shape: list[int] | None = Field(
+        None, description="Shape of the member's tensor; null for a container of layers or a refused member."
+    )
     refused: str | None = Field(
         None,
         description="Torch's refusal to attach it (custom names), type: message; also torch's error when "
@@ -208,6 +211,7 @@ def inspect(spec: LabSpec) -> LabReport:
                 in_state_dict=any(n in state and state[n] is held[n][1] for n in own[name]),
                 device_before=before[name],
                 device_after=where(name),
+                shape=list(held[own[name][0]][1].shape) if own[name] and not container[name] else None,
                 refused=refusals.get(name),
             )
             for name, style in spec.styles.items()

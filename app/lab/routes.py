@@ -274,7 +274,7 @@ def _lab_page(pairs: list[tuple[str, str]], view: View, current: str | None, bou
         page = read_page(pairs, view, current, bounds)
     except SpecError as exc:
         return respond(view, PAGE, context(view, error=exc.text(view.lang)), (), exc.status)
-    permalink = link(page.spec, view, page.experiment_pairs)
+    permalink = link(page.spec, view, page.view_pairs)
     if page.query.editing and not page.query.edit_error and not view.htmx:
         # An edit without JavaScript: on to the permalink, so reloading it does not edit again.
         return RedirectResponse(permalink, 303, headers={"Vary": VARY})

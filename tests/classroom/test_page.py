@@ -5,6 +5,8 @@ step recaps the lesson and leads to the next."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -180,3 +182,31 @@ def test_the_last_step_recaps_the_lesson_and_leads_to_the_next(client: TestClien
     asks = next(lesson for lesson in lessons().values() if lesson.steps[-1].question)
     unrevealed = parse(client.get(f"/lessons/{asks.id}?step={len(asks.steps)}").text)
     assert not unrevealed.find_all("section", class_="recap")
+
+
+def test_before_the_reveal_the_picture_is_the_step_befores(client: TestClient) -> None:
+    """A question's step shows the module as the step before left it (the reveal then moves its
+    chips into this step's places); its first step shows none (it would tell the answer)."""
+    lesson = lessons()[LESSON]
+    for number, step in enumerate(lesson.steps, 1):
+        if step.question is None:
+            continue
+        page = parse(client.get(f"/lessons/{LESSON}", params={"step": str(number)}).text)
+        figures = page.find_all("figure", id="picture")
+        if number == 1:
+            assert figures == []
+            continue
+        (figure,) = figures
+        earlier = read_state(lesson.steps[number - 2].state, BOUNDS).spec
+        model = reference(earlier.preset, earlier.styles).to(earlier.device)  # torch, directly
+        svg = figure.find("svg", id="wide-diagram")
+        drawn = {
+            name
+            for g in svg.find_all("g")
+            if "chip" in g.attrs.get("class", "").split()
+            for name in json.loads(g.attrs["data-tensors"])
+        }
+        assert set(model.state_dict()) | {n for n, _ in model.named_buffers()} <= drawn
+        assert not [g for g in svg.find_all("g") if "before" in g.attrs.get("class", "").split()]
+        revealed = parse(client.get(f"/lessons/{LESSON}", params={"step": str(number), "reveal": "1"}).text)
+        assert revealed.find("figure", id="picture").find("svg", id="wide-diagram")  # the same ids

@@ -4,6 +4,7 @@ votes by signed ids, ending it, what students are shown, and every cap."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from urllib.parse import urlencode
 
@@ -20,6 +21,7 @@ from app.settings import Settings
 from tests.support.brokers import BROKERS, Brokers
 from tests.support.html import HX
 from tests.support.html import parse as parse_html
+from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
 LESSON = "/lessons/parameters-and-buffers"
 STEP = "parameters-and-buffers:1"
@@ -294,6 +296,33 @@ def test_the_join_link_is_the_servers_own_address_and_loopback_is_warned(server,
     assert link.url == f"http://{host}{port}/rooms/ABCDEFGH" and link.loopback is warned
     chosen = routes.join_link(Request(), Settings(class_url="http://class.example:8000/"), "ABCDEFGH")
     assert chosen.url == "http://class.example:8000/rooms/ABCDEFGH" and not chosen.loopback
+
+
+def test_a_students_lab_is_marked_against_the_state_it_showed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class following a lab: the page asked with the state it showed (from=...) marks what moved
+    since, as the teacher's lab does; without it, nothing is marked."""
+    app = create_app(Settings())
+    code = start(TestClient(app))
+    cpu, meta = "/?preset=testmodel&device=cpu", "/?preset=testmodel&device=meta"
+    query = {"room": code, "state": meta}
+    marked = parse_html(TestClient(app).get("/follow?" + urlencode({**query, "from": cpu}), headers=HX).text)
+    plain = parse_html(TestClient(app).get("/follow?" + urlencode(query), headers=HX).text)
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).to("meta")
+
+    def chips(page, mark: str) -> set[str]:
+        svg = page.find("svg", id="wide-diagram")
+        return {
+            name
+            for g in svg.find_all("g")
+            if {"chip", mark} <= set(g.attrs.get("class", "").split())
+            for name in json.loads(g.attrs["data-tensors"])
+        }
+
+    assert chips(marked, "moved") == {n for n, t in model.state_dict().items() if str(t.device) == "meta"}
+    assert chips(marked, "stayed") == {"buffer1"} and str(model.buffer1.device) == "cpu"
+    assert chips(plain, "moved") == set() and chips(plain, "stayed") == set()
+    assert parse_html(TestClient(app).get("/follow?" + urlencode({**query, "from": "/nowhere"})).text)
+    assert marked.find("section", id="follow").attrs["data-state"].startswith(meta + "&")  # canonical
 
 
 @pytest.mark.parametrize("case", ["no such room", "full", "not a student", "not a code"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -13,7 +14,7 @@ from torch import nn
 from app.main import create_app
 from app.settings import Settings
 from tests.support.html import HX, Element, parse, table_rows
-from tests.support.reference import TUTORIAL_DEFAULTS, attach, tables
+from tests.support.reference import TUTORIAL_DEFAULTS, attach, reference, tables
 
 
 def test_full_page_has_the_form_contract(client: TestClient) -> None:
@@ -337,3 +338,109 @@ def test_an_experiment_option_the_page_does_not_know_is_refused_naming_the_choic
     )
     assert response.status_code == 422
     assert all(choice in response.text for choice in ("half", "bfloat16", "double"))
+
+
+def chips(page: Element, variant: str = "wide") -> dict[str, Element]:
+    """The picture's chips by the tensor names they stand for."""
+    svg = page.find("svg", id=f"{variant}-diagram")
+    return {
+        name: g
+        for g in svg.find_all("g")
+        if "chip" in g.attrs.get("class", "").split()
+        for name in json.loads(g.attrs["data-tensors"])
+    }
+
+
+def test_the_picture_is_beside_the_tables_and_says_what_they_say(client: TestClient) -> None:
+    page = parse(client.get("/", params={"preset": "testmodel", "device": "meta"}).text)
+    figure = page.find("figure", id="picture")
+    assert [e.attrs["id"] for e in figure.find_all("svg")] == ["wide-diagram", "narrow-diagram"]
+    torch_says = tables("testmodel", TUTORIAL_DEFAULTS["testmodel"], "meta")
+    listed = {
+        row["name"] for t in ("named_parameters", "named_buffers", "state_dict") for row in torch_says[t]
+    }
+    for variant in ("wide", "narrow"):
+        drawn = chips(page, variant)
+        assert set(drawn) == listed | {"buffer1"}  # and the plain tensor torch lists nowhere
+        assert drawn["buffer1"].attrs["data-member"] == "buffer1"
+        svg = page.find("svg", id=f"{variant}-diagram")
+        assert svg.attrs["role"] == "img" and svg.attrs["aria-labelledby"].split() == [
+            f"{variant}-diagram-title",
+            f"{variant}-diagram-desc",
+        ]
+        desc = svg.find("desc", id=f"{variant}-diagram-desc").text
+        assert all(name.removeprefix("linear.") in desc for name in listed)
+    # The picture takes the place of the members' flags (still in the page, for the table view).
+    assert len(page.find("table", id="members-table").find_all("th", class_="fact")) == 4
+    assert all("style" not in e.attrs for e in page.walk())  # a strict CSP holds in the SVG too
+
+
+def test_the_picture_speaks_chinese_on_a_chinese_page(client: TestClient) -> None:
+    page = parse(client.get("/", params={"preset": "testmodel", "device": "meta", "lang": "zh-CN"}).text)
+    svg = page.find("svg", id="wide-diagram")
+    title, desc = svg.find("title", id="wide-diagram-title"), svg.find("desc", id="wide-diagram-desc")
+    assert "模块 TestModel" in title.text and "不在任何表中" in desc.text
+    kinds = {t.text for t in svg.find_all("tspan", class_="kind")}
+    assert kinds == {"参数", "缓冲区", "普通"}
+
+
+def test_a_swap_sends_the_picture_with_its_stable_ids_and_marks(client: TestClient) -> None:
+    full = parse(client.get("/", params={"preset": "testmodel", "device": "cpu"}).text)
+    swapped = parse(swap(client, "preset=testmodel&device=cpu", preset="testmodel", device="meta").text)
+    before, after = chips(full), chips(swapped)
+    assert {n: g.attrs["id"] for n, g in before.items()} == {n: g.attrs["id"] for n, g in after.items()}
+    moved = {n for n, g in after.items() if "moved" in g.attrs["class"].split()}
+    torch_moved = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).to("meta").state_dict()
+    assert moved == set(torch_moved)
+    assert "stayed" in after["buffer1"].attrs["class"].split()
+    # The before mark: on the lane of the device the module went to, the device it came from.
+    marks = swapped.find("svg", id="wide-diagram").find_all("g", class_="before")
+    assert [m.find("text", class_="was-device").text for m in marks] == ["cpu"]
+    restyled = parse(
+        swap(
+            client,
+            "preset=testmodel&device=meta",
+            preset="testmodel",
+            device="meta",
+            **{"style.buffer2": "non_persistent_buffer"},
+        ).text
+    )
+    ghosts = [
+        g
+        for g in restyled.find("svg", id="wide-diagram").find_all("g")
+        if "ghost" in g.attrs.get("class", "").split()
+    ]
+    assert [json.loads(g.attrs["data-tensors"]) for g in ghosts] == [["buffer2"]]  # where it stood
+    assert "left" in chips(restyled)["buffer2"].attrs["class"].split()
+
+
+def test_the_table_view_shows_the_flags_instead_and_keeps_itself(client: TestClient) -> None:
+    response = client.get("/", params={"preset": "testmodel", "device": "meta", "table": "1"})
+    page = parse(response.text)
+    assert not page.find_all("figure", id="picture")
+    assert "table-view" in page.find(id="results").find("div", class_="first table-view").attrs["class"]
+    assert page.find("input", name="table").attrs["value"] == "1"  # htmx requests keep it
+    toggle = page.find("a", aria_keyshortcuts="g")
+    assert toggle.attrs["href"] == "/?preset=testmodel&device=meta&" + "&".join(
+        f"style.{k}={v}" for k, v in TUTORIAL_DEFAULTS["testmodel"].items()
+    )
+    swapped = swap(client, "preset=testmodel&table=1", preset="testmodel", device="meta", table="1")
+    assert swapped.headers["HX-Push-Url"].endswith("&table=1")
+    picture = parse(client.get(toggle.attrs["href"]).text)
+    assert picture.find("a", aria_keyshortcuts="g").attrs["href"].endswith("&table=1")
+
+
+def test_projected_an_experiments_conclusion_and_facts_come_before_the_tables(client: TestClient) -> None:
+    query = {"preset": "testmodel", "device": "cpu", "experiment": "step"}
+    page = parse(client.get("/", params={**query, "present": "1"}).text)
+    results = page.find("section", id="results")
+    order = [e.attrs.get("class", "") for e in results.children if isinstance(e, Element)]
+    summary = results.find("section", class_="experiment-summary")
+    assert order.index("experiment-summary") < order.index("tables")
+    model = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"])
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}  # SGD over parameters()
+    facts = [dd.text for dd in summary.find_all("dd")]
+    assert len(facts) == len(summary.find_all("dt"))
+    assert any(set(fact.split(", ")) == trained for fact in facts)
+    assert "step" in summary.find("p", class_="lead").text.lower()
+    assert not parse(client.get("/", params=query).text).find_all("section", class_="experiment-summary")

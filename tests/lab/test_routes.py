@@ -50,6 +50,7 @@ def assert_matches_reference(report: dict, preset: str, styles: dict[str, str], 
             "in_state_dict": bool(own(names["state_dict"], name)),
             "device_before": ref["devices_before"][name],
             "device_after": ref["devices_after"][name],
+            "shape": ref["shapes"][name],
             "refused": None,
         }
 

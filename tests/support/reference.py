@@ -262,4 +262,9 @@ def tables(
         "state_dict": [{"name": n, **_row(t)} for n, t in model.state_dict().items()],
         "devices_before": before,
         "devices_after": {name: member_device(model, name) for name in styles},
+        # A member's own tensor's shape; a container of layers has none.
+        "shapes": {
+            name: list(value.shape) if isinstance(value := getattr(model, name), torch.Tensor) else None
+            for name in styles
+        },
     }
