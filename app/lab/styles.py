@@ -35,15 +35,18 @@ def writable_as_attribute(name: str) -> bool:
     """Whether ``self.<name> = ...`` in a class body sets exactly the attribute ``name``.
 
     Not for "a.b", "" or keywords (syntax), nor for names Python rewrites: NFKC-normalised ones
-    ("ﬁ" is read as "fi") and private ones ("__x" becomes "_CustomModule__x" in a class body).
+    ("ﬁ" is read as "fi") and private ones ("__x" becomes "_CustomModule__x" in a class body), nor
+    for dunders: ``self.__dict__ = t`` replaces the instance's dictionary, ``self.__debug__`` is a
+    syntax error (they are written with setattr and a literal name).
     """
     private = name.startswith("__") and not name.endswith("__")
+    dunder = name.startswith("__") and name.endswith("__")
     return (
         name.isidentifier()
         and not iskeyword(name)
-        and name != "__debug__"
         and unicodedata.normalize("NFKC", name) == name
         and not private
+        and not dunder
     )
 
 

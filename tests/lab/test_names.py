@@ -57,6 +57,8 @@ NASTY = [
     "__x",
     "ﬁ",
     "__debug__",
+    "__dict__",  # found by Hypothesis: self.__dict__ = ... replaces the instance's dictionary
+    "__class__",
     "None",
     "class",
     "a.b",
