@@ -13,12 +13,13 @@ import pytest
 from bench.classroom import request
 from bench.sse import Stream, open_stream
 from tests.support.aio import run
+from tests.support.browser import free_port
 from tests.support.class_servers import Teacher, app_servers
 
 pytestmark = pytest.mark.servers
 
 COUNT = 150
-ALONE, FIRST, SECOND = 18124, 18125, 18126
+ALONE, FIRST, SECOND = free_port(), free_port(), free_port()
 LESSON = "/lessons/parameters-and-buffers"
 ENV = {"MRE_CLASS_MAX_ROOMS_PER_CLIENT": "50"}  # the shipped caps otherwise
 

@@ -14,12 +14,13 @@ import pytest
 
 from bench.sse import open_stream
 from tests.support.aio import run
+from tests.support.browser import free_port
 from tests.support.class_servers import CLASS_ENV, STUDENTS, TEACHER, Teacher, app_server
 from tests.support.html import parse as parse_html
 
 pytestmark = pytest.mark.servers  # starts server processes (left out of mutation runs)
 
-SHUTDOWN = 18123
+SHUTDOWN = free_port()
 LESSON = "/lessons/parameters-and-buffers"
 STEP = "parameters-and-buffers:1"
 

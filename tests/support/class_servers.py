@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
-from tests.support.browser import ROOT, wait_healthy
+from tests.support.browser import ROOT, free_port, wait_healthy
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 # The class tests' two processes and their Redis (loopback ports of this project's tests).
-REDIS, TEACHER, STUDENTS = 18120, 18121, 18122
+# Free loopback ports, chosen once per test process: another suite on the machine cannot collide.
+REDIS, TEACHER, STUDENTS = free_port(), free_port(), free_port()
 # Connection deadlines far below a stream's life: a stream must outlive them all. The join link
 # points at the students' process, so a browser that follows it is served by the other one.
 CLASS_ENV = {
