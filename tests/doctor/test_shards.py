@@ -62,14 +62,14 @@ def shard_files(folder: Path) -> list[Path]:
 def reported(api: TestClient, files: list[Path], where: str) -> dict:
     """The report on ``files`` through the API (read in its isolated child), or read in this process
     (where mutation testing sees which test reads which line of the shards' reader)."""
-    if where == "in this process":
+    if where == "in_process":
         return inspect_files(files, [f.name for f in files], LIMITS).model_dump(mode="json")
     answer = api.post("/api/checkpoints", files=parts(files))
     assert answer.status_code == 200, answer.text
     return answer.json()
 
 
-WHERE = ["api", "in this process"]
+WHERE = ["api", "in_process"]
 
 
 @pytest.mark.parametrize("where", WHERE)
