@@ -12,7 +12,16 @@ from dataclasses import replace
 import pytest
 
 from app.classroom.broker import Broker, Failures, Hub, Limits, MemoryBroker, Subscriber
-from app.classroom.rooms import Event, Full, NoSuchRoom, Refused, TooManyFailures, digest
+from app.classroom.rooms import (
+    ALPHABET,
+    CODE_LENGTH,
+    Event,
+    Full,
+    NoSuchRoom,
+    Refused,
+    TooManyFailures,
+    digest,
+)
 from tests.support.aio import run
 from tests.support.brokers import BROKERS, Brokers
 
@@ -29,7 +38,12 @@ def test_a_room_is_made_read_and_changed_in_versions(brokers: Brokers) -> None:
         assert (room.token_digest, room.state, room.version) == (digest("token"), "/?preset=testmodel", 1)
         changed = await b.set_state(room.code, "/lessons/x?step=2")
         assert (changed.state, changed.version) == ("/lessons/x?step=2", 2)
-        assert (await b.room(room.code)).version == 2
+        read = await b.room(room.code)
+        assert (read.code, read.token_digest, read.version) == (room.code, digest("token"), 2)
+        other = (await b.create("token", "/", "10.0.0.1")).code
+        assert other != room.code and all(
+            len(c) == CODE_LENGTH and set(c) <= set(ALPHABET) for c in (room.code, other)
+        )
         with pytest.raises(NoSuchRoom, match="no class with the code ZZZZZZZZ"):
             await b.room("ZZZZZZZZ")
         with pytest.raises(NoSuchRoom, match="no class with the code ZZZZZZZZ"):
@@ -103,10 +117,13 @@ def test_streams_stop_at_their_caps_per_address_and_per_process(brokers: Brokers
         async with contextlib.AsyncExitStack() as held:
             for _ in range(2):  # one address's cap: accepted
                 await held.enter_async_context(b.hub.stream(code, "nat"))
-            with pytest.raises(Refused, match="2 class streams are open from your address, its cap"):
+            mine = (
+                r"^2 class streams are open from your address, its cap \(MRE_CLASS_MAX_STREAMS_PER_CLIENT\)$"
+            )
+            with pytest.raises(Refused, match=mine):
                 await held.enter_async_context(b.hub.stream(code, "nat"))
             await held.enter_async_context(b.hub.stream(code, "other", student=False))  # the process's cap
-            cap = r"this server has 3 class streams open, its cap \(MRE_CLASS_MAX_STREAMS\)"
+            cap = r"^this server has 3 class streams open, its cap \(MRE_CLASS_MAX_STREAMS\)$"
             with pytest.raises(Full, match=cap):
                 await held.enter_async_context(b.hub.stream(code, "third"))
             assert (b.hub.count, b.hub.by_client) == (3, {"nat": 2, "other": 1})
@@ -371,11 +388,15 @@ def test_a_room_untouched_for_exactly_its_expiry_is_kept_and_a_join_renews_it() 
 
     async def scenario() -> None:
         code = (await b.create("t", "/", "a")).code
+        alone = (await b.create("t", "/", "b")).code  # nobody will touch this one
         now[0] = 10.0  # untouched for exactly its expiry: kept (reading it renews nothing)
+        assert (await b.room(alone)).code == alone
         assert (await b.room(code)).code == code
         await b.join(code, "s1", "x")  # a join keeps a class alive
         now[0] = 20.0
         assert (await b.room(code)).students == 1
+        with pytest.raises(NoSuchRoom):
+            await b.room(alone)
         now[0] = 20.001
         with pytest.raises(NoSuchRoom):
             await b.room(code)
@@ -412,6 +433,7 @@ def test_a_stream_takes_the_newest_state_and_drops_one_arriving_late() -> None:
         page.deliver(Event("state", "R", 3, state="/three"))
         page.deliver(Event("state", "R", 2, state="/two"))  # an older one, late
         assert [e.state for e in await page.next(1.0)] == ["/three"]
+        page.deliver(Event("state", "R", 3, state="/three"))  # the same again (a resend): nothing new
         assert await page.next(0.01) == []
 
     run(scenario())

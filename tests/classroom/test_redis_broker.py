@@ -5,6 +5,7 @@ what its streams missed; every key of a class expires with it and none outlives 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import replace
 
@@ -87,25 +88,60 @@ def test_a_page_whose_process_died_stops_counting(redis_url: str, monkeypatch: p
     with_broker(redis_url, scenario)
 
 
-def test_a_listener_that_lost_redis_tells_each_stream_what_it_missed(redis_url: str) -> None:
+def test_a_listener_that_lost_redis_tells_each_stream_what_it_missed(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Changes made while a process's subscription was down never reach it by pub/sub: once it
     subscribes again, each open stream is sent its room's current state, or that it is gone."""
 
     async def scenario(b: RedisBroker) -> None:
         await b.start()
         kept, lost = (await b.create("t", "/", "a")).code, (await b.create("t", "/", "a")).code
-        async with b.hub.stream(kept, "s") as one, b.hub.stream(lost, "s") as two:
+        async with b.hub.stream(lost, "s") as two, b.hub.stream(kept, "s") as one:  # the lost one first
             while not await b.redis.pubsub_numpat():
                 await asyncio.sleep(0.01)
             # as another process would while this one is away: stored, not heard (no publish)
             await b.redis.hset(f"mre:room:{kept}", mapping={"state": "/?preset=mymodule", "version": 7})
             await b.redis.delete(f"mre:room:{lost}")  # expired, or Redis restarted empty
-            await b.redis.client_kill_filter(_type="pubsub")
-            state, ended = await heard(one, "state"), await heard(two, "ended")
+            with caplog.at_level(logging.WARNING, logger="uvicorn.error"):
+                await b.redis.client_kill_filter(_type="pubsub")
+                state, ended = await heard(one, "state"), await heard(two, "ended")
         assert (state.code, state.version, state.state) == (kept, 7, "/?preset=mymodule")
         assert ended.code == lost
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("class events: ")]
+        assert said and said[0].startswith("class events: ConnectionError: Connection closed")  # named
+        assert said[0].endswith("; subscribing again in 0.2 s")  # and the first wait, the shortest
 
     with_broker(redis_url, scenario)
+
+
+def test_a_process_renews_its_open_pages_by_itself(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redis_broker, "LIVE_SECONDS", 3.0)  # a page not renewed this long stops counting
+    monkeypatch.setattr(redis_broker, "KEEP_SECONDS", 0.1)  # and this process renews its own this often
+
+    async def scenario(b: RedisBroker) -> None:
+        await b.start()
+        code = (await b.create("t", "/", "a")).code
+        async with b.hub.stream(code, "a") as page:
+            await b.opened(code, page.key)
+            start = time.monotonic()
+            while time.monotonic() - start < 1.5 * redis_broker.LIVE_SECONDS:  # nobody calls keep()
+                assert (await b.room(code)).live == 1
+                await asyncio.sleep(0.1)
+
+    with_broker(redis_url, scenario)
+
+
+def test_an_addresss_rooms_are_counted_among_those_still_open(redis_url: str) -> None:
+    async def scenario(b: RedisBroker) -> None:
+        gone = (await b.create("t", "/", "a")).code
+        await b.redis.delete(f"mre:room:{gone}")  # expired
+        kept = (await b.create("t", "/", "a")).code
+        await b.create("t", "/", "a")  # the cap of two: the expired one no longer counts
+        assert kept in await b.redis.smembers("mre:client:a")
+        assert gone not in await b.redis.smembers("mre:client:a")  # and is forgotten
+
+    with_broker(redis_url, scenario, rooms_per_client=2)
 
 
 async def heard(subscriber, kind: str) -> Event:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,12 @@ from safetensors.torch import load_file, save_file
 
 from app import cli
 from app.doctor.diagnosis import diagnose
+from app.doctor.examine import inspect_files
+from app.doctor.report import CheckpointTooLarge
 from app.doctor.shards import MAX_SHARDS
 from app.main import create_app
 from app.settings import Settings
+from tests.support.checkpoints import LIMITS
 from tests.support.faces import FACES, Faces
 from tests.support.html import parse
 
@@ -55,12 +59,24 @@ def shard_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("model-*.safetensors"))
 
 
-def test_the_shards_and_index_are_one_report(api: TestClient, shards: Path) -> None:
-    files = [*shard_files(shards), shards / INDEX]
-    assert len(files) > 2  # really sharded
+def reported(api: TestClient, files: list[Path], where: str) -> dict:
+    """The report on ``files`` through the API (read in its isolated child), or read in this process
+    (where mutation testing sees which test reads which line of the shards' reader)."""
+    if where == "in_process":
+        return inspect_files(files, [f.name for f in files], LIMITS).model_dump(mode="json")
     answer = api.post("/api/checkpoints", files=parts(files))
     assert answer.status_code == 200, answer.text
-    report = answer.json()
+    return answer.json()
+
+
+WHERE = ["api", "in_process"]
+
+
+@pytest.mark.parametrize("where", WHERE)
+def test_the_shards_and_index_are_one_report(api: TestClient, shards: Path, where: str) -> None:
+    files = [*shard_files(shards), shards / INDEX]
+    assert len(files) > 2  # really sharded
+    report = reported(api, files, where)
     index = json.loads((shards / INDEX).read_text())
     held = {f.name: load_file(f) for f in shard_files(shards)}
     assert report["shards"]["problems"] == []
@@ -76,7 +92,8 @@ def test_the_shards_and_index_are_one_report(api: TestClient, shards: Path) -> N
     assert len(page.find("ul", id="shard-files").find_all("li")) == len(held)
 
 
-def test_each_disagreement_is_named(api: TestClient, shards: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", WHERE)
+def test_each_disagreement_is_named(api: TestClient, shards: Path, tmp_path: Path, where: str) -> None:
     """A shard left out, a key the index invents and one it forgets, a key in two shards, a wrong
     total_size: each expected from the files as safetensors and json read them."""
     files = shard_files(shards)
@@ -91,9 +108,7 @@ def test_each_disagreement_is_named(api: TestClient, shards: Path, tmp_path: Pat
     (tmp_path / INDEX).write_text(json.dumps(index))
     save_file({twice: held[first][twice]}, tmp_path / "extra.safetensors")
     sent = [*files[:-1], tmp_path / "extra.safetensors", tmp_path / INDEX]
-    answer = api.post("/api/checkpoints", files=parts(sent))
-    assert answer.status_code == 200, answer.text
-    problems = {(p["kind"], p["key"]) for p in answer.json()["shards"]["problems"]}
+    problems = {(p["kind"], p["key"]) for p in reported(api, sent, where)["shards"]["problems"]}
     present = {k: n for n in [f.name for f in files[:-1]] for k in held[n]}
     expected = {("shard_not_uploaded", left_out), ("missing_from_shards", "ghost.weight"), ("total_size", "")}
     expected |= {("missing_from_shards", k) for k, n in index["weight_map"].items() if n == left_out}
@@ -107,6 +122,30 @@ def face(request: pytest.FixtureRequest, tmp_path: Path) -> Faces:
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     return Faces(request.param, uploads)
+
+
+def test_in_this_process_the_shards_are_read_under_the_same_caps(shards: Path, tmp_path: Path) -> None:
+    """The boundaries the faces hold, in this process, where mutation testing sees them."""
+
+    def read(files: list[Path], **limits: int) -> object:
+        return inspect_files(files, [f.name for f in files], replace(LIMITS, **limits))
+
+    files = shard_files(shards)
+    total = sum(f.stat().st_size for f in files)
+    assert read(files, max_bytes=total).shards.files
+    with pytest.raises(CheckpointTooLarge, match=f"^{total} bytes in all, over the cap of {total - 1} bytes"):
+        read(files, max_bytes=total - 1)
+    three = many_shards(tmp_path / "three", 3)
+    assert len(read(three[:-1], max_entries=3).tensors) == 3
+    with pytest.raises(CheckpointTooLarge, match=r"^more than 2 tensors in the shards"):
+        read(three[:-1], max_entries=2)
+    with pytest.raises(CheckpointTooLarge, match=f"^{INDEX}: 3 keys; at most 2"):
+        read(three, max_entries=2)
+    most = many_shards(tmp_path / "most", MAX_SHARDS + 1)  # 257 shards and their index
+    with pytest.raises(CheckpointTooLarge, match=f"^{MAX_SHARDS + 1} shards; .* at most {MAX_SHARDS}"):
+        read(most)
+    kept = [*most[: MAX_SHARDS - 1], most[MAX_SHARDS]]  # 256 of them: the last shard left out
+    assert len(read(kept).shards.files) == MAX_SHARDS
 
 
 def test_the_byte_cap_is_on_the_shards_together(face: Faces, shards: Path) -> None:
@@ -292,8 +331,9 @@ def test_the_shard_cap_counts_shards_not_their_index(
     assert code == (0 if status == 200 else 2)
 
 
+@pytest.mark.parametrize("where", WHERE)
 def test_a_bin_sharded_checkpoint_with_tied_weights_agrees_with_its_index(
-    api: TestClient, tmp_path: Path
+    api: TestClient, tmp_path: Path, where: str
 ) -> None:
     """huggingface_hub's .bin shards keep both names of a tied weight in one shard, and its index
     counts their storage once: no false alarm."""
@@ -306,7 +346,7 @@ def test_a_bin_sharded_checkpoint_with_tied_weights_agrees_with_its_index(
     index = json.loads((tmp_path / "pytorch_model.bin.index.json").read_text())
     per_key = sum(t.numel() * t.element_size() for t in state.values())
     assert index["metadata"]["total_size"] < per_key  # the tie counted once by the saver
-    report = api.post("/api/checkpoints", files=parts(files)).json()
+    report = reported(api, files, where)
     assert report["shards"]["problems"] == [] and report["shards"]["tensor_bytes"] == per_key
 
 

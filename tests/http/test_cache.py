@@ -8,7 +8,8 @@ import gzip
 import pytest
 from fastapi.testclient import TestClient
 
-from app.http.cache import HttpCache, ResponseStore
+from app.http.cache import FastHits, HttpCache, ResponseStore, make_entry
+from app.http.limits import header_bytes, url_bytes
 from app.lab import memo
 from app.lab.devices import device_ids
 from app.lab.report import inspect
@@ -127,6 +128,36 @@ def test_an_answer_larger_than_the_byte_cap_is_not_kept() -> None:
     assert client.get("/", params=QUERY).is_success  # a page of tens of KB
     assert len(client.app.state.responses) == 0
     assert 'desc="miss"' in client.get("/", params=QUERY).headers["server-timing"]
+
+
+def scope_of(headers: list[tuple[bytes, bytes]]) -> dict:
+    return {"method": "GET", "path": "/p", "raw_path": b"/p", "query_string": b"a=1", "headers": headers}
+
+
+def test_an_answer_of_the_byte_cap_is_kept_and_one_byte_more_is_not() -> None:
+    scope, headers = scope_of([]), [(b"content-type", b"text/plain")]
+    entry = make_entry(200, headers, b"x" * 100)
+    measured = ResponseStore(8)
+    measured.put(scope, headers, entry)
+    size = measured.bytes  # the answer and its key
+    at_cap, under = ResponseStore(8, max_bytes=size), ResponseStore(8, max_bytes=size - 1)
+    for store in (at_cap, under):
+        store.put(scope, headers, entry)
+    assert (len(at_cap), at_cap.bytes, len(under), under.bytes) == (1, size, 0, 0)
+
+
+def test_a_head_of_the_caps_is_a_hit_here_and_one_byte_more_goes_on_to_the_stack() -> None:
+    """The hits answered before the app count the head as HeadLimit does (the stack refuses what is
+    over): a request target and headers exactly at the caps are answered from the store."""
+    scope = scope_of([(b"accept", b"text/html"), (b"x-pad", b"y" * 40)])
+    store = ResponseStore(8)
+    store.put(scope, [], make_entry(200, [], b"stored"))
+    url, head = url_bytes(scope), header_bytes(scope)
+    assert (url, head) == (6, len(b"accept: text/html\r\n") + len(b"x-pad: " + b"y" * 40 + b"\r\n"))
+    form = FastHits(store, ("/p",), (), url, head, []).form(scope)
+    assert form is not None and form.body == b"stored"
+    assert FastHits(store, ("/p",), (), url - 1, head, []).form(scope) is None
+    assert FastHits(store, ("/p",), (), url, head - 1, []).form(scope) is None
 
 
 # Raw values, and the derived value the page reads of them (so the key the cache must use).
