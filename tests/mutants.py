@@ -101,10 +101,9 @@ def report(found: dict[str, str], scratch: Path, mutmut: str, show: bool) -> flo
     for module, counts in sorted(by_module.items()):
         judged = sum(n for s, n in counts.items() if s not in NO_VERDICT)
         caught = sum(n for s, n in counts.items() if s in CAUGHT)
-        share = caught / judged if judged else 1.0
         total_caught, total = total_caught + caught, total + judged
         line = f"{module:<36}{judged:>9}{caught:>8}{counts['survived']:>10}{counts['no tests']:>10}"
-        print(f"{line}{share:>8.1%}")
+        print(f"{line}{caught / judged:>8.1%}" if judged else f"{line}{'-':>8}")
     share = total_caught / total if total else 1.0
     print(f"{'all':<36}{total:>9}{total_caught:>8}{'':>20}{share:>8.1%}")
     survivors = [n for n, s in sorted(found.items()) if s not in CAUGHT | NO_VERDICT]
@@ -138,8 +137,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mutating {', '.join(files)}; tests: {' '.join(tests)} (-m '{SKIPPED_TESTS}'); in {scratch}")
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         run = [mutmut, "run", "--max-children", str(args.max_children)]
-        subprocess.run(run, cwd=scratch, env=env, stdout=subprocess.DEVNULL, check=False)
-        report(results(scratch, mutmut), scratch, mutmut, args.show)
+        with open(scratch / "mutmut.log", "w") as log:
+            subprocess.run(run, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        found = results(scratch, mutmut)
+        if not any(status not in NO_VERDICT for status in found.values()):
+            # mutmut stops before judging anything when the unmutated tests fail: say why, not 100 %.
+            tail = (scratch / "mutmut.log").read_text(errors="replace")[-4000:]
+            print(f"mutants: no mutant was judged; mutmut said:\n{tail}")
+            return 1
+        report(found, scratch, mutmut, args.show)
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
