@@ -5,6 +5,7 @@ own state, giving exactly the outcome the doctor reported after it."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from urllib.parse import parse_qsl
 
 import pytest
 import torch
@@ -13,10 +14,22 @@ from safetensors.torch import load_file
 from torch import nn
 
 from app.doctor.diagnosis import diagnose
+from app.doctor.examine import inspect_files
+from app.doctor.page import spec_of
+from app.lab.query import Bounds
 from app.main import create_app
 from app.settings import Settings
-from tests.support.checkpoints import Case
+from tests.support.cases import CAP
+from tests.support.checkpoints import LIMITS, Case
 from tests.support.html import parse
+from tests.support.texts import every_sentence_translated
+
+
+@pytest.fixture(autouse=True)
+def translated() -> Iterator[None]:
+    """Every sentence a diagnosis builds, in this process, has its Chinese in the catalog."""
+    with every_sentence_translated():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -47,20 +60,11 @@ def state_of(case: Case, at: str) -> dict:
     return loaded[at] if at else loaded
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "data_parallel",
-        "compiled",
-        "dp_compiled",
-        "lightning",
-        "tied",
-        "no_stats",
-        "persistent_pe",
-        "no_pe",
-        "wider_half",
-    ],
-)
+CAUSES = ["data_parallel", "compiled", "dp_compiled", "lightning", "tied", "no_stats", "persistent_pe"]
+CAUSES += ["no_pe", "wider_half"]
+
+
+@pytest.mark.parametrize("name", CAUSES)
 def test_each_cause_and_its_fix_as_torch_sees_them(
     api: TestClient, cases: dict[str, Case], name: str
 ) -> None:
@@ -146,6 +150,22 @@ def test_tied_alias_and_size_details(api: TestClient, cases: dict[str, Case]) ->
     assert all(
         d["checkpoint_dtype"] == "float16" and d["module_dtype"] == "float32" for d in dtype["details"]
     )
+
+
+@pytest.mark.parametrize("name", CAUSES)
+def test_a_diagnosis_read_in_this_process_is_the_apis(
+    api: TestClient, cases: dict[str, Case], name: str
+) -> None:
+    """The same file read here, not in the inspector's child: where mutation testing sees which test
+    runs which line of the doctor, and where every sentence it builds is checked against the catalog."""
+    case = cases[name]
+    answer = api.post(
+        f"/api/checkpoints?{case.query}", files={"file": (case.file.name, case.file.read_bytes())}
+    )
+    spec = spec_of(parse_qsl(case.query), Bounds(("cpu", "meta"), CAP))
+    here = inspect_files([case.file], [case.file.name], LIMITS, spec).model_dump(mode="json")
+    assert here["load"]["diagnosis"] == answer.json()["load"]["diagnosis"]
+    assert [c["id"] for c in here["load"]["diagnosis"]["causes"]] == case.causes
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])

@@ -7,6 +7,9 @@ only in the part that changed: comparing the two renderings of the whole sentenc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from app.langs import CATALOGS, Text, catalog
 
 
@@ -30,3 +33,28 @@ def untranslated(*texts: Text) -> list[tuple[str, str]]:
         for lang in CATALOGS
         if part.message not in catalog(lang)._catalog  # gettext would fall back to the English
     ]
+
+
+@contextmanager
+def every_sentence_translated() -> Iterator[None]:
+    """Fails the block if any sentence it puts in another language has no entry in that language's
+    catalog (gettext silently answers with the English). For code that renders its ``Text`` itself
+    (a diagnosis's titles are already dicts by language), where ``untranslated`` cannot look inside."""
+    missed: list[tuple[str, str]] = []
+    undo = []
+    for lang in CATALOGS:
+        translations = catalog(lang)
+
+        def gettext(message: str, lang: str = lang, translations=translations) -> str:
+            if message not in translations._catalog:
+                missed.append((lang, message))
+            return type(translations).gettext(translations, message)
+
+        translations.gettext = gettext  # type: ignore[method-assign]
+        undo.append(translations)
+    try:
+        yield
+    finally:
+        for translations in undo:
+            del translations.gettext
+    assert missed == [], f"said in English on a page in another language: {missed}"
