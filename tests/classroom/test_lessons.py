@@ -7,8 +7,19 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.classroom.facts import read_state
-from app.classroom.lessons import answer, check, lessons, parse
+from app.classroom.facts import facts, read_state
+from app.classroom.lessons import (
+    Answer,
+    Choice,
+    Lesson,
+    LessonError,
+    Question,
+    Step,
+    answer,
+    check,
+    lessons,
+    parse,
+)
 from app.classroom.page import read_step
 from app.lab.diff import LabDiff
 from app.lab.presets import PRESETS
@@ -212,3 +223,101 @@ def test_a_bad_step_is_a_clear_4xx(client: TestClient) -> None:
         page = client.get(f"/lessons/parameters-and-buffers?step={bad}")
         notice = parse_html(page.text).find("p", class_="notice").text
         assert page.status_code == 422 and "step must be a whole number from 1 to 5" in notice
+
+
+def test_the_check_says_every_problem_in_full() -> None:
+    """Every step is checked (a state that does not resolve stops only its own step), and each problem
+    is said in full, naming the step, the field and what torch or the report offers."""
+    lesson = parse(
+        "l",
+        {
+            "title": {"en": "T"},
+            "summary": {"en": "S", "zh-CN": "概"},
+            "steps": [
+                {"state": "preset=testmodel&device=meta&colour=red", "text": {"en": "a", "zh-CN": "甲"}},
+                {
+                    "state": "preset=testmodel&device=meta",
+                    "text": {"en": "b"},
+                    "question": {
+                        "fact": "member.buffer2.device_after",
+                        "text": {"en": "q", "zh-CN": "问"},
+                        "choices": [{"value": "meta", "label": {"zh-CN": "元"}}, {"value": "cpu"}],
+                    },
+                },
+            ],
+        },
+    )
+    state_problem = check(lesson, BOUNDS)[0]
+    assert state_problem.startswith("step 1: state 'preset=testmodel&device=meta&colour=red': ")
+    assert check(lesson, BOUNDS)[1:] == [
+        "title: no text in zh-CN",
+        "step 2: no text in zh-CN",
+        "step 2 choice meta: no text in en",
+    ]
+    unknown = parse("l", {**lesson_raw(), "steps": [step_raw(fact="member.buffer2.colour")]})
+    (said,) = check(unknown, BOUNDS)
+    known = facts(read_state("preset=testmodel&device=meta", BOUNDS))
+    assert said == f"step 1: fact 'member.buffer2.colour' is not in the report; facts: {', '.join(known)}"
+    assert check(parse("l", lesson_raw()), BOUNDS) == ["no steps"]
+
+
+TEXT = {"en": "t", "zh-CN": "文"}
+
+
+def lesson_raw(**fields: object) -> dict:
+    return {"title": TEXT, "summary": TEXT, **fields}
+
+
+def step_raw(**question: object) -> dict:
+    asked = {"text": TEXT, "choices": [{"value": "meta"}, {"value": "cpu"}], **question}
+    return {"state": "preset=testmodel&device=meta", "text": TEXT, "question": asked}
+
+
+def test_a_lesson_file_is_read_as_written() -> None:
+    raw = lesson_raw(
+        steps=[
+            {"text": TEXT},
+            {
+                "state": "preset=testmodel",
+                "text": TEXT,
+                "question": {
+                    "text": TEXT,
+                    "choices": [
+                        {"value": True, "label": {"en": "yes", "zh-CN": "是"}},
+                        {"value": False},
+                        {"value": "cpu"},
+                    ],
+                },
+            },
+        ]
+    )
+    choices = (Choice("true", {"en": "yes", "zh-CN": "是"}), Choice("false", None), Choice("cpu", None))
+    question = Question(TEXT, "", choices)
+    assert parse("l", raw) == Lesson(
+        "l", TEXT, TEXT, (Step("", TEXT, None), Step("preset=testmodel", TEXT, question))
+    )
+    assert parse("l", lesson_raw()).steps == ()
+    state = read_state("preset=testmodel&device=meta", BOUNDS)
+    assert answer(question, state) == Answer("", None)  # a fact the report lacks: no value, no choice
+
+
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (lesson_raw(title="T"), "title"),
+        (lesson_raw(summary={"en": 1}), "summary"),
+        (lesson_raw(steps=[{"text": "plain"}]), "l step 1 text"),
+        (
+            lesson_raw(steps=[{"text": TEXT}, {"text": TEXT, "question": {"choices": []}}]),
+            "l step 2 question.text",
+        ),
+        (
+            lesson_raw(steps=[step_raw(choices=[{"value": "cpu", "label": "CPU"}])]),
+            "l step 1 question.choices.label",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_lesson_is_refused_naming_the_field(raw: dict, said: str) -> None:
+    with pytest.raises(LessonError) as refused:
+        parse("l", raw)
+    assert str(refused.value) == f"{said}: a table of texts by language (en, zh-CN)"
