@@ -4,6 +4,7 @@ and spelled as its choices are: the device torch reports, its refusal's exceptio
 from __future__ import annotations
 
 import pytest
+import torch
 
 from app.classroom.facts import as_text, facts, outcome_message, read_state
 from app.lab.query import Bounds
@@ -52,3 +53,46 @@ def test_a_state_with_a_typo_is_refused_naming_it() -> None:
     with pytest.raises(SpecError) as refused:
         read_state("preset=testmodel&experiment=step&dtpye=half", BOUNDS)
     assert refused.value.loc[-1] == "dtpye"
+
+
+def named_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor of the tutorial's TestModel by name, the plain attribute too."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers()), "buffer1": model.buffer1}
+
+
+def test_an_experiments_facts_are_torchs_for_every_tensor() -> None:
+    state = read_state("preset=testmodel&device=cpu&experiment=cast", BOUNDS)
+    found = facts(state)
+    model = reference("testmodel", state.spec.styles)
+    before = named_tensors(model)
+    after = named_tensors(model.half())  # what the cast experiment does
+    assert found["experiment.error"] == "none"
+    for name, tensor in after.items():
+        fact = f"experiment.tensor.{name}."
+        assert found[fact + "dtype_after"] == str(tensor.dtype).removeprefix("torch."), name
+        assert found[fact + "device_after"] == str(tensor.device)
+        assert found[fact + "same_object"] == as_text(tensor is before[name]), name
+        assert found[fact + "has_grad"] == as_text(tensor.grad is not None)
+    assert {found[f"experiment.tensor.{n}.dtype_after"] for n in after} == {"float16", "float32"}
+
+
+def test_an_experiment_torch_refuses_is_its_exception_type() -> None:
+    state = read_state("preset=testmodel&device=meta&experiment=step", BOUNDS)
+    model = reference("testmodel", state.spec.styles).to("meta")
+    with pytest.raises(Exception) as torch_says:
+        model(torch.ones(1, 3, device="meta")).sum().item()
+    assert facts(state)["experiment.error"] == type(torch_says.value).__name__
+    assert state.experiment is not None and state.experiment.error.message == str(torch_says.value)
+
+
+def test_only_a_refusal_has_a_message_to_reveal() -> None:
+    loads = read_state("preset=positional_encoding&device=cpu&experiment=load_into&into.pe=buffer", BOUNDS)
+    assert facts(loads)["experiment.strict"] == "ok" and outcome_message(loads, "experiment.strict") is None
+    plain = read_state("preset=testmodel&device=cpu", BOUNDS)
+    assert outcome_message(plain, "experiment.strict") is None  # no experiment at all
+
+
+def test_a_blank_value_in_a_state_is_refused_not_dropped() -> None:
+    with pytest.raises(SpecError) as refused:
+        read_state("preset=testmodel&device=meta&style.buffer1=", BOUNDS)
+    assert refused.value.loc[-1] == "buffer1"
