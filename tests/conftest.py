@@ -12,6 +12,18 @@ from app.main import create_app
 from app.settings import Settings
 from tests.support.checkpoints import Case, make_cases
 from tests.support.corpus import Entry, make_corpus
+from tests.support.texts import every_sentence_translated
+
+
+@pytest.fixture(autouse=True)
+def every_sentence_said(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Any sentence a test has this process put in Chinese has its catalog entry (else gettext says it
+    in English, silently). Tests of untranslatable words on purpose are marked ``made_up_words``."""
+    if request.node.get_closest_marker("made_up_words"):
+        yield
+        return
+    with every_sentence_translated():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -133,7 +133,11 @@ def test_words_that_are_no_sentence_stay_as_they_are() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [Text("{n} tensors; at most {max_entries}", n=3, max_entries=9), verbatim("x"), rendered({EN: "a"})],
+    [
+        Text("{count} tensors; at most {max_entries}", count=3, max_entries=9),
+        verbatim("x"),
+        rendered({EN: "a"}),
+    ],
 )
 def test_a_text_crosses_to_a_child_process_as_itself(text: Text) -> None:
     again = pickle.loads(pickle.dumps(text))

@@ -14,7 +14,10 @@ from app.lab.presets import PRESETS
 from tests.support.browser import Watch, open_context
 from tests.support.cases import CUSTOM
 
-LABS = {p: {"preset": p} for p in PRESETS if not PRESETS[p].custom} | {"custom": CUSTOM}
+# The lab's own presets: a real architecture registered as a preset (by whichever test module imported
+# the catalogue first) has dozens of members and is never meant to fit one screen.
+LABS = {p: {"preset": p} for p in PRESETS if not PRESETS[p].custom and PRESETS[p].make is None}
+LABS |= {"custom": CUSTOM}
 # The controls, the members, the three tables and the picture of the module (issue 22).
 BOXES = ["#preset", "#device", "#members-table", "#named-parameters", "#named-buffers", "#state-dict"]
 BOXES += ["#wide-diagram"]

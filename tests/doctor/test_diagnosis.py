@@ -22,14 +22,6 @@ from app.settings import Settings
 from tests.support.cases import CAP
 from tests.support.checkpoints import LIMITS, Case
 from tests.support.html import parse
-from tests.support.texts import every_sentence_translated
-
-
-@pytest.fixture(autouse=True)
-def translated() -> Iterator[None]:
-    """Every sentence a diagnosis builds, in this process, has its Chinese in the catalog."""
-    with every_sentence_translated():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +149,8 @@ def test_a_diagnosis_read_in_this_process_is_the_apis(
     api: TestClient, cases: dict[str, Case], name: str
 ) -> None:
     """The same file read here, not in the inspector's child: where mutation testing sees which test
-    runs which line of the doctor, and where every sentence it builds is checked against the catalog."""
+    runs which line of the doctor, and where every sentence it builds is checked against the catalog
+    (by tests/conftest.py)."""
     case = cases[name]
     answer = api.post(
         f"/api/checkpoints?{case.query}", files={"file": (case.file.name, case.file.read_bytes())}
