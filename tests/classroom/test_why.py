@@ -4,12 +4,16 @@ has one in both languages; no fact a question can name is left without a rule.""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 from app.classroom.facts import facts, read_state
 from app.classroom.lessons import lessons
 from app.classroom.why import KINDS, explain, recap
+from app.lab.experiments import EXPERIMENTS
 from app.lab.query import Bounds
 from app.lab.styles import ALL_STYLES, STYLES
 from app.langs import EN, LANGS, ZH
@@ -24,6 +28,10 @@ QUESTIONS = [
     for number, step in enumerate(lesson.steps, 1)
     if step.question is not None
 ]
+# The lab page's glossary entries (id="g-<term>"), which a reason's key term links to.
+GLOSSARY = set(
+    re.findall(r'id="g-([a-z-]+)"', (Path(__file__).parents[2] / "templates/lab/lab.html").read_text())
+)
 FALLBACK = ("torch reports", "This is what torch reports")  # the words of a fact no rule explains
 
 
@@ -124,9 +132,21 @@ STATES = [
     "preset=positional_encoding&device=cpu&experiment=load_into&into.pe=non_persistent_buffer",
     "preset=positional_encoding&device=cpu&style.pe=non_persistent_buffer&experiment=load_into&into.pe=buffer",
 ]
+# Every experiment on both devices (meta refuses most: torch's refusal is a fact too), with tutorial,
+# mixed and plain-tensor styles, and on a plain Python list of layers: every rule of why is reached.
+MIXES = ["", "&style.buffer1=buffer&style.parameter2=frozen_parameter&style.buffer2=non_persistent_buffer"]
+MIXES += ["&style.parameter1=plain_tensor"]
+STATES += [
+    f"preset=testmodel&device={device}{mix}&experiment={e}"
+    + ("&into.buffer1=parameter" if e == "load_into" else "")
+    for e in EXPERIMENTS
+    for device in ("cpu", "meta")
+    for mix in MIXES
+]
+STATES += [f"preset=layer_list&device=cpu&style.blocks=python_list&experiment={e}" for e in EXPERIMENTS]
 
 
-@pytest.mark.parametrize("query", STATES)
+@pytest.mark.parametrize("query", STATES, ids=range(len(STATES)))
 def test_every_fact_a_question_can_name_has_a_reason_from_a_rule(query: str) -> None:
     state = read_state(query, BOUNDS)
     found = facts(state)
@@ -136,11 +156,15 @@ def test_every_fact_a_question_can_name_has_a_reason_from_a_rule(query: str) -> 
         for lang in LANGS:
             assert why.answer[lang].strip() and why.reason[lang].strip(), (fact, lang)
         assert not why.reason[EN].startswith(FALLBACK), (fact, value, why.reason[EN])
+        assert why.term in GLOSSARY | {""}, (fact, why.term)  # its key term links to an entry that exists
         assert why.reason[ZH] != why.reason[EN], fact
         assert untranslated(why.answer, why.reason) == [], fact  # every part of it, not only the whole
         if fact.startswith(("member.", "matrix.")):
             member = fact.split(".")[1]
             assert member in why.reason[EN] and member in why.reason[ZH], fact
+        if fact.startswith("experiment.tensor."):  # a tensor's name may hold dots: linear.weight
+            tensor = fact.removeprefix("experiment.tensor.").rpartition(".")[0]
+            assert all(tensor in why.answer[lang] and tensor in why.reason[lang] for lang in LANGS), fact
 
 
 @pytest.mark.parametrize(("lesson_id", "number", "step"), QUESTIONS, ids=lambda v: str(v)[:30])
