@@ -231,13 +231,14 @@ def test_the_check_says_every_problem_in_full() -> None:
     lesson = parse(
         "l",
         {
-            "title": {"en": "T"},
-            "summary": {"en": "S", "zh-CN": "概"},
+            "title": {},
+            "summary": {"en": "S"},
             "steps": [
                 {"state": "preset=testmodel&device=meta&colour=red", "text": {"en": "a", "zh-CN": "甲"}},
+                {"state": "preset=testmodel&device=meta", "text": {"en": "b", "zh-CN": "乙"}},  # no question
                 {
                     "state": "preset=testmodel&device=meta",
-                    "text": {"en": "b"},
+                    "text": {"en": "c"},
                     "question": {
                         "fact": "member.buffer2.device_after",
                         "text": {"en": "q", "zh-CN": "问"},
@@ -250,9 +251,10 @@ def test_the_check_says_every_problem_in_full() -> None:
     state_problem = check(lesson, BOUNDS)[0]
     assert state_problem.startswith("step 1: state 'preset=testmodel&device=meta&colour=red': ")
     assert check(lesson, BOUNDS)[1:] == [
-        "title: no text in zh-CN",
-        "step 2: no text in zh-CN",
-        "step 2 choice meta: no text in en",
+        "title: no text in en, zh-CN",
+        "summary: no text in zh-CN",
+        "step 3: no text in zh-CN",
+        "step 3 choice meta: no text in en",
     ]
     unknown = parse("l", {**lesson_raw(), "steps": [step_raw(fact="member.buffer2.colour")]})
     (said,) = check(unknown, BOUNDS)
@@ -285,17 +287,25 @@ def test_a_lesson_file_is_read_as_written() -> None:
                     "choices": [
                         {"value": True, "label": {"en": "yes", "zh-CN": "是"}},
                         {"value": False},
-                        {"value": "cpu"},
+                        {"value": "RuntimeError"},  # spelled as written: only true and false are lowered
                     ],
                 },
             },
+            {"text": TEXT, "question": {"text": TEXT}},  # no choices yet: the check says so, not the reader
         ]
     )
-    choices = (Choice("true", {"en": "yes", "zh-CN": "是"}), Choice("false", None), Choice("cpu", None))
-    question = Question(TEXT, "", choices)
-    assert parse("l", raw) == Lesson(
-        "l", TEXT, TEXT, (Step("", TEXT, None), Step("preset=testmodel", TEXT, question))
+    choices = (
+        Choice("true", {"en": "yes", "zh-CN": "是"}),
+        Choice("false", None),
+        Choice("RuntimeError", None),
     )
+    question = Question(TEXT, "", choices)
+    steps = (
+        Step("", TEXT, None),
+        Step("preset=testmodel", TEXT, question),
+        Step("", TEXT, Question(TEXT, "", ())),
+    )
+    assert parse("l", raw) == Lesson("l", TEXT, TEXT, steps)
     assert parse("l", lesson_raw()).steps == ()
     state = read_state("preset=testmodel&device=meta", BOUNDS)
     assert answer(question, state) == Answer("", None)  # a fact the report lacks: no value, no choice
