@@ -144,6 +144,17 @@ STATES += [
     for mix in MIXES
 ]
 STATES += [f"preset=layer_list&device=cpu&style.blocks=python_list&experiment={e}" for e in EXPERIMENTS]
+# Loads into a module whose keys differ: missing only, unexpected only, both, several, none.
+INTO = ["buffer1=parameter", "buffer2=plain_tensor", "buffer1=parameter&into.buffer2=plain_tensor"]
+INTO += ["parameter1=plain_tensor&into.parameter2=plain_tensor", "buffer2=non_persistent_buffer"]
+INTO += ["parameter1=buffer", "parameter2=frozen_parameter"]
+STATES += [f"preset=testmodel&device=cpu&experiment=load_into&into.{into}" for into in INTO]
+STATES += [
+    "preset=testmodel&device=cpu&style.buffer2=non_persistent_buffer&experiment=load_into&into.buffer2=buffer",
+    "preset=positional_encoding&device=cpu&experiment=load_into&into.pe=plain_tensor",
+    "preset=positional_encoding&device=meta&experiment=load_into&into.pe=buffer",
+]
+UNFILLED = re.compile(r"\{[a-z_]+\}|None")  # a placeholder left as written, or a value that was not given
 
 
 @pytest.mark.parametrize("query", STATES, ids=range(len(STATES)))
@@ -155,6 +166,7 @@ def test_every_fact_a_question_can_name_has_a_reason_from_a_rule(query: str) -> 
         why = explain(fact, state)
         for lang in LANGS:
             assert why.answer[lang].strip() and why.reason[lang].strip(), (fact, lang)
+            assert not UNFILLED.search(why.answer[lang] + why.reason[lang]), (fact, lang, why.reason[lang])
         assert not why.reason[EN].startswith(FALLBACK), (fact, value, why.reason[EN])
         assert why.term in GLOSSARY | {""}, (fact, why.term)  # its key term links to an entry that exists
         assert why.reason[ZH] != why.reason[EN], fact
