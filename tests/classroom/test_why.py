@@ -46,18 +46,26 @@ def test_every_style_has_words_and_a_glossary_entry() -> None:
         assert term in {"parameter", "frozen", "buffer", "persistent", "plain", "submodule"}
 
 
+@pytest.mark.parametrize("target", ["meta", "cpu"])
 @pytest.mark.parametrize("style", list(STYLES))
-def test_where_a_member_is_after_to_is_torchs_and_so_is_the_reason(style: str) -> None:
-    state = read_state(model_query("meta", buffer1=style), BOUNDS)
+def test_where_a_member_is_after_to_is_torchs_and_so_is_the_reason(style: str, target: str) -> None:
+    state = read_state(model_query(target, buffer1=style), BOUNDS)
     why = explain("member.buffer1.device_after", state)
-    model = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": style}).to("meta")
+    model = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": style})
+    before = str(model.buffer1.device)
+    model = model.to(target)
     device = str(model.buffer1.device)
     tracked = any(t is model.buffer1 for t in [*model.parameters(), *model.buffers()])
     assert device in why.answer[EN] and device in why.reason[EN] and device in why.reason[ZH]
-    assert "buffer1" in why.reason[EN] and "buffer1" in why.reason[ZH]
+    assert "buffer1" in why.answer[EN] and "buffer1" in why.reason[EN] and "buffer1" in why.reason[ZH]
     assert KINDS[style][0][EN] in why.reason[EN]  # the member's style, in words
     assert ("moves only parameters and buffers" in why.reason[EN]) == (not tracked)
-    assert ("stayed on cpu" in why.reason[EN]) == (device == "cpu")
+    assert ("stayed on cpu" in why.reason[EN]) == (not tracked and device == "cpu")
+    # The answer says what torch did: moved it, left it behind, or found it there already.
+    moved, stayed = before != device, device != target
+    assert (
+        why.answer[EN] == f"buffer1 {'moved to' if moved else 'stayed on' if stayed else 'is on'} {device}."
+    )
     assert why.term == KINDS[style][1]
 
 
