@@ -39,14 +39,11 @@ def writable_as_attribute(name: str) -> bool:
     for dunders: ``self.__dict__ = t`` replaces the instance's dictionary, ``self.__debug__`` is a
     syntax error (they are written with setattr and a literal name).
     """
-    private = name.startswith("__") and not name.endswith("__")
-    dunder = name.startswith("__") and name.endswith("__")
     return (
         name.isidentifier()
         and not iskeyword(name)
         and unicodedata.normalize("NFKC", name) == name
-        and not private
-        and not dunder
+        and not name.startswith("__")  # private or dunder
     )
 
 

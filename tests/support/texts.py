@@ -1,5 +1,5 @@
-"""Whether a built sentence can be said in every language: each catalog sentence it is made of
-(itself and the ``Text`` values it is filled with) has an entry in every other language's catalog.
+"""Whether every sentence put in another language has its entry in that language's catalog, each
+part of it too (a ``Text`` filled with other ``Text`` values looks each one up).
 
 A sentence whose words were edited in code without the catalog reaches a Chinese page in English, and
 only in the part that changed: comparing the two renderings of the whole sentence does not see it.
@@ -10,36 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.langs import CATALOGS, Text, catalog
-
-
-def parts(text: Text) -> list[Text]:
-    """``text`` and every ``Text`` it is filled with, at any depth (words given as they are excluded)."""
-    if type(text) is not Text:  # verbatim (a name, torch's message) or already rendered: no catalog entry
-        return []
-    found = [text]
-    for value in text.values.values():
-        if isinstance(value, Text):
-            found += parts(value)
-    return found
-
-
-def untranslated(*texts: Text) -> list[tuple[str, str]]:
-    """(language, message) of each catalog sentence in ``texts`` that a catalog lacks."""
-    return [
-        (lang, part.message)
-        for text in texts
-        for part in parts(text)
-        for lang in CATALOGS
-        if part.message not in catalog(lang)._catalog  # gettext would fall back to the English
-    ]
+from app.langs import CATALOGS, catalog
 
 
 @contextmanager
 def every_sentence_translated() -> Iterator[None]:
     """Fails the block if any sentence it puts in another language has no entry in that language's
-    catalog (gettext silently answers with the English). For code that renders its ``Text`` itself
-    (a diagnosis's titles are already dicts by language), where ``untranslated`` cannot look inside."""
+    catalog (gettext silently answers with the English). It hears every lookup, so it also sees
+    sentences the code renders itself (a diagnosis's titles are already dicts by language)."""
     missed: list[tuple[str, str]] = []
     undo = []
     for lang in CATALOGS:
