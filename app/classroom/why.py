@@ -59,10 +59,9 @@ COLUMN_EXPERIMENT["restored_by_load"] = "save_load"
 
 
 def kind(style: str) -> tuple[Text, str]:
-    """A style in words (``a plain tensor attribute``) and its glossary entry."""
-    if style in KINDS:
-        return KINDS[style]
-    return Text("attached as {title}", title=ALL_STYLES[style].title), "parameter"
+    """A style in words (``a plain tensor attribute``) and its glossary entry (every style has both:
+    a test holds KINDS to ALL_STYLES)."""
+    return KINDS[style]
 
 
 def names(values: object) -> str:
@@ -354,6 +353,17 @@ def _matrix_fact(m: _Member, key: str, value: str, state: LabState) -> Why:
                 Text(
                     "{member} is {term}: a parameter that requires grad, so backward() computes its "
                     "gradient.",
+                    **said,
+                ),
+                m.term,
+            )
+        if yes and not t and ALL_STYLES[m.row.style].kind == "container":
+            # The classic bug: a plain list's layers still run in forward(), so autograd reaches them.
+            return Why(
+                Text("backward() gives {member} a .grad.", member=name),
+                Text(
+                    "{member} is {term}: forward() still calls its layers, so backward() computes their "
+                    "gradients, but torch does not register them, so model.parameters() leaves them out.",
                     **said,
                 ),
                 m.term,

@@ -5,6 +5,7 @@ has one in both languages; no fact a question can name is left without a rule.""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,14 @@ import torch
 
 from app.classroom.facts import facts, read_state
 from app.classroom.lessons import lessons
-from app.classroom.why import KINDS, explain, recap
+from app.classroom.why import KINDS, TENSOR_KINDS, explain, recap
 from app.lab.experiments import EXPERIMENTS
+from app.lab.presets import PRESETS
 from app.lab.query import Bounds
 from app.lab.styles import ALL_STYLES, STYLES
-from app.langs import EN, LANGS, ZH
-from tests.support.cases import CAP
-from tests.support.reference import TUTORIAL_DEFAULTS, reference
+from app.langs import EN, LANGS, ZH, Text
+from tests.support.cases import CAP, PRESET_STYLES
+from tests.support.reference import TUTORIAL_DEFAULTS, loss, named, own, reference, sample
 
 BOUNDS = Bounds(("cpu", "meta"), CAP)
 QUESTIONS = [
@@ -123,8 +125,34 @@ def test_a_member_torch_refused_is_said_as_refused() -> None:
     state = read_state("preset=custom&device=meta&style.a.b=parameter&style.w=plain_tensor", BOUNDS)
     with pytest.raises(KeyError):
         setattr(torch.nn.Module(), "a.b", torch.nn.Parameter(torch.randn(3)))
-    why = explain("member.a.b.in_parameters", state)
-    assert why.answer[EN] == "torch refused a.b." and "KeyError" in why.reason[EN]
+    for fact in ("member.a.b.in_parameters", "matrix.a.b.gets_grad", "member.a.b.device_after"):
+        why = explain(fact, state)
+        assert why.answer == Text("torch refused {member}.", member="a.b")
+        assert why.reason == Text(
+            "{member} is {term}, and torch refused to attach it ({error}), so the module does not hold it.",
+            member="a.b",
+            term=KINDS["parameter"][0],
+            error="KeyError",
+        )
+        assert why.term == "parameter"
+
+
+@pytest.mark.parametrize(
+    ("query", "fact"),
+    [
+        ("preset=testmodel&device=cpu", "member.nosuch.in_parameters"),
+        ("preset=testmodel&device=cpu", "matrix.nosuch.gets_grad"),
+        ("preset=testmodel&device=cpu", "experiment.error"),  # no experiment was run
+        ("preset=testmodel&device=cpu&experiment=step", "experiment.tensor.nosuch.changed"),
+        ("preset=testmodel&device=cpu&experiment=step", "experiment.nosuch"),
+        ("preset=testmodel&device=cpu&experiment=step", "buffer1"),
+    ],
+)
+def test_a_fact_no_rule_knows_is_said_as_torch_reports_it(query: str, fact: str) -> None:
+    why = explain(fact, read_state(query, BOUNDS))
+    assert why.answer == Text("torch reports {value}.", value="")
+    assert why.reason == Text("This is what torch reports for {fact}, read from the live module.", fact=fact)
+    assert why.term == ""
 
 
 STATES = [
@@ -210,3 +238,305 @@ def test_a_recap_is_every_question_with_torchs_answer() -> None:
         for (_, why), step in zip(found, [s for s in lesson.steps if s.question], strict=True):
             assert why == explain(step.question.fact, read_state(step.state, BOUNDS))
             assert all(why.answer[lang] for lang in LANGS)
+
+
+# A yes/no fact's answer, when torch says yes and when it says no ({member}: the member's name).
+ANSWERS = {
+    "in_parameters": ("named_parameters() lists {member}.", "named_parameters() does not list {member}."),
+    "in_buffers": ("named_buffers() lists {member}.", "named_buffers() does not list {member}."),
+    "in_state_dict": ("state_dict() holds {member}.", "state_dict() does not hold {member}."),
+    "moves_with_to": ("{member} moves with .to().", "{member} does not move with .to()."),
+    "cast_by_half": (
+        "model.half() casts {member} to float16.",
+        "model.half() leaves the dtype of {member} as it was.",
+    ),
+    "gets_grad": ("backward() gives {member} a .grad.", "backward() gives {member} no .grad."),
+    "changed_by_step": (
+        "The optimizer step changes {member}.",
+        "The optimizer step leaves {member} as it was.",
+    ),
+    "restored_by_load": (
+        "load_state_dict() restores {member}.",
+        "load_state_dict() does not restore {member}.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Held:
+    """A member as torch holds it, read from a module built here: registered as "parameter",
+    "buffer" or "" (neither), frozen (no tensor of it requires grad), saved by state_dict(), and
+    whether it holds layers."""
+
+    registered: str
+    frozen: bool
+    saved: bool
+    container: bool
+
+
+def held(model: torch.nn.Module, member: str, style: str) -> Held:
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    mine = own(named(model, [member]), member)
+    registered = "parameter" if any(n in params for n in mine) else ""
+    registered = registered or ("buffer" if any(n in buffers for n in mine) else "")
+    frozen = registered == "parameter" and not any(params[n].requires_grad for n in mine if n in params)
+    saved = any(n in model.state_dict() for n in mine)
+    return Held(registered, frozen, saved, ALL_STYLES[style].kind == "container")
+
+
+def cause(key: str, yes: bool, m: Held) -> str | None:
+    """The reason for a yes/no fact where the reading fits what torch holds the member as; None
+    where it does not (no cause is made up: the reason then says what torch reports)."""
+    said, param = "{member} is {term}", m.registered == "parameter"
+    trained = param and not m.frozen
+    if key in ("in_parameters", "in_buffers"):
+        listing, kind_ = (
+            ("named_parameters()", "parameter") if key == "in_parameters" else ("named_buffers()", "buffer")
+        )
+        other = "buffer" if kind_ == "parameter" else "parameter"
+        if yes and m.registered == kind_:
+            return f"{said}, so torch registers it as a {kind_}, and {listing} lists every {kind_}."
+        if not yes and m.registered == other:
+            return f"{said}: torch registers it as a {other}, not a {kind_}, so {listing} leaves it out."
+        if not yes and not m.registered:
+            return f"{said}: torch does not register it at all, so {listing} leaves it out."
+    if key == "in_state_dict":
+        if yes and param:
+            return f"{said}; state_dict() holds every parameter, so it is saved."
+        if yes and m.registered == "buffer":
+            return f"{said}; state_dict() holds every persistent buffer, so it is saved."
+        if not yes and m.registered == "buffer":
+            return f"{said}; state_dict() leaves non-persistent buffers out, so checkpoints do not carry it."
+        if not yes and not m.registered:
+            return f"{said}: torch does not register it, so state_dict() does not save it."
+    if key == "moves_with_to":
+        if yes and m.registered:
+            return f"{said}; .to() moves every parameter and buffer, so it moves with the module."
+        if not yes and not m.registered:
+            return f"{said}; .to() moves only parameters and buffers, so it stays where it was made."
+    if key == "cast_by_half":
+        if yes and m.registered:
+            return f"{said}; .half() casts every floating-point parameter and buffer, so it became float16."
+        if not yes and not m.registered:
+            return f"{said}; .half() casts only parameters and buffers, so it kept its dtype."
+    if key == "gets_grad":
+        if yes and trained:
+            return f"{said}: a parameter that requires grad, so backward() computes its gradient."
+        if yes and not m.registered and m.container:
+            return (
+                f"{said}: forward() still calls its layers, so backward() computes their gradients, but "
+                "torch does not register them, so model.parameters() leaves them out."
+            )
+        if not yes and m.frozen:
+            return f"{said}, so autograd computes no gradient for it."
+        if not yes and not param:
+            return f"{said}: not a parameter, so autograd computes no gradient for it."
+    if key == "changed_by_step":
+        if yes and trained:
+            return (
+                f"{said}: the optimizer holds model.parameters(), and it got a gradient, so the step "
+                "updated it."
+            )
+        if not yes and m.frozen:
+            return f"{said}: it gets no gradient, so the step leaves it as it was."
+        if not yes and not param:
+            return f"{said}; the optimizer is handed model.parameters() only, so the step never touches it."
+    if key == "restored_by_load":
+        if yes and m.saved:
+            return f"{said}; state_dict() saved it, so load_state_dict() puts its value back."
+        if not yes and not m.saved:
+            return f"{said}; state_dict() does not carry it, so load_state_dict() cannot put it back."
+    return None
+
+
+LAB_PRESET_STYLES = [(p, s) for p, s in PRESET_STYLES if PRESETS[p].members and PRESETS[p].make is None]
+
+
+@pytest.mark.parametrize(("preset", "style"), LAB_PRESET_STYLES)
+def test_a_yes_or_no_is_said_as_torch_answered_it_with_the_cause_torchs_registration_gives(
+    preset: str, style: str
+) -> None:
+    """Every yes/no fact of every member: the answer is torch's value, the reason the rule that
+    what torch registered the member as (read from a module built here) leads to, in every language."""
+    styles = dict.fromkeys(PRESETS[preset].member_names, style)
+    state = read_state(f"preset={preset}&device=cpu" + "".join(f"&style.{m}={style}" for m in styles), BOUNDS)
+    model = reference(preset, styles)
+    words, term = KINDS[style]
+    asked, refused = set(), set()
+    for fact, value in facts(state).items():
+        _, member, key = fact.split(".")
+        if key not in ANSWERS or value == "refused":
+            refused |= {(member, key)} if value == "refused" else set()
+            continue
+        yes, reason = value == "true", cause(key, value == "true", held(model, member, style))
+        assert reason is not None, (fact, value)  # every reading torch gives fits a rule
+        why = explain(fact, state)
+        assert why.answer == Text(ANSWERS[key][not yes], member=member), fact
+        assert why.reason == Text(reason, member=member, term=words), fact
+        assert why.term == term
+        asked.add((member, key))
+    assert asked | refused == {(m, k) for m in styles for k in ANSWERS}  # every member, every question
+
+
+PLAIN = "{member} is {term}, and torch reports {value} for it."
+CONTRADICTED = [
+    "preset=testmodel&device=cpu",
+    "preset=testmodel&device=cpu&style.buffer1=buffer&style.buffer2=non_persistent_buffer"
+    "&style.parameter1=frozen_parameter&style.parameter2=plain_tensor",
+    "preset=layer_list&device=cpu&style.blocks=python_list",
+    "preset=layer_list&device=cpu&style.blocks=module_list",
+]
+
+
+@pytest.mark.parametrize("query", CONTRADICTED)
+def test_a_reading_that_contradicts_how_torch_holds_the_member_gets_no_made_up_cause(
+    query: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were torch to answer a yes/no the other way (another torch version), a reason is given only
+    where the new reading fits what torch holds the member as; otherwise the reason says what torch
+    reports, and a matrix answer says it plainly too."""
+    state = read_state(query, BOUNDS)
+    read = facts(state)
+    styles = {m.name: m.style for m in state.report.members}
+    model = reference(state.spec.preset, styles)
+    flips = 0
+    for fact, value in read.items():
+        _, member, key = fact.split(".")
+        if key not in ANSWERS or value not in ("true", "false"):
+            continue
+        other = "false" if value == "true" else "true"
+        monkeypatch.setattr("app.classroom.why.facts", lambda _, f=fact, o=other: {**read, f: o})
+        why = explain(fact, state)
+        words, term = KINDS[styles[member]]
+        reason = cause(key, other == "true", held(model, member, styles[member]))
+        said = Text(ANSWERS[key][other == "false"], member=member)
+        if reason is None and key not in ("in_parameters", "in_buffers", "in_state_dict"):
+            said = Text("torch reports {value}.", value=other)
+        assert why.answer == said, fact
+        assert why.reason == Text(reason or PLAIN, member=member, term=words, value=other), fact
+        assert why.term == term
+        flips += reason is None
+    assert flips  # some reading was one no rule fits
+    for m in state.report.members:  # on the other device than torch put it: no rule fits that
+        device = "meta" if m.device_after == "cpu" else "cpu"
+        fact = f"member.{m.name}.device_after"
+        monkeypatch.setattr("app.classroom.why.facts", lambda _, f=fact, d=device: {**read, f: d})
+        why = explain(fact, state)
+        assert why.answer == Text("{member} is on {device}.", member=m.name, device=device)
+        assert why.reason == Text(PLAIN, member=m.name, term=KINDS[m.style][0], value=device)
+
+
+def test_a_column_whose_experiment_torch_refused_is_said_with_torchs_exception() -> None:
+    """Every tensor a parameter: testmodel's forward changes a buffer in place, which torch refuses
+    for a leaf that requires grad, so the step's columns have no answer."""
+    styles = dict.fromkeys(PRESETS["testmodel"].member_names, "parameter")
+    model = reference("testmodel", styles)
+    with pytest.raises(RuntimeError) as refused:
+        loss(model(sample("testmodel", "cpu"))).backward()
+    state = read_state(
+        "preset=testmodel&device=cpu" + "".join(f"&style.{m}=parameter" for m in styles), BOUNDS
+    )
+    said = 0
+    for fact, value in facts(state).items():
+        if value != "refused":
+            continue
+        _, member, key = fact.split(".")
+        assert key in ("gets_grad", "changed_by_step")
+        why = explain(fact, state)
+        assert why.answer == Text("torch refused the experiment that answers this.")
+        assert why.reason == Text(
+            "torch refused the experiment “{experiment}” ({error}), so there is no answer for {member}.",
+            experiment=EXPERIMENTS["step"].title,
+            error=type(refused.value).__name__,
+            member=member,
+        )
+        assert why.term == KINDS["parameter"][1]
+        said += 1
+    assert said == 2 * len(styles)
+
+
+# An experiment fact's answer, from torch's value (as a question's choices name it).
+EXPERIMENT_ANSWERS = {
+    "error": lambda v: (
+        Text("torch ran every step.") if v == "none" else Text("torch raises {error}.", error=v)
+    ),
+    "strict": lambda v: (
+        Text("load_state_dict(strict=True) loads it.")
+        if v == "ok"
+        else Text("load_state_dict(strict=True) raises {error}.", error=v)
+    ),
+    "missing_keys": lambda v: (
+        Text("No key is missing.") if v == "none" else Text("Missing: {names}.", names=v)
+    ),
+    "unexpected_keys": lambda v: (
+        Text("No key is unexpected.") if v == "none" else Text("Unexpected: {names}.", names=v)
+    ),
+    "in_optimizer": lambda v: Text("The optimizer holds {names}.", names=v),
+    "changed_by_optimizer": lambda v: (
+        Text("The step changed nothing.") if v == "none" else Text("The step changed {names}.", names=v)
+    ),
+    "optimizer_holds_model_parameters": lambda v: (
+        Text("The optimizer still holds the model's parameters.")
+        if v == "true"
+        else Text("The optimizer no longer holds the model's parameters.")
+    ),
+    "optimizer_param_dtypes": lambda v: Text("The optimizer's parameters are {dtypes}.", dtypes=v),
+    "to_cpu": lambda v: (
+        Text("model.to('cpu') works.") if v == "ok" else Text("model.to('cpu') raises {error}.", error=v)
+    ),
+    "needs_reinit": lambda v: Text("{names} must be initialised again.", names=v),
+}
+# A tensor's fact in an experiment: its answer, from torch's value and the tensor's name.
+TENSOR_ANSWERS = {
+    "has_grad": lambda v, t: Text(
+        "{member} has a .grad." if v == "true" else "{member} has no .grad.", member=t
+    ),
+    "changed": lambda v, t: Text(
+        {"true": "The values of {member} changed.", "false": "The values of {member} did not change."}.get(
+            v, "The values of {member} cannot be compared."
+        ),
+        member=t,
+    ),
+    "same_object": lambda v, t: Text(
+        "{member} is still the same Python object." if v == "true" else "{member} is a new Python object.",
+        member=t,
+    ),
+    "device_after": lambda v, t: Text("{member} is on {device}.", member=t, device=v),
+    "dtype_after": lambda v, t: Text("{member} is {dtype}.", member=t, dtype=v),
+}
+
+
+@pytest.mark.parametrize("query", STATES, ids=range(len(STATES)))
+def test_an_experiments_answer_says_torchs_value_and_its_reason_what_torch_saw(query: str) -> None:
+    """Every fact of an experiment: the answer is torch's value in words; the reason names the
+    experiment a tensor was watched in, and what torch saw it as before and after."""
+    state = read_state(query, BOUNDS)
+    if state.experiment is None:
+        return
+    seen = {t.name: t for t in state.experiment.tensors}
+    title = EXPERIMENTS[state.experiment.experiment].title
+    for fact, value in facts(state).items():
+        if not fact.startswith("experiment."):
+            continue
+        why = explain(fact, state)
+        if not fact.startswith("experiment.tensor."):
+            assert why.answer == EXPERIMENT_ANSWERS[fact.removeprefix("experiment.")](value), fact
+            if value not in ("none", "ok", "true", "false"):  # names, an exception type, dtypes
+                assert all(value in why.reason[lang] for lang in LANGS), (fact, why.reason[EN])
+            if fact == "experiment.strict" and value != "ok":  # the keys that differ, each named
+                differ = [*state.experiment.facts["missing_keys"], *state.experiment.facts["unexpected_keys"]]
+                assert differ and all(k in why.reason[lang] for k in differ for lang in LANGS), why.reason[EN]
+            continue
+        name, _, key = fact.removeprefix("experiment.tensor.").rpartition(".")
+        t = seen[name]
+        assert why.answer == TENSOR_ANSWERS[key](value, name), fact
+        words, term = TENSOR_KINDS[t.kind]
+        assert why.term == term
+        for lang in LANGS:
+            assert why.reason[lang].startswith(name) and words[lang] in why.reason[lang], (fact, lang)
+            if key != "has_grad" or (value == "false" and t.requires_grad_before):
+                assert title[lang] in why.reason[lang], (fact, lang)
+            if key == "device_after":
+                assert t.device_before in why.reason[lang] and value in why.reason[lang]
+            if key == "dtype_after":
+                assert t.dtype_before in why.reason[lang] and value in why.reason[lang]
