@@ -73,14 +73,50 @@ def shown_as_source(app: Path) -> set[str]:
             and getattr(node.func, "id", getattr(node.func, "attr", "")) == "getsource"
         )
 
-    names = set()
+    names, looped = set(), set()  # looped: a comprehension's own variable (the f above), no function
     for path in app.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if printing(node) and node.args and isinstance(node.args[0], ast.Name):
                 names.add(node.args[0].id)
             elif isinstance(node, ast.GeneratorExp | ast.ListComp) and printing(node.elt):
                 names.update(getattr(e, "id", "") for e in getattr(node.generators[0].iter, "elts", ()))
-    return names
+                looped.add(getattr(node.generators[0].target, "id", ""))
+    return names - looped
+
+
+def _inside_functions(tree: ast.Module) -> set[ast.AST]:
+    """Every node of ``tree`` inside a function's body (run when called, not at import)."""
+    inside: set[ast.AST] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            body = node.body if isinstance(node.body, list) else [node.body]
+            inside.update(n for b in body for n in ast.walk(b))
+    return inside
+
+
+def run_at_import(app: Path, path: Path) -> set[str]:
+    """The top-level functions of ``path`` that only its import calls (a table built by calling a
+    helper at module level): mutmut's fork server imports the app once, before any mutant is
+    chosen, so a mutant there never runs. A function also called inside a function anywhere in the
+    app runs later too, and stays mutated."""
+    tree = ast.parse(path.read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    inside = _inside_functions(tree)
+    at_import = {
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id in defined
+        and n not in inside
+    }
+    later = set()
+    for module in app.rglob("*.py"):
+        for n in _inside_functions(ast.parse(module.read_text())):
+            name = n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else ""
+            if name in at_import:
+                later.add(name)
+    return at_import - later
 
 
 def leave_unmutated(path: Path, names: set[str]) -> list[str]:
@@ -110,6 +146,8 @@ def configure(scratch: Path, files: list[str], tests: list[str]) -> None:
     for file in files:
         for name in leave_unmutated(scratch / file, shown):
             print(f"not mutated: {file}:{name} (its source is printed into the generated scripts)")
+        for name in leave_unmutated(scratch / file, run_at_import(scratch / "app", scratch / file)):
+            print(f"not mutated: {file}:{name} (called only at import, before a mutant is chosen)")
     config = (ROOT / "pyproject.toml").read_text()
     config += (
         "\n[tool.mutmut]\n"
