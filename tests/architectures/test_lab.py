@@ -58,6 +58,23 @@ def test_the_members_are_the_models_own_tensors_in_their_styles(arch_id: str) ->
     assert [r.name for r in report.state_dict] == list(real.state_dict())
 
 
+@pytest.mark.parametrize("arch_id", TINY)
+def test_a_tiny_architectures_preset_builds_what_transformers_builds_and_says_so(arch_id: str) -> None:
+    arch = ARCHITECTURES[arch_id]
+    preset = lab.preset(arch)
+    assert (preset.id, preset.title, preset.description) == (arch_id, arch.title, arch.description)
+    assert preset.class_name == "".join(w[:1].upper() + w[1:] for w in arch_id.split("_"))  # LlamaTiny
+    assert preset.call == "model(x).logits" and not preset.custom
+    assert preset.source == f"transformers {arch.auto_class}.from_config({arch.config_class}(...))"
+    made, real = preset.make().eval(), direct(arch_id, "cpu").eval()  # eval: no dropout
+    assert type(made) is type(real) and all(t.device.type == "cpu" for t in made.state_dict().values())
+    assert made.state_dict().keys() == real.state_dict().keys()
+    assert all(torch.equal(t, real.state_dict()[n]) for n, t in made.state_dict().items())
+    x = eval(preset.sample_input, {"torch": torch})  # the batch the lab feeds it
+    with torch.no_grad():
+        assert torch.equal(eval(preset.call, {"model": made, "x": x}), real(x).logits)
+
+
 def test_restyled_members_are_what_torch_makes_of_them() -> None:
     report = inspect(spec("llama_tiny", RESTYLED))
     model = direct("llama_tiny", "cpu")
