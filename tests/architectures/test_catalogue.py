@@ -51,6 +51,11 @@ def test_refusals_name_the_problem() -> None:
         round_trip("llama_8b")
     with pytest.raises(ArchitectureError, match=r"take 497.8 MB in float32, over the 100.0 MB"):
         build("gpt2", "cpu", max_bytes=100 * 10**6)
+    # A size from a billion bytes on is said in GB, one byte under in MB.
+    with pytest.raises(ArchitectureError, match=r"take 32\.12 GB in float32, over the 1\.00 GB"):
+        build("llama_8b", "cpu", max_bytes=10**9)
+    with pytest.raises(ArchitectureError, match=r"over the 1,000\.0 MB"):
+        build("llama_8b", "cpu", max_bytes=10**9 - 1)
 
 
 @pytest.mark.cuda

@@ -59,6 +59,27 @@ def test_the_config_class_refusal_names_its_field() -> None:
         configs.architecture(configs.read(json.dumps({**LLAMA_CONFIG, "architectures": ["NoSuchModel"]})))
 
 
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        # The model's own refusal names the key in words ("hidden size"): the field is that key.
+        (
+            {"model_type": "bert", "hidden_size": 64, "num_attention_heads": 5, "num_hidden_layers": 1},
+            r"^hidden_size: ValueError: The hidden size \(64\) is not a multiple",
+        ),
+        # It names no key of the config (embed_dim is GPT-2's word for n_embd): the whole config.
+        (
+            {"model_type": "gpt2", "n_embd": 64, "n_head": 5, "n_layer": 1},
+            r"^config\.json: ValueError: `embed_dim` must be divisible by num_heads",
+        ),
+    ],
+)
+def test_a_models_own_refusal_names_the_key_it_speaks_of(config: dict, says: str) -> None:
+    with pytest.raises(ArchitectureError, match=says) as refused:
+        configs.build(configs.read(json.dumps(config)))
+    assert refused.value.status == 422
+
+
 def test_it_builds_what_transformers_builds() -> None:
     config = configs.read(json.dumps(LLAMA_CONFIG))
     direct = {k: v for k, v in LLAMA_CONFIG.items() if k not in ("model_type", "architectures")}

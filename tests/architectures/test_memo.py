@@ -9,7 +9,9 @@ import time
 import pytest
 
 from app.architectures import memo
-from app.architectures.catalogue import ArchitectureError
+from app.architectures.catalogue import ArchitectureError, real_bytes
+from app.architectures.planner import checked, facts, plan
+from tests.support.architectures import direct
 
 
 def test_a_tree_is_built_once_per_architecture_and_device() -> None:
@@ -63,3 +65,35 @@ def test_a_failed_build_is_not_kept_and_reaches_every_waiter() -> None:
     for i in range(6):
         flights.get(i, lambda i=i: i)
     assert len(flights) == 4  # bounded: the least recently used went
+
+
+def test_a_budget_is_checked_before_the_cache_is_asked_and_a_round_trip_gets_it() -> None:
+    """resnet50 (102 MB) at exactly its real bytes builds on the CPU; one byte less is refused,
+    even with the tree already kept."""
+    memo.clear()
+    size = real_bytes("resnet50")
+    kept = memo.tree("resnet50", "cpu", max_bytes=size)
+    assert kept.totals.unique_bytes == size
+    assert memo.tree_json("resnet50", "cpu", max_bytes=size) == kept.model_dump_json().encode()
+    for read in (memo.tree, memo.tree_json):
+        with pytest.raises(ArchitectureError):
+            read("resnet50", "cpu", max_bytes=size - 1)
+    with pytest.raises(ArchitectureError):
+        memo.roundtrip("resnet50", max_bytes=size - 1)
+    memo.clear()
+
+
+@pytest.mark.parametrize(
+    ("arch_id", "asked"), [("llama_tiny", {"tokens": 16, "context": 24}), ("resnet_tiny", {"image": 64})]
+)
+def test_a_plan_is_the_planners_own_for_the_model_built_on_meta_and_kept(arch_id: str, asked: dict) -> None:
+    memo.clear()
+    spec = memo.plan_input(arch_id, 2, **asked)
+    assert spec == checked(facts(direct(arch_id)), 2, **asked)
+    for key, value in asked.items():
+        assert getattr(spec, key) == value
+    found = memo.arch_plan(arch_id, spec)
+    assert found == plan(arch_id, direct(arch_id), spec, memo.server_gpus())
+    assert memo.arch_plan(arch_id, spec) is found
+    assert memo.plan_json(arch_id, spec) == found.model_dump_json().encode()
+    memo.clear()
