@@ -47,8 +47,16 @@ def test_refusals_name_the_problem() -> None:
     with pytest.raises(ArchitectureError, match="'cuda:9' is not a device here") as absent:
         build("llama_tiny", "cuda:9")
     assert absent.value.status == 422
-    with pytest.raises(ArchitectureError, match=r"meta only here: the round trip needs it twice"):
+    with pytest.raises(ArchitectureError) as twice:
         round_trip("llama_8b")
+    assert twice.value.status == 422 and str(twice.value) == (
+        "llama_8b is meta only here: the round trip needs it twice in real memory (32.12 GB each, over "
+        "MRE_ARCHITECTURE_MAX_BYTES); try llama_tiny"
+    )
+    size = real_bytes("resnet50")  # 102 MB: a round trip within a budget of exactly that is made
+    assert round_trip("resnet50", max_bytes=size).architecture == "resnet50"
+    with pytest.raises(ArchitectureError, match=r"^resnet50 is meta only here"):
+        round_trip("resnet50", max_bytes=size - 1)
     with pytest.raises(ArchitectureError, match=r"take 497.8 MB in float32, over the 100.0 MB"):
         build("gpt2", "cpu", max_bytes=100 * 10**6)
     # A size from a billion bytes on is said in GB, one byte under in MB.
