@@ -5,8 +5,6 @@ wrapped, the same under any hash seed, short) and its JSON (the API's)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -25,7 +23,7 @@ from app import cli
 from app.main import create_app
 from app.settings import Settings
 from tests.support.checkpoints import Case, ref
-from tests.support.corpus import Entry
+from tests.support.corpus import Entry, disagreements, inspected, run, words
 from tests.support.scripts import run_scripts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,54 +47,17 @@ def mre(*args: object, columns: int = 200, **env: str) -> subprocess.CompletedPr
     )
 
 
-def run(*args: str) -> tuple[int, bytes, str]:
-    """main() in this process (no interpreter and torch import per run): status, stdout, stderr."""
-    out, err = io.TextIOWrapper(io.BytesIO(), write_through=True), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        status = cli.main(list(args))
-    return status, out.buffer.getvalue(), err.getvalue()  # type: ignore[attr-defined]
-
-
-def words(text: str) -> str:
-    return " ".join(text.split())
-
-
 @pytest.fixture(scope="module")
 def answers(corpus: dict[str, Entry]) -> dict[str, tuple[int, dict | None, str]]:
     """Every corpus file through `mre inspect --json`: (status, the JSON or None, stderr)."""
     found = {}
     for name, entry in corpus.items():
-        status, out, err = run("inspect", *entry.args, "--json")
-        found[name] = (status, json.loads(out) if out.strip() else None, err)
+        found[name] = inspected(entry)
     return found
 
 
 def test_the_corpus_table(corpus: dict[str, Entry], answers: dict) -> None:
-    wrong = {}
-    for name, entry in corpus.items():
-        status, report, err = answers[name]
-        if entry.refused:
-            got = (status, words(err))
-            if status != entry.exit or words(entry.refused) not in got[1]:
-                wrong[name] = got
-            continue
-        diagnosis = report["load"]["diagnosis"] if report and report["load"] else None
-        said = {
-            "exit": status,
-            "verdict": diagnosis["verdict"] if diagnosis else None,
-            "causes": tuple(c["id"] for c in diagnosis["causes"]) if diagnosis else (),
-        }
-        headline = diagnosis["headline"]["en"] if diagnosis else ""
-        patterns = {g["pattern"] for c in (diagnosis or {}).get("causes", []) for g in c["groups"]}
-        explained = " ".join(c["explanation"]["en"] for c in (diagnosis or {}).get("causes", []))
-        if (
-            said != {"exit": entry.exit, "verdict": entry.verdict, "causes": entry.causes}
-            or entry.headline not in headline
-            or not set(entry.groups) <= patterns
-            or entry.explains not in explained
-        ):
-            wrong[name] = (said, headline, sorted(patterns)[:8])
-    assert wrong == {}
+    assert disagreements(corpus, answers) == {}
     assert len(corpus) >= 40
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import io
 import json
 import pathlib
 import shutil
@@ -24,6 +26,7 @@ from huggingface_hub import save_torch_state_dict
 from safetensors.torch import save_file, save_model
 from torch import nn
 
+from app import cli
 from app.architectures.catalogue import ARCHITECTURES
 from tests.support.checkpoints import ref
 
@@ -51,6 +54,53 @@ class Entry:
     groups: tuple[str, ...] = ()  # patterns the causes name
     explains: str = ""  # words of some cause's explanation
     refused: str = ""  # words of the refusal (exit 2)
+
+
+def run(*args: str) -> tuple[int, bytes, str]:
+    """mre's main() in this process (no interpreter and torch import per run): status, stdout, stderr."""
+    out, err = io.TextIOWrapper(io.BytesIO(), write_through=True), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(list(args))
+    return status, out.buffer.getvalue(), err.getvalue()  # type: ignore[attr-defined]
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def inspected(entry: Entry) -> tuple[int, dict | None, str]:
+    """`mre inspect --json` on an entry: its status, the JSON (None when refused) and stderr."""
+    status, out, err = run("inspect", *entry.args, "--json")
+    return status, json.loads(out) if out.strip() else None, err
+
+
+def disagreements(corpus: dict[str, Entry], answers: dict[str, tuple[int, dict | None, str]]) -> dict:
+    """Each entry whose answer is not what the corpus says mre must answer: what was said instead."""
+    wrong = {}
+    for name, entry in corpus.items():
+        status, report, err = answers[name]
+        if entry.refused:
+            got = (status, words(err))
+            if status != entry.exit or words(entry.refused) not in got[1]:
+                wrong[name] = got
+            continue
+        diagnosis = report["load"]["diagnosis"] if report and report["load"] else None
+        said = {
+            "exit": status,
+            "verdict": diagnosis["verdict"] if diagnosis else None,
+            "causes": tuple(c["id"] for c in diagnosis["causes"]) if diagnosis else (),
+        }
+        headline = diagnosis["headline"]["en"] if diagnosis else ""
+        patterns = {g["pattern"] for c in (diagnosis or {}).get("causes", []) for g in c["groups"]}
+        explained = " ".join(c["explanation"]["en"] for c in (diagnosis or {}).get("causes", []))
+        if (
+            said != {"exit": entry.exit, "verdict": entry.verdict, "causes": entry.causes}
+            or entry.headline not in headline
+            or not set(entry.groups) <= patterns
+            or entry.explains not in explained
+        ):
+            wrong[name] = (said, headline, sorted(patterns)[:8])
+    return wrong
 
 
 def _gpt2(**changes: object) -> transformers.GPT2Config:

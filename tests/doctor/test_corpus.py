@@ -1,0 +1,32 @@
+"""The doctor's corpus (tests/support/corpus.py) read in this process, not in the inspector's child:
+what ``mre inspect`` must answer for each file, answered by the very function the child runs. Here
+mutation testing sees which test runs which line of the doctor (it cannot follow a child), and every
+sentence a cause builds is checked against the catalog (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.doctor import isolated
+from tests.support.corpus import Entry, disagreements, inspected
+
+
+def here(job: isolated.Job, budget: isolated.Budget) -> bytes:
+    """What run_now gives, with the child's own work (``_answer``) done in this process."""
+    return isolated._outcome(isolated._answer(job, budget), "", 0, False, budget)
+
+
+@pytest.fixture(scope="module")
+def answers(corpus: dict[str, Entry]) -> dict[str, tuple[int, dict | None, str]]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(isolated, "run_now", here)
+        return {name: inspected(entry) for name, entry in corpus.items()}
+
+
+def test_the_corpus_table_read_in_this_process(corpus: dict[str, Entry], answers: dict) -> None:
+    assert disagreements(corpus, answers) == {}
+    causes = {
+        c["id"] for _, r, _ in answers.values() if r and r["load"] for c in r["load"]["diagnosis"]["causes"]
+    }
+    assert causes >= {"backbone", "adapter", "other_width", "missing_shard", "compiled_submodule"}
+    assert causes >= {"other_architecture"}
