@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from app.doctor import isolated
+from tests.support.checkpoints import NAMED_IN_TITLE, said_in_full
 from tests.support.corpus import Entry, disagreements, inspected
 
 
@@ -30,3 +31,12 @@ def test_the_corpus_table_read_in_this_process(corpus: dict[str, Entry], answers
     }
     assert causes >= {"backbone", "adapter", "other_width", "missing_shard", "compiled_submodule"}
     assert causes >= {"other_architecture"}
+
+
+def test_every_cause_says_its_keys_in_full(answers: dict) -> None:
+    seen, counts = set(), 0
+    for name, (_, report, _) in answers.items():
+        for cause in report["load"]["diagnosis"]["causes"] if report and report["load"] else ():
+            counts += said_in_full(cause, name)
+            seen.add(cause["id"])
+    assert seen >= NAMED_IN_TITLE - {"reshaped", "transposed"} and counts >= 5

@@ -20,7 +20,7 @@ from app.lab.query import Bounds
 from app.main import create_app
 from app.settings import Settings
 from tests.support.cases import CAP
-from tests.support.checkpoints import LIMITS, Case
+from tests.support.checkpoints import LIMITS, Case, said_in_full
 from tests.support.html import parse
 
 
@@ -159,6 +159,8 @@ def test_a_diagnosis_read_in_this_process_is_the_apis(
     here = inspect_files([case.file], [case.file.name], LIMITS, spec).model_dump(mode="json")
     assert here["load"]["diagnosis"] == answer.json()["load"]["diagnosis"]
     assert [c["id"] for c in here["load"]["diagnosis"]["causes"]] == case.causes
+    for cause in here["load"]["diagnosis"]["causes"]:
+        said_in_full(cause, name)
 
 
 @pytest.mark.parametrize("lang", ["en", "zh-CN"])
@@ -218,6 +220,8 @@ def test_transposed_layers_are_one_cause_whose_fix_loops_over_the_pattern() -> N
     state["scale"] = original["scale"].reshape(3, 4)  # the same 12 values, another shape
     diagnosis = diagnose(state, Stack, told(state, Stack))
     transposed, reshaped = diagnosis.causes
+    for cause in diagnosis.causes:
+        said_in_full(cause.model_dump(mode="json"), "stack")
     assert (transposed.id, reshaped.id) == ("transposed", "reshaped")
     assert [(g.pattern, g.count, g.checkpoint_shape, g.module_shape) for g in transposed.groups] == [
         ("layers.{0..9}.weight", 10, [3, 5], [5, 3])

@@ -3,6 +3,7 @@ causes the doctor must find (shared by the API test and the command-line test)."
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,11 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
+from app.doctor.patterns import group
 from app.doctor.report import Limits
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
+from app.langs import LANGS
 from tests.support.cases import CAP
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
 
@@ -107,3 +110,29 @@ def ref(preset: str, **styles: str) -> torch.nn.Module:
 
 def spec(preset: str, **styles: str) -> LabSpec:
     return resolve(LabSpec(preset=preset, styles=styles), device_ids(), CAP)
+
+
+UNFILLED = re.compile(r"\{[a-z_]+\}|\bNone\b")  # a placeholder left as written, or a value not given
+# How a cause counts its own keys (other numbers, such as the module's tensors, are not its keys').
+COUNTED = re.compile(r"these (\d+) tensors|(\d+) tensors of other sizes|the file has (\d+) keys the module")
+NAMED_IN_TITLE = {"transposed", "reshaped", "size_mismatch", "missing", "unexpected"}  # "...: {keys}"
+
+
+def said_in_full(cause: dict, where: str) -> bool:
+    """A diagnosis cause (as JSON) says its keys in full: no placeholder left, its key patterns cover
+    exactly its keys, a title that names keys names its first pattern, and a count it gives of its
+    keys is theirs. True when it gave such a count."""
+    keys, groups, at = cause["keys"], cause["groups"], (where, cause["id"])
+    for lang in LANGS:
+        assert not UNFILLED.search(cause["title"][lang] + cause["explanation"][lang]), (at, lang)
+    if groups:
+        assert sum(g["count"] for g in groups) == len(keys), at
+    if cause["details"]:
+        assert [d["key"] for d in cause["details"]] == keys, at
+    if cause["id"] in NAMED_IN_TITLE:  # its keys as patterns (their grouping: test_patterns)
+        first = str(next(iter(group(keys)))[1])
+        assert all(first in cause["title"][lang] for lang in LANGS), at
+    counted = COUNTED.search(cause["explanation"]["en"] + cause["title"]["en"])
+    if counted:
+        assert int(next(filter(None, counted.groups()))) == len(keys), (at, counted.group(0))
+    return counted is not None
