@@ -377,6 +377,16 @@ def _matrix_fact(m: _Member, key: str, value: str, state: LabState) -> Why:
                 ),
                 m.term,
             )
+        if not yes and t == "parameter":  # trainable, yet no gradient: the loss does not use it
+            return Why(
+                Text("backward() gives {member} no .grad.", member=name),
+                Text(
+                    "{member} is {term}: a parameter that requires grad, but the loss forward() computed "
+                    "does not depend on it, so backward() never reaches it.",
+                    **said,
+                ),
+                m.term,
+            )
         if not yes and t != "parameter":
             return Why(
                 Text("backward() gives {member} no .grad.", member=name),
@@ -398,6 +408,16 @@ def _matrix_fact(m: _Member, key: str, value: str, state: LabState) -> Why:
             return Why(
                 Text("The optimizer step leaves {member} as it was.", member=name),
                 Text("{member} is {term}: it gets no gradient, so the step leaves it as it was.", **said),
+                m.term,
+            )
+        if not yes and t == "parameter":
+            return Why(
+                Text("The optimizer step leaves {member} as it was.", member=name),
+                Text(
+                    "{member} is {term}: the optimizer holds it, but the loss does not depend on it, so it "
+                    "gets no gradient and the step skips it.",
+                    **said,
+                ),
                 m.term,
             )
         if not yes and t != "parameter":
@@ -443,7 +463,7 @@ def _experiment_fact(key: str, value: str, state: LabState) -> Why:
     assert e is not None
     title = _title(e.experiment)
     found = e.facts.get(key)
-    listed = names(found) if found else ""
+    listed = names(found or [])
     if key == "error":
         if e.error is None:
             return Why(
@@ -464,7 +484,7 @@ def _experiment_fact(key: str, value: str, state: LabState) -> Why:
     if key == "strict":
         return _strict(value, state)
     if key in ("missing_keys", "unexpected_keys"):
-        return _keys(key, found if isinstance(found, list) else [], state)
+        return _keys(key, list(found or []), state)
     if key == "in_optimizer":
         return Why(
             Text("The optimizer holds {names}.", names=listed or "none"),
@@ -707,7 +727,7 @@ def _keys(key: str, keys: list[str], state: LabState) -> Why:
 def _tensor_fact(t: Observation, key: str, value: str, state: LabState) -> Why:
     e = state.experiment
     assert e is not None
-    words, term = TENSOR_KINDS.get(t.kind, TENSOR_KINDS["tensor"])
+    words, term = TENSOR_KINDS[t.kind]
     said = {"member": t.name, "term": words, "experiment": _title(e.experiment)}
     yes = value == "true"
     if key == "has_grad":
@@ -726,6 +746,12 @@ def _tensor_fact(t: Observation, key: str, value: str, state: LabState) -> Why:
                 "{member} is {term}, but the experiment “{experiment}” never calls backward().", **said
             )
             return Why(answer_, reason, term)
+        reason = Text(
+            "{member} is {term} that requires grad, but the loss of the experiment “{experiment}” does not "
+            "depend on it, so backward() never reaches it.",
+            **said,
+        )
+        return Why(answer_, reason, term)
     if key == "changed" and value in ("true", "false"):
         return Why(
             Text("The values of {member} changed.", member=t.name)

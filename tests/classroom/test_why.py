@@ -13,13 +13,13 @@ import torch
 
 from app.classroom.facts import facts, read_state
 from app.classroom.lessons import lessons
-from app.classroom.why import KINDS, TENSOR_KINDS, explain, recap
+from app.classroom.why import KINDS, STATE_DICT, TENSOR_KINDS, explain, recap
 from app.lab.experiments import EXPERIMENTS
 from app.lab.presets import PRESETS
 from app.lab.query import Bounds
 from app.lab.styles import ALL_STYLES, STYLES
 from app.langs import EN, LANGS, ZH, Text
-from tests.support.cases import CAP, PRESET_STYLES
+from tests.support.cases import CAP, CUSTOM, PRESET_STYLES
 from tests.support.reference import TUTORIAL_DEFAULTS, loss, named, own, reference, sample
 
 BOUNDS = Bounds(("cpu", "meta"), CAP)
@@ -179,6 +179,8 @@ STATES += [
     for mix in MIXES
 ]
 STATES += [f"preset=layer_list&device=cpu&style.blocks=python_list&experiment={e}" for e in EXPERIMENTS]
+CUSTOM_QUERY = "preset=custom&" + "&".join(f"{k}={v}" for k, v in CUSTOM.items() if k != "preset")
+STATES += [f"{CUSTOM_QUERY}&device=cpu&experiment={e}" for e in EXPERIMENTS if e != "load_into"]
 # Loads into a module whose keys differ: missing only, unexpected only, both, several, none.
 INTO = ["buffer1=parameter", "buffer2=plain_tensor", "buffer1=parameter&into.buffer2=plain_tensor"]
 INTO += ["parameter1=plain_tensor&into.parameter2=plain_tensor", "buffer2=non_persistent_buffer"]
@@ -203,6 +205,7 @@ def test_every_fact_a_question_can_name_has_a_reason_from_a_rule(query: str) -> 
             assert why.answer[lang].strip() and why.reason[lang].strip(), (fact, lang)
             assert not UNFILLED.search(why.answer[lang] + why.reason[lang]), (fact, lang, why.reason[lang])
         assert not why.reason[EN].startswith(FALLBACK), (fact, value, why.reason[EN])
+        assert ", and torch reports" not in why.reason[EN], (fact, value)  # nor a member's plain reading
         assert why.term in GLOSSARY | {""}, (fact, why.term)  # its key term links to an entry that exists
         assert why.reason[ZH] != why.reason[EN], fact
         if fact.startswith(("member.", "matrix.")):
@@ -331,6 +334,11 @@ def cause(key: str, yes: bool, m: Held) -> str | None:
             return f"{said}, so autograd computes no gradient for it."
         if not yes and not param:
             return f"{said}: not a parameter, so autograd computes no gradient for it."
+        if not yes:  # a trainable parameter the loss does not use
+            return (
+                f"{said}: a parameter that requires grad, but the loss forward() computed does not depend "
+                "on it, so backward() never reaches it."
+            )
     if key == "changed_by_step":
         if yes and trained:
             return (
@@ -341,6 +349,11 @@ def cause(key: str, yes: bool, m: Held) -> str | None:
             return f"{said}: it gets no gradient, so the step leaves it as it was."
         if not yes and not param:
             return f"{said}; the optimizer is handed model.parameters() only, so the step never touches it."
+        if not yes:
+            return (
+                f"{said}: the optimizer holds it, but the loss does not depend on it, so it gets no gradient "
+                "and the step skips it."
+            )
     if key == "restored_by_load":
         if yes and m.saved:
             return f"{said}; state_dict() saved it, so load_state_dict() puts its value back."
@@ -350,32 +363,42 @@ def cause(key: str, yes: bool, m: Held) -> str | None:
 
 
 LAB_PRESET_STYLES = [(p, s) for p, s in PRESET_STYLES if PRESETS[p].members and PRESETS[p].make is None]
+YES_OR_NO = [
+    f"preset={p}&device=cpu" + "".join(f"&style.{m}={s}" for m in PRESETS[p].member_names)
+    for p, s in LAB_PRESET_STYLES
+]
+# The custom module: its members are not used by its forward (a linear layer), and one is refused.
+YES_OR_NO += ["preset=custom&device=cpu&" + "&".join(f"{k}={v}" for k, v in CUSTOM.items() if k != "preset")]
 
 
-@pytest.mark.parametrize(("preset", "style"), LAB_PRESET_STYLES)
+@pytest.mark.parametrize("query", YES_OR_NO)
 def test_a_yes_or_no_is_said_as_torch_answered_it_with_the_cause_torchs_registration_gives(
-    preset: str, style: str
+    query: str,
 ) -> None:
     """Every yes/no fact of every member: the answer is torch's value, the reason the rule that
-    what torch registered the member as (read from a module built here) leads to, in every language."""
-    styles = dict.fromkeys(PRESETS[preset].member_names, style)
-    state = read_state(f"preset={preset}&device=cpu" + "".join(f"&style.{m}={style}" for m in styles), BOUNDS)
-    model = reference(preset, styles)
-    words, term = KINDS[style]
+    what torch holds the member as (read from a module built here) leads to, in every language."""
+    state = read_state(query, BOUNDS)
+    rows = {m.name: m for m in state.report.members if not m.refused}
+    styles = {name: row.style for name, row in rows.items()}
+    shapes = {name: row.shape for name, row in rows.items() if row.shape}
+    model = reference(state.spec.preset, styles, shapes if state.spec.preset == "custom" else None)
     asked, refused = set(), set()
     for fact, value in facts(state).items():
-        _, member, key = fact.split(".")
-        if key not in ANSWERS or value == "refused":
-            refused |= {(member, key)} if value == "refused" else set()
+        member, _, key = fact.partition(".")[2].rpartition(".")
+        if key not in ANSWERS or member not in rows:
             continue
-        yes, reason = value == "true", cause(key, value == "true", held(model, member, style))
+        if value == "refused":
+            refused.add((member, key))
+            continue
+        yes, reason = value == "true", cause(key, value == "true", held(model, member, styles[member]))
         assert reason is not None, (fact, value)  # every reading torch gives fits a rule
+        words, term = KINDS[styles[member]]
         why = explain(fact, state)
         assert why.answer == Text(ANSWERS[key][not yes], member=member), fact
         assert why.reason == Text(reason, member=member, term=words), fact
         assert why.term == term
         asked.add((member, key))
-    assert asked | refused == {(m, k) for m in styles for k in ANSWERS}  # every member, every question
+    assert asked | refused == {(m, k) for m in rows for k in ANSWERS}  # every member, every question
 
 
 PLAIN = "{member} is {term}, and torch reports {value} for it."
@@ -540,3 +563,155 @@ def test_an_experiments_answer_says_torchs_value_and_its_reason_what_torch_saw(q
                 assert t.device_before in why.reason[lang] and value in why.reason[lang]
             if key == "dtype_after":
                 assert t.dtype_before in why.reason[lang] and value in why.reason[lang]
+        if key in ("has_grad", "changed", "same_object"):
+            backward = any("backward()" in step for step in state.experiment.steps)
+            said = {"member": name, "term": words, "experiment": title}
+            assert why.reason == Text(tensor_reason(key, value, t.requires_grad_before, backward), **said)
+
+
+def tensor_reason(key: str, value: str, requires_grad: bool, backward: bool) -> str:
+    """The reason for a tensor's yes/no in an experiment, from what torch saw of it."""
+    said = "{member} is {term}"
+    if key == "has_grad" and value == "true":
+        return f"{said} that requires grad, so backward() computed its gradient."
+    if key == "has_grad" and not requires_grad:
+        return f"{said} that does not require grad, so autograd computes none."
+    if key == "has_grad" and not backward:
+        return f"{said}, but the experiment “{{experiment}}” never calls backward()."
+    if key == "has_grad":
+        return (
+            f"{said} that requires grad, but the loss of the experiment “{{experiment}}” does not depend on "
+            "it, so backward() never reaches it."
+        )
+    if key == "changed" and value in ("true", "false"):
+        differs = "it differs" if value == "true" else "it is the same"
+        return f"{said}; torch read it before and after the experiment “{{experiment}}”: {differs}."
+    if key == "changed":
+        return f"{said} without readable values before or after the experiment “{{experiment}}”."
+    held_ = "the very tensor it held before" if value == "true" else "another tensor under its name"
+    return f"{said}; after the experiment “{{experiment}}” the module holds {held_}."
+
+
+STRICT_CASES = [
+    # (saved styles, the styles of the module loaded into): one member saved by one and not the other
+    ("positional_encoding", {"pe": "non_persistent_buffer"}, {"pe": "buffer"}),
+    ("positional_encoding", {"pe": "buffer"}, {"pe": "non_persistent_buffer"}),
+    ("testmodel", {}, {"buffer1": "parameter", "buffer2": "plain_tensor"}),
+    ("testmodel", {}, {"parameter1": "plain_tensor", "parameter2": "plain_tensor"}),
+    (
+        "testmodel",
+        {"parameter1": "plain_tensor", "parameter2": "plain_tensor"},
+        {"parameter1": "parameter", "parameter2": "parameter"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("preset", "saved", "into"), STRICT_CASES)
+def test_a_refused_strict_load_names_the_keys_torch_names_and_why_each_is_there_or_not(
+    preset: str, saved: dict[str, str], into: dict[str, str]
+) -> None:
+    """Compared with torch's own load_state_dict: one key missing or unexpected is explained by the
+    member's style on the side that lacks it; several, or both kinds, are listed as torch lists them."""
+    defaults = TUTORIAL_DEFAULTS.get(preset, {})
+    query = f"preset={preset}&device=cpu&experiment=load_into" + "".join(
+        [*(f"&style.{m}={s}" for m, s in saved.items()), *(f"&into.{m}={s}" for m, s in into.items())]
+    )
+    state = read_state(query, BOUNDS)
+    source = reference(preset, {**defaults, **saved}).state_dict()
+    module = reference(preset, {**defaults, **saved, **into}, into=True)
+    with pytest.raises(Exception) as refused:
+        module.load_state_dict(source)
+    error = type(refused.value).__name__
+    result = module.load_state_dict(source, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    assert missing or unexpected
+    strict, lacking, extra = (
+        explain(f"experiment.{k}", state) for k in ("strict", "missing_keys", "unexpected_keys")
+    )
+    assert strict.answer == Text("load_state_dict(strict=True) raises {error}.", error=error)
+    sd, names = STATE_DICT, ", ".join
+    if missing and not unexpected and len(missing) == 1:
+        words = KINDS[{**defaults, **saved}[missing[0]]][0]
+        assert strict.reason == Text(
+            "{member} is {term} in the saved module, so its state_dict() has no {member}; the module loaded "
+            "into expects it, and strict=True refuses a missing key: {error}.",
+            member=missing[0],
+            term=words,
+            error=error,
+        )
+        assert lacking.reason == Text(
+            "{member} is {term} in the saved module, so its state_dict() does not carry it; the module "
+            "loaded into expects it, so torch reports it missing.",
+            member=missing[0],
+            term=words,
+        )
+    elif unexpected and not missing and len(unexpected) == 1:
+        words = KINDS[into[unexpected[0]]][0]
+        assert strict.reason == Text(
+            "In the module loaded into, {member} is {term}, so its state_dict() has no {member}; the saved "
+            "one has it, and strict=True refuses an unexpected key: {error}.",
+            member=unexpected[0],
+            term=words,
+            error=error,
+        )
+        assert extra.reason == Text(
+            "In the module loaded into, {member} is {term}, so its state_dict() has no {member}; the saved "
+            "one has it, so torch reports it unexpected.",
+            member=unexpected[0],
+            term=words,
+        )
+    elif missing and unexpected:
+        assert strict.reason == Text(
+            "The saved {term} and the module loaded into do not have the same keys (missing: {missing}; "
+            "unexpected: {unexpected}), and strict=True refuses that: {error}.",
+            term=sd,
+            missing=names(missing),
+            unexpected=names(unexpected),
+            error=error,
+        )
+    elif unexpected:
+        assert strict.reason == Text(
+            "The saved {term} has keys the module loaded into does not expect ({names}), and strict=True "
+            "refuses them: {error}.",
+            term=sd,
+            names=names(unexpected),
+            error=error,
+        )
+        assert extra.reason == Text(
+            "The saved {term} has {names}, which the module loaded into does not expect.",
+            names=names(unexpected),
+            term=sd,
+        )
+    else:
+        assert strict.reason == Text(
+            "The module loaded into expects keys the saved {term} does not have ({names}), and strict=True "
+            "refuses that: {error}.",
+            term=sd,
+            names=names(missing),
+            error=error,
+        )
+        assert lacking.reason == Text(
+            "The module loaded into expects {names}, and the saved {term} does not have them.",
+            names=names(missing),
+            term=sd,
+        )
+
+
+def test_readings_torch_gives_no_preset_here_are_still_said_plainly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every preset holds a tensor meta cannot copy back, and every key of a strict load that torch
+    refused differs: were torch to say otherwise (a module without tensors, a refusal over shapes),
+    the sentence follows torch's word."""
+    state = read_state("preset=testmodel&device=meta&experiment=meta_roundtrip", BOUNDS)
+    monkeypatch.setattr("app.classroom.why.facts", lambda _: {"experiment.to_cpu": "ok"})
+    moved = explain("experiment.to_cpu", state)
+    assert moved.answer == Text("model.to('cpu') works.") and moved.term == "meta"
+    assert moved.reason == Text("torch moved every tensor back from the {term}.", term=Text("meta device"))
+    state = read_state("preset=testmodel&device=cpu&experiment=load_into", BOUNDS)
+    assert state.experiment.facts["strict"] == "ok"  # the same keys on both sides
+    monkeypatch.setattr("app.classroom.why.facts", lambda _: {"experiment.strict": "RuntimeError"})
+    strict = explain("experiment.strict", state)
+    assert strict.answer == Text("load_state_dict(strict=True) raises {error}.", error="RuntimeError")
+    assert strict.reason == Text(
+        "torch refused the strict load of the saved {term}: {error}.", term=STATE_DICT, error="RuntimeError"
+    )
+    assert strict.term == "state-dict"
