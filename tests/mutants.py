@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -23,6 +26,7 @@ import tempfile
 import tomllib
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(os.environ.get("MRE_MUTANTS_ROOT") or Path(__file__).resolve().parents[1])
 COPIED = (
@@ -159,6 +163,10 @@ def configure(scratch: Path, files: list[str], tests: list[str]) -> None:
         # A mutant that hangs a background task (a broker's listener) waits out its timeout: 15 times
         # its tests' time by default, minutes each; 5 times still tells a hang from a loaded machine.
         "timeout_multiplier = 5.0\n"
+        # mutmut's default forks each mutant's run from the process that ran the whole suite: every
+        # memo, lru_cache and registry the suite filled is inherited, so a mutant in code whose result
+        # is kept never runs and "survives". A fork server that only collected the tests has none.
+        'process_isolation = "forkserver"\n'
     )
     (scratch / "pyproject.toml").write_text(config)
 
@@ -201,6 +209,28 @@ def report(found: dict[str, str], scratch: Path, mutmut: str, show: bool) -> flo
     return share
 
 
+def sampled(scratch: Path, run: list[str], env: dict, log: IO[str], size: int, seed: int) -> list[str]:
+    """``size`` mutant names drawn at random. mutmut names its mutants only once it has made them: a
+    first run asked for a mutant that does not exist makes them (and the tests' stats, which the
+    second run reuses), then stops."""
+    subprocess.run([*run, "no-such-mutant"], cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT)
+    names = sorted(
+        name
+        for meta in (scratch / "mutants").rglob("*.meta")
+        for name in json.loads(meta.read_text())["exit_code_by_key"]
+    )
+    return sorted(random.Random(seed).sample(names, min(size, len(names))))
+
+
+def wilson(share: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % interval of a share seen in a sample of n (Wilson's: sound at 0 % and 100 % too)."""
+    if n == 0:
+        return 0.0, 1.0
+    center = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, center - half), min(1.0, center + half)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make mutants", description=__doc__.splitlines()[0])
     parser.add_argument("what", help="app/<package> (its domain modules) or app/<package>/<module>.py")
@@ -209,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (to run mutmut show)")
     parser.add_argument("--tests", nargs="+", help="the tests to run (default: the package's mirrored tests)")
     parser.add_argument("--files", nargs="+", help="the files to mutate (default: WHAT's domain modules)")
+    parser.add_argument("--sample", type=int, help="judge this many mutants drawn at random, not all")
+    parser.add_argument("--seed", type=int, default=0, help="the draw's seed (--sample)")
     args = parser.parse_args(argv)
     files, tests = target(args.what) if not args.files else (args.files, [])
     tests = args.tests or tests
@@ -220,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         run = [mutmut, "run", "--max-children", str(args.max_children)]
         with open(scratch / "mutmut.log", "w") as log:
+            if args.sample:
+                run += sampled(scratch, run, env, log, args.sample, args.seed)
             subprocess.run(run, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
         found = results(scratch, mutmut)
         if not any(status not in NO_VERDICT for status in found.values()):
@@ -227,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
             tail = (scratch / "mutmut.log").read_text(errors="replace")[-4000:]
             print(f"mutants: no mutant was judged; mutmut said:\n{tail}")
             return 1
-        report(found, scratch, mutmut, args.show)
+        share = report(found, scratch, mutmut, args.show)
+        judged = sum(status not in NO_VERDICT for status in found.values())
+        if args.sample:
+            low, high = wilson(share, judged)
+            print(f"\n{judged} of {len(found)} mutants drawn at random (seed {args.seed}): the killed share")
+            print(f"of all of them is between {low:.1%} and {high:.1%} (95 % interval)")
     finally:
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)

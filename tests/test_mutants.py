@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.mutants import leave_unmutated, run_at_import, shown_as_source
+from tests.mutants import leave_unmutated, run_at_import, shown_as_source, wilson
 
 MODULE = """\
 import inspect
@@ -69,3 +69,11 @@ def test_leaving_a_function_unmutated_marks_its_signature_and_nothing_else(tmp_p
     marked = [line for line in lines if "no mutate" in line]
     assert marked == ["def helper(x):  # pragma: no mutate block"]
     assert path.read_text().replace("  # pragma: no mutate block", "") == MODULE
+
+
+def test_a_samples_interval_holds_its_share_and_narrows_with_its_size() -> None:
+    low, high = wilson(1.0, 30)
+    assert 0.88 < low < 0.89 and high == 1.0  # 30 of 30 caught: not proof of 100 %
+    low, high = wilson(0.9, 400)
+    assert round(low, 3) == 0.867 and round(high, 3) == 0.926
+    assert wilson(0.5, 0) == (0.0, 1.0)
