@@ -12,8 +12,10 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file, save_file
 
+from app.doctor import isolated
 from app.main import create_app
 from app.settings import Settings
+from tests.support.checkpoints import in_process_async
 from tests.support.faces import FACES, Faces
 from tests.support.html import parse
 from tests.support.reference import TUTORIAL_DEFAULTS, reference
@@ -21,11 +23,15 @@ from tests.support.reference import TUTORIAL_DEFAULTS, reference
 CAP = 12  # elements: a tensor with more is compared by shape and dtype only
 
 
-@pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+@pytest.fixture(scope="module", params=["child", "here"])
+def api(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    """The API with its comparisons made in the inspector's child, and made in this process (where
+    mutation testing sees the comparing code run)."""
     uploads = tmp_path_factory.mktemp("uploads")
     settings = Settings(checkpoint_tmp_dir=str(uploads), checkpoint_compare_max_elements=CAP)
-    with TestClient(create_app(settings)) as client:
+    with pytest.MonkeyPatch.context() as patch, TestClient(create_app(settings)) as client:
+        if request.param == "here":
+            patch.setattr(isolated, "run_isolated", in_process_async)
         yield client
     assert list(uploads.iterdir()) == []
 

@@ -8,19 +8,14 @@ from __future__ import annotations
 import pytest
 
 from app.doctor import isolated
-from tests.support.checkpoints import NAMED_IN_TITLE, said_in_full
+from tests.support.checkpoints import NAMED_IN_TITLE, in_process, said_in_full
 from tests.support.corpus import Entry, disagreements, inspected
-
-
-def here(job: isolated.Job, budget: isolated.Budget) -> bytes:
-    """What run_now gives, with the child's own work (``_answer``) done in this process."""
-    return isolated._outcome(isolated._answer(job, budget), "", 0, False, budget)
 
 
 @pytest.fixture(scope="module")
 def answers(corpus: dict[str, Entry]) -> dict[str, tuple[int, dict | None, str]]:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(isolated, "run_now", here)
+        patch.setattr(isolated, "run_now", in_process)
         return {name: inspected(entry) for name, entry in corpus.items()}
 
 
