@@ -279,6 +279,11 @@ def test_a_refused_or_lost_change_is_said_on_the_console(browser: Browser, base_
         teacher = context.new_page()
         teacher.goto(f"/lessons/{LESSON}?step=1")
         teacher.get_by_role("button", name="Start a class").click()
+        # The console, loaded and its script run: a click before htmx takes the button would submit
+        # the form itself, a navigation the aborted route turns into the browser's error page.
+        expect(teacher).to_have_url(re.compile(r"/rooms/[A-Z0-9]{8}/teach$"))
+        teacher.wait_for_load_state("load")
+        teacher.wait_for_function("() => window.htmx !== undefined")
         teacher.route("**/rooms/*/state*", lambda route: route.abort())
         teacher.get_by_role("button", name="Next step").click()
         error = teacher.locator("#console .console-error")
