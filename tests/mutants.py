@@ -98,11 +98,20 @@ def _inside_functions(tree: ast.Module) -> set[ast.AST]:
     return inside
 
 
-def run_at_import(app: Path, path: Path) -> set[str]:
+def used_in_functions(app: Path) -> set[str]:
+    """Every name the app's functions refer to (called, or passed on to be called later)."""
+    names = set()
+    for module in app.rglob("*.py"):
+        for n in _inside_functions(ast.parse(module.read_text())):
+            names.add(n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else "")
+    return names
+
+
+def run_at_import(path: Path, used_later: set[str]) -> set[str]:
     """The top-level functions of ``path`` that only its import calls (a table built by calling a
     helper at module level): mutmut's fork server imports the app once, before any mutant is
-    chosen, so a mutant there never runs. A function also called inside a function anywhere in the
-    app runs later too, and stays mutated."""
+    chosen, so a mutant there never runs. A function a function anywhere in the app refers to
+    (``used_later``, from used_in_functions) may run later, and stays mutated."""
     tree = ast.parse(path.read_text())
     defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     inside = _inside_functions(tree)
@@ -114,13 +123,7 @@ def run_at_import(app: Path, path: Path) -> set[str]:
         and n.func.id in defined
         and n not in inside
     }
-    later = set()
-    for module in app.rglob("*.py"):
-        for n in _inside_functions(ast.parse(module.read_text())):
-            name = n.id if isinstance(n, ast.Name) else n.attr if isinstance(n, ast.Attribute) else ""
-            if name in at_import:
-                later.add(name)
-    return at_import - later
+    return at_import - used_later
 
 
 def leave_unmutated(path: Path, names: set[str]) -> list[str]:
@@ -147,10 +150,11 @@ def configure(scratch: Path, files: list[str], tests: list[str]) -> None:
         elif source.exists():
             shutil.copy(source, scratch / name)
     shown = shown_as_source(scratch / "app")
+    used_later = used_in_functions(scratch / "app")
     for file in files:
         for name in leave_unmutated(scratch / file, shown):
             print(f"not mutated: {file}:{name} (its source is printed into the generated scripts)")
-        for name in leave_unmutated(scratch / file, run_at_import(scratch / "app", scratch / file)):
+        for name in leave_unmutated(scratch / file, run_at_import(scratch / file, used_later)):
             print(f"not mutated: {file}:{name} (called only at import, before a mutant is chosen)")
     config = (ROOT / "pyproject.toml").read_text()
     config += (

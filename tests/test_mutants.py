@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.mutants import leave_unmutated, run_at_import, shown_as_source, wilson
+from tests.mutants import leave_unmutated, run_at_import, shown_as_source, used_in_functions, wilson
 
 MODULE = """\
 import inspect
@@ -53,9 +53,11 @@ def write(tmp_path: Path) -> Path:
 def test_functions_only_the_import_calls_are_found_and_those_called_later_are_not(tmp_path: Path) -> None:
     app = write(tmp_path)
     # table_row: at module level and in a class body; both: at module level, and again in later().
-    assert run_at_import(app, app / "m.py") == {"table_row"}
+    assert run_at_import(app / "m.py", used_in_functions(app)) == {"table_row"}
     (app / "other.py").write_text("from app.m import table_row\n\ndef f():\n    return table_row('d')\n")
-    assert run_at_import(app, app / "m.py") == set()  # another module calls it when running
+    assert (
+        run_at_import(app / "m.py", used_in_functions(app)) == set()
+    )  # another module calls it when running
 
 
 def test_functions_printed_with_getsource_are_found(tmp_path: Path) -> None:

@@ -35,14 +35,14 @@ def every_sentence_translated() -> Iterator[None]:
     # sentence whose words changed fails the test that reads it, whatever language the test reads.
     in_english = Text.__getitem__
 
-    def said(text: Text, lang: str) -> str:
+    def read(text: Text, lang: str) -> str:
         if lang == EN and type(text) is Text:
             missed.extend(
                 (other, text.message) for other in CATALOGS if text.message not in catalog(other)._catalog
             )
         return in_english(text, lang)
 
-    Text.__getitem__ = said  # type: ignore[method-assign]
+    Text.__getitem__ = read  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -52,4 +52,4 @@ def every_sentence_translated() -> Iterator[None]:
                 del translations.gettext
             else:
                 translations.gettext = before
-    assert missed == [], f"said in English on a page in another language: {missed}"
+    assert missed == [], f"sentences a catalog lacks (gettext would say them in English): {missed}"
