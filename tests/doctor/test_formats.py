@@ -5,8 +5,10 @@ library would refuse (with a reason), and a load diagnosis is exactly torch's.""
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,15 @@ from safetensors.torch import save_file
 
 from app.doctor.describe import TREE_DEPTH
 from app.doctor.examine import inspect_checkpoint
-from app.doctor.formats import SAFETENSORS_DTYPES
+from app.doctor.formats import (
+    LEGACY_MAGIC,
+    MAX_DEPTH,
+    SAFETENSORS_DTYPES,
+    VALUE_CHARS,
+    _check_zip,
+    sniff,
+    value_text,
+)
 from app.doctor.report import SHARED_NAMES, CheckpointError, CheckpointTooLarge, Limits
 from app.lab.devices import device_ids
 from app.lab.spec import LabSpec, resolve
@@ -406,3 +416,359 @@ def test_a_dcp_data_file_alone_is_named_with_its_items(tmp_path: Path) -> None:
     (data,) = tmp_path.glob("*.distcp")
     with pytest.raises(CheckpointError, match=rf"DCP\) checkpoint: {len(state)} items saved back to back"):
         inspect_checkpoint(data, LIMITS)
+
+
+# -- every cap at its boundary: N read, N + 1 refused, in so many words --------------------------
+
+
+def limits(**caps: int) -> Limits:
+    return Limits(**{"max_bytes": 10**6, "header_max_bytes": 10**4, "max_entries": 100, **caps})
+
+
+def refused_by(path: Path, caps: Limits) -> str:
+    with pytest.raises(CheckpointError) as refused:
+        inspect_checkpoint(path, caps)
+    return str(refused.value)
+
+
+def entries(count: int, metadata: dict | None = None) -> dict:
+    header: dict = {f"t{i}": {"dtype": "U8", "shape": [1], "data_offsets": [i, i + 1]} for i in range(count)}
+    return header | ({"__metadata__": metadata} if metadata is not None else {})
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_file_cap(tmp_path: Path, over: int) -> None:
+    path = save({"w": torch.zeros(4)}, tmp_path / "m.pt")
+    caps = limits(max_bytes=path.stat().st_size - over)
+    if not over:
+        assert [t.name for t in inspect_checkpoint(path, caps).tensors] == ["w"]
+        return
+    size = path.stat().st_size
+    assert refused_by(path, caps) == f"{size} bytes, over the cap of {size - 1} bytes"
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_legacy_cap(tmp_path: Path, over: int) -> None:
+    path = save({"w": torch.zeros(4)}, tmp_path / "m.pt", legacy=True)
+    size = path.stat().st_size
+    caps = limits(legacy_max_bytes=size - over)
+    if not over:
+        assert inspect_checkpoint(path, caps).format == "torch_legacy"
+        return
+    assert refused_by(path, caps).startswith(
+        f"{size} bytes in torch's legacy format, which is read whole into memory: over the cap of "
+        f"{size - 1} bytes"
+    )
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_safetensors_header_cap(tmp_path: Path, over: int) -> None:
+    path = raw_safetensors(tmp_path / "m.safetensors", entries(2), b"\0\0")
+    length = int.from_bytes(path.read_bytes()[:8], "little")
+    caps = limits(header_max_bytes=length - over)
+    if not over:
+        assert len(inspect_checkpoint(path, caps).tensors) == 2
+        return
+    assert (
+        refused_by(path, caps)
+        == f"safetensors header of {length} bytes is over the cap of {length - 1} bytes"
+    )
+
+
+@pytest.mark.parametrize("cut", [0, 1])
+def test_a_header_longer_than_the_file_is_truncated(tmp_path: Path, cut: int) -> None:
+    raw = json.dumps(entries(0, {"a": "b"})).encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw[: len(raw) - cut])
+    if not cut:
+        assert inspect_checkpoint(path, LIMITS).metadata == {"a": "b"}
+        return
+    assert (
+        refused_by(path, LIMITS)
+        == f"truncated: the header says {len(raw)} bytes, the file has {len(raw) - 1} after it"
+    )
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_safetensors_tensor_cap_counts_tensors_not_metadata(tmp_path: Path, over: int) -> None:
+    path = raw_safetensors(tmp_path / "m.safetensors", entries(5, {"format": "pt"}), bytes(5))
+    caps = limits(max_entries=5 - over)
+    if not over:
+        assert len(inspect_checkpoint(path, caps).tensors) == 5
+        return
+    assert refused_by(path, caps) == "5 tensors; at most 4"
+
+
+@pytest.mark.parametrize(
+    ("metadata", "accepted"),
+    [
+        (None, True),
+        ({}, True),
+        ({"format": "pt"}, True),
+        ({"n": 1}, False),
+        (0, False),
+        ("", False),
+        ([], False),
+    ],
+)
+def test_safetensors_metadata_is_a_map_of_strings_or_absent(
+    tmp_path: Path, metadata: object, accepted: bool
+) -> None:
+    header = entries(1) | {"__metadata__": metadata}
+    path = raw_safetensors(tmp_path / "m.safetensors", header, b"\0")
+    if accepted:
+        assert inspect_checkpoint(path, LIMITS).metadata == (metadata or {})
+        return
+    assert refused_by(path, LIMITS) == "safetensors __metadata__ must map strings to strings"
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ([1, 2], "'a': an entry must be an object with dtype, shape, data_offsets"),
+        (
+            {"dtype": 5, "shape": [1], "data_offsets": [0, 1]},
+            "'a': unknown dtype 5; known: " + ", ".join(SAFETENSORS_DTYPES),
+        ),
+        (
+            {"dtype": "U8", "shape": [True], "data_offsets": [0, 1]},
+            "'a': shape must be a list of non-negative integers below 2**63",
+        ),
+        (
+            {"dtype": "U8", "shape": [1.0], "data_offsets": [0, 1]},
+            "'a': shape must be a list of non-negative integers below 2**63",
+        ),
+        (
+            {"dtype": "U8", "shape": [2**63], "data_offsets": [0, 1]},
+            "'a': shape must be a list of non-negative integers below 2**63",
+        ),
+        (
+            {"dtype": "U8", "shape": 1, "data_offsets": [0, 1]},
+            "'a': shape must be a list of non-negative integers below 2**63",
+        ),
+        (
+            {"dtype": "U8", "shape": [1] * 65, "data_offsets": [0, 1]},
+            "'a': shape has 65 dimensions; torch allows at most 64",
+        ),
+        ({"dtype": "U8", "shape": [1], "data_offsets": [0]}, "'a': data_offsets must be [begin, end]"),
+        ({"dtype": "U8", "shape": [1], "data_offsets": [0, 1, 2]}, "'a': data_offsets must be [begin, end]"),
+        ({"dtype": "U8", "shape": [1], "data_offsets": [0, 1.0]}, "'a': data_offsets must be [begin, end]"),
+        (
+            {"dtype": "U8", "shape": [0], "data_offsets": [1, 0]},
+            "'a': data_offsets [1, 0] fall outside the 1 data bytes (truncated?)",
+        ),
+        (
+            {"dtype": "U8", "shape": [1], "data_offsets": [-1, 0]},
+            "'a': data_offsets [-1, 0] fall outside the 1 data bytes (truncated?)",
+        ),
+        (
+            {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+            "'a': data_offsets [0, 2] fall outside the 1 data bytes (truncated?)",
+        ),
+        (
+            {"dtype": "F4", "shape": [1], "data_offsets": [0, 1]},
+            "'a': 1 elements of F4 (4 bits each) are not whole bytes",
+        ),
+        (
+            {"dtype": "F6_E2M3", "shape": [2], "data_offsets": [0, 1]},
+            "'a': 2 elements of F6_E2M3 (6 bits each) are not whole bytes",
+        ),
+        ({"dtype": "F16", "shape": [1], "data_offsets": [0, 1]}, "'a': 1 bytes for shape [1] of F16 (2)"),
+        (
+            {"dtype": "U8", "shape": [], "data_offsets": [0, 0]},
+            "'a': 0 bytes for shape [] of U8 (1)",
+        ),  # a scalar is one
+    ],
+)
+def test_each_malformed_safetensors_entry_is_refused_in_so_many_words(
+    tmp_path: Path, entry: object, message: str
+) -> None:
+    path = raw_safetensors(tmp_path / "m.safetensors", {"a": entry}, b"\0")
+    assert refused_by(path, LIMITS) == message
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(64, [1] * 64), (2, [2, 3])])
+def test_shapes_up_to_torchs_dimensions_are_described(tmp_path: Path, dims: int, shape: list[int]) -> None:
+    size = math.prod(shape)
+    path = raw_safetensors(
+        tmp_path / "m.safetensors",
+        {"a": {"dtype": "F8_E4M3", "shape": shape, "data_offsets": [0, size]}},
+        bytes(size),
+    )
+    (entry,) = inspect_checkpoint(path, LIMITS).tensors
+    assert (len(entry.shape), entry.elements, entry.bytes, entry.dtype) == (dims, size, size, "float8_e4m3fn")
+
+
+def test_overlapping_tensors_are_named_in_the_order_of_their_bytes(tmp_path: Path) -> None:
+    header = {
+        "z": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]},
+        "y": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]},
+    }
+    path = raw_safetensors(tmp_path / "m.safetensors", header, bytes(3))
+    assert refused_by(path, LIMITS) == "tensors 'z' and 'y' overlap (safetensors forbids it)"
+
+
+@pytest.mark.parametrize(
+    ("content", "fmt"),
+    [
+        (b"\x01" * 8 + b"{", "safetensors"),  # the shortest head a safetensors file can have
+        (b"\x01" * 8 + b"[", None),
+        (b"\x01" * 8, None),
+        (b"PK\x03\x04", "torch_zip"),
+        (LEGACY_MAGIC, "torch_legacy"),
+    ],
+)
+def test_a_format_is_told_by_its_first_bytes(tmp_path: Path, content: bytes, fmt: str | None) -> None:
+    (tmp_path / "f").write_bytes(content)
+    if fmt is not None:
+        assert sniff(tmp_path / "f") == fmt
+        return
+    with pytest.raises(CheckpointError) as refused:
+        sniff(tmp_path / "f")
+    assert str(refused.value) == (
+        f"not a safetensors or torch checkpoint: it starts with {content[:8].hex(' ')} (safetensors starts "
+        "with an 8-byte header size and '{', torch files with a zip or pickle header)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"version https://git-lfs.github.com/spec/v1\nsize 1234\n", "stands for a file of 1234 bytes which"),
+        (b"version https://git-lfs.github.com/spec/v1\nsize 12 34\n", "stands for a file of ? bytes which"),
+        (b"version https://git-lfs.github.com/spec/v1\n", "stands for a file of ? bytes which"),
+        (b"<html><body>", "an HTML page, not a checkpoint"),
+        (b"  <HEAD>", "an HTML page, not a checkpoint"),
+        (b"<!-- saved -->", "an HTML page, not a checkpoint"),
+        (b"GGUF\x02\x00\x00", "a GGUF file (llama.cpp's format, version ?)"),
+        (b"GGUF\x02\x00\x00\x00", "a GGUF file (llama.cpp's format, version 2)"),
+    ],
+)
+def test_what_is_sent_instead_is_said_with_what_its_head_holds(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    (tmp_path / "f").write_bytes(content)
+    with pytest.raises(CheckpointError) as refused:
+        sniff(tmp_path / "f")
+    assert said in str(refused.value)
+
+
+def _zip_of(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_zip_caps_members_declared_bytes_and_pickles(tmp_path: Path, over: int) -> None:
+    path = _zip_of(tmp_path / "m.pt", {"a/data.pkl": b"x" * 10, "a/data/0": b"y" * 20, "a/version": b"3"})
+    checks = [
+        (limits(max_entries=3 - over), "the zip holds 3 members; at most 2"),
+        (limits(max_bytes=path.stat().st_size, pickle_max_bytes=10), None),
+        (
+            limits(pickle_max_bytes=10 - over),
+            "a/data.pkl declares 10 bytes once unpacked: the pickle holds the "
+            "structure, not the tensors, and is capped at 9 bytes (MRE_CHECKPOINT_PICKLE_MAX_BYTES)",
+        ),
+    ]
+    for caps, message in checks:
+        if not over or message is None:
+            _check_zip(path, caps)  # passes the zip's own checks (torch would then refuse these bytes)
+        else:
+            with pytest.raises(CheckpointTooLarge) as refused:
+                _check_zip(path, caps)
+            assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_the_zip_cap_on_declared_bytes(tmp_path: Path, over: int) -> None:
+    path = _zip_of(tmp_path / "m.pt", {"a/data.pkl": b"x" * 10, "a/data/0": bytes(5000)})  # 5010 declared
+    caps = limits(max_bytes=5010 - over)
+    if not over:
+        _check_zip(path, caps)
+        return
+    with pytest.raises(CheckpointTooLarge) as refused:
+        _check_zip(path, caps)
+    assert str(refused.value) == "the zip declares 5010 bytes once unpacked, over the cap of 5009 bytes"
+
+
+def _nested(depth: int) -> dict:
+    obj: dict = {"w": torch.zeros(1)}
+    for i in range(depth - 1):
+        obj = {f"k{i}": obj}
+    return obj
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH, MAX_DEPTH + 1])
+def test_nesting_is_read_to_its_depth_and_refused_one_deeper(tmp_path: Path, depth: int) -> None:
+    path = save(_nested(depth), tmp_path / "m.pt")  # depth keys down to the tensor
+    if depth == MAX_DEPTH:
+        (tensor,) = inspect_checkpoint(path, LIMITS).tensors
+        assert len(tensor.location) == MAX_DEPTH
+        return
+    names = ".".join([*(f"k{i}" for i in reversed(range(depth - 1))), "w"])
+    assert refused_by(path, LIMITS) == f"nested deeper than {MAX_DEPTH} levels at {names}"
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_values_and_tensors_are_capped_together(tmp_path: Path, over: int) -> None:
+    path = save({"a": torch.zeros(1), "b": 1, "c": "x"}, tmp_path / "m.pt", legacy=True)  # no zip members
+    caps = limits(max_entries=3 - over)
+    if not over:
+        report = inspect_checkpoint(path, caps)
+        assert len(report.tensors) + len(report.values) == 3
+        return
+    with pytest.raises(CheckpointTooLarge) as refused:
+        inspect_checkpoint(path, caps)
+    assert str(refused.value) == "more than 2 entries"
+
+
+@pytest.mark.parametrize("over", [0, 1])
+def test_dicts_lists_and_leaves_walked_are_capped_at_twice_the_entries(tmp_path: Path, over: int) -> None:
+    # the top, "a", its empty lists, "b" and its tensor: 8 walked, then 9; the cap is 2 * 4
+    path = save({"a": [[] for _ in range(4 + over)], "b": [torch.zeros(1)]}, tmp_path / "m.pt", legacy=True)
+    caps = limits(max_entries=4)
+    if not over:
+        assert len(inspect_checkpoint(path, caps).tensors) == 1
+        return
+    with pytest.raises(CheckpointTooLarge) as refused:
+        inspect_checkpoint(path, caps)
+    assert str(refused.value) == "more than 8 dicts, lists and values"
+
+
+def test_keys_that_are_not_strings_are_named_as_python_writes_them(tmp_path: Path) -> None:
+    path = save({0: {"w": torch.zeros(1)}, (1, "a"): torch.zeros(1), None: 2}, tmp_path / "m.pt")
+    report = inspect_checkpoint(path, LIMITS)
+    assert [t.location for t in report.tensors] == [["0", "w"], ["(1, 'a')"]]
+    assert report.state_dicts == ["0"]  # a dict of tensors under a key that is no string
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise ValueError("no")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("x" * VALUE_CHARS, repr("x" * VALUE_CHARS)[: VALUE_CHARS - 1] + "…"),  # quotes make it 122 long
+        ("x" * (VALUE_CHARS - 2), repr("x" * (VALUE_CHARS - 2))),  # 120 with its quotes: whole
+        (b"ab", "b'ab'"),
+        (2 ** (4 * VALUE_CHARS) - 1, None),  # 480 bits: written out (145 digits, then cut)
+        (2 ** (4 * VALUE_CHARS), f"an integer of {4 * VALUE_CHARS + 1} bits"),
+        (list(range(100)), repr(list(range(100)))[: VALUE_CHARS - 1] + "…"),
+        (Unprintable(), "<Unprintable: repr() failed: ValueError>"),
+    ],
+)
+def test_a_value_is_shown_as_python_writes_it_cut_to_its_length(value: object, text: str | None) -> None:
+    if text is None:
+        text = repr(value)[: VALUE_CHARS - 1] + "…"
+    assert value_text(value) == text and len(value_text(value)) <= VALUE_CHARS
+
+
+def test_a_long_string_is_cut_before_it_is_written_and_its_length_said() -> None:
+    said = value_text("y" * 10_000)
+    assert said.startswith(repr("y" * VALUE_CHARS)[: VALUE_CHARS - 1]) and said.endswith("…")
+    assert value_text("y" * 100 + "z" * 30).count("z") == 18  # repr of the first 120, then cut at 119
+    assert value_text(b"q" * 121) == (repr(b"q" * VALUE_CHARS) + " ... (121 in all)")[: VALUE_CHARS - 1] + "…"
