@@ -166,7 +166,11 @@ def configure(scratch: Path, files: list[str], tests: list[str]) -> None:
         f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "{SKIPPED_TESTS}"]\n'
         # A mutant that hangs a background task (a broker's listener) waits out its timeout: 15 times
         # its tests' time by default, minutes each; 5 times still tells a hang from a loaded machine.
+        # mutmut's wall limit is (tests' time + constant) * multiplier: with its default constant, 1 s,
+        # a mutant whose tests took 0.02 s had 5 s, and a fresh fork on a busy machine overran it and
+        # was counted caught ("timeout") though it survives; 10 s leaves a slow start room.
         "timeout_multiplier = 5.0\n"
+        "timeout_constant = 10.0\n"
         # mutmut's default forks each mutant's run from the process that ran the whole suite: every
         # memo, lru_cache and registry the suite filled is inherited, so a mutant in code whose result
         # is kept never runs and "survives". A fork server that only collected the tests has none.
