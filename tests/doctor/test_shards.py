@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from app import cli
 from app.doctor.diagnosis import diagnose
 from app.doctor.examine import inspect_files
-from app.doctor.report import CheckpointTooLarge
+from app.doctor.report import CheckpointError, CheckpointTooLarge
 from app.doctor.shards import MAX_SHARDS
 from app.main import create_app
 from app.settings import Settings
@@ -363,3 +363,116 @@ def test_a_shard_not_here_is_named_as_the_cause_not_given_a_fix(api: TestClient,
         diagnosis["verdict"] == "fails"
         and f"the index names {left_out}, which is not here" in diagnosis["headline"]["en"]
     )
+
+
+def _written(folder: Path, sent: list[tuple[str, bytes]]) -> tuple[list[Path], list[str]]:
+    """Files as an upload keeps them: each in a folder of its own, under the name it was sent as."""
+    paths = []
+    for i, (_, data) in enumerate(sent):
+        (folder / str(i)).mkdir(parents=True)
+        (folder / str(i) / "f").write_bytes(data)
+        paths.append(folder / str(i) / "f")
+    return paths, [name for name, _ in sent]
+
+
+def test_a_malformed_sharded_checkpoint_is_refused_in_so_many_words_in_this_process(
+    shards: Path, tmp_path: Path
+) -> None:
+    files = shard_files(shards)
+    index = (shards / INDEX).read_bytes()
+    real = [(f.name, f.read_bytes()) for f in files]
+    first = files[0].name
+    with pytest.raises(ValueError) as parsers:
+        json.loads("{not json")
+    flat = [
+        (first, saved({"w": torch.ones(1), "nested": {"x": torch.ones(1)}})),
+        ("b.bin", saved({"v": torch.ones(1)})),
+    ]
+    cases = {
+        "index_not_json": (
+            [*real, (INDEX, b"{not json")],
+            f"{INDEX}: not a JSON index or config: {parsers.value}",
+        ),
+        "index_without_weight_map": (
+            [*real, (INDEX, b'{"metadata": {}}')],
+            f'{INDEX}: an index is an object with "weight_map": {{key: shard file name}}',
+        ),
+        "weight_map_of_numbers": (
+            [*real, (INDEX, b'{"weight_map": {"a": 1}}')],
+            f'{INDEX}: an index is an object with "weight_map": {{key: shard file name}}',
+        ),
+        "two_indexes": (
+            [*real, (INDEX, index), ("other.index.json", index)],
+            f"two index files: '{INDEX}' and 'other.index.json'; send one checkpoint at a time",
+        ),
+        "same_name_twice": (
+            [real[0], real[0], (INDEX, index)],
+            f"two files are called '{first}': the index names shards by file name",
+        ),
+        "same_name_in_two_folders": (
+            [(f"a/{first}", real[0][1]), (f"b/{first}", real[0][1])],
+            f"two files are called '{first}': the index names shards by file name",
+        ),
+        "index_alone": ([(INDEX, index)], "an index and no shard: send the shard files with it"),
+        "mixed_formats": (
+            [*real, ("pytorch_model-00009.bin", saved({"extra.weight": torch.ones(2)})), (INDEX, index)],
+            "the shards mix formats (safetensors, torch_zip); a checkpoint uses one",
+        ),
+        "bad_total_size": (
+            [*real, (INDEX, b'{"metadata": {"total_size": "12"}, "weight_map": {}}')],
+            f"{INDEX}: metadata.total_size must be a non-negative integer, not '12'",
+        ),
+        "negative_total_size": (
+            [*real, (INDEX, b'{"metadata": {"total_size": -1}, "weight_map": {}}')],
+            f"{INDEX}: metadata.total_size must be a non-negative integer, not -1",
+        ),
+        "shard_not_flat": (
+            flat,
+            f"{first}: a shard is one flat dict of tensors; this file holds other things",
+        ),
+        "shard_unreadable": (
+            [*real[:-1], (files[-1].name, (100).to_bytes(8, "little") + b"{")],
+            f"{files[-1].name}: truncated: the header says 100 bytes, the file has 1 after it",
+        ),
+        "nothing_to_read": (
+            [("a.txt", b"hello"), ("b.txt", b"")],
+            "no checkpoint among these files; a.txt: not a safetensors or torch checkpoint",
+        ),
+    }
+    for what, (sent, message) in cases.items():
+        paths, names = _written(tmp_path / what, sent)
+        with pytest.raises(CheckpointError) as refused:
+            inspect_files(paths, names, LIMITS)
+        assert str(refused.value).startswith(message), (what, str(refused.value))
+    # a shard's own refusal keeps its kind (a cap is 413) and gains the shard's name
+    paths, names = _written(tmp_path / "over", [*real[:-1], (files[-1].name, b"\x01" * 8 + b"{")])
+    with pytest.raises(CheckpointTooLarge) as over:
+        inspect_files(paths, names, LIMITS)
+    assert over.value.status == 413 and str(over.value).startswith(
+        f"{files[-1].name}: safetensors header of "
+    )
+
+
+def test_an_index_may_leave_out_its_total_size(shards: Path, tmp_path: Path) -> None:
+    files = shard_files(shards)
+    index = json.loads((shards / INDEX).read_text())
+    for metadata in ({}, None, {"total_size": None}, "not a map"):
+        (tmp_path / INDEX).write_text(json.dumps({**index, "metadata": metadata}))
+        report = inspect_files([*files, tmp_path / INDEX], [f.name for f in files] + [INDEX], LIMITS)
+        assert report.shards is not None and report.shards.total_size is None
+        assert report.shards.tensor_bytes == sum(t.bytes for t in report.tensors)
+
+
+def test_a_key_the_index_puts_in_a_shard_here_that_lacks_it_is_named(shards: Path, tmp_path: Path) -> None:
+    files = shard_files(shards)
+    index = json.loads((shards / INDEX).read_text())
+    index["weight_map"]["ghost.weight"] = files[0].name
+    (tmp_path / INDEX).write_text(json.dumps(index))
+    report = inspect_files([*files, tmp_path / INDEX], [f.name for f in files] + [INDEX], LIMITS)
+    assert [p.model_dump() for p in report.shards.problems] == [  # type: ignore[union-attr]
+        {
+            "kind": "missing_from_shards",
+            "key": "ghost.weight",
+            "detail": f"the index says {files[0].name}, which does not hold it",
+        }
+    ]
