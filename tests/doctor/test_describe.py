@@ -11,7 +11,7 @@ import torch
 from app.doctor.describe import bounded, describe
 from app.doctor.examine import inspect_checkpoint
 from app.doctor.formats import read
-from tests.support.checkpoints import FORMATS, LIMITS, save
+from tests.support.checkpoints import FORMATS, LIMITS, save, spec
 from tests.support.reference import reference
 
 
@@ -57,3 +57,60 @@ def test_the_pages_cut_keeps_the_totals_exact(tmp_path: Path) -> None:
     assert page.report.total_bytes == full.total_bytes and page.report.dtypes == full.dtypes
     nodes = 2 * len(full.tree)  # layerN and its weight
     assert page.hidden["tree"] == nodes - 5 and sum(1 + len(n.children) for n in page.report.tree) == 5
+
+
+MOST = 1  # the testmodel has five keys: more than one missing, unexpected and mismatched
+
+
+def test_the_pages_cut_keeps_at_most_so_many_of_each_kind_and_counts_the_rest(tmp_path: Path) -> None:
+    shared = [torch.arange(4.0) for _ in range(3)]
+    model = {f"x{i}.weight": torch.zeros(2) for i in range(4)} | {"linear.weight": torch.zeros(5, 5)}
+    model |= {"linear.bias": torch.zeros(7), "parameter1": torch.zeros(9, 9)}
+    state = {
+        "model": model,
+        "ema": {f"t{i}": s for i, s in enumerate(shared)}
+        | {f"u{i}": s.view(2, 2) for i, s in enumerate(shared)},
+        "other": {"w": shared[0][:2], "z": torch.zeros(1)},
+        **{f"value{i}": i for i in range(4)},
+    }
+    path = save(state, tmp_path / "m.pt", "torch_zip")
+    full = inspect_checkpoint(path, LIMITS, spec("testmodel"), at="model")
+    page = bounded(inspect_checkpoint(path, LIMITS, spec("testmodel"), at="model"), MOST).report
+    load, cut = full.load, page.load
+    assert load is not None and cut is not None and load.diagnosis is not None and cut.diagnosis is not None
+    parts = {
+        "values": (full.values, page.values),
+        "shared": (full.shared, page.shared),
+        "state_dicts": (full.state_dicts, page.state_dicts),
+        "missing_keys": (load.missing_keys, cut.missing_keys),
+        "unexpected_keys": (load.unexpected_keys, cut.unexpected_keys),
+        "size_mismatches": (load.size_mismatches, cut.size_mismatches),
+    }
+    hidden = bounded(inspect_checkpoint(path, LIMITS, spec("testmodel"), at="model"), MOST).hidden
+    for part, (whole, _) in parts.items():
+        assert len(whole) > MOST, part  # more of each than the page shows
+        assert hidden[part] == len(whole) - MOST, part
+    assert page.values == full.values[:MOST] and page.state_dicts == full.state_dicts[:MOST]
+    assert page.shared == [group[:MOST] for group in full.shared[:MOST]]
+    assert hidden["shared_names"] == sum(len(g) - MOST for g in full.shared[:MOST] if len(g) > MOST)
+    assert (cut.missing_keys, cut.unexpected_keys) == (load.missing_keys[:MOST], load.unexpected_keys[:MOST])
+    assert cut.size_mismatches == load.size_mismatches[:MOST]
+    for whole, shown in zip(load.diagnosis.causes, cut.diagnosis.causes, strict=True):
+        assert (shown.keys, shown.details, shown.groups) == (
+            whole.keys[:MOST],
+            whole.details[:MOST],
+            whole.groups[:MOST],
+        )
+    for part, lists in (("cause_keys", "keys"), ("cause_details", "details"), ("cause_groups", "groups")):
+        over = sum(max(len(getattr(c, lists)) - MOST, 0) for c in load.diagnosis.causes)
+        assert hidden.get(part, 0) == over, part
+
+
+def test_a_pages_cut_keeps_so_many_metadata_items_and_shard_problems(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, tmp_path / "m.safetensors", metadata={f"k{i}": str(i) for i in range(5)})
+    full = inspect_checkpoint(tmp_path / "m.safetensors", LIMITS)
+    page = bounded(inspect_checkpoint(tmp_path / "m.safetensors", LIMITS), 3)
+    assert list(page.report.metadata.items()) == list(full.metadata.items())[:3]
+    assert page.hidden["metadata"] == 2 and "tree" not in page.hidden
