@@ -63,8 +63,16 @@ def target(what: str) -> tuple[list[str], list[str]]:
     if not files or not all((ROOT / f).is_file() for f in files):
         raise SystemExit(f"mutants: nothing to mutate in {what!r} (a package of app/ or one of its modules)")
     package = Path(files[0]).parent.relative_to("app")
-    tests = [f"tests/{package.as_posix()}" if package.parts else "tests"]
-    return files, tests
+    if not package.parts:
+        return files, ["tests"]
+    # The mirrored folder, and test files elsewhere named after the package: the lab's code for
+    # real models (a preset's ``make``) is tested with the architectures (tests/architectures/test_lab.py).
+    named = sorted(
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "tests").rglob(f"test_{package.name}*.py")
+        if path.parent.name not in (package.name, "browser")
+    )
+    return files, [f"tests/{package.as_posix()}", *named]
 
 
 def shown_as_source(app: Path) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.mutants import leave_unmutated, run_at_import, shown_as_source, used_in_functions, wilson
+from tests.mutants import leave_unmutated, run_at_import, shown_as_source, target, used_in_functions, wilson
 
 MODULE = """\
 import inspect
@@ -79,3 +79,11 @@ def test_a_samples_interval_holds_its_share_and_narrows_with_its_size() -> None:
     low, high = wilson(0.9, 400)
     assert round(low, 3) == 0.867 and round(high, 3) == 0.926
     assert wilson(0.5, 0) == (0.0, 1.0)
+
+
+def test_a_packages_tests_are_its_folder_and_the_files_named_after_it_elsewhere() -> None:
+    files, tests = target("app/lab")
+    assert "app/lab/report.py" in files and "app/lab/routes.py" not in files  # domain modules only
+    assert tests == ["tests/lab", "tests/architectures/test_lab.py"]  # browser tests stay out
+    assert target("app/lab/report.py") == (["app/lab/report.py"], tests)
+    assert target("app/doctor")[1] == ["tests/doctor"]

@@ -90,21 +90,6 @@ def text_width(text: str) -> float:
     return sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else MONO for ch in text)
 
 
-def sans_width(text: str) -> float:
-    """A generous width for ``text`` in the page's sans-serif font, in em."""
-    width = 0.0
-    for ch in text:
-        if unicodedata.east_asian_width(ch) in "WF":
-            width += 1.0
-        elif ch in "iljtf.,:;'|!()[] ":
-            width += 0.34
-        elif ch.isupper() or ch in "mwMW":
-            width += 0.78
-        else:
-            width += 0.6
-    return width
-
-
 # The outlines' labels: the tables' calls, in the monospace font.
 LABELS = {table: text_width(table + "()") for table in OUTLINES}
 
