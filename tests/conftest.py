@@ -26,6 +26,16 @@ def every_sentence_said(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> Iterator[object]:
+    """The same check on what a module or session fixture says while it is set up (a corpus of
+    reports read once for many tests): the autouse fixture above only hears the tests themselves."""
+    if fixturedef.scope == "function":
+        return (yield)
+    with every_sentence_translated():
+        return (yield)
+
+
 @pytest.fixture(scope="session")
 def client() -> Iterator[TestClient]:
     with TestClient(create_app()) as c:

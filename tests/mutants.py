@@ -171,7 +171,9 @@ def configure(scratch: Path, files: list[str], tests: list[str]) -> None:
         f"only_mutate = {files!r}\n"
         f"pytest_add_cli_args_test_selection = {tests!r}\n"
         f"also_copy = {[n for n in COPIED if n not in ('app', 'tests')]!r}\n"
-        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-m", "{SKIPPED_TESTS}"]\n'
+        # tests.mutants_fixtures: a test is credited with what its module and session fixtures called.
+        f'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "tests.mutants_fixtures", "-q", "-m", '
+        f'"{SKIPPED_TESTS}"]\n'
         # A mutant that hangs a background task (a broker's listener) waits out its timeout: 15 times
         # its tests' time by default, minutes each; 5 times still tells a hang from a loaded machine.
         # mutmut's wall limit is (tests' time + constant) * multiplier: with its default constant, 1 s,

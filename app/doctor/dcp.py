@@ -98,7 +98,7 @@ def read_dcp(
         )
     paths = getattr(metadata, "planner_data", None) or {}
     found = Found()
-    values = _read_items(metadata, data, limits) if load else {}
+    values = _read_items(metadata, data) if load else {}
     for fqn, item in listed.items():
         location = (
             [str(k) for k in paths.get(fqn, (fqn,))] if isinstance(paths.get(fqn, ()), tuple) else [fqn]
@@ -143,7 +143,7 @@ def _state_dicts(found: Found, paths: dict) -> None:
             found.raw[dotted] = tuple(parent)
 
 
-def _read_items(metadata: object, data: list[tuple[Path, str]], limits: Limits) -> dict[str, object]:
+def _read_items(metadata: object, data: list[tuple[Path, str]]) -> dict[str, object]:
     """Each fqn's value: its chunks read with torch's weights-only unpickler, put together."""
     by_name = {Path(name).name: path for path, name in data}
     listed = metadata.state_dict_metadata  # type: ignore[attr-defined]

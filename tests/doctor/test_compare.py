@@ -207,3 +207,23 @@ def test_a_tensor_of_the_cap_in_elements_is_compared_and_one_more_is_not(face: s
     rows = {row["key"]: row for row in json.loads(answer.said)["rows"]}
     assert rows["at"]["changes"] == ["values"] and rows["at"]["differing"] == CAP
     assert rows["over"]["changes"] == ["not_compared"] and rows["over"]["max_abs_diff"] is None
+
+
+def test_the_top_of_a_file_asked_for_by_name_keeps_every_key_whole(tmp_path: Path) -> None:
+    """--state-dict "" is the file itself: its keys compared as they are, none cut at a dot."""
+    from app.doctor.compare import compare_checkpoints
+    from tests.support.checkpoints import LIMITS
+
+    state = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).state_dict()
+    torch.save(dict(state), tmp_path / "a.pt")
+    save_file(dict(state), tmp_path / "b.safetensors")
+    a, b = [tmp_path / "a.pt"], [tmp_path / "b.safetensors"]
+    found = compare_checkpoints(a, ["a.pt"], b, ["b.safetensors"], LIMITS, CAP, at_a="", at_b="")
+    assert found.identical and (found.prefix_a, found.prefix_b) == ("", "")
+    assert found.rows == [] and (found.state_dict_a, found.state_dict_b) == ("", "")
+    changed = {k: v + 1 if k == "linear.weight" else v for k, v in state.items()}
+    save_file(changed, tmp_path / "c.safetensors")
+    differ = compare_checkpoints(
+        a, ["a.pt"], [tmp_path / "c.safetensors"], ["c"], LIMITS, CAP, at_a="", at_b=""
+    )
+    assert [(g.pattern, g.changes) for g in differ.groups] == [("linear.weight", ["values"])]
