@@ -976,14 +976,19 @@ def _adapter_cause(doctor: _Doctor, module: nn.Module) -> None:
     targets = sorted({_adapted(k) for k in keys if any(f".{m}." in f".{k}." for m in LORA)})
     present = [t for t in targets if _has_submodule(module, t)]
     prefix = "base_model.model." if all(k.startswith("base_model.model.") for k in keys) else ""
+    counts = {"present": len(present), "count": len(targets)}
     doctor.file_is = (
         "adapter",
         Text(
             "the file is a PEFT LoRA adapter for {prefix}* ({present} of its {count} target modules are "
             "this model's)",
-            prefix=verbatim(prefix or "a model"),
-            present=len(present),
-            count=len(targets),
+            prefix=verbatim(prefix),
+            **counts,
+        )
+        if prefix
+        else Text(
+            "the file is a PEFT LoRA adapter ({present} of its {count} target modules are this model's)",
+            **counts,
         ),
     )
     doctor.add(

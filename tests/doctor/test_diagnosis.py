@@ -282,3 +282,68 @@ def test_nested_non_persistent_buffers_keep_their_module_prefix() -> None:
     assert proven(diagnosis, carried, llama).keys() == state.keys() and diagnosis.after_fixes == "ok"
     plain = diagnose(dict(state), llama, told(state, llama))
     assert [(c.id, c.keys) for c in plain.causes] == [("non_persistent_absent", nested)]
+
+
+def _gpt2(**sizes: int) -> nn.Module:
+    import transformers
+
+    config = {"n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 256, "n_positions": 128} | sizes
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**config, bos_token_id=0, eos_token_id=0))
+
+
+def test_another_width_names_the_config_field_that_holds_the_modules_size(tmp_path) -> None:
+    torch.save(_gpt2(n_embd=32).state_dict(), tmp_path / "narrow.pt")
+    from app.doctor.examine import inspect_checkpoint
+
+    diagnosis = inspect_checkpoint(tmp_path / "narrow.pt", LIMITS, "gpt2_tiny").load.diagnosis  # type: ignore[union-attr]
+    (cause,) = diagnosis.causes
+    expected = _gpt2().state_dict()
+    assert cause.keys == [k for k, v in _gpt2(n_embd=32).state_dict().items() if v.shape != expected[k].shape]
+    assert cause.title["en"] == f"Another width: {len(cause.keys)} tensors of other sizes"
+    assert (
+        " In the model's config, n_embd = 64; the file was saved with 32. No fix" in cause.explanation["en"]
+    )
+
+
+def test_config_fields_of_positions_and_token_ids_are_not_named_as_a_width() -> None:
+    from app.doctor.diagnosis import _config_names
+
+    module = nn.Linear(1, 1)
+    module.config = type(  # type: ignore[assignment]
+        "Config",
+        (),
+        {
+            "to_dict": lambda self: {
+                "width": 64,
+                "n_ctx": 64,
+                "n_positions": 64,
+                "max_position_embeddings": 64,
+                "pad_token_id": 64,
+                "also": 64,
+                "and": 64,
+                "more": 64,
+                "half": 32,
+                "flag": True,
+            }
+        },
+    )()
+    assert _config_names(module, 64) == ["also", "and", "more"]  # sorted, at most three
+    assert _config_names(module, 1) == []  # True is no size
+    assert _config_names(nn.Linear(1, 1), 1) == []  # no config
+
+
+@pytest.mark.parametrize("prefix", ["base_model.model.", ""])
+def test_a_lora_adapter_is_named_with_its_prefix_or_without(tmp_path, prefix: str) -> None:
+    from app.doctor.examine import inspect_checkpoint
+
+    lora = {}
+    for i in range(2):
+        lora[f"{prefix}transformer.h.{i}.attn.c_attn.lora_A.weight"] = torch.zeros(8, 64)
+        lora[f"{prefix}transformer.h.{i}.attn.c_attn.lora_B.weight"] = torch.zeros(192, 8)
+    lora[f"{prefix}transformer.h.9.attn.c_attn.lora_A.weight"] = torch.zeros(8, 64)  # no layer 9 here
+    torch.save(lora, tmp_path / "a.pt")
+    diagnosis = inspect_checkpoint(tmp_path / "a.pt", LIMITS, "gpt2_tiny").load.diagnosis  # type: ignore[union-attr]
+    assert diagnosis.file_is == "adapter" and [c.id for c in diagnosis.causes] == ["adapter"]
+    said = "a PEFT LoRA adapter for base_model.model.* (" if prefix else "a PEFT LoRA adapter ("
+    assert f"the file is {said}2 of its 3 target modules are this model's)" in diagnosis.headline["en"]
+    assert "modules transformer.h.{0,1,9}.attn.c_attn, saved by PEFT" in diagnosis.causes[0].explanation["en"]
