@@ -106,6 +106,10 @@ def test_every_difference_as_torch_computes_it(api: TestClient, pair: tuple[Path
                     assert {k: rows[key][k] for k in values} == values, key
                 changes += ["values"] if values["differing"] else []
         assert rows.get(key, {"changes": []})["changes"] == changes, key
+        if changes in (["only_in_a"], ["only_in_b"]):  # the side that has it is described, the other not
+            there = a[key] if key in a else b[key]
+            label = f"{list(there.shape)} {str(there.dtype).removeprefix('torch.')}"
+            assert (rows[key]["a"], rows[key]["b"]) == ((label, None) if key in a else (None, label)), key
     summary = told["summary"]
     assert (summary["only_in_a"], summary["only_in_b"], summary["common"]) == (1, 1, len(a) - 1)
     assert summary["nan_b"] == 1 and summary["inf_b"] == 1 and summary["not_compared"] == 1

@@ -321,3 +321,13 @@ def test_a_signal_stops_the_inspections_then_calls_the_servers_own_handler(stopp
     assert getattr(handler, "stops_inspections", False) and signal.getsignal(signal.SIGINT) is signal.SIG_DFL
     handler(signal.SIGTERM, None)  # type: ignore[operator]
     assert called == [signal.SIGTERM] and isolated._stopping.is_set()
+
+
+def test_an_inspection_job_loads_the_state_dict_asked_for(tmp_path: Path) -> None:
+    from tests.support.checkpoints import ref, spec
+
+    state = ref("testmodel").state_dict()
+    torch.save({"ema": dict(state), "model": dict(state)}, tmp_path / "m.pt")
+    for at in ("ema", "model"):
+        job = isolated.inspection_job([tmp_path / "m.pt"], ["m.pt"], LIMITS, spec("testmodel"), at)
+        assert job.run().load.state_dict == at  # type: ignore[attr-defined]
