@@ -128,3 +128,15 @@ def test_table_groups_of_identical_blocks_collapse_and_spell_out_again() -> None
     assert all(r.name.startswith("bert.encoder.layer.{0..11}.") for r in repeat.rows)
     spelt = sorted(n for r in repeat.rows for n in repeat.names(r))
     assert spelt == sorted(r.name for r in report.state_dict if r.name.startswith("bert.encoder.layer."))
+
+
+def test_frozen_parameters_and_both_kinds_of_buffer_are_counted_apart_at_every_level() -> None:
+    model = direct("bert_tiny", "cpu")
+    for name, p in model.named_parameters():  # the embeddings and the first layer frozen, as in fine-tuning
+        p.requires_grad_(not (name.startswith("bert.embeddings.") or ".layer.0." in name))
+    model.bert.embeddings.register_buffer("seen", torch.zeros(3, dtype=torch.long))  # a persistent one
+    report = module_tree(model)
+    check_against_torch(report, model)
+    embeddings = report.root.children[0].children[0]
+    assert embeddings.path == "bert.embeddings" and embeddings.total.trainable == 0
+    assert embeddings.total.persistent_buffers == 1 and embeddings.total.non_persistent_buffers >= 1

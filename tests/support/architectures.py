@@ -84,6 +84,12 @@ def check_against_torch(report: ModuleTree, model: nn.Module) -> None:
         assert node.total.parameter_bytes == sum(nbytes(p) for p in mine_p)
         assert node.total.buffer_bytes == sum(nbytes(b) for b in mine_b.values())
         assert node.total.non_persistent == sum(b.numel() for n, b in mine_b.items() if n not in state)
+        assert node.total.persistent == sum(b.numel() for n, b in mine_b.items() if n in state)
+        assert (node.total.parameters, node.total.buffers) == (len(mine_p), len(mine_b))
+        assert node.total.persistent_buffers == sum(1 for n in mine_b if n in state)
+        assert node.total.non_persistent_buffers == sum(1 for n in mine_b if n not in state)
+        assert node.total.frozen == sum(p.numel() for p in mine_p if not p.requires_grad)
+        assert sorted(node.total.devices) == sorted({str(t.device) for t in [*mine_p, *mine_b.values()]})
         own = [n for n, _ in module.named_parameters(recurse=False)] + [
             n for n, _ in module.named_buffers(recurse=False)
         ]
