@@ -11,6 +11,7 @@ import pytest
 from app.architectures import configs, isolated
 from app.architectures.catalogue import ArchitectureError
 from app.architectures.module_tree import module_tree
+from app.architectures.planner import checked, facts
 from app.architectures.saving import saving
 from tests.support.architectures import LLAMA_CONFIG
 
@@ -56,3 +57,26 @@ def test_time_over_the_limit_is_a_504_naming_the_setting() -> None:
     with pytest.raises(ArchitectureError, match="MRE_ARCHITECTURE_CONFIG_SECONDS") as refused:
         isolated.run(config, {}, [], isolated.Budget(memory_bytes=4 * 1024**3, seconds=2))
     assert refused.value.status == 504 and "num_hidden_layers=20,000" in str(refused.value)
+
+
+def test_a_report_plans_a_batch_of_eight_unless_asked_and_says_a_refused_plan_in_its_words() -> None:
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    found = isolated.report(config, {}, [])
+    assert found.plan is not None and found.plan.input.batch == 8 and found.plan_error is None
+    refused = isolated.report(config, {"batch": 10**9}, [])
+    with pytest.raises(ArchitectureError) as planners:
+        checked(facts(configs.build(config, "meta")), 10**9)
+    assert refused.plan is None and refused.plan_error == dict(planners.value.words)
+    assert refused.tree == found.tree  # the rest of the report is kept
+
+
+def test_a_forward_the_planner_cannot_feed_is_said_and_the_rest_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(*args: object) -> None:
+        raise ValueError("the model's forward wants pixel_values" + "!" * 600)
+
+    monkeypatch.setattr(isolated, "plan", fails)
+    found = isolated.report(configs.read(json.dumps(LLAMA_CONFIG)), {}, [])
+    error = ("ValueError: the model's forward wants pixel_values" + "!" * 600)[:500]
+    assert found.plan is None and found.plan_error is not None
+    assert found.plan_error["en"] == f"the planner could not run its forward: {error}"
+    assert found.plan_error["zh-CN"] != found.plan_error["en"] and found.roundtrip is not None

@@ -291,3 +291,29 @@ def test_the_cap_at_its_boundary(tmp_path: Path) -> None:
         opened = app.get("/architectures/config/lab", params={"c": c}, follow_redirects=False)
         assert opened.status_code == status, cap
         assert len(list((tmp_path / str(cap)).glob("*.json"))) == (status == 303)
+
+
+@pytest.mark.parametrize(
+    ("config", "main_input", "batch"),
+    [
+        ({"vocab_size": 100, "max_position_embeddings": 4}, "input_ids", "torch.randint(0, 100, (2, 4))"),
+        ({"vocab_size": 50000, "n_positions": 1024}, "input_ids", "torch.randint(0, 256, (2, 8))"),
+        (
+            {"vocab_size": 0, "max_position_embeddings": 0, "n_positions": 6},
+            "input_ids",
+            "torch.randint(0, 256, (2, 6))",
+        ),
+        ({"vocab_size": None}, "input_ids", "torch.randint(0, 256, (2, 8))"),  # no positions: 8 tokens
+        ({"image_size": 64, "num_channels": 1}, "pixel_values", "torch.randn(2, 1, 64, 64)"),
+        ({"image_size": [64, 64]}, "pixel_values", "torch.randn(2, 3, 32, 32)"),
+    ],
+)
+def test_the_sample_batch_fits_the_vocabulary_positions_and_images_of_the_config(
+    config: dict, main_input: str, batch: str
+) -> None:
+    from types import SimpleNamespace
+
+    from app.architectures.lab import sample_input
+
+    model = SimpleNamespace(config=SimpleNamespace(**config), main_input_name=main_input)
+    assert sample_input(model) == batch  # type: ignore[arg-type]

@@ -97,3 +97,17 @@ def test_a_plan_is_the_planners_own_for_the_model_built_on_meta_and_kept(arch_id
     assert memo.arch_plan(arch_id, spec) is found
     assert memo.plan_json(arch_id, spec) == found.model_dump_json().encode()
     memo.clear()
+
+
+def test_each_architecture_and_input_has_its_own_plan_kept() -> None:
+    memo.clear()
+    asked = [
+        ("llama_tiny", 2, {"tokens": 16}),
+        ("llama_tiny", 3, {"tokens": 16}),
+        ("gpt2_tiny", 2, {"tokens": 16}),
+    ]
+    asked += [("llama_tiny", 2, {"tokens": 8}), ("llama_tiny", 2, {"tokens": 16, "context": 8})]
+    for arch_id, batch, options in asked:
+        spec = memo.plan_input(arch_id, batch, **options)
+        assert memo.plan_json(arch_id, spec) == memo.arch_plan(arch_id, spec).model_dump_json().encode()
+    memo.clear()
