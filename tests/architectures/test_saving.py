@@ -77,3 +77,35 @@ def test_the_figures_the_issue_names() -> None:
         vit.renamed["vit.layers.0.attention.q_proj.weight"]
         == "vit.encoder.layer.0.attention.attention.query.weight"
     )
+
+
+@pytest.mark.parametrize("arch_id", [*TINY, "gpt2", "vit_base"])
+def test_each_ways_sentence_is_the_one_for_what_it_does(arch_id: str) -> None:
+    model = build(arch_id, "meta")
+    storages: dict[int, list[str]] = {}
+    for name, t in model.state_dict().items():
+        storages.setdefault(t.untyped_storage()._cdata, []).append(name)
+    shared = [names for names in storages.values() if len(names) > 1]
+    said = {w.way.split("(")[0]: w for w in saving(model).ways}
+    assert said["torch.save"].says.startswith(
+        "Writes each storage once: " if shared else "Writes every tensor: "
+    )
+    refuses = "Refuses: tensors share memory (" + ", ".join(" = ".join(g) for g in shared) + ")"
+    assert said["safetensors.torch.save_file"].says.startswith(refuses if shared else "Writes every tensor: ")
+    dropped = said["safetensors.torch.save_model"].dropped
+    assert bool(dropped) == bool(shared)
+    if dropped:
+        names = ", ".join(f"{n} (= {k})" for n, k in dropped.items())
+        assert (
+            f", leaving out {names} (the name kept is the first" in said["safetensors.torch.save_model"].says
+        )
+    else:
+        assert said["safetensors.torch.save_model"].says.startswith("Writes every tensor: ")
+    pretrained = said["model.save_pretrained"]
+    if pretrained.renamed:
+        first, name = next(iter(pretrained.renamed.items()))
+        assert (
+            f"It writes {len(pretrained.renamed)} of them under the checkpoint's original names"
+            in pretrained.says
+        )
+        assert f"e.g. {first} as {name})" in pretrained.says
