@@ -15,6 +15,7 @@ from app.lab import diagram, memo
 from app.lab.diagram import NARROW, OUTLINES, WIDE, Diagram, Rect
 from app.lab.diff import compare
 from app.lab.experiments import run_experiment
+from app.lab.presets import PRESETS
 from app.lab.report import BufferRow, LabReport, ParameterCount, ParameterRow, StateRow
 from app.lab.spec import LabSpec, resolve
 from app.langs import EN, ZH
@@ -319,3 +320,64 @@ def test_the_picture_says_the_tables_facts_in_both_languages() -> None:
     en, zh = diagram.draw(report, EN), diagram.draw(report, ZH)
     assert en.title != zh.title and en.desc != zh.desc
     assert {c.kind_words for c in zh.chips} == {"参数", "缓冲区", "普通"}
+
+
+def _outcomes(d: Diagram) -> dict[str, tuple[bool | None, str]]:
+    return {c.name: (c.hit, c.outcome) for c in d.chips}
+
+
+def _all_tensors(model: nn.Module, styles: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Every tensor of the module: its parameters and buffers, and its plain tensor attributes."""
+    found = {**dict(model.named_parameters()), **dict(model.named_buffers(remove_duplicate=False))}
+    return found | {n: t for n, t in plain_tensors(model, styles).items() if isinstance(t, torch.Tensor)}
+
+
+def test_a_cast_says_each_chips_dtype_after_it() -> None:
+    s = spec("testmodel", device="cpu")
+    d = diagram.draw(memo.report(s), EN, experiment=run_experiment("cast", s, dtype="half"))
+    model = reference("testmodel", s.styles)
+    before = {n: str(t.dtype)[6:] for n, t in _all_tensors(model, s.styles).items()}
+    model.half()
+    after = {n: str(t.dtype)[6:] for n, t in _all_tensors(model, s.styles).items()}
+    said = _outcomes(d)
+    assert {before[n] for n in after} == {"float32"} and "float16" in after.values()  # both kinds are there
+    for name, dtype in after.items():
+        cast = dtype != before[name]
+        assert said[name.removeprefix("linear.")] == (
+            cast,
+            f"cast to {dtype}" if cast else f"kept {dtype}",
+        ), name
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_forward_lights_what_it_changed_as_torch_changes_it(mode: str) -> None:
+    s = spec("batchnorm", device="cpu")
+    d = diagram.draw(memo.report(s), EN, experiment=run_experiment("forward", s, mode=mode))
+    model = reference("batchnorm", s.styles)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train(mode == "train")
+    torch.manual_seed(1)
+    with torch.no_grad():
+        model(eval(PRESETS["batchnorm"].sample_input, {"torch": torch}))  # the lab's own batch
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, state[k])}
+    said = _outcomes(d)
+    for name in state:
+        short = name.rsplit(".", 1)[-1] if name.rsplit(".", 1)[-1] in said else name
+        touched = name in changed
+        assert said[short] == (touched, "changed by the forward pass" if touched else "kept its values"), name
+    assert bool(changed) == (mode == "train")  # the running statistics move in training only
+
+
+def test_a_meta_round_trip_lights_what_holds_uninitialised_memory() -> None:
+    s = spec("testmodel", device="cpu")
+    d = diagram.draw(memo.report(s), EN, experiment=run_experiment("meta_roundtrip", s))
+    model = reference("testmodel", s.styles)
+    # to_empty() allocates every parameter and buffer anew, uninitialised; a plain attribute it never sees
+    registered = {*dict(model.named_parameters()), *dict(model.named_buffers())}
+    said = _outcomes(d)
+    every = _all_tensors(model, s.styles)
+    assert registered < set(every)  # both kinds are there
+    for name in every:
+        garbage = name in registered
+        words = "holds uninitialised memory" if garbage else "kept its values"
+        assert said[name.removeprefix("linear.")] == (garbage, words), name
