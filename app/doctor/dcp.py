@@ -190,9 +190,20 @@ def _read_items(metadata: object, data: list[tuple[Path, str]]) -> dict[str, obj
             out[fqn] = parts[0][1]
             continue
         whole = torch.empty(tuple(size), dtype=item.properties.dtype)
+        held = torch.zeros(tuple(size), dtype=torch.bool)  # torch.empty leaves the rest uninitialised
         for offsets, chunk in parts:
             where = tuple(slice(o, o + n) for o, n in zip(offsets, chunk.shape, strict=True))  # type: ignore[union-attr]
             whole[where] = chunk
+            held[where] = True
+        if not bool(held.all()):
+            raise CheckpointError(
+                Text(
+                    "{fqn}: the data files hold {held} of its {count} elements (a chunk is missing)",
+                    fqn=fqn,
+                    held=int(held.sum()),
+                    count=held.numel(),
+                )
+            )
         out[fqn] = whole
     missing = [
         fqn for fqn, item in listed.items() if fqn not in out and getattr(item, "size", None) is not None

@@ -174,6 +174,7 @@ def test_the_tensors_and_values_listed_are_capped(tmp_path: Path, max_entries: i
             b"\x80\x04ctorch\nload\n.",
             ".metadata names the global torch.load, which DCP's metadata never holds",
         ),
+        (b"\x80\x04cos\nsystem\n.", ".metadata names the global os.system, which DCP's metadata never holds"),
     ],
 )
 def test_a_metadata_that_is_not_dcps_is_refused_by_name(tmp_path: Path, blob: bytes, message: str) -> None:
@@ -234,3 +235,19 @@ def test_a_tensor_no_data_file_holds_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as refused:
         read_dcp(tmp_path / ".metadata", data(tmp_path), LIMITS, load=True)
     assert str(refused.value) == "the .metadata lists cfg.half, and no data file holds it"
+
+
+def test_a_tensor_whose_chunks_leave_a_hole_is_refused_not_filled_with_garbage(tmp_path: Path) -> None:
+    whole = torch.arange(12.0).reshape(4, 3)
+    blob = io.BytesIO()
+    torch.save(whole[:2].clone(), blob)  # rows 0-1 only: the rank that wrote rows 2-3 is missing
+    storage = {MetadataIndex("w", torch.Size([0, 0])): _StorageInfo("__0_0.distcp", 0, blob.tell())}
+    (tmp_path / "__0_0.distcp").write_bytes(blob.getvalue())
+    chunks = [ChunkStorageMetadata(torch.Size([o, 0]), torch.Size([2, 3])) for o in (0, 2)]
+    listed = {"w": TensorStorageMetadata(TensorProperties(dtype=torch.float32), torch.Size([4, 3]), chunks)}
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(Metadata(listed, storage_data=storage)))
+    with pytest.raises(CheckpointError) as refused:
+        read_dcp(tmp_path / ".metadata", data(tmp_path), LIMITS, load=True)
+    assert str(refused.value) == "w: the data files hold 6 of its 12 elements (a chunk is missing)"
+    found, _ = read_dcp(tmp_path / ".metadata", data(tmp_path), LIMITS, load=False)  # listed still
+    assert [d.shape for _, d in found.tensors] == [[4, 3]]
