@@ -231,3 +231,17 @@ def test_the_top_of_a_file_asked_for_by_name_keeps_every_key_whole(tmp_path: Pat
         a, ["a.pt"], [tmp_path / "c.safetensors"], ["c"], LIMITS, CAP, at_a="", at_b=""
     )
     assert [(g.pattern, g.changes) for g in differ.groups] == [("linear.weight", ["values"])]
+
+
+def test_a_prefix_on_the_second_file_is_said_of_it(tmp_path: Path) -> None:
+    from app.doctor.compare import compare_checkpoints
+    from tests.support.checkpoints import LIMITS
+
+    state = reference("testmodel", TUTORIAL_DEFAULTS["testmodel"]).state_dict()
+    save_file(dict(state), tmp_path / "p.safetensors")
+    save_file({f"module.{k}": v for k, v in state.items()}, tmp_path / "w.safetensors")
+    found = compare_checkpoints(
+        [tmp_path / "p.safetensors"], ["p"], [tmp_path / "w.safetensors"], ["w"], LIMITS, CAP
+    )
+    assert (found.prefix_a, found.prefix_b) == ("", "module.")
+    assert found.headline["en"].startswith("identical after removing 'module.' from b")

@@ -303,6 +303,9 @@ def test_another_width_names_the_config_field_that_holds_the_modules_size(tmp_pa
     assert (
         " In the model's config, n_embd = 64; the file was saved with 32. No fix" in cause.explanation["en"]
     )
+    assert diagnosis.headline["en"].endswith(
+        "the file is a model of another width (32 where the model has 64)"
+    )
 
 
 def test_config_fields_of_positions_and_token_ids_are_not_named_as_a_width() -> None:

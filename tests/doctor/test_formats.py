@@ -574,6 +574,10 @@ def test_safetensors_metadata_is_a_map_of_strings_or_absent(
             "'a': 2 elements of F6_E2M3 (6 bits each) are not whole bytes",
         ),
         ({"dtype": "F16", "shape": [1], "data_offsets": [0, 1]}, "'a': 1 bytes for shape [1] of F16 (2)"),
+        (  # the most elements a shape may have: checked against its bytes, not refused as too many
+            {"dtype": "U8", "shape": [2**63 - 1], "data_offsets": [0, 1]},
+            f"'a': 1 bytes for shape [{2**63 - 1}] of U8 ({2**63 - 1})",
+        ),
         (
             {"dtype": "U8", "shape": [], "data_offsets": [0, 0]},
             "'a': 0 bytes for shape [] of U8 (1)",

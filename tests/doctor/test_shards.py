@@ -476,3 +476,13 @@ def test_a_key_the_index_puts_in_a_shard_here_that_lacks_it_is_named(shards: Pat
             "detail": f"the index says {files[0].name}, which does not hold it",
         }
     ]
+
+
+def test_a_sharded_checkpoints_bytes_are_its_shards_and_its_index(shards: Path) -> None:
+    files = [*shard_files(shards), shards / INDEX]
+    report = inspect_files(files, [f.name for f in files], LIMITS)
+    assert report.file_bytes == sum(f.stat().st_size for f in files)
+    alone = shard_files(shards)  # without the index
+    assert inspect_files(alone, [f.name for f in alone], LIMITS).file_bytes == sum(
+        f.stat().st_size for f in alone
+    )
