@@ -63,6 +63,12 @@ def test_a_report_plans_a_batch_of_eight_unless_asked_and_says_a_refused_plan_in
     config = configs.read(json.dumps(LLAMA_CONFIG))
     found = isolated.report(config, {}, [])
     assert found.plan is not None and found.plan.input.batch == 8 and found.plan_error is None
+    assert found.plan.architecture == "config"  # a pasted config, not an architecture of the catalogue
+    built = configs.build(config, "meta")
+    assert found.real_bytes == sum(
+        t.numel() * t.element_size() for t in [*built.parameters(), *built.buffers()]
+    )
+    assert str(configs.architecture(config).title) == "LlamaForCausalLM · config.json"
     refused = isolated.report(config, {"batch": 10**9}, [])
     with pytest.raises(ArchitectureError) as planners:
         checked(facts(configs.build(config, "meta")), 10**9)

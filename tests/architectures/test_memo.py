@@ -111,3 +111,13 @@ def test_each_architecture_and_input_has_its_own_plan_kept() -> None:
         spec = memo.plan_input(arch_id, batch, **options)
         assert memo.plan_json(arch_id, spec) == memo.arch_plan(arch_id, spec).model_dump_json().encode()
     memo.clear()
+
+
+def test_a_tree_is_asked_for_on_meta_unless_said() -> None:
+    memo.clear()
+    assert (
+        memo.tree_json("gpt2_tiny")
+        == memo.tree_json("gpt2_tiny", "meta")
+        != memo.tree_json("gpt2_tiny", "cpu")
+    )
+    memo.clear()
