@@ -398,7 +398,10 @@ class RedisBroker:
             pipe.zrem(self._live_key(code), gone)
         pipe.expire(self._live_key(code), self.ttl)
         pipe.zcard(self._live_key(code))
-        live = (await pipe.execute())[-1]
+        done = await pipe.execute()
+        if gone and not add and not done[0]:
+            return  # no page was open under that key: nothing changed, nobody is told (as in one process)
+        live = done[-1]
         await self._publish(Event("students", code, room.version, students=room.students, live=live))
 
     async def keep(self, codes: dict[str, list[str]]) -> None:
