@@ -15,6 +15,7 @@ import io
 import ipaddress
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import lru_cache
 from typing import Annotated
 from urllib.parse import parse_qsl, urlsplit
@@ -437,8 +438,11 @@ async def events(code: str, request: Request, settings: SettingsDep) -> Response
     if not teacher and _student(request, room) is None:
         raise not_a_student()
     b.hub.check(client)  # the caps, before the answer starts: a real 409 or 503
+    step = ""
+    if teacher:  # the step whose votes the console shows (a later one's page is fetched anew)
+        step = (await shown_off_loop(request, room.state, None, lab_bounds(settings))).step_key
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    stream = event_stream(b, room.code, client, settings, student=not teacher)
+    stream = event_stream(b, room.code, client, settings, student=not teacher, step=step)
     return StreamingResponse(stream, headers=headers, media_type="text/event-stream")
 
 
@@ -452,10 +456,10 @@ def _data(e: Event) -> dict:
 
 
 async def event_stream(
-    b: Broker, code: str, client: str, settings: Settings, student: bool
+    b: Broker, code: str, client: str, settings: Settings, student: bool, step: str = ""
 ) -> AsyncIterator[bytes]:
     """A room's events: its whole current state first (on every connection and reconnection; a
-    console's with the counts of joined and open pages),
+    console's with the counts of joined and open pages, and the tally of its ``step``),
     then each change; a comment when idle; closed after class_stream_seconds (the client's
     EventSource reconnects), so no stream is held for ever. A student's open stream counts them
     as here now (the console's live count)."""
@@ -472,6 +476,9 @@ async def event_stream(
             else:  # a console that reconnects missed the joins and closes of its gap: the counts now
                 counts = Event("students", code, now.version, students=now.students, live=now.live)
                 yield sse("students", _data(counts))
+                if step:
+                    tally = await _counted_now(b, Event("tally", code, now.version, step=step))
+                    yield sse("tally", _data(tally))
             try:
                 while loop.time() < deadline:
                     got = await subscriber.next(
@@ -480,6 +487,7 @@ async def event_stream(
                     if not got:
                         yield b": ping\n\n"
                     for e in got:
+                        e = e if student else await _counted_now(b, e)
                         yield sse(e.kind, _data(e), e.version if e.kind == "state" else None)
                         if e.kind == "ended":
                             return
@@ -488,6 +496,20 @@ async def event_stream(
                     await asyncio.shield(_closed(b, code, subscriber.key))
     except ClassError as exc:  # the room ended, or the store went away: the client retries
         yield sse("ended" if isinstance(exc, NoSuchRoom) else "unavailable", {"detail": exc.message})
+
+
+async def _counted_now(b: Broker, e: Event) -> Event:
+    """A console's counts as they are now, not as the event carried them. Events from several
+    processes reach a stream in the order they were published, not written (two votes' tallies can
+    cross), and one published just before the stream subscribed can arrive after its snapshot: a
+    count read when the event arrives is never older than the one shown."""
+    if e.kind == "students":
+        now = await b.room(e.code)
+        return replace(e, students=now.students, live=now.live)
+    if e.kind == "tally":
+        tally = await b.tally(e.code, e.step)
+        return replace(e, votes=tally.total, counts=tally.listed())
+    return e
 
 
 async def _closed(b: Broker, code: str, key: str) -> None:

@@ -160,6 +160,8 @@ async def follow_and_vote(teacher: Teacher, students: Teacher, code: str) -> Non
     assert (await console.next()).kind == "state"
     counted = await console.next()
     assert counted.kind == "students" and counted.data["students"] == 3 and counted.data["live"] in (1, 2, 3)
+    gap = await console.next()  # and the votes of the step it shows (none were lost in its gap)
+    assert (gap.kind, gap.data["step"], gap.data["votes"], gap.data["counts"]) == ("tally", STEP, 3, [1, 2])
     live = counted.data["live"]
     while live != 1:
         event = await console.next()

@@ -3,9 +3,11 @@ votes by signed ids, ending it, what students are shown, and every cap."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import pytest
@@ -13,9 +15,10 @@ import segno
 from fastapi.testclient import TestClient
 
 from app.classroom import routes
+from app.classroom.broker import Broker
 from app.classroom.lessons import lessons
 from app.classroom.page import MAX_STATE
-from app.classroom.rooms import ALPHABET, CODE_LENGTH
+from app.classroom.rooms import ALPHABET, CODE_LENGTH, Event
 from app.main import create_app
 from app.settings import Settings
 from tests.support.brokers import BROKERS, Brokers
@@ -367,3 +370,47 @@ def test_a_state_of_the_cap_in_characters_is_taken_and_one_more_refused(brokers:
             teacher.post(f"/rooms/{code}/state", data={"state": at_cap + "0"}),
         ):
             assert refused.status_code == 422 and f"at most {MAX_STATE} characters" in notice(refused)
+
+
+async def said(stream: AsyncIterator[bytes], kind: str) -> dict:
+    """The data of the next event of ``kind`` a stream sends (pings and other kinds passed over)."""
+
+    async def find() -> dict:
+        while True:
+            chunk = (await anext(stream)).decode()
+            if f"event: {kind}\n" in chunk:
+                return json.loads(chunk.split("data: ", 1)[1])
+
+    return await asyncio.wait_for(find(), 30)
+
+
+def test_a_console_shows_the_counts_as_they_are_not_as_a_late_event_carried_them(brokers: Brokers) -> None:
+    """Events from several processes arrive in the order they were published, not written, and one
+    published just before a stream subscribed arrives after its snapshot: the older one comes last."""
+
+    async def scenario(b: Broker) -> None:
+        await b.start()
+        code = (await b.create("t", "/", "a")).code
+        await b.join(code, "s1", "a")
+        await b.join(code, "s2", "a")
+        await b.vote(code, STEP, "s1", 1)
+        settings = Settings(class_heartbeat_seconds=0.05)
+        stream = routes.event_stream(b, code, "a", settings, student=False, step=STEP)
+        try:
+            first = await said(stream, "students")
+            assert (first["students"], first["live"]) == (2, 0)
+            tally = await said(stream, "tally")  # a console that reconnects missed the votes of its gap
+            assert (tally["step"], tally["votes"], tally["counts"]) == (STEP, 1, [0, 1])
+
+            b.hub.deliver(Event("students", code, 1, students=0, live=0))  # from before the stream
+            late = await said(stream, "students")
+            assert (late["students"], late["live"]) == (2, 0)
+
+            await b.vote(code, STEP, "s2", 0)
+            b.hub.deliver(Event("tally", code, 1, step=STEP, votes=1, counts=(0, 1)))  # the older tally
+            tally = await said(stream, "tally")
+            assert (tally["votes"], tally["counts"]) == (2, [1, 1])
+        finally:
+            await stream.aclose()
+
+    brokers.run(scenario)
