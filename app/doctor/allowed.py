@@ -48,6 +48,7 @@ NUMPY = {
 }
 NUMPY_DTYPES = "numpy.dtypes."  # numpy.dtypes.Float64DType, ... (the classes of numpy 2's dtypes)
 MAX_PLACES = 3  # places named for a refused global
+REPLAYED_VALUES = 200_000  # values the replay visits to place globals: a bound on its time
 
 
 def allowed_names() -> list[str]:
@@ -175,7 +176,7 @@ def replay(path: Path, max_bytes: int) -> Found:
         return found
     pending: list[tuple[object, list[str]]] = [(obj, [])]
     seen = 0
-    while pending and seen < 200_000:
+    while pending and seen < REPLAYED_VALUES:
         value, where = pending.pop()
         seen += 1
         if isinstance(value, _Stub):

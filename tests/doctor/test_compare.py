@@ -245,3 +245,25 @@ def test_a_prefix_on_the_second_file_is_said_of_it(tmp_path: Path) -> None:
     )
     assert (found.prefix_a, found.prefix_b) == ("", "module.")
     assert found.headline["en"].startswith("identical after removing 'module.' from b")
+
+
+def test_a_sparse_tensor_is_not_compared_by_value(tmp_path: Path) -> None:
+    """A sparse layout has no flat values to read: "not compared", neither a crash nor "equal"."""
+    from app.doctor.compare import compare_checkpoints
+    from tests.support.checkpoints import LIMITS
+
+    torch.save({"s": torch.eye(3).to_sparse(), "w": torch.ones(2)}, tmp_path / "a.pt")
+    torch.save({"s": (2 * torch.eye(3)).to_sparse(), "w": torch.ones(2)}, tmp_path / "b.pt")
+    found = compare_checkpoints([tmp_path / "a.pt"], ["a"], [tmp_path / "b.pt"], ["b"], LIMITS, CAP)
+    assert [(r.key, r.changes, r.max_abs_diff) for r in found.rows] == [("s", ["not_compared"], None)]
+    assert (found.summary.values_compared, found.summary.not_compared) == (1, 1)
+
+
+def test_equal_complex_values_count_their_infinities() -> None:
+    """Bit-for-bit equal chunks are not widened, but their infinities still count, complex ones too."""
+    from app.doctor.compare import compare_values
+
+    for values in ([1.0, float("inf"), -float("inf")], [1 + 0j, complex(float("inf"), 0), complex(0, 1)]):
+        x = torch.tensor(values)
+        expected = int(x.isinf().sum())
+        assert compare_values(x, x.clone()).inf == (expected, expected) != (0, 0)

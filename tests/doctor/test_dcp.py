@@ -4,7 +4,9 @@ that knows DCP's classes only), their values from the data files, a chunked tens
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 
@@ -57,11 +59,46 @@ def test_a_tensor_in_two_chunks_is_put_together(tmp_path: Path) -> None:
     assert torch.equal(found.objects["w"], whole)
 
 
-def test_a_metadata_naming_any_other_global_is_refused_unrun(tmp_path: Path) -> None:
+class ViaOs:
+    """A payload through a module DCP's metadata never names at all."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("payload", [Payload, ViaOs])
+def test_a_metadata_naming_any_other_global_is_refused_unrun(tmp_path: Path, payload: type) -> None:
     marker = tmp_path / "ran"
-    (tmp_path / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
-    with pytest.raises(CheckpointError, match=r"names the global builtins\.exec"):
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(payload(marker)))
+    name = "builtins.exec" if payload is Payload else f"{os.system.__module__}.system"
+    with pytest.raises(CheckpointError, match=rf"names the global {re.escape(name)}, which DCP"):
         read_dcp(tmp_path / ".metadata", [], LIMITS, load=False)
+    assert not marker.exists()
+
+
+def test_a_plain_values_bytes_are_read_without_running_them(tmp_path: Path) -> None:
+    """A value DCP saved as bytes (a torch.save of it) is loaded with weights_only: a payload there is
+    refused with torch's words, and never runs."""
+    _saved(tmp_path)
+    (path,) = tmp_path.glob("*.distcp")
+    marker = tmp_path / "ran"
+    evil = io.BytesIO()
+    torch.save(Payload(marker), evil)
+    offset = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(evil.getvalue())
+    metadata = pickle.loads((tmp_path / ".metadata").read_bytes())
+    index = next(index for index in metadata.storage_data if index.fqn == "step")
+    metadata.storage_data[index] = _StorageInfo(path.name, offset, len(evil.getvalue()))
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(metadata))
+    with pytest.raises(CheckpointError) as refused:
+        read_dcp(tmp_path / ".metadata", data(tmp_path), LIMITS, load=True)
+    assert str(refused.value).startswith(
+        "step: torch.load(weights_only=True) refused its bytes in __0_0.distcp: UnpicklingError: "
+    )
     assert not marker.exists()
 
 

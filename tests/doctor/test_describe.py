@@ -114,3 +114,21 @@ def test_a_pages_cut_keeps_so_many_metadata_items_and_shard_problems(tmp_path: P
     page = bounded(inspect_checkpoint(tmp_path / "m.safetensors", LIMITS), 3)
     assert list(page.report.metadata.items()) == list(full.metadata.items())[:3]
     assert page.hidden["metadata"] == 2 and "tree" not in page.hidden
+
+    # A sharded set whose index names five keys no shard holds: five problems, three shown.
+    import json
+
+    from app.doctor.examine import inspect_files
+
+    save_file({"a": torch.zeros(1)}, tmp_path / "model-1.safetensors")
+    save_file({"b": torch.zeros(1)}, tmp_path / "model-2.safetensors")
+    weight_map = {"a": "model-1.safetensors", "b": "model-2.safetensors"}
+    weight_map |= {f"ghost{i}": "model-2.safetensors" for i in range(5)}
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {"total_size": 8}, "weight_map": weight_map}))
+    files = [tmp_path / "model-1.safetensors", tmp_path / "model-2.safetensors", index]
+    full = inspect_files(files, [f.name for f in files], LIMITS)
+    assert full.shards is not None and len(full.shards.problems) == 5
+    page = bounded(inspect_files(files, [f.name for f in files], LIMITS), 3)
+    assert page.report.shards is not None and page.report.shards.problems == full.shards.problems[:3]
+    assert page.hidden["shard_problems"] == 2

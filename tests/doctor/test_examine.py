@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from app.doctor.examine import inspect_checkpoint
 from app.doctor.formats import MAX_DEPTH, torch_ok
 from app.doctor.report import CheckpointError, CheckpointTooLarge, Limits
-from tests.support.checkpoints import FORMATS, LIMITS, ref, save
+from tests.support.checkpoints import FORMATS, LIMITS, ref, save, spec
+from tests.support.crafted import as_saved_on_a_gpu
 from tests.support.reference import reference
 
 
@@ -205,3 +206,56 @@ def test_numbers_too_long_to_print_are_refused_plainly(tmp_path: Path) -> None:
     path.write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * 4)
     with pytest.raises(CheckpointError, match="safetensors header is not JSON"):
         inspect_checkpoint(path, LIMITS)
+
+
+class Config(dict):
+    pass
+
+
+class Hyper(dict):
+    pass
+
+
+def test_an_allow_listed_global_is_said_and_so_is_the_absence_of_a_dict_subclass(tmp_path: Path) -> None:
+    import argparse
+
+    torch.save({"w": torch.ones(2), "args": argparse.Namespace(lr=0.1)}, tmp_path / "c.pt")
+    notes = [note["en"] for note in inspect_checkpoint(tmp_path / "c.pt", LIMITS).notes]
+    assert (
+        "read with the allow-list of benign globals: argparse.Namespace (nothing of the file's code runs;"
+        " no dict subclass read as OrderedDict)" in notes
+    )
+    # Each dict subclass torch refuses, one at a time: every one of them is said.
+    torch.save({"w": torch.ones(2), "cfg": Config(a=1), "hp": Hyper(b=2)}, tmp_path / "d.pt")
+    report = inspect_checkpoint(tmp_path / "d.pt", LIMITS)
+    names = f"{__name__}.Config, {__name__}.Hyper"
+    assert (
+        f"read with the allow-list of benign globals: {names} (nothing of the file's code runs;"
+        f" {names} read as OrderedDict)" in [note["en"] for note in report.notes]
+    )
+
+
+def test_the_script_loads_the_file_by_the_name_the_user_gave_it(tmp_path: Path) -> None:
+    """The upload lies under a temporary name; the script must open the file the user has."""
+    path = save(ref("testmodel").state_dict(), tmp_path / "upload-1f3a", "torch_zip")
+    named = inspect_checkpoint(path, LIMITS, spec("testmodel"), name="my model.pt")
+    assert named.load is not None and 'torch.load("my model.pt", ' in named.load.script
+    assert "upload-1f3a" not in named.load.script
+    unnamed = inspect_checkpoint(path, LIMITS, spec("testmodel"))
+    assert unnamed.load is not None and f'torch.load("{path}", ' in unnamed.load.script
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_checkpoint_saved_on_a_gpu_is_read_and_loaded_on_a_machine_without_one(
+    tmp_path: Path, fmt: str
+) -> None:
+    state = ref("testmodel").state_dict()
+    path = save(state, tmp_path / "gpu.pt", fmt)
+    as_saved_on_a_gpu(path)
+    if not torch.cuda.is_available():  # the file really is a GPU's: torch refuses it as it is
+        with pytest.raises(RuntimeError, match=r"on a CUDA device but torch\.cuda\.is_available"):
+            torch.load(path, weights_only=True)
+    report = inspect_checkpoint(path, LIMITS, spec("testmodel"))
+    assert [t.name for t in report.tensors] == list(state)
+    assert report.load is not None and report.load.strict == "ok"
+    assert 'map_location="cpu"' in report.load.script

@@ -231,6 +231,8 @@ def test_sparse_tensors_load_into_a_module_as_torch_says(tmp_path: Path) -> None
         ([0, 2**70], [0, 0], "below 2**63"),
         ([2**64], [0, 0], "below 2**63"),
         ([2**40, 2**40], [0, 0], "over 2**63 - 1"),
+        ([2**62, 2], [0, 0], f"shape {[2**62, 2]} has {2**63} elements, over 2**63 - 1"),
+        ([2**63 - 1], [0, 0], "'a': 0 bytes for shape [9223372036854775807] of F32"),  # at the cap: counted
         ([0, 2**62], [0, 0], None),  # zero elements: described
         ([2**31, 0, 2**31], [0, 0], None),
     ],

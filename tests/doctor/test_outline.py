@@ -42,3 +42,11 @@ def test_without_a_depth_the_deepest_tree_that_fits() -> None:
     state = {f"blocks.{i}.w{j}": torch.zeros(i + 1, j + 1) for i in range(6) for j in range(3)}  # none alike
     lines, used = outline(entries(state), most=8)
     assert len(lines) <= 8 and used >= 1
+    # Three levels: "enc" and its three parts fit in 8 lines; the 18 leaves under them do not.
+    parts = ("attn", "mlp", "norm")
+    state = {
+        f"enc.{n}.{m}.w{k}": torch.zeros(len(n) + k, len(m)) for n in parts for m in parts for k in (0, 1)
+    }
+    lines, used = outline(entries(state), most=8)
+    assert used == 2 and [line.name for line in lines] == ["enc", *parts]
+    assert len(outline(entries(state), depth=3)[0]) > 8

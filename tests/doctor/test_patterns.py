@@ -24,6 +24,7 @@ def test_layers_and_words_fold_into_one_pattern() -> None:
         [f"l.0.e.{j}.w" for j in range(12)] + [f"l.1.e.{j}.w" for j in range(4)],
         ["h.0.x", "h.2.x", "h.3.x", "h.4.x", "h.7.x", "wte.weight", "007.x", "h.00.x"],
         [f'a"{{b}}\\.{i}.w' for i in range(10)],
+        [f"layers.{i}.w" for i in range(2, 12)],  # a range that starts past 0
     ],
 )
 def test_each_pattern_stands_for_exactly_its_keys(keys: list[str]) -> None:
@@ -46,6 +47,7 @@ def test_runs_of_three_or_more_are_ranges() -> None:
 
 def test_a_few_keys_are_written_out_many_by_pattern() -> None:
     assert keys_code(["a.b", "c"]) == '["a.b", "c"]'
+    assert keys_code([f"layers.{i}.w" for i in range(2, 12)]) == '[f"layers.{i}.w" for i in range(2, 12)]'
     assert keys_code(GPT2) == (
         '[f"h.{i}.{j}.{k}" for i in range(12) for j in ("ln_1", "ln_2") for k in ("weight", "bias")]'
     )

@@ -6,6 +6,7 @@ import argparse
 import collections
 import contextlib
 import io
+import json
 import pickle
 import warnings
 from pathlib import Path
@@ -78,6 +79,22 @@ def test_torch_shards_are_merged_in_order(tmp_path: Path) -> None:
     torch.save({"b": torch.ones(1), "c": torch.ones(1)}, tmp_path / "2.pt")  # a later shard wins
     got = loaded(Source((str(tmp_path / "1.pt"), str(tmp_path / "2.pt")), "torch_zip"))
     assert list(got) == ["a", "b", "c"] and got["b"].item() == 1.0
+
+
+def test_shards_named_in_any_script_and_needing_globals_load_whole(tmp_path: Path) -> None:
+    """The loop over the shards inside the allowance's block, and names kept as written (模型)."""
+    names = [str(tmp_path / "模型-1.pt"), str(tmp_path / "模型-2.pt")]
+    torch.save({"a": torch.zeros(1), "args": argparse.Namespace(lr=1)}, names[0])
+    torch.save({"b": torch.ones(1)}, names[1])
+    source = Source(tuple(names), "torch_zip", (), ("argparse.Namespace",))
+    got = loaded(source)
+    assert list(got) == ["a", "args", "b"] and got["b"].item() == 1.0
+    assert f"for shard in {json.dumps(names, ensure_ascii=False)}:" in "\n".join(loading(source)[1])
+    for name in names:
+        save_file({Path(name).stem: torch.ones(1)}, name.replace(".pt", ".safetensors"))
+    shards = tuple(n.replace(".pt", ".safetensors") for n in names)
+    assert list(loaded(Source(shards, "safetensors"))) == ["模型-1", "模型-2"]
+    assert "模型-1.safetensors" in "\n".join(loading(Source(shards, "safetensors"))[1])
 
 
 def test_a_dict_subclass_is_read_as_an_ordered_dict_beside_the_globals_allowed(tmp_path: Path) -> None:

@@ -486,3 +486,22 @@ def test_a_sharded_checkpoints_bytes_are_its_shards_and_its_index(shards: Path) 
     assert inspect_files(alone, [f.name for f in alone], LIMITS).file_bytes == sum(
         f.stat().st_size for f in alone
     )
+
+
+def test_in_this_process_a_set_is_sized_whole_and_loaded_for_the_fixed_file(shards: Path) -> None:
+    """Its size counts every shard and the index; its load keeps the state (for the fixed file), and
+    the script opens the shards by the names the user gave them."""
+    from app.doctor.load import Kept
+    from app.doctor.targets import read_config
+
+    files = [*shard_files(shards), shards / INDEX]
+    target = read_config((shards / "config.json").read_bytes(), "config.json")
+    kept = Kept()
+    report = inspect_files(files, [f"mine/{f.name}" for f in files], LIMITS, target, None, kept)
+    assert report.file_bytes == sum(f.stat().st_size for f in files)
+    held = {k: v for f in shard_files(shards) for k, v in load_file(f).items()}
+    assert report.unique_bytes == sum(t.numel() * t.element_size() for t in held.values()) > 0
+    assert set(held) <= set(kept.state) and kept.target is target
+    assert all(torch.equal(kept.state[k], v) for k, v in held.items())
+    assert report.load is not None
+    assert all(f"mine/{f.name}" in report.load.script for f in shard_files(shards))

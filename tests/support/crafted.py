@@ -70,3 +70,17 @@ def fan_out(branching: int, depth: int) -> bytes:
 def big_string(size: int) -> bytes:
     """A pickle of one string of ``size`` bytes: deflated in a zip, a few hundred bytes a MiB."""
     return PROTO + b"X" + size.to_bytes(4, "little") + b"a" * size + STOP
+
+
+def as_saved_on_a_gpu(path: Path) -> None:
+    """A torch file rewritten as if saved from cuda:0 (its storages' location), either format: what a
+    GPU box's checkpoint is to a machine without one (torch.load refuses it without map_location)."""
+    cpu, cuda = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"  # BINUNICODE, protocol 2
+    if not zipfile.is_zipfile(path):
+        path.write_bytes(path.read_bytes().replace(cpu, cuda))
+        return
+    with zipfile.ZipFile(path) as source:
+        members = [(info.filename, source.read(info)) for info in source.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for name, data in members:
+            out.writestr(name, data.replace(cpu, cuda) if name.endswith("/data.pkl") else data)
