@@ -381,3 +381,13 @@ def test_a_meta_round_trip_lights_what_holds_uninitialised_memory() -> None:
         garbage = name in registered
         words = "holds uninitialised memory" if garbage else "kept its values"
         assert said[name.removeprefix("linear.")] == (garbage, words), name
+
+
+def test_a_member_added_to_the_custom_module_is_new_and_nothing_else_is_marked() -> None:
+    before = memo.report(spec("custom", {"w": "buffer"}))
+    after = memo.report(spec("custom", {"w": "buffer", "v": "parameter"}))
+    d = diagram.draw(after, EN, before=before, diff=compare(before, after))
+    model = reference("custom", {"w": "buffer", "v": "parameter"}).to("meta")
+    assert "v" in dict(model.named_parameters())
+    assert {c.name: c.changes for c in d.chips if c.changes} == {"v": ("new",)}
+    assert d.ghost("v") is None  # it stood nowhere before

@@ -152,3 +152,24 @@ def test_every_experiment_option_is_read_as_a_url_names_it() -> None:
         for name, allowed in experiment.params.items():
             query = read(pairs(f"preset=testmodel&experiment={experiment.id}&{name}={allowed[-1]}"), BOUNDS)
             assert isinstance(query, LabQuery) and query.options == {name: allowed[-1]}
+
+
+def test_an_unknown_experiment_is_refused_naming_every_one() -> None:
+    with pytest.raises(SpecError) as refused:
+        read(pairs("preset=testmodel&experiment=nope"), BOUNDS)
+    assert refused.value.message == "experiment: one of " + ", ".join(EXPERIMENTS)
+
+
+def test_a_page_drops_the_shapes_a_module_other_than_custom_was_given() -> None:
+    """Shapes are the custom module's; a preset's page ignores them (its members have their own)."""
+    query = read_page(pairs("preset=testmodel&shape.parameter1=5&style.parameter1=buffer"), BOUNDS, "meta")
+    assert query.spec.shapes == {} and query.spec.styles["parameter1"] == "buffer"
+    custom = read_page(pairs("preset=custom&style.w=buffer&shape.w=2x2"), BOUNDS, "meta")
+    assert custom.spec.shapes == {"w": [2, 2]}
+
+
+def test_a_member_whose_name_torch_refuses_is_dropped_whole() -> None:
+    """A dotted name ("a.b", which torch refuses) is one member: dropping it drops its style and shape."""
+    url = "preset=custom&style.w=buffer&style.a.b=buffer&shape.a.b=2&drop=a.b"
+    query = read_page(pairs(url), BOUNDS, "meta")
+    assert query.spec.styles == {"w": "buffer"} and "a.b" not in query.spec.shapes
