@@ -70,7 +70,8 @@ class Cause(BaseModel):
     id: str = Field(
         description="prefix, compiled_submodule, backbone, tied_weights, batchnorm_stats, "
         "non_persistent_saved, non_persistent_absent, transposed, reshaped, size_mismatch, other_width, "
-        "dtype_change, missing_shard, missing, unexpected, optimizer_state, adapter, other_architecture"
+        "dtype_change, missing_shard, missing, unexpected, optimizer_state, adapter, other_architecture, "
+        "sparse, quantized, meta_values"
     )
     severity: Severity = Field(
         description="error: strict load fails; warning: loads, but look; info: by design"
@@ -394,10 +395,17 @@ def _find_causes(doctor: _Doctor, module: nn.Module, expected: dict, absent: dic
         absent_now = {prefix + k: v for k, v in absent_now.items()}
     s = doctor.state
     mismatched = [k for k in expected if k in s and _shape(s[k]) != _shape(expected[k])]
+    uncopyable = [k for k in expected if k in s and k not in mismatched and not _copies(s[k], expected[k])]
+    if uncopyable:
+        _storage_causes(doctor, uncopyable, expected)
+        s = doctor.state
     probe = _copy(s)
     for k in mismatched:
         del probe[k]
-    result = doctor.make().load_state_dict(probe, strict=False)  # sizes apart, what torch lists
+    try:
+        result = doctor.make().load_state_dict(probe, strict=False)  # sizes apart, what torch lists
+    except Exception:  # torch refuses a value no cause names: its own words are the verdict
+        return
     missing = [k for k in result.missing_keys if k not in mismatched]
     unexpected = list(result.unexpected_keys)
     matched = sum(1 for k in expected if k in s and k not in mismatched)
@@ -729,6 +737,90 @@ def _detail(key: str, got: torch.Tensor, want: torch.Tensor) -> KeyDetail:
         module_shape=_shape(want),
         module_dtype=dtype_name(want.dtype),
     )
+
+
+def _copies(got: object, want: torch.Tensor) -> bool:
+    """Whether load_state_dict can copy ``got`` into the module's ``want`` (of the same shape): a
+    sparse, quantized or meta tensor makes it raise, where other mismatches are only listed."""
+    if not isinstance(got, torch.Tensor):
+        return True  # torch lists it
+    if (got.layout == torch.strided and not got.is_meta and not got.is_quantized) or got.is_nested:
+        return True
+    try:
+        with torch.no_grad():
+            torch.empty_like(want).copy_(got)
+    except Exception:
+        return False
+    return True
+
+
+def _storage_causes(doctor: _Doctor, keys: list[str], expected: dict) -> None:
+    """Tensors torch cannot copy from, by how they are stored; each made loadable, or (on meta, with
+    no values) replaced by the module's own."""
+    s = doctor.state
+    meta = [k for k in keys if s[k].is_meta]
+    quantized = [k for k in keys if k not in meta and s[k].is_quantized]
+    sparse = [k for k in keys if k not in meta and k not in quantized and s[k].layout != torch.strided]
+    stored = (
+        (
+            "sparse",
+            sparse,
+            Text("Stored sparse: {keys}", keys=verbatim(_patterns(sparse))),
+            Text(
+                "The file holds these {count} tensors in a sparse layout ({layout}). load_state_dict "
+                "copies into the module's dense tensors and cannot copy from a sparse one: even "
+                "strict=False raises. The fix makes them dense first.",
+                count=len(sparse),
+                layout=verbatim(", ".join(sorted({str(s[k].layout) for k in sparse}))),
+            ),
+            ".to_dense()",
+        ),
+        (
+            "quantized",
+            quantized,
+            Text("Stored quantized: {keys}", keys=verbatim(_patterns(quantized))),
+            Text(
+                "The file holds these {count} tensors quantized ({dtype}). load_state_dict cannot copy a "
+                "quantized tensor into the module's float ones: even strict=False raises. The fix "
+                "dequantizes them (to float32), with the precision the quantization kept.",
+                count=len(quantized),
+                dtype=verbatim(_dtype_of(s, quantized)) if quantized else "",
+            ),
+            ".dequantize()",
+        ),
+        (
+            "meta_values",
+            meta,
+            Text("No values in the file: {keys}", keys=verbatim(_patterns(meta))),
+            Text(
+                "The file holds these {count} tensors on the meta device: shapes without values (a model "
+                "built on meta, saved before its weights were loaded). Nothing can be copied from them: "
+                "even strict=False raises. The fix keeps the module's initial values for them.",
+                count=len(meta),
+            ),
+            "",
+        ),
+    )
+    for cause_id, found, title, explanation, method in stored:
+        if not found:
+            continue
+        details = [_detail(k, s[k], expected[k]) for k in found]
+        if not method:
+            doctor.kept_initial += found
+        value = f"state[k]{method}" if method else "model.state_dict()[k]"
+        doctor.add(
+            Cause(
+                id=cause_id,
+                severity="error",
+                keys=found,
+                title=title,
+                explanation=explanation,
+                fix=f"for k in {keys_code(found)}: state[k] = {value}",
+                torch_says=doctor.says(found),
+                details=details,
+                groups=_groups(found, s, expected),
+            )
+        )
 
 
 def _size_causes(doctor: _Doctor, module: nn.Module, mismatched: list[str], expected: dict) -> None:

@@ -350,3 +350,147 @@ def test_a_lora_adapter_is_named_with_its_prefix_or_without(tmp_path, prefix: st
     said = "a PEFT LoRA adapter for base_model.model.* (" if prefix else "a PEFT LoRA adapter ("
     assert f"the file is {said}2 of its 3 target modules are this model's)" in diagnosis.headline["en"]
     assert "modules transformer.h.{0,1,9}.attn.c_attn, saved by PEFT" in diagnosis.causes[0].explanation["en"]
+
+
+class Tied(nn.Module):
+    """Five keys, one of them a tied alias (head.weight is emb.weight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.pos, self.norm = nn.Embedding(4, 2), nn.Embedding(3, 2), nn.LayerNorm(2)
+        self.head = nn.Linear(2, 4, bias=False)
+        self.head.weight = self.emb.weight
+
+
+def test_a_tied_alias_counts_as_matched_when_telling_another_model_apart() -> None:
+    """Two of five keys from the file and the alias they give: three of five, this model with keys
+    missing and one extra, not another architecture (which no fix helps)."""
+    full = Tied().state_dict()
+    state = {"emb.weight": full["emb.weight"], "pos.weight": full["pos.weight"], "junk.weight": torch.ones(1)}
+    diagnosis = diagnose(state, Tied, told(state, Tied))
+    assert [(c.id, c.keys) for c in diagnosis.causes] == [
+        ("tied_weights", ["head.weight"]),
+        ("unexpected", ["junk.weight"]),
+        ("missing", ["norm.weight", "norm.bias"]),
+    ]
+    assert diagnosis.verdict == "partial" and diagnosis.headline["en"].startswith("loads 3 of 5 tensors")
+    proven(diagnosis, state, Tied)
+    alone = {"emb.weight": full["emb.weight"], "junk.weight": torch.ones(1)}  # two of five: another model
+    assert [c.id for c in diagnose(alone, Tied, told(alone, Tied)).causes][-1] == "other_architecture"
+
+
+class Wrapped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential()
+        self.body.a, self.body.b, self.body.c = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+        self.head = nn.Linear(2, 1)
+
+
+def test_a_backbone_saved_alone_is_told_when_more_than_half_its_foreign_keys_are_the_submodules() -> None:
+    body = Wrapped().body.state_dict()
+    junk = {"x1": torch.ones(1), "x2": torch.ones(1)}
+    half = {k: body[k] for k in ("a.weight", "a.bias")} | junk  # two of four: not said to be the body
+    assert [c.id for c in diagnose(half, Wrapped, told(half, Wrapped)).causes] == ["other_architecture"]
+    more = {k: body[k] for k in ("a.weight", "a.bias", "b.weight")} | junk  # three of five
+    causes = diagnose(more, Wrapped, told(more, Wrapped)).causes
+    assert (causes[0].id, causes[0].keys) == ("backbone", list(more))  # each key is prefixed
+    # A later cause names the keys as torch's message did: under the file's own names.
+    assert causes[-1].keys == ["body.x1", "body.x2"] and any('"x1"' in line for line in causes[-1].torch_says)
+    whole = dict(body)  # the body alone: prefixed, it loads all but the head
+    diagnosis = diagnose(whole, Wrapped, told(whole, Wrapped))
+    assert [(c.id, c.keys) for c in diagnosis.causes] == [
+        ("backbone", list(body)),
+        ("missing", ["head.weight", "head.bias"]),
+    ]
+    fixed = proven(diagnosis, whole, Wrapped)  # the body's values under their prefixed names
+    assert sorted(fixed) == sorted([*(f"body.{k}" for k in body), "head.weight", "head.bias"])
+    assert all(torch.equal(fixed[f"body.{k}"], v) for k, v in body.items())
+
+
+def _stored(kind: str, t: torch.Tensor) -> torch.Tensor:
+    if kind == "sparse":
+        return t.to_sparse()
+    if kind == "sparse_csr":
+        return t.to_sparse_csr()
+    if kind == "quantized":
+        return torch.quantize_per_tensor(t, 0.01, 0, torch.qint8)
+    return torch.empty_like(t, device="meta")
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause", "verdict"),
+    [
+        ("sparse", "sparse", "fixed"),
+        ("sparse_csr", "sparse", "fixed"),
+        ("quantized", "quantized", "fixed"),
+        ("meta", "meta_values", "partial"),
+    ],
+)
+def test_a_tensor_torch_cannot_copy_from_is_a_cause_with_its_fix(
+    tmp_path, kind: str, cause: str, verdict: str
+) -> None:
+    """Sparse, quantized or meta: even strict=False raises (the doctor crashed on it); each is named
+    with torch's words, fixed as printed, and the script loads it."""
+    from app.doctor.examine import inspect_checkpoint
+    from tests.doctor.test_script import ran
+    from tests.support.checkpoints import ref, spec
+
+    state = dict(ref("testmodel").state_dict())
+    state["linear.weight"] = _stored(kind, state["linear.weight"])
+    torch.save(state, tmp_path / "c.pt")
+    model = ref("testmodel")
+    with pytest.raises(RuntimeError, match=r'While copying the parameter named "linear\.weight"'):
+        model.load_state_dict(state, strict=False)  # what the file really does to torch
+    load = inspect_checkpoint(tmp_path / "c.pt", LIMITS, spec("testmodel"), name=str(tmp_path / "c.pt")).load
+    assert load is not None and load.diagnosis is not None
+    diagnosis = load.diagnosis
+    (found,) = diagnosis.causes
+    assert (found.id, found.keys, diagnosis.verdict) == (cause, ["linear.weight"], verdict)
+    assert found.torch_says and all("linear.weight" in line for line in found.torch_says)
+    assert said_in_full(found.model_dump(), kind)  # its count is its keys'
+    fixed = proven(diagnosis, torch.load(tmp_path / "c.pt", weights_only=True), lambda: ref("testmodel"))
+    assert diagnosis.after_fixes == "ok" and fixed["linear.weight"].layout == torch.strided
+    if kind != "meta":
+        expected = state["linear.weight"]
+        expected = expected.dequantize() if kind == "quantized" else expected.to_dense()
+        assert torch.equal(fixed["linear.weight"], expected)
+    else:
+        assert diagnosis.kept_initial == ["linear.weight"]
+    assert ran(load.script) == "<All keys matched successfully>\n"
+
+
+class Refusing(nn.Linear):
+    """A layer whose load raises its own error (not torch's list of mismatches), on two lines."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        raise ValueError("this layer loads from its own format\nsee its documentation")
+
+
+def test_a_load_that_raises_where_no_cause_helps_is_told_with_torchs_first_line() -> None:
+    state = nn.Linear(2, 2).state_dict()
+    diagnosis = diagnose(state, Refusing, told(state, Refusing))
+    assert diagnosis.causes == [] and diagnosis.verdict == "fails"
+    assert diagnosis.headline["en"] == (
+        "does not load: loads 0 of 2 tensors, and no fix can help;"
+        " torch says ValueError: this layer loads from its own format"
+    )
+
+
+def test_the_api_answers_a_sparse_tensor_with_its_cause_not_a_failed_inspector(
+    api: TestClient, tmp_path
+) -> None:
+    """The inspector's child ended without an answer (a 422 that said nothing of the file)."""
+    from tests.support.checkpoints import ref
+
+    state = dict(ref("testmodel").state_dict())
+    state["linear.weight"] = state["linear.weight"].to_sparse()
+    torch.save(state, tmp_path / "sparse.pt")
+    files = {"file": ("sparse.pt", (tmp_path / "sparse.pt").read_bytes())}
+    answer = api.post("/api/checkpoints?preset=testmodel", files=files)
+    assert answer.status_code == 200, answer.text
+    diagnosis = answer.json()["load"]["diagnosis"]
+    assert [c["id"] for c in diagnosis["causes"]] == ["sparse"] and diagnosis["verdict"] == "fixed"

@@ -62,6 +62,12 @@ def make_cases(folder: Path) -> dict[str, Case]:
     wider = _module("testmodel")
     wider.linear = nn.Linear(3, 5)  # another width, saved in half precision
     torch.save(wider.half().state_dict(), folder / "wider_half.pt")
+    stored = dict(model.state_dict())  # tensors torch cannot copy from, as some pipelines store them
+    torch.save({**stored, "linear.weight": stored["linear.weight"].to_sparse()}, folder / "sparse.pt")
+    quantized = torch.quantize_per_tensor(stored["linear.weight"], 0.01, 0, torch.qint8)
+    torch.save({**stored, "linear.weight": quantized}, folder / "quantized.pt")
+    with torch.device("meta"):  # a model built on meta, saved before any weights were loaded into it
+        torch.save(_module("testmodel").state_dict(), folder / "saved_on_meta.pt")
     return {
         "data_parallel": Case(folder / "data_parallel.pt", "testmodel", {}, ["prefix"]),
         "compiled": Case(folder / "compiled.pt", "testmodel", {}, ["prefix"]),
@@ -82,6 +88,9 @@ def make_cases(folder: Path) -> dict[str, Case]:
             ["non_persistent_absent"],
         ),
         "wider_half": Case(folder / "wider_half.pt", "testmodel", {}, ["size_mismatch", "dtype_change"]),
+        "sparse": Case(folder / "sparse.pt", "testmodel", {}, ["sparse"]),
+        "quantized": Case(folder / "quantized.pt", "testmodel", {}, ["quantized"]),
+        "saved_on_meta": Case(folder / "saved_on_meta.pt", "testmodel", {}, ["meta_values"]),
     }
 
 
@@ -116,7 +125,16 @@ def spec(preset: str, **styles: str) -> LabSpec:
 UNFILLED = re.compile(r"\{[a-z_]+\}|\bNone\b")  # a placeholder left as written, or a value not given
 # How a cause counts its own keys (other numbers, such as the module's tensors, are not its keys').
 COUNTED = re.compile(r"these (\d+) tensors|(\d+) tensors of other sizes|the file has (\d+) keys the module")
-NAMED_IN_TITLE = {"transposed", "reshaped", "size_mismatch", "missing", "unexpected"}  # "...: {keys}"
+NAMED_IN_TITLE = {  # titles "...: {keys}"
+    "transposed",
+    "reshaped",
+    "size_mismatch",
+    "missing",
+    "unexpected",
+    "sparse",
+    "quantized",
+    "meta_values",
+}
 
 
 def said_in_full(cause: dict, where: str) -> bool:

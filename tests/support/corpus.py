@@ -208,6 +208,11 @@ def _training(root: Path) -> dict[str, Entry]:
     wider = ref("testmodel")
     wider.linear = nn.Linear(3, 5)
     torch.save(wider.half().state_dict(), root / "wider.pt")
+    torch.save({**state, "linear.weight": state["linear.weight"].to_sparse()}, root / "sparse.pt")
+    quantized = torch.quantize_per_tensor(state["linear.weight"], 0.01, 0, torch.qint8)
+    torch.save({**state, "linear.weight": quantized}, root / "quantized.pt")
+    with torch.device("meta"):  # built on meta and saved before its weights were loaded
+        torch.save(ref("testmodel").state_dict(), root / "saved_on_meta.pt")
     torch.save({"state_dict": state, "epoch": 3, "arch": "TestModel"}, root / "checkpoint.pth.tar")
     torch.save(state, root / "renamed.safetensors")  # a torch file with safetensors' name
     torch.save(state, root / "legacy.pt", _use_new_zipfile_serialization=False)
@@ -244,6 +249,20 @@ def _training(root: Path) -> dict[str, Entry]:
             ("size_mismatch", "dtype_change"),
             "loads 3 of 5 tensors",
             groups=("linear.weight", "linear.bias"),
+        ),
+        "sparse": Entry(
+            (str(root / "sparse.pt"), *into), DOES_NOT, "fixed", ("sparse",), explains="sparse layout"
+        ),
+        "quantized": Entry(
+            (str(root / "quantized.pt"), *into), DOES_NOT, "fixed", ("quantized",), explains="torch.qint8"
+        ),
+        "saved_on_meta": Entry(
+            (str(root / "saved_on_meta.pt"), *into),
+            DOES_NOT,
+            "partial",
+            ("meta_values",),
+            "loads 0 of 5 tensors",
+            groups=("{parameter1,parameter2,buffer2}", "linear.weight", "linear.bias"),
         ),
         "pth_tar": Entry((str(root / "checkpoint.pth.tar"), *into), LOADS, "loads"),
         "renamed": Entry((str(root / "renamed.safetensors"), *into), LOADS, "loads"),
