@@ -265,6 +265,13 @@ def test_alike_numbered_blocks_are_drawn_once() -> None:
     assert d.chip("layers.0.attn.weight").name == "attn.weight"
     blocks = sum(1 for n, _ in model.named_parameters() if n.startswith("layers."))
     assert len([c for c in d.chips if c.item.path.startswith("layers")]) == blocks // 4 + 1  # + freq
+    # Said once for the four, with their count, in each language.
+    name = "layers.{0..3}.mlp.1.bias"
+    assert [line for line in d.desc if line.startswith(name)] == [
+        f"{name} (4 alike): parameter [4], on cpu, in named_parameters(), state_dict()."
+    ]
+    zh = diagram.draw(report_of(model), ZH)
+    assert any(line.startswith(f"{name}（4 个相同的）") for line in zh.desc)
 
 
 def test_a_block_unlike_the_others_breaks_the_run() -> None:

@@ -107,3 +107,9 @@ def test_the_module_loaded_into_shares_preset_device_and_the_shapes_of_its_names
         {"a": "parameter"},
         {"a": [2]},
     )
+
+
+def test_a_view_key_first_in_the_query_passes_over_it_and_reads_the_rest() -> None:
+    pairs = [("lang", "zh-CN"), ("preset", "mymodule"), ("present", "1"), ("style.weight", "buffer")]
+    read = from_query(pairs, allowed=("lang", "present"))
+    assert (read.preset, read.styles) == ("mymodule", {"weight": "buffer"})
