@@ -83,6 +83,25 @@ def check_against_torch(d: Diagram, model: nn.Module, plain: dict[str, torch.Ten
         assert not overlap(a.rect, b.rect), (a.name, b.name)
     for chip in d.chips:
         assert chip.rect in Rect(0, 0, d.width, d.height)
+    well_placed(d)
+
+
+def inside(point: tuple[float, float], rect: Rect) -> bool:
+    return rect.x <= point[0] <= rect.x + rect.w and rect.y <= point[1] <= rect.y + rect.h
+
+
+def well_placed(d: Diagram) -> None:
+    """Each lane in the picture, below the one before, its device's name inside it; each outline
+    inside its lane, with its label."""
+    for above, below in itertools.pairwise(d.lanes):
+        assert above.rect.y + above.rect.h <= below.rect.y + 1e-9, (above.device, below.device)
+    picture = Rect(-0.01, -0.01, d.width + 0.02, d.height + 0.02)  # its size is rounded to 0.01
+    for lane in d.lanes:
+        assert lane.rect in picture and inside(lane.title_at, lane.rect), lane.device
+    for outline in d.outlines:
+        lane = d.lanes[outline.lane]
+        assert outline.rect in lane.rect, (outline.table, lane.device)
+        assert inside(outline.label, lane.rect), outline.table  # its label: under it, in the lane
 
 
 def plain_tensors(model: nn.Module, styles: dict[str, str]) -> dict[str, torch.Tensor | list]:
