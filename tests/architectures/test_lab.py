@@ -317,3 +317,17 @@ def test_the_sample_batch_fits_the_vocabulary_positions_and_images_of_the_config
 
     model = SimpleNamespace(config=SimpleNamespace(**config), main_input_name=main_input)
     assert sample_input(model) == batch  # type: ignore[arg-type]
+
+
+def test_a_plain_tensor_in_a_real_model_is_drawn_in_its_modules_box_under_its_own_name() -> None:
+    """model.rotary_emb.inv_freq made a plain attribute: torch lists it nowhere; the picture puts it
+    in the box of model.rotary_emb, where it lives, as "inv_freq"."""
+    from app.lab import diagram, memo
+    from app.langs import EN
+
+    s = spec("llama_tiny", {"model.rotary_emb.inv_freq": "plain_tensor"}, "meta")
+    d = diagram.draw(memo.report(s), EN)
+    (chip,) = [c for c in d.chips if c.item.tensors == ("model.rotary_emb.inv_freq",)]
+    assert (chip.kind, chip.item.path, chip.item.label) == ("plain", "model.rotary_emb", "inv_freq")
+    box = next(b for b in d.boxes if b.title == "rotary_emb")
+    assert chip.rect in box.rect
