@@ -417,3 +417,16 @@ def test_a_member_added_to_the_custom_module_is_new_and_nothing_else_is_marked()
     assert "v" in dict(model.named_parameters())
     assert {c.name: c.changes for c in d.chips if c.changes} == {"v": ("new",)}
     assert d.ghost("v") is None  # it stood nowhere before
+
+
+def test_an_empty_state_dict_is_an_outline_of_its_label_alone_at_the_right() -> None:
+    """Only a non-persistent buffer: state_dict() lists nothing, and its outline says so, in place."""
+    model = nn.Module()
+    model.register_buffer("freq", torch.ones(2), persistent=False)
+    assert model.state_dict() == {}
+    d = diagram.draw(report_of(model), EN)
+    check_against_torch(d, model, {})
+    empty = {o.table: o for o in d.outlines if o.empty}
+    assert set(empty) == {"state_dict", "named_parameters"}
+    stub = empty["state_dict"]
+    assert stub.rect.h == 0.0 and stub.rect.w > stub.label_width  # a line with its label, no chips
