@@ -113,3 +113,9 @@ def test_a_view_key_first_in_the_query_passes_over_it_and_reads_the_rest() -> No
     pairs = [("lang", "zh-CN"), ("preset", "mymodule"), ("present", "1"), ("style.weight", "buffer")]
     read = from_query(pairs, allowed=("lang", "present"))
     assert (read.preset, read.styles) == ("mymodule", {"weight": "buffer"})
+
+
+def test_an_unknown_preset_is_refused_naming_every_known_one() -> None:
+    with pytest.raises(UnknownPreset) as refused:
+        resolve(LabSpec(preset="nope"), ["cpu", "meta"], CAP)
+    assert refused.value.message == "unknown preset 'nope'; known: " + ", ".join(PRESETS)
