@@ -91,8 +91,9 @@ def _leaves(node: _Node, depth: int, out: list[Line], prefix: str, times: int) -
 def _lines(node: _Node, depth: int, most: int | None, out: list[Line], prefix: str = "") -> None:
     for name, child, times in _folded(node):
         label = f"{prefix}{name}"
-        if not child.children:
+        if child.shape is not None:  # a tensor; keys may go on past it (bitsandbytes' weight.absmax)
             out.append(Line(depth, label, f"{child.shape} {child.dtype}", times))
+        if not child.children:
             continue
         if _leaves(child, depth, out, f"{label}.", times):
             continue

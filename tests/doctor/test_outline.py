@@ -50,3 +50,27 @@ def test_without_a_depth_the_deepest_tree_that_fits() -> None:
     lines, used = outline(entries(state), most=8)
     assert used == 2 and [line.name for line in lines] == ["enc", *parts]
     assert len(outline(entries(state), depth=3)[0]) > 8
+
+
+def test_a_tensor_whose_key_other_keys_go_on_from_is_shown_too() -> None:
+    """bitsandbytes' 4-bit layers save weight beside weight.absmax and weight.quant_map: the weight
+    itself was left out of the tree (its node was taken for a module)."""
+    state = {
+        "l.weight": torch.zeros(8, dtype=torch.uint8),
+        "l.weight.absmax": torch.zeros(2),
+        "l.weight.quant_map": torch.zeros(16),
+        "l.bias": torch.zeros(4),
+    }
+    full, used = outline(entries(state))
+    assert used == 0
+    assert [(line.depth, line.name, line.detail) for line in full] == [
+        (0, "l", "4 tensors, 30 elements"),
+        (1, "weight", "[8] uint8"),
+        (1, "weight.absmax", "[2] float32"),
+        (1, "weight.quant_map", "[16] float32"),
+        (1, "bias", "[4] float32"),
+    ]
+    assert [line.name for line in outline(entries({"a.b": torch.zeros(2), "a": torch.zeros(3)}))[0]] == [
+        "a",
+        "a.b",
+    ]
