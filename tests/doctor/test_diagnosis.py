@@ -433,8 +433,8 @@ def test_a_tensor_torch_cannot_copy_from_is_a_cause_with_its_fix(
     """Sparse, quantized or meta: even strict=False raises (the doctor crashed on it); each is named
     with torch's words, fixed as printed, and the script loads it."""
     from app.doctor.examine import inspect_checkpoint
-    from tests.doctor.test_script import ran
     from tests.support.checkpoints import ref, spec
+    from tests.support.scripts import ran
 
     state = dict(ref("testmodel").state_dict())
     state["linear.weight"] = _stored(kind, state["linear.weight"])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import io
 import json
 import pickle
 import warnings
@@ -23,6 +21,7 @@ from app.doctor.targets import read_config, target_module
 from app.lab.spec import LabSpec
 from tests.support.architectures import direct
 from tests.support.checkpoints import ref, spec
+from tests.support.scripts import ran
 
 
 def loaded(source: Source) -> dict:
@@ -55,14 +54,6 @@ def test_the_globals_a_file_needed_are_allowed_in_the_script(tmp_path: Path) -> 
 
 class Settings(dict):
     """A dict subclass a training script saved its state in (read back as an OrderedDict)."""
-
-
-def ran(text: str) -> str:
-    """What the whole script prints, run here as plain python would run it."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(text, {"__name__": "__main__"})
-    return out.getvalue()
 
 
 def test_a_dcp_folder_is_converted_and_read_back(tmp_path: Path) -> None:

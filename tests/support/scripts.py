@@ -4,6 +4,8 @@ exit status, stdout and stderr (a fresh interpreter per script would spend ~2 s 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -90,3 +92,11 @@ def expected(report: dict) -> dict[str, list[str]]:
         "state_dict": [row(r) for r in report["state_dict"]],
         f"devices after model.to({device!r})": [f"{m['name']} {m['device_after']}" for m in members],
     }
+
+
+def ran(text: str) -> str:
+    """What a whole script prints, run in this process as plain python would run it."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(text, {"__name__": "__main__"})
+    return out.getvalue()
