@@ -739,11 +739,9 @@ def _detail(key: str, got: torch.Tensor, want: torch.Tensor) -> KeyDetail:
     )
 
 
-def _copies(got: object, want: torch.Tensor) -> bool:
+def _copies(got: torch.Tensor, want: torch.Tensor) -> bool:
     """Whether load_state_dict can copy ``got`` into the module's ``want`` (of the same shape): a
     sparse, quantized or meta tensor makes it raise, where other mismatches are only listed."""
-    if not isinstance(got, torch.Tensor):
-        return True  # torch lists it
     if (got.layout == torch.strided and not got.is_meta and not got.is_quantized) or got.is_nested:
         return True
     try:
