@@ -25,6 +25,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.support.architectures import PASTED_CONFIG, TINY, direct, pasted_direct
 from tests.support.html import parse
+from tests.support.pictures import well_placed
 from tests.support.scripts import run_scripts
 
 RESTYLED = {"model.rotary_emb.inv_freq": "buffer", "model.norm.weight": "frozen_parameter"}
@@ -331,3 +332,18 @@ def test_a_plain_tensor_in_a_real_model_is_drawn_in_its_modules_box_under_its_ow
     assert (chip.kind, chip.item.path, chip.item.label) == ("plain", "model.rotary_emb", "inv_freq")
     box = next(b for b in d.boxes if b.title == "rotary_emb")
     assert chip.rect in box.rect
+
+
+@pytest.mark.parametrize("arch_id", TINY)
+def test_every_real_models_picture_is_legible_fresh_and_moved(arch_id: str) -> None:
+    """Each tiny architecture drawn on cpu, then after model.to("meta") with the marks of the move, in
+    each language and variant: lanes in order, no text on another or cut by a chip."""
+    from app.lab import diagram, memo
+    from app.lab.diff import compare
+    from app.langs import EN, ZH
+
+    cpu, meta = memo.report(spec(arch_id)), memo.report(spec(arch_id, device="meta"))
+    for lang in (EN, ZH):
+        for variant in (diagram.WIDE, diagram.NARROW):
+            well_placed(diagram.draw(cpu, lang, variant))
+            well_placed(diagram.draw(meta, lang, variant, before=cpu, diff=compare(cpu, meta)))

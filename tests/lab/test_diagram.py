@@ -20,6 +20,7 @@ from app.lab.report import BufferRow, LabReport, ParameterCount, ParameterRow, S
 from app.lab.spec import LabSpec, resolve
 from app.langs import EN, ZH
 from tests.support.cases import CAP, PRESET_STYLES
+from tests.support.pictures import legible, overlap, well_placed
 from tests.support.reference import TUTORIAL_DEFAULTS, reference, tables
 
 DEVICES = ("cpu", "meta")
@@ -43,10 +44,6 @@ def lane_of(d: Diagram, chip: diagram.Chip) -> diagram.Lane:
 
 def outlines_around(d: Diagram, chip: diagram.Chip) -> set[str]:
     return {o.table for o in d.outlines if not o.empty and chip.rect in o.rect}
-
-
-def overlap(a: Rect, b: Rect) -> bool:
-    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
 
 
 def check_against_torch(d: Diagram, model: nn.Module, plain: dict[str, torch.Tensor | list]) -> None:
@@ -84,24 +81,6 @@ def check_against_torch(d: Diagram, model: nn.Module, plain: dict[str, torch.Ten
     for chip in d.chips:
         assert chip.rect in Rect(0, 0, d.width, d.height)
     well_placed(d)
-
-
-def inside(point: tuple[float, float], rect: Rect) -> bool:
-    return rect.x <= point[0] <= rect.x + rect.w and rect.y <= point[1] <= rect.y + rect.h
-
-
-def well_placed(d: Diagram) -> None:
-    """Each lane in the picture, below the one before, its device's name inside it; each outline
-    inside its lane, with its label."""
-    for above, below in itertools.pairwise(d.lanes):
-        assert above.rect.y + above.rect.h <= below.rect.y + 1e-9, (above.device, below.device)
-    picture = Rect(-0.01, -0.01, d.width + 0.02, d.height + 0.02)  # its size is rounded to 0.01
-    for lane in d.lanes:
-        assert lane.rect in picture and inside(lane.title_at, lane.rect), lane.device
-    for outline in d.outlines:
-        lane = d.lanes[outline.lane]
-        assert outline.rect in lane.rect, (outline.table, lane.device)
-        assert inside(outline.label, lane.rect), outline.table  # its label: under it, in the lane
 
 
 def plain_tensors(model: nn.Module, styles: dict[str, str]) -> dict[str, torch.Tensor | list]:
@@ -430,3 +409,22 @@ def test_an_empty_state_dict_is_an_outline_of_its_label_alone_at_the_right() -> 
     assert set(empty) == {"state_dict", "named_parameters"}
     stub = empty["state_dict"]
     assert stub.rect.h == 0.0 and stub.rect.w > stub.label_width  # a line with its label, no chips
+
+
+@pytest.mark.parametrize("lang", [EN, ZH])
+@pytest.mark.parametrize("variant", [WIDE, NARROW])
+def test_no_text_overlaps_another_in_any_preset_fresh_or_moved(variant: str, lang: str) -> None:
+    """Every preset (the real models too), on cpu and after model.to("meta") with the marks of the
+    move, and every style of each member changed once (its ghost, its lane): legible in each
+    language, in each variant."""
+    for preset in PRESETS:
+        cpu = memo.report(spec(preset, device="cpu"))
+        meta = memo.report(spec(preset, device="meta"))
+        legible(diagram.draw(cpu, lang, variant))
+        legible(diagram.draw(meta, lang, variant, before=cpu, diff=compare(cpu, meta)))
+        legible(diagram.draw(cpu, lang, variant, before=meta, diff=compare(meta, cpu)))
+    before = memo.report(spec("testmodel"))
+    for name, style in PRESET_STYLES:
+        if name == "testmodel":
+            after = memo.report(spec("testmodel", {"buffer1": style, "parameter1": style}))
+            legible(diagram.draw(after, lang, variant, before=before, diff=compare(before, after)))

@@ -1,0 +1,96 @@
+"""The module picture's geometry, checked on the app's own numbers (tests/browser/test_diagram.py
+checks the same in a browser): lanes in order, outlines and labels inside their lanes, no text on
+another or on a chip it does not belong to."""
+
+from __future__ import annotations
+
+import itertools
+import unicodedata
+
+from app.lab.diagram import Diagram, Rect
+
+
+def overlap(a: Rect, b: Rect) -> bool:
+    return a.x < b.x + b.w and b.x < a.x + a.w and a.y < b.y + b.h and b.y < a.y + a.h
+
+
+def inside(point: tuple[float, float], rect: Rect) -> bool:
+    return rect.x <= point[0] <= rect.x + rect.w and rect.y <= point[1] <= rect.y + rect.h
+
+
+def well_placed(d: Diagram) -> None:
+    """Each lane in the picture, below the one before, its device's name inside it; each outline
+    inside its lane, with its label."""
+    for above, below in itertools.pairwise(d.lanes):
+        assert above.rect.y + above.rect.h <= below.rect.y + 1e-9, (above.device, below.device)
+    picture = Rect(-0.01, -0.01, d.width + 0.02, d.height + 0.02)  # its size is rounded to 0.01
+    for lane in d.lanes:
+        assert lane.rect in picture and inside(lane.title_at, lane.rect), lane.device
+    for outline in d.outlines:
+        lane = d.lanes[outline.lane]
+        assert outline.rect in lane.rect, (outline.table, lane.device)
+        assert inside(outline.label, lane.rect), outline.table  # its label: under it, in the lane
+    legible(d)
+
+
+# A text's extent in em, measured here and not by the app's metrics: a Latin character of the
+# monospace font is 0.61 em wide, a wide (CJK) one 1 em; a line stands 0.94 em above its baseline
+# and 0.25 below.
+ASCENT, DESCENT = 0.94, 0.25
+
+
+def ink(text: str) -> float:
+    return sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else 0.61 for ch in text)
+
+
+def text_at(x: float, baseline: float, text: str) -> Rect:
+    return Rect(x, baseline - ASCENT, ink(text), ASCENT + DESCENT)
+
+
+def texts(d: Diagram) -> list[tuple[str, Rect, str]]:
+    """Every text of the picture where the template draws it: (the text, its box, the id of the
+    chip it is on, or "")."""
+    found = []
+    for lane in d.lanes:
+        x, y = lane.title_at
+        found.append((lane.device, text_at(x, y, lane.device), ""))
+        if lane.role:
+            found.append((lane.role, text_at(x + ink(lane.device) + 0.85, y, lane.role), ""))
+        if lane.was:
+            at = x + ink(lane.device) + 0.85 + (ink(lane.role) + 0.6 if lane.role else 0.0)
+            found.append((d.before, text_at(at + 0.2, y, d.before), ""))
+            found.append((lane.was, text_at(at + ink(d.before) + 0.7, y, lane.was), ""))
+    for box in d.boxes:
+        title = box.title + (f" ×{box.count}" if box.count > 1 else "")
+        found.append((title, text_at(box.title_x, box.rect.y + 0.35, title), ""))
+    for o in d.outlines:
+        label = f"{o.table}()" + (f" {o.empty}" if o.empty else "")
+        found.append((label, text_at(*o.label, label), ""))
+    for c in d.chips:
+        x, (first, second) = c.rect.x + 0.4, (c.rect.y + line for line in d.lines)
+        if c.ghost:
+            found.append((c.name, text_at(x, first, c.name), c.id))
+            found.append((d.before, text_at(c.rect.x + 0.5, second, d.before), c.id))
+            continue
+        top = f"{c.name} {c.shape}" if c.shape_first else c.name
+        below = c.kind_words if c.shape_first else f"{c.kind_words} {c.shape}"
+        found.append((top, text_at(x, first, top), c.id))
+        found.append((below, text_at(x, second, below), c.id))
+    return found
+
+
+def legible(d: Diagram) -> None:
+    """No text on another, a chip's texts inside its face and no other text on it, every text in
+    the picture: what tests/browser/test_diagram.py checks in a browser, on the app's own numbers."""
+    picture = Rect(-0.01, -0.01, d.width + 0.02, d.height + 0.02)
+    said = texts(d)
+    for (a, box_a, _), (b, box_b, _) in itertools.combinations(said, 2):
+        assert not overlap(box_a, box_b), (a, b)
+    faces = {c.id: c for c in d.chips}
+    for text, box, on in said:
+        assert box in picture, text
+        for chip in faces.values():
+            if chip.id == on:
+                assert box in chip.rect, (text, "out of its chip")
+            else:
+                assert not overlap(box, chip.rect), (text, "on", chip.name)
