@@ -66,3 +66,32 @@ def test_the_conclusion_speaks_chinese(client: TestClient, experiment: str) -> N
     assert re.search(r"[\u4e00-\u9fff]", text), text
     words = {w for w in re.findall(r"[A-Za-z_][\w.()]*", text) if not re.search(r"[_.()0-9]", w)}
     assert words <= {"torch", "RuntimeError", "Python"}, words
+
+
+@pytest.mark.parametrize(
+    ("preset", "styles"),
+    [("positional_encoding", {"pe": "non_persistent_buffer"}), ("layer_list", {"blocks": "python_list"})],
+)
+def test_save_load_never_calls_restored_what_the_checkpoint_does_not_carry(
+    client: TestClient, preset: str, styles: dict[str, str]
+) -> None:
+    """A non-persistent buffer, a plain list's layers: equal after the load only because the fresh
+    module makes them alike (torch.manual_seed(0), same __init__), not because the checkpoint had them."""
+    model, fresh = reference(preset, styles), reference(preset, styles)
+    saved = model.state_dict()
+    unsaved = {n: t for n, t in model.named_buffers() if n not in saved}
+    if preset == "layer_list":
+        unsaved = {f"blocks[{i}].{n}": t for i, b in enumerate(model.blocks) for n, t in b.named_parameters()}
+        again = {f"blocks[{i}].{n}": t for i, b in enumerate(fresh.blocks) for n, t in b.named_parameters()}
+    else:
+        again = dict(fresh.named_buffers())
+    assert unsaved and all(torch.equal(t, again[n]) for n, t in unsaved.items())
+    params = {"preset": preset, **{f"style.{k}": v for k, v in styles.items()}, "experiment": "save_load"}
+    html = client.get("/", params={**params, "lang": "en"}).text
+    (text,) = re.findall(r'<p class="conclusion">(.*?)</p>', html, re.S)
+    text = " ".join(text.split())
+    assert sorted(listed(text, "load_state_dict restored", " from the checkpoint")) == sorted(saved)
+    alike = listed(text, "Not in the checkpoint:", "; the fresh module made the same values itself")
+    assert sorted(alike) == sorted(unsaved), text
+    zh = client.get("/", params={**params, "lang": "zh-CN"}).text
+    assert "不在检查点里：" + ", ".join(alike) in zh

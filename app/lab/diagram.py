@@ -826,12 +826,11 @@ def changes(item: Item, diff: LabDiff, before: dict[str, Item]) -> tuple[str, ..
     old = before.get(item.key)
     if old is None:
         return ("new",)
+    # A plain tensor is in no table: only its member's row says it moved (restyled on another
+    # device). Joining or leaving a table is read from the tables, which list every tensor.
     for member in item.members:
-        for key, (_, now) in diff.members.get(member, {}).items():
-            if key == "device_after":
-                found.append("moved")
-            elif key.startswith("in_"):
-                found.append("joined" if now else "left")
+        if "device_after" in diff.members.get(member, {}):
+            found.append("moved")
     for table in TABLES:
         rows = diff.tables.get(table)
         if rows is None:
@@ -843,20 +842,24 @@ def changes(item: Item, diff: LabDiff, before: dict[str, Item]) -> tuple[str, ..
                 found.append("joined")
             if name in rows.removed:
                 found.append("left")
-    if diff.device and "moved" not in found and item.device == old.device:
+    if diff.device and item.device == old.device:  # a tensor that moved is on another device now
         found.append("stayed")
     return tuple(dict.fromkeys(found))
 
 
-def _outcomes(experiment: ExperimentResult) -> dict[str, tuple[bool, Text]]:
+def _outcomes(experiment: ExperimentResult, saved: set[str]) -> dict[str, tuple[bool, Text]]:
     """Each observed tensor's name -> (touched, what happened, in words), for the experiments whose
-    point is which tensors they touch; none for the others, or where torch refused a step."""
+    point is which tensors they touch; none for the others, or where torch refused a step.
+    ``saved``: the names state_dict() gives the checkpoint."""
     if experiment.error is not None:
         return {}
     kind, found = experiment.experiment, {}
     for t in experiment.tensors:
         if kind == "save_load" and t.changed is not None:
-            found[t.name] = (not t.changed, BACK if not t.changed else NOT_BACK)
+            # Equal after the load is not enough: a tensor the checkpoint does not carry (a
+            # non-persistent buffer, a plain attribute) is equal when the fresh module makes it alike.
+            back = t.name in saved and not t.changed
+            found[t.name] = (back, BACK if back else NOT_BACK if t.name in saved else NOT_SAVED)
         elif kind == "cast":
             cast = t.dtype_after != t.dtype_before
             dtype = t.dtype_after if cast else t.dtype_before
@@ -878,6 +881,7 @@ def _outcomes(experiment: ExperimentResult) -> dict[str, tuple[bool, Text]]:
 
 
 BACK, NOT_BACK = Text("came back from the checkpoint"), Text("did not come back")
+NOT_SAVED = Text("not in the checkpoint")
 STEPPED, NOT_STEPPED = Text("changed by the optimizer step"), Text("not changed by the step")
 SAME_VALUES, NEW_OBJECT = Text("kept its values"), Text("a new Python object")
 FORWARD, SAME_OBJECT = Text("changed by the forward pass"), Text("the same Python object")
@@ -962,7 +966,7 @@ def _experiment(
     """``now`` with ``chips``, lit by what ``experiment`` did to each, and its sentences."""
     legend = ("", "")
     if experiment is not None and experiment.experiment in LEGENDS:
-        outcomes = _outcomes(experiment)
+        outcomes = _outcomes(experiment, {row.name for row in report.state_dict})
         if outcomes:
             for n, chip in enumerate(chips):
                 outcome = None if chip.ghost else _outcome(chip, outcomes)

@@ -156,7 +156,8 @@ def test_a_buffer_made_non_persistent_leaves_the_state_dict_outline() -> None:
     assert "state_dict" in outlines_around(old, old.chip("buffer2"))
     chip = new.chip("buffer2")
     assert outlines_around(new, chip) == {"named_buffers"}
-    assert "left" in chip.changes
+    assert chip.changes == ("left",)  # it left a table; it did not move
+    assert chip.rect not in new.outline("state_dict").rect
     # Its ghost: where it stood, inside the outlines of the tables that listed it then.
     ghost = new.ghost("buffer2")
     assert ghost is not None and outlines_around(new, ghost) == {"named_buffers", "state_dict"}
@@ -211,6 +212,7 @@ def test_every_table_has_its_outline_even_when_empty() -> None:
     assert list(model.named_buffers()) == []
     assert {o.table for o in d.outlines} == set(OUTLINES)
     assert [o.table for o in d.outlines if o.empty] == ["named_buffers"]
+    assert d.outline("named_buffers") is None and d.outline("state_dict").table == "state_dict"
 
 
 def report_of(model: nn.Module, name: str = "custom") -> LabReport:
@@ -311,6 +313,23 @@ def test_an_experiment_lights_the_chips_torch_touched(experiment: str, options: 
     assert lit == expected
     assert {c.name for c in d.chips if c.hit is False} == {c.name for c in d.chips} - expected
     assert all(d.legend)
+
+
+@pytest.mark.parametrize(
+    ("preset", "styles"),
+    [("positional_encoding", {"pe": "non_persistent_buffer"}), ("layer_list", {"blocks": "python_list"})],
+)
+def test_a_save_load_lights_only_what_the_checkpoint_carried(preset: str, styles: dict[str, str]) -> None:
+    """Equal after the load is not "came back": the fresh module makes an unsaved tensor alike."""
+    s = spec(preset, styles, device="cpu")
+    d = diagram.draw(memo.report(s), EN, experiment=run_experiment("save_load", s))
+    model = reference(preset, s.styles)
+    saved = set(model.state_dict())
+    assert {n for c in d.chips if c.hit for n in c.item.tensors} == saved
+    unsaved = [c for c in d.chips if not set(c.item.tensors) & saved]
+    assert unsaved and all(c.hit is False and c.outcome == "not in the checkpoint" for c in unsaved)
+    zh = diagram.draw(memo.report(s), ZH, experiment=run_experiment("save_load", s))
+    assert {c.outcome for c in zh.chips if not c.hit} == {"不在检查点里"}
 
 
 def test_the_picture_says_the_tables_facts_in_both_languages() -> None:
