@@ -166,9 +166,11 @@ def inference_forward(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> F
         out = model(**inputs)
     cache = out.get("past_key_values") if isinstance(out, Mapping) else None
     kv = {_key(t): t.untyped_storage().nbytes() for t in _tensors(cache) if _key(t) not in own}
+    # A model output's fields but its cache; a module that returns a tensor (or a tuple) returns it all.
+    fields = out.items() if isinstance(out, Mapping) else [("", out)]
     rest = {
         _key(t): t.untyped_storage().nbytes()
-        for name, value in (out.items() if isinstance(out, Mapping) else [])
+        for name, value in fields
         if name != "past_key_values"
         for t in _tensors(value)
         if _key(t) not in own and _key(t) not in kv

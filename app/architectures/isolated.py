@@ -106,8 +106,26 @@ def report(config: dict, asked: dict[str, int | None], devices: list[tuple[str, 
     return found
 
 
+def answer(config: dict, asked: dict, devices: list) -> bytes:
+    """What the child sends: "R" and the report's JSON, "E" and a refusal, "M" when memory ran out
+    (called in the child, under its limits; callable directly in tests)."""
+    try:
+        return b"R" + report(config, asked, devices).model_dump_json().encode()
+    except Exception as exc:
+        return _said(exc)
+
+
+def _said(exc: Exception) -> bytes:
+    if isinstance(exc, Refusal):
+        return b"E" + json.dumps({"status": exc.status, "text": dict(exc.words)}).encode()
+    # The address-space limit hit: Python's MemoryError, or torch's allocator saying it in its words.
+    if isinstance(exc, MemoryError) or "bad_alloc" in str(exc) or "can't allocate memory" in str(exc):
+        return b"M"
+    said = dict(verbatim(f"{type(exc).__name__}: {exc}"[:800]))
+    return b"E" + json.dumps({"status": 422, "text": said}).encode()
+
+
 def _child(writer: Connection, config: dict, asked: dict, devices: list, budget: Budget) -> None:
-    body = b""
     try:
         # Ours before the limits: transformers, this config's classes and modeling module, the
         # Chinese catalog (a refusal is said in it). The limits then hold what the config asks for.
@@ -121,17 +139,9 @@ def _child(writer: Connection, config: dict, asked: dict, devices: list, budget:
         ceiling = _vm_bytes() + budget.memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
         torch.set_num_threads(1)
-        body = b"R" + report(config, asked, devices).model_dump_json().encode()
-    except Refusal as exc:
-        body = b"E" + json.dumps({"status": exc.status, "text": dict(exc.words)}).encode()
-    except MemoryError:
-        body = b"M"
-    except Exception as exc:
-        if "bad_alloc" in str(exc) or "can't allocate memory" in str(exc):
-            body = b"M"
-        else:
-            said = dict(verbatim(f"{type(exc).__name__}: {exc}"[:800]))
-            body = b"E" + json.dumps({"status": 422, "text": said}).encode()
+        body = answer(config, asked, devices)
+    except Exception as exc:  # the set-up itself: the config's classes, a limit refused
+        body = _said(exc)
     writer.send_bytes(body)
     writer.close()
 

@@ -46,6 +46,16 @@ def test_the_count_leaves_the_weights_out_and_counts_a_storage_once() -> None:
     assert (found.saved, found.saved_storages) == (4 * 8 * 4, 1)
 
 
+def test_inference_counts_a_plain_modules_returned_tensor_and_no_cache() -> None:
+    """A module that returns a tensor (not a model output): that tensor is its output's bytes."""
+    layer, x = torch.nn.Linear(8, 3), torch.ones(4, 8)
+    meta = inference_forward(torch.nn.Linear(8, 3, device="meta"), {"input": x.to("meta")})
+    with torch.no_grad():
+        out = layer(x)
+    assert inference_forward(layer, {"input": x}) == meta
+    assert (meta.kv_cache, meta.outputs) == (0, out.numel() * out.element_size())
+
+
 @pytest.mark.parametrize("arch_id", ["llama_tiny", "gpt2_tiny"])
 def test_inference_measures_the_kv_cache_the_logits_and_the_peak(arch_id: str) -> None:
     inputs = {"input_ids": torch.zeros(2, 32, dtype=torch.long), "use_cache": True, "logits_to_keep": 1}

@@ -65,6 +65,11 @@ def test_over_the_cap_is_refused_naming_it_on_keeping_and_on_reading(tmp_path: P
     key = ConfigStore(tmp_path, max_elements=5000).put(config(), 4000)
     with pytest.raises(ConfigTooLarge, match=r"4,000 elements, over the lab's cap of 1,000"):
         store.preset(preset_id(key))
+    # Opened first by a server whose cap allows it (its preset built and kept in this process),
+    # then asked of the lower cap: still refused, naming that cap.
+    ConfigStore(tmp_path, max_elements=5000).preset(preset_id(key))
+    with pytest.raises(ConfigTooLarge, match=r"4,000 elements, over the lab's cap of 1,000"):
+        store.preset(preset_id(key))
 
 
 def test_an_unknown_or_malformed_or_altered_digest_is_a_404(tmp_path: Path) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from app.architectures import configs, isolated
 from app.architectures.catalogue import ArchitectureError
 from app.architectures.module_tree import module_tree
-from app.architectures.planner import checked, facts
+from app.architectures.planner import PlanInput, checked, facts
 from app.architectures.saving import saving
 from tests.support.architectures import LLAMA_CONFIG
 
@@ -32,6 +33,7 @@ def test_the_childs_report_is_the_one_made_directly() -> None:
     assert got.tree == expected
     assert got.c == configs.encode(config) and got.class_name == "LlamaForCausalLM"
     assert got.plan is not None and got.plan.recipes[0].cards[-1].name == "cuda:9 test"
+    assert got.plan.input == PlanInput(batch=2, tokens=16, context=32)  # what was asked, not defaults
     assert got.roundtrip is not None and got.roundtrip.unequal_after_fix == []
     assert "model.rotary_emb.inv_freq" in got.roundtrip.not_restorable
 
@@ -86,3 +88,34 @@ def test_a_forward_the_planner_cannot_feed_is_said_and_the_rest_kept(monkeypatch
     assert found.plan is None and found.plan_error is not None
     assert found.plan_error["en"] == f"the planner could not run its forward: {error}"
     assert found.plan_error["zh-CN"] != found.plan_error["en"] and found.roundtrip is not None
+
+
+def test_the_childs_answer_says_a_report_a_refusal_or_memory_run_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the child sends, made here: the parent reads "R", "E" and "M" (tests above)."""
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    said = isolated.answer(config, {"batch": 3}, [])
+    assert said[:1] == b"R"
+    found = isolated.ConfigReport.model_validate_json(said[1:])
+    assert found.config == config and found.plan is not None and found.plan.input.batch == 3
+    refused = configs.read(json.dumps({**LLAMA_CONFIG, "num_attention_heads": 7}))
+    said = isolated.answer(refused, {}, [])
+    assert said[:1] == b"E" and json.loads(said[1:])["status"] == 422
+    assert json.loads(said[1:])["text"]["en"].startswith("hidden_size: ")
+
+    def allocates(*_: object) -> None:
+        torch.empty(2**50, dtype=torch.uint8)  # torch's allocator refuses a PiB: its own words
+
+    def bad_alloc(*_: object) -> None:
+        raise RuntimeError("std::bad_alloc")  # what C++ code says when its new fails under the limit
+
+    def fails(*_: object) -> None:
+        raise ValueError("no such layer type")
+
+    for made, expected in ((allocates, b"M"), (bad_alloc, b"M"), (fails, b"E")):
+        monkeypatch.setattr(isolated, "report", made)
+        assert isolated.answer(config, {}, [])[:1] == expected, made.__name__
+    said = json.loads(isolated.answer(config, {}, [])[1:])
+    assert said == {
+        "status": 422,
+        "text": {"en": "ValueError: no such layer type", "zh-CN": "ValueError: no such layer type"},
+    }

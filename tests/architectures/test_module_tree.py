@@ -130,6 +130,18 @@ def test_table_groups_of_identical_blocks_collapse_and_spell_out_again() -> None
     assert spelt == sorted(r.name for r in report.state_dict if r.name.startswith("bert.encoder.layer."))
 
 
+def test_identical_blocks_that_end_the_table_collapse_too() -> None:
+    """A model whose last tensors are its blocks (nothing after the run)."""
+    model = torch.nn.Module()
+    model.embed = torch.nn.Embedding(10, 4)
+    model.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+    report = module_tree(model)
+    folded = collapsed(grouped(report.state_dict))
+    assert [(g.prefix, g.repeat) for g in folded] == [("embed", 1), ("layers.{0..2}", 3)]
+    spelt = sorted(n for g in folded for r in g.rows for n in g.names(r))
+    assert spelt == sorted(model.state_dict())
+
+
 def test_frozen_parameters_and_both_kinds_of_buffer_are_counted_apart_at_every_level() -> None:
     model = direct("bert_tiny", "cpu")
     for name, p in model.named_parameters():  # the embeddings and the first layer frozen, as in fine-tuning

@@ -4,6 +4,9 @@ arithmetic, and the input's refusals naming the field."""
 
 from __future__ import annotations
 
+import inspect
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -18,6 +21,7 @@ from app.architectures.planner import (
     checked,
     facts,
     inference_inputs,
+    kind_of,
     plan,
     training_inputs,
 )
@@ -42,6 +46,12 @@ class Made(TorchDispatchMode):
         return out
 
 
+def mib(n: int) -> str:
+    """A tiny model's bytes as the arithmetic writes them."""
+    assert n < 2**30 / 16
+    return f"{n / 2**20:,.2f} MiB"
+
+
 def spec_of(arch_id: str) -> PlanInput:
     return SPEC[facts(build(arch_id, "meta")).kind]
 
@@ -61,6 +71,9 @@ def test_each_recipe_is_what_torch_holds_for_it(arch_id: str) -> None:
             meta = build(arch_id, "meta", dtype=recipe.dtype)
             assert row.activations == inference_forward(meta, inference_inputs(meta, spec.batch, spec)).peak
             assert row.total == weights + buffers + row.activations
+            more = inference_forward(meta, inference_inputs(meta, spec.batch + 1, spec)).peak
+            assert row.per_sample == more - row.activations, recipe.id
+            assert row.arithmetic[-1] == f"total = weights + buffers + forward peak = {mib(row.total)}"
             continue
         # One real step, twice (AdamW makes its states on the first): gradients, states, temporaries.
         inputs = training_inputs(model, spec.batch, spec)
@@ -80,6 +93,9 @@ def test_each_recipe_is_what_torch_holds_for_it(arch_id: str) -> None:
         activations = training_forward(meta, training_inputs(meta, spec.batch, spec), recipe.autocast)
         assert row.activations == activations.activations
         assert row.total == weights + buffers + grads + states + max(row.activations, made.bytes)
+        more = training_forward(meta, training_inputs(meta, spec.batch + 1, spec), recipe.autocast)
+        assert row.per_sample == more.activations - activations.activations, recipe.id
+        assert row.arithmetic[-1].endswith(f"= {mib(row.total)}")
 
 
 def test_gradients_and_adamw_states_count_the_trainable_parameters_only() -> None:
@@ -154,3 +170,40 @@ def test_the_input_is_checked_and_refusals_name_the_field() -> None:
         with pytest.raises(ArchitectureError, match=says.replace("(", r"\(")) as refused:
             call()
         assert refused.value.status == 422
+
+
+def test_a_model_fed_neither_token_ids_nor_pixels_is_refused_naming_its_input() -> None:
+    with pytest.raises(ArchitectureError, match="this model's input is input_values") as refused:
+        kind_of(SimpleNamespace(main_input_name="input_values"))  # type: ignore[arg-type]
+    assert refused.value.status == 422
+
+
+def test_pixels_have_three_channels_where_the_config_names_none() -> None:
+    """A vision model whose config has no num_channels: the RGB images a 3-channel stem takes."""
+
+    class Pixels(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = SimpleNamespace(image_size=32)
+            self.stem = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.stem(pixel_values)
+
+    model = Pixels()
+    inputs = training_inputs(model, 2, PlanInput(batch=2, image=32))
+    assert list(inputs) == ["pixel_values"] and inputs["pixel_values"].shape == (2, 3, 32, 32)
+    assert model(**inputs).shape == (2, 2, 30, 30)  # torch takes them
+
+
+@pytest.mark.parametrize("arch_id", [a for a in TINY if facts(build(a, "meta")).kind == "text"])
+def test_generation_asks_for_the_cache_and_the_next_tokens_logits_where_the_model_takes_them(
+    arch_id: str,
+) -> None:
+    model = build(arch_id, "meta")
+    takes = inspect.signature(model.forward).parameters
+    inputs = inference_inputs(model, 2, SPEC["text"])
+    assert ("use_cache" in inputs) == ("use_cache" in takes)
+    assert ("logits_to_keep" in inputs) == ("logits_to_keep" in takes)
+    assert inputs.get("logits_to_keep", 1) == 1 and inputs.get("use_cache", True) is True
+    assert "logits_to_keep" in inputs or arch_id != "llama_tiny"
