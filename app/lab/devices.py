@@ -34,12 +34,16 @@ def device_ids() -> tuple[str, ...]:
 
 def describe(device_id: str) -> Device:
     """A device with its live label and memory figures."""
-    if device_id.startswith("cuda:"):
-        index = int(device_id.split(":", 1)[1])
-        props = torch.cuda.get_device_properties(index)
-        return Device(device_id, props.name, "cuda", props.total_memory, torch.cuda.memory_allocated(index))
+    # Only a machine with the device runs these lines (tests/lab/test_devices.py, marked cuda): a
+    # mutation run on one without (make mutants) leaves them unmutated rather than counting them lost.
+    if device_id.startswith("cuda:"):  # pragma: no mutate
+        index = int(device_id.split(":", 1)[1])  # pragma: no mutate
+        props = torch.cuda.get_device_properties(index)  # pragma: no mutate
+        used = torch.cuda.memory_allocated(index)  # pragma: no mutate
+        return Device(device_id, props.name, "cuda", props.total_memory, used)  # pragma: no mutate
     if device_id == "mps":
-        return Device("mps", "Apple GPU (MPS)", "mps", None, torch.mps.current_allocated_memory())
+        used = torch.mps.current_allocated_memory()  # pragma: no mutate
+        return Device("mps", "Apple GPU (MPS)", "mps", None, used)  # pragma: no mutate
     if device_id == "meta":
         return Device("meta", "meta (shapes and dtypes only, no data)", "meta")
     return Device("cpu", f"CPU ({platform.machine() or 'unknown'})", "cpu")
