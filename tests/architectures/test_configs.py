@@ -92,3 +92,10 @@ def test_it_builds_what_transformers_builds() -> None:
     assert not any(p.is_meta for p in real.parameters())
     base = configs.architecture(configs.read(json.dumps({"model_type": "bert", "num_hidden_layers": 1})))
     assert base.auto_class == "AutoModel"  # no architectures named: transformers' base model
+
+
+def test_a_build_torch_cannot_allocate_is_a_memory_error_in_torchs_words() -> None:
+    """2**36 tokens of 64 floats: 16 TiB, which torch's CPU allocator refuses (not a config error)."""
+    config = configs.read(json.dumps({**LLAMA_CONFIG, "vocab_size": 2**36}))
+    with pytest.raises(MemoryError, match="can't allocate memory"):
+        configs.build(config, "cpu")

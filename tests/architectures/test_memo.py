@@ -3,15 +3,16 @@ checked before the cache is asked, and a refusal never kept."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 
-from app.architectures import memo
+from app.architectures import configs, isolated, memo
 from app.architectures.catalogue import ArchitectureError, real_bytes
 from app.architectures.planner import checked, facts, plan
-from tests.support.architectures import direct
+from tests.support.architectures import LLAMA_CONFIG, direct
 
 
 def test_a_tree_is_built_once_per_architecture_and_device() -> None:
@@ -120,4 +121,18 @@ def test_a_tree_is_asked_for_on_meta_unless_said() -> None:
         == memo.tree_json("gpt2_tiny", "meta")
         != memo.tree_json("gpt2_tiny", "cpu")
     )
+    memo.clear()
+
+
+def test_a_pasted_configs_report_is_kept_per_input() -> None:
+    """Two inputs that differ in one field each get their own plan, and the same input is kept."""
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    budget = isolated.Budget(memory_bytes=2 * 1024**3, seconds=60)
+    memo.clear()
+    for field, values in (("tokens", (8, 16)), ("context", (8, 16)), ("batch", (2, 3))):
+        for value in values:
+            found = memo.config_report(config, {field: value}, budget)
+            assert found.plan is not None and getattr(found.plan.input, field) == value, (field, value)
+    kept = memo.config_report_json(config, {"batch": 3}, budget)
+    assert memo.config_report_json(config, {"batch": 3}, budget) is kept
     memo.clear()
