@@ -87,6 +87,9 @@ def test_each_ways_sentence_is_the_one_for_what_it_does(arch_id: str) -> None:
         storages.setdefault(t.untyped_storage()._cdata, []).append(name)
     shared = [names for names in storages.values() if len(names) > 1]
     said = {w.way.split("(")[0]: w for w in saving(model).ways}
+    for way in said.values():  # a way that writes every tensor says how much: its own bytes
+        if way.says.startswith("Writes every tensor"):
+            assert way.says.startswith(f"Writes every tensor: {way.bytes / 1e6:,.1f} MB"), way.way
     assert said["torch.save"].says.startswith(
         "Writes each storage once: " if shared else "Writes every tensor: "
     )
