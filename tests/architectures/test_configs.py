@@ -99,3 +99,13 @@ def test_a_build_torch_cannot_allocate_is_a_memory_error_in_torchs_words() -> No
     config = configs.read(json.dumps({**LLAMA_CONFIG, "vocab_size": 2**36}))
     with pytest.raises(MemoryError, match="can't allocate memory"):
         configs.build(config, "cpu")
+
+
+def test_label_names_never_change_the_config_their_count_does() -> None:
+    """id2label and label2id name the classes: transformers builds the same tensors whatever the
+    names, so the canonical config (and its digest) keeps only their count."""
+    named = {**LLAMA_CONFIG, "id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}
+    renamed = {**LLAMA_CONFIG, "id2label": {"0": "a", "1": "b"}}
+    read = configs.read(json.dumps(named))
+    assert "id2label" not in read and "label2id" not in read and read["num_labels"] == 2
+    assert read == configs.read(json.dumps(renamed))

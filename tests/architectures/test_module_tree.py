@@ -70,6 +70,23 @@ def test_memory_estimate_matches_a_real_adamw_step_and_cast() -> None:
     assert any("AdamW: 2 x 90,432 x 2 B" in line for line in bf16.arithmetic)
 
 
+def test_the_estimate_names_a_unit_from_exactly_one_of_it() -> None:
+    """1,000,000 bytes of weights: 1.00 MB, not 1,000.00 kB (decimal units, as disks and GPUs say)."""
+    model = torch.nn.Embedding(1000, 250)  # 250,000 float32: 1,000,000 bytes
+    f32 = module_tree(model).memory[0]
+    assert f32.weights == sum(nbytes(p) for p in model.parameters()) == 10**6
+    assert f32.arithmetic[0] == "weights: 250,000 parameters x 4 B = 1.00 MB"
+    assert f32.arithmetic[2] == "gradients: 250,000 trainable x 4 B = 1.00 MB"
+
+
+def test_the_totals_count_frozen_and_trainable_elements_apart() -> None:
+    model = direct("bert_tiny", "cpu")
+    model.bert.embeddings.requires_grad_(False)
+    totals = module_tree(model).totals
+    assert totals.frozen == sum(p.numel() for p in model.parameters() if not p.requires_grad) > 0
+    assert totals.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+
+
 @pytest.mark.parametrize("arch_id", ["llama_8b", "resnet50", "bert_base"])
 def test_identical_numbered_blocks_are_one_run_with_the_counts_of_all(arch_id: str) -> None:
     model = direct(arch_id)

@@ -5,6 +5,7 @@ transformers' save_pretrained."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file, save_model
 
+from app.architectures import configs
 from app.architectures.catalogue import build
 from app.architectures.saving import saving
 from tests.support.architectures import TINY
@@ -105,6 +107,12 @@ def test_each_ways_sentence_is_the_one_for_what_it_does(arch_id: str) -> None:
     else:
         assert said["safetensors.torch.save_model"].says.startswith("Writes every tensor: ")
     pretrained = said["model.save_pretrained"]
+    if pretrained.dropped:  # every name it leaves out, said
+        size = sum(
+            t.numel() * t.element_size() for n, t in model.state_dict().items() if n not in pretrained.dropped
+        )
+        names = ", ".join(pretrained.dropped)
+        assert pretrained.says.startswith(f"Writes {size / 1e6:,.1f} MB without {names}: "), pretrained.says
     if pretrained.renamed:
         first, name = next(iter(pretrained.renamed.items()))
         assert (
@@ -112,3 +120,33 @@ def test_each_ways_sentence_is_the_one_for_what_it_does(arch_id: str) -> None:
             in pretrained.says
         )
         assert f"e.g. {first} as {name})" in pretrained.says
+
+
+MIXTRAL = {
+    "model_type": "mixtral",
+    "architectures": ["MixtralForCausalLM"],
+    "vocab_size": 64,
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "num_local_experts": 2,
+    "num_experts_per_tok": 1,
+    "max_position_embeddings": 32,
+}
+
+
+def test_experts_fused_in_memory_are_named_by_the_files_they_become(tmp_path: Path) -> None:
+    """Mixtral holds its experts fused (experts.gate_up_proj); save_pretrained writes them apart
+    under the original names (experts.0.w1.weight, ...): those names, each once, are what the way says."""
+    config = configs.read(json.dumps(MIXTRAL))
+    said = {w.way.split("(")[0]: w for w in saving(configs.build(config)).ways}["model.save_pretrained"]
+    model = configs.build(config, "cpu")
+    model.save_pretrained(tmp_path)
+    written, _ = tensor_bytes(tmp_path / "model.safetensors")
+    state = model.state_dict()
+    made = set(written) - {said.renamed.get(n, n) for n in state if "," not in said.renamed.get(n, "")}
+    fused = {n: v for n, v in said.renamed.items() if "," in v}
+    assert fused and made and all(set(v.split(", ")) == made for v in fused.values())
+    assert set(said.renamed) | set(written) >= set(state) - set(said.dropped)
