@@ -898,13 +898,13 @@ LEGENDS = {
 
 
 def _outcome(chip: Chip, found: dict[str, tuple[bool, Text]]) -> tuple[bool, Text] | None:
-    """A chip's outcome: its tensors' (when they agree), a plain list's layers' (all of them)."""
+    """A chip's outcome: its tensors' (when they agree); a plain attribute's, or a plain list's
+    layers' (torch treats a list's layers alike: the first one's, as the matrix says)."""
     seen = []
     for name in chip.item.tensors:
         if chip.item.kind == "plain":
             names = [name + ATTRIBUTE, name, *(n for n in found if n.startswith(name + "["))]
-            names = [n for n in names if n in found]
-            names = names[:1] if names and not names[0].startswith(name + "[") else names
+            names = [n for n in names if n in found][:1]
         else:
             names = [name] if name in found else []
         seen += [found[n] for n in names]

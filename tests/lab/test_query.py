@@ -48,6 +48,15 @@ def test_an_experiment_named_by_the_api_is_the_urls() -> None:
     assert with_experiment(spec, "cast", {"dtype": "double"}, {}, BOUNDS) == read(
         pairs("preset=testmodel&experiment=cast&dtype=double"), BOUNDS
     )
+    # load_into's other module, checked against this server's bounds as the URL's is.
+    into = {"buffer2": "non_persistent_buffer"}
+    url = "preset=testmodel&experiment=load_into&into.buffer2=non_persistent_buffer"
+    assert with_experiment(spec, "load_into", {}, into, BOUNDS) == read(pairs(url), BOUNDS)
+    custom = read(pairs("preset=custom&style.w=parameter&shape.w=2x2"), BOUNDS).spec
+    small = Bounds(BOUNDS.devices, max_elements=3)
+    with pytest.raises(SpecError) as refused:
+        with_experiment(custom, "load_into", {}, {"w": "buffer"}, small)
+    assert refused.value.loc[0] == "into" and "3" in refused.value.message
 
 
 @pytest.mark.parametrize(
