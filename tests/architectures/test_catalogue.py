@@ -3,6 +3,8 @@ on the CPU and moved), and its refusals."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import transformers
@@ -15,6 +17,7 @@ from app.architectures.catalogue import (
     devices_for,
     get,
     real_bytes,
+    transformers_module,
 )
 from app.architectures.module_tree import module_tree
 from app.architectures.roundtrip import round_trip
@@ -124,3 +127,15 @@ def test_every_build_script_runs_and_builds_what_the_page_shows() -> None:
         model = direct(arch_id)
         said = f"{sum(p.numel() for p in model.parameters())} {len(model.state_dict())} {{'{device}'}}"
         assert result.stdout.strip().splitlines()[-1] == said, (arch_id, device)
+
+
+def test_without_transformers_the_architectures_answer_503_naming_the_pin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server installed without transformers: a refusal that says what to install, not a crash."""
+    monkeypatch.setitem(sys.modules, "transformers", None)  # what Python does for a missing package
+    with pytest.raises(ArchitectureError) as refused:
+        transformers_module()
+    assert refused.value.status == 503
+    assert refused.value.message.startswith("transformers is not installed here (")
+    assert refused.value.message.endswith(f"); pip install transformers=={transformers.__version__}")

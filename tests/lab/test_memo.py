@@ -3,11 +3,14 @@ shapes come from the client, so caches keyed or sized by them are bounded in ent
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 
 from app.lab import memo
 from app.lab import report as lab_inspect
 from app.lab.devices import device_ids
+from app.lab.query import Bounds, read
 from app.lab.spec import LabSpec, resolve
 from tests.support.cases import CAP
 
@@ -42,3 +45,18 @@ def test_compiled_member_expressions_are_bounded() -> None:
         lab_inspect.inspect(custom(["w"], [rows % 1300 + 1, 3]))
     info = lab_inspect._compiled.cache_info()
     assert info.maxsize is not None and info.currsize <= info.maxsize
+
+
+def test_an_experiment_is_run_once_per_canonical_url() -> None:
+    """Every student of a class asks for the same step: the same result object, not a run each."""
+    memo.clear()
+    try:
+        query = read(parse_qsl("preset=testmodel&experiment=cast&dtype=half"), Bounds.here(CAP))
+        first = memo.experiment(query)
+        assert memo.experiment(query) is first
+        again = read(parse_qsl("experiment=cast&dtype=half&preset=testmodel"), Bounds.here(CAP))
+        assert memo.experiment(again) is first  # the same canonical URL
+        other = read(parse_qsl("preset=testmodel&experiment=cast&dtype=double"), Bounds.here(CAP))
+        assert memo.experiment(other) is not first
+    finally:
+        memo.clear()
