@@ -5,6 +5,11 @@ config's largest sizes."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
+import threading
+import time
 
 import pytest
 import torch
@@ -119,3 +124,31 @@ def test_the_childs_answer_says_a_report_a_refusal_or_memory_run_out(monkeypatch
         "status": 422,
         "text": {"en": "ValueError: no such layer type", "zh-CN": "ValueError: no such layer type"},
     }
+
+
+def test_a_child_ended_by_something_else_is_said_with_its_status() -> None:
+    """Killed from outside (SIGTERM), neither limit: no answer, and the status says how it ended."""
+    config = configs.read(json.dumps({**LLAMA_CONFIG, "num_hidden_layers": 20_000}))  # seconds of work
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            isolated.run(config, {}, [], BUDGET)
+        except ArchitectureError as exc:
+            outcome.append(exc)
+
+    before = {c.pid for c in multiprocessing.active_children()}  # other tests' children stay alone
+
+    def started() -> list:
+        return [c for c in multiprocessing.active_children() if c.pid not in before]
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    while not started() and asking.is_alive():
+        time.sleep(0.01)  # polling for the child to exist: there is no event to wait on
+    for child in started():
+        os.kill(child.pid, signal.SIGTERM)
+    asking.join()
+    (refused,) = outcome
+    assert refused.status == 422
+    assert refused.message == "config.json: the process building it ended (status -15) without an answer"
