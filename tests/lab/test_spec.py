@@ -64,6 +64,17 @@ def test_each_refusal_names_its_field_in_every_language(spec: LabSpec, loc: tupl
     assert isinstance(refused.value, UnknownPreset) == (status == 404)
 
 
+def test_a_custom_module_takes_sixteen_members_and_refuses_the_seventeenth() -> None:
+    names = [f"m{i}" for i in range(17)]
+    sixteen = LabSpec(preset="custom", styles=dict.fromkeys(names[:16], "buffer"))
+    assert list(resolve(sixteen, DEVICES, CAP).styles) == names[:16]
+    with pytest.raises(SpecError) as refused:
+        resolve(LabSpec(preset="custom", styles=dict.fromkeys(names, "buffer")), DEVICES, CAP)
+    assert refused.value.loc == ("styles",) and refused.value.status == 422
+    assert refused.value.message == "at most 16 members in a custom module"
+    assert "16" in refused.value.text(ZH) and refused.value.text(ZH) != refused.value.message
+
+
 def test_the_custom_cap_is_the_callers() -> None:
     spec = LabSpec(preset="custom", styles={"a": "buffer"}, shapes={"a": [10]})
     assert resolve(spec, DEVICES, 10).shapes == {"a": [10]}
