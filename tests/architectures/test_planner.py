@@ -207,3 +207,23 @@ def test_generation_asks_for_the_cache_and_the_next_tokens_logits_where_the_mode
     assert ("logits_to_keep" in inputs) == ("logits_to_keep" in takes)
     assert inputs.get("logits_to_keep", 1) == 1 and inputs.get("use_cache", True) is True
     assert "logits_to_keep" in inputs or arch_id != "llama_tiny"
+
+
+def test_each_input_field_at_its_bounds() -> None:
+    """The batch from 1 to 4096, the image from 32 to 1024 pixels, tokens and context from 1 to the
+    model's positions: each end accepted, one past it refused naming the field."""
+    gpt2, resnet = facts(build("gpt2", "meta")), facts(build("resnet50", "meta"))
+    positions = build("gpt2", "meta").config.n_positions
+    assert checked(gpt2, 4096, tokens=positions, context=1).batch == 4096
+    assert checked(gpt2, 1, tokens=1, context=positions).context == positions
+    assert [checked(resnet, 1, image=size).image for size in (32, 1024)] == [32, 1024]
+    for call, field in (
+        (lambda: checked(gpt2, 4097), "batch"),
+        (lambda: checked(gpt2, 1, tokens=positions + 1), "tokens"),
+        (lambda: checked(gpt2, 1, context=positions + 1), "context"),
+        (lambda: checked(resnet, 1, image=31), "image"),
+        (lambda: checked(resnet, 1, image=1025), "image"),
+    ):
+        with pytest.raises(ArchitectureError, match=f"^{field}: ") as refused:
+            call()
+        assert refused.value.status == 422

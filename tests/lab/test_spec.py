@@ -75,6 +75,28 @@ def test_a_custom_module_takes_sixteen_members_and_refuses_the_seventeenth() -> 
     assert "16" in refused.value.text(ZH) and refused.value.text(ZH) != refused.value.message
 
 
+def test_names_shapes_and_member_maps_at_their_caps() -> None:
+    """64 characters of a preset or device name, 64 entries of styles or shapes, 4 sizes of a shape:
+    accepted; one more, refused naming the field."""
+    from pydantic import ValidationError
+
+    LabSpec(preset="p" * 64, device="d" * 64, styles={f"m{i}": "buffer" for i in range(64)})
+    for too_many in (
+        {"preset": "p" * 65},
+        {"preset": "custom", "device": "d" * 65},
+        {"preset": "custom", "styles": {f"m{i}": "buffer" for i in range(65)}},
+        {"preset": "custom", "shapes": {f"m{i}": [1] for i in range(65)}},
+    ):
+        with pytest.raises(ValidationError) as refused:
+            LabSpec(**too_many)
+        assert refused.value.errors()[0]["loc"][0] in too_many, too_many
+    four = LabSpec(preset="custom", styles={"a": "buffer"}, shapes={"a": [1, 2, 3, 4]})
+    assert resolve(four, DEVICES, CAP).shapes == {"a": [1, 2, 3, 4]}
+    with pytest.raises(SpecError, match="a shape has 1 to 4 sizes") as refused:
+        resolve(LabSpec(preset="custom", styles={"a": "buffer"}, shapes={"a": [1, 2, 3, 4, 5]}), DEVICES, CAP)
+    assert refused.value.loc == ("shapes", "a")
+
+
 def test_the_custom_cap_is_the_callers() -> None:
     spec = LabSpec(preset="custom", styles={"a": "buffer"}, shapes={"a": [10]})
     assert resolve(spec, DEVICES, 10).shapes == {"a": [10]}
