@@ -31,7 +31,7 @@ def _built_source(spec: LabSpec, name: str) -> str:
         if style == m.default_style:
             continue
         path, _, leaf = m.name.rpartition(".")
-        line = ALL_STYLES[style].line(leaf, "t").replace("self.", "owner.", 1).replace("(self, ", "(owner, ")
+        line = "owner." + ALL_STYLES[style].line(leaf, "t").removeprefix("self.")  # each style's one line
         body += [
             f"owner = model.get_submodule({literal(path)})",
             f"t = getattr(owner, {literal(leaf)}).detach()",

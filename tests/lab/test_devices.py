@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -15,6 +16,10 @@ def test_cpu_and_meta_always_listed() -> None:
     ids = [d.id for d in devices.available()]
     assert ids[:2] == ["cpu", "meta"]
     assert len(ids) == 2 + torch.cuda.device_count() + int(torch.backends.mps.is_available())
+    cpu, meta = devices.available()[:2]
+    # Each says what it is: this machine's architecture, as Python reads it; meta holds no values.
+    assert (cpu.label, cpu.kind) == (f"CPU ({platform.machine()})", "cpu") and platform.machine()
+    assert (meta.label, meta.kind) == ("meta (shapes and dtypes only, no data)", "meta")
 
 
 def test_importing_the_app_does_not_touch_cuda() -> None:
