@@ -31,6 +31,7 @@ def well_placed(d: Diagram) -> None:
         assert outline.rect in lane.rect, (outline.table, lane.device)
         assert inside(outline.label, lane.rect), outline.table  # its label: under it, in the lane
     legible(d)
+    snug(d)
 
 
 # A text's extent in em, measured here and not by the app's metrics: a Latin character of the
@@ -94,3 +95,18 @@ def legible(d: Diagram) -> None:
                 assert box in chip.rect, (text, "out of its chip")
             else:
                 assert not overlap(box, chip.rect), (text, "on", chip.name)
+
+
+# A box's border under its content (diagram.BOX_BOTTOM), measured here on the app's own numbers.
+BOX_BOTTOM = 0.35
+
+
+def snug(d: Diagram) -> None:
+    """Each box ends just under what it holds: its last row of chips or its last nested box, then
+    its bottom margin; no empty band of height inside it."""
+    for box in d.boxes:
+        inside_box = [c.rect for c in d.chips if c.rect in box.rect]
+        inside_box += [b.rect for b in d.boxes if b is not box and b.rect in box.rect]
+        assert inside_box, box.path
+        lowest = max(r.y + r.h for r in inside_box)
+        assert abs(box.rect.y + box.rect.h - (lowest + BOX_BOTTOM)) < 1e-6, (box.path, box.title)
