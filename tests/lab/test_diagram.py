@@ -447,3 +447,13 @@ def test_no_text_overlaps_another_in_any_preset_fresh_or_moved(variant: str, lan
         if name == "testmodel":
             after = memo.report(spec("testmodel", {"buffer1": style, "parameter1": style}))
             legible(diagram.draw(after, lang, variant, before=before, diff=compare(before, after)))
+
+
+def test_a_module_holding_no_tensor_is_one_lane_of_empty_outlines() -> None:
+    model = nn.Module()
+    assert not list(model.named_parameters()) and not list(model.named_buffers()) and not model.state_dict()
+    for lang in (EN, ZH):
+        d = diagram.draw(report_of(model), lang)
+        check_against_torch(d, model, {})
+        assert len(d.lanes) == 1 and not d.chips
+        assert sorted(o.table for o in d.outlines if o.empty) == sorted(OUTLINES)
