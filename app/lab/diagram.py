@@ -81,6 +81,8 @@ TITLE = 0.85  # a box's title: half above its border, half below
 BOX_BOTTOM = 0.35
 LABEL = 1.05  # an outline's label, on its border
 LABEL_PAD = 0.6  # from an outline's corner to its label
+OUTER = 0.28  # named_parameters()' and named_buffers()' outlines around their bands, each side
+STATE_OUTER = 0.55  # state_dict()'s, around both
 TOP = 0.8  # from a lane's top to its top line: the device's name, on the module's box
 EMPTY_LANE = 1.7
 
@@ -489,8 +491,7 @@ class _Band:
     chip_w: float
     columns: int = 1
     x: float = 0.0
-    base_w: float = 0.0  # an empty outline's band: as wide as its label
-    min_w: float = 0.0
+    min_w: float = 0.0  # as wide as its outline's label needs
 
     @property
     def w(self) -> float:
@@ -525,12 +526,13 @@ class _Plan:
         """Widen the last band of named_buffers() where its label, right-aligned under it, would run
         into named_parameters()' label, left-aligned under the first band (one row holds both)."""
         for band in self.bands:
-            band.min_w = band.base_w
+            band.min_w = 0.0
         params, buffers = self.of("named_parameters"), self.of("named_buffers")
         if params and buffers:
             first, last = self.bands.index(params[0]), self.bands.index(buffers[-1])
             span = sum(b.w for b in self.bands[first : last + 1]) + BAND_GAP * (last - first)
-            need = LABELS["named_parameters"] + LABELS["named_buffers"] + 2 * LABEL_PAD + 1.0 - span
+            # The labels stand LABEL_PAD inside their outlines, which stand OUTER outside the bands.
+            need = LABELS["named_parameters"] + LABELS["named_buffers"] + 2 * (LABEL_PAD - OUTER) + 1.0 - span
             if need > 0:
                 buffers[-1].min_w = buffers[-1].w + need
 
@@ -655,8 +657,8 @@ def _arrange(
         # The bottom row: named_parameters()' label from its outline's left end, named_buffers()'
         # up to its right end (or the bands' end, for a table that lists nothing), 1 em between.
         params, buffers = plan.of("named_parameters"), plan.of("named_buffers")
-        start = (params[0].x - 0.28 if params else plan.edge) + LABEL_PAD + labels["named_parameters"] + 1.0
-        end = buffers[-1].x + buffers[-1].w + 0.28 if buffers else plan.edge + inner
+        start = (params[0].x - OUTER if params else plan.edge) + LABEL_PAD + labels["named_parameters"] + 1.0
+        end = buffers[-1].x + buffers[-1].w + OUTER if buffers else plan.edge + inner
         short = start - (end - LABEL_PAD - labels["named_buffers"])
         if short > 0:
             if buffers:
@@ -724,7 +726,7 @@ def _arrange(
         if not bands and table not in stubs:
             continue
         if bands:
-            outer = 0.55 if table == "state_dict" else 0.28
+            outer = STATE_OUTER if table == "state_dict" else OUTER
             x0, x1 = bands[0].x - outer, bands[-1].x + bands[-1].w + outer
         if table == "state_dict":
             y0 = line + 0.45 + label_row

@@ -457,3 +457,19 @@ def test_a_module_holding_no_tensor_is_one_lane_of_empty_outlines() -> None:
         check_against_torch(d, model, {})
         assert len(d.lanes) == 1 and not d.chips
         assert sorted(o.table for o in d.outlines if o.empty) == sorted(OUTLINES)
+
+
+def test_labels_share_their_row_across_a_tied_names_band() -> None:
+    """A parameter, a second name of it (state_dict() only) and a buffer, each tiny: the buffers
+    outline widens for its label by exactly what the row needs, across the tied band between."""
+    model = nn.Module()
+    model.w = nn.Parameter(torch.ones(1))
+    model.s = nn.Module()
+    model.s.w = model.w  # state_dict() lists it under both names; named_parameters() once
+    model.register_buffer("b", torch.ones(1))
+    assert list(model.state_dict()) == ["w", "b", "s.w"] and [n for n, _ in model.named_parameters()] == ["w"]
+    for lang in (EN, ZH):
+        d = diagram.draw(report_of(model), lang)
+        check_against_torch(d, model, {})  # the label row among the checks
+        buffers, chip = d.outline("named_buffers"), d.chip("b")
+        assert buffers.rect.x + buffers.rect.w > chip.rect.x + chip.rect.w + 0.28  # widened for its label

@@ -32,6 +32,7 @@ def well_placed(d: Diagram) -> None:
         assert inside(outline.label, lane.rect), outline.table  # its label: under it, in the lane
     legible(d)
     snug(d)
+    one_label_row(d)
 
 
 # A text's extent in em, measured here and not by the app's metrics: a Latin character of the
@@ -111,3 +112,23 @@ def snug(d: Diagram) -> None:
             continue
         lowest = max(r.y + r.h for r in inside_box)
         assert abs(box.rect.y + box.rect.h - (lowest + BOX_BOTTOM)) < 1e-6, (box.path, box.title)
+
+
+# Around their bands of chips, named_parameters()' and named_buffers()' outlines (diagram.OUTER).
+OUTER = 0.28
+
+
+def one_label_row(d: Diagram) -> None:
+    """Under a lane, named_parameters()' label (at its outline's left) and named_buffers()' (at its
+    right) share a row at least 1 em apart; a buffers outline wider than its chips was widened for
+    that row alone, so its labels are exactly 1 em apart, no more."""
+    for n in range(len(d.lanes)):
+        found = {o.table: o for o in d.outlines if o.lane == n and not o.empty}
+        if not {"named_parameters", "named_buffers"} <= set(found):
+            continue
+        params, buffers = found["named_parameters"], found["named_buffers"]
+        gap = buffers.label[0] - (params.label[0] + ink("named_parameters()"))
+        assert gap >= 1.0 - 1e-6, d.lanes[n].device
+        chips = [c.rect for c in d.chips if c.lane == n and c.rect in buffers.rect]
+        widened = buffers.rect.x + buffers.rect.w > max(r.x + r.w for r in chips) + OUTER + 1e-6
+        assert not widened or abs(gap - 1.0) < 1e-6, (d.lanes[n].device, gap)
