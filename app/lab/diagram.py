@@ -614,7 +614,7 @@ def _arrange(
     pid: str,
     top: float,
     limit: float,
-    was: str = "",
+    was: str,
 ) -> _Part:
     """One lane: its device's name on the module's box, the boxes nested, the chips in their bands,
     the outlines around the bands; from ``top`` down. ``was``: the device the chips now here were

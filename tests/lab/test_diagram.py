@@ -140,6 +140,9 @@ def test_the_plain_tensor_stays_on_cpu_when_the_rest_moves() -> None:
     # And back: every chip in the cpu lane, which says they came from meta.
     back = diagram.draw(before, EN, before=after, diff=compare(after, before))
     assert [(lane.device, lane.was) for lane in back.lanes] == [("cpu", "meta")]
+    # What .to() did in each lane: one lane the chips came to; two, the one they left and the other.
+    assert [lane.role for lane in back.lanes] == ['model.to("cpu")']
+    assert d.lanes[0].role == "stayed behind"
     assert "It moved from meta to cpu." in back.desc
     assert "moved" in back.chip("buffer2").changes and "moved" not in back.chip("buffer1").changes
 
