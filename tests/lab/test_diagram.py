@@ -207,6 +207,12 @@ def test_ids_are_stable_across_a_move_and_distinct_within_a_picture() -> None:
         assert len(ids) == len(set(ids))
     narrow = diagram.draw(memo.report(spec("testmodel")), EN, NARROW)
     assert not {c.id for c in narrow.chips} & {c.id for c in meta.chips}
+    # A lane nothing stayed in (mymodule moved whole) has its id too, distinct from the other's.
+    before, after = memo.report(spec("mymodule", device="cpu")), memo.report(spec("mymodule", device="meta"))
+    moved = diagram.draw(after, EN, before=before, diff=compare(before, after))
+    assert [lane.empty for lane in moved.lanes] == [True, False]
+    assert all(isinstance(lane.id, str) and lane.id for lane in moved.lanes)
+    assert len({lane.id for lane in moved.lanes}) == 2
 
 
 def test_every_table_has_its_outline_even_when_empty() -> None:
@@ -476,3 +482,14 @@ def test_labels_share_their_row_across_a_tied_names_band() -> None:
         check_against_torch(d, model, {})  # the label row among the checks
         buffers, chip = d.outline("named_buffers"), d.chip("b")
         assert buffers.rect.x + buffers.rect.w > chip.rect.x + chip.rect.w + 0.28  # widened for its label
+
+
+def test_a_moved_lane_keeps_its_role_when_the_state_dict_label_clears_it() -> None:
+    """batchnorm moved to meta, wide: the lane's title line holds the device, 'model.to("meta")'
+    and the module's name, and state_dict()'s label beside them; no row of its own, nothing dropped."""
+    cpu, meta = memo.report(spec("batchnorm", device="cpu")), memo.report(spec("batchnorm", device="meta"))
+    d = diagram.draw(meta, EN, WIDE, before=cpu, diff=compare(cpu, meta))
+    lane = d.lanes[-1]
+    state = next(o for o in d.outlines if o.lane == len(d.lanes) - 1 and o.table == "state_dict")
+    assert lane.device == "meta" and lane.role == 'model.to("meta")'
+    assert abs(state.label[1] - lane.title_at[1] - 0.45) < 1e-6  # on the title line's row

@@ -33,6 +33,7 @@ def well_placed(d: Diagram) -> None:
     legible(d)
     snug(d)
     one_label_row(d)
+    state_label_placed(d)
 
 
 # A text's extent in em, measured here and not by the app's metrics: a Latin character of the
@@ -132,3 +133,20 @@ def one_label_row(d: Diagram) -> None:
         chips = [c.rect for c in d.chips if c.lane == n and c.rect in buffers.rect]
         widened = buffers.rect.x + buffers.rect.w > max(r.x + r.w for r in chips) + OUTER + 1e-6
         assert not widened or abs(gap - 1.0) < 1e-6, (d.lanes[n].device, gap)
+
+
+def state_label_placed(d: Diagram) -> None:
+    """state_dict()'s label shares the lane's title line (the device, what .to() did, the module's
+    name) when it clears it by 1.55 em; only when it does not does it take a row of its own."""
+    said = texts(d)
+    for n, lane in enumerate(d.lanes):
+        state = next((o for o in d.outlines if o.lane == n and o.table == "state_dict"), None)
+        if state is None:
+            continue
+        baseline = lane.title_at[1]
+        line = [
+            r for _, r, on in said if not on and abs(r.y + ASCENT - baseline) < 1e-6 and r.y >= lane.rect.y
+        ]
+        end = max(r.x + r.w for r in line)
+        own_row = state.label[1] - baseline > 0.45 + 1e-6
+        assert not own_row or state.label[0] < end + 1.6, (lane.device, state.label[0], end)
