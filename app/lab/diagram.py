@@ -722,7 +722,9 @@ def _arrange(
     outlines = []
     for table in ("state_dict", "named_parameters", "named_buffers"):
         bands = plan.of(table)
-        oid = f"{pid}o-{table}"
+        # The module's lane keeps one id per table, so its outlines glide from device to device; a
+        # lane of ghosts (tables a restyled chip left, the module moved away) has its own.
+        oid = f"{pid}o-{table}" if main else _id(f"{pid}o-{table}", devices[lane])
         if not bands and table not in stubs:
             continue
         if bands:

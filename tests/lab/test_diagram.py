@@ -493,3 +493,26 @@ def test_a_moved_lane_keeps_its_role_when_the_state_dict_label_clears_it() -> No
     state = next(o for o in d.outlines if o.lane == len(d.lanes) - 1 and o.table == "state_dict")
     assert lane.device == "meta" and lane.role == 'model.to("meta")'
     assert abs(state.label[1] - lane.title_at[1] - 0.45) < 1e-6  # on the title line's row
+
+
+def test_a_lane_of_ghosts_has_its_own_outlines_which_fade_in() -> None:
+    """buffer1 a buffer on cpu, then a plain tensor while the module moves to meta: it stays on cpu
+    in no table, and its ghost stands there in the tables that listed it. The cpu lane's outlines
+    are new to the picture (they fade in); the module's glide to meta under their old ids; every
+    id of the picture is distinct."""
+    before = memo.report(spec("testmodel", {"buffer1": "buffer"}, device="cpu"))
+    after = memo.report(spec("testmodel", {"buffer1": "plain_tensor"}, device="meta"))
+    moved = reference("testmodel", {**TUTORIAL_DEFAULTS["testmodel"], "buffer1": "plain_tensor"}).to("meta")
+    assert moved.buffer1.device.type == "cpu" and "buffer1" not in moved.state_dict()
+    old = diagram.draw(before, EN)
+    d = diagram.draw(after, EN, before=before, diff=compare(before, after))
+    ghost = d.ghost("buffer1")
+    assert ghost is not None and lane_of(d, ghost).device == "cpu"
+    assert outlines_around(d, ghost) == {"named_buffers", "state_dict"}
+    cpu = [o for o in d.outlines if d.lanes[o.lane].device == "cpu"]
+    assert {o.table for o in cpu} == {"named_buffers", "state_dict"} and all(o.fresh for o in cpu)
+    meta = {o.table: o for o in d.outlines if d.lanes[o.lane].device == "meta"}
+    assert {t: o.id for t, o in meta.items()} == {o.table: o.id for o in old.outlines}
+    assert not any(o.fresh for o in meta.values())
+    ids = [e.id for e in (*d.lanes, *d.boxes, *d.outlines, *d.chips)]
+    assert len(ids) == len(set(ids))
