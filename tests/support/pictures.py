@@ -34,6 +34,7 @@ def well_placed(d: Diagram) -> None:
     snug(d)
     one_label_row(d)
     state_label_placed(d)
+    abutting(d)
 
 
 # A text's extent in em, measured here and not by the app's metrics: a Latin character of the
@@ -150,3 +151,21 @@ def state_label_placed(d: Diagram) -> None:
         end = max(r.x + r.w for r in line)
         own_row = state.label[1] - baseline > 0.45 + 1e-6
         assert not own_row or state.label[0] < end + 1.6, (lane.device, state.label[0], end)
+
+
+# Between two bands of chips (diagram.BAND_GAP).
+BAND_GAP = 0.8
+
+
+def abutting(d: Diagram) -> None:
+    """In each lane the bands of chips (one per set of tables) stand BAND_GAP apart: no band holds
+    a column no chip is in (it would push the next band right)."""
+    for n in range(len(d.lanes)):
+        bands: dict[tuple, list[float]] = {}
+        for c in d.chips:
+            if c.lane == n:
+                left, right = bands.get(c.item.sets, [c.rect.x, c.rect.x + c.rect.w])
+                bands[c.item.sets] = [min(left, c.rect.x), max(right, c.rect.x + c.rect.w)]
+        spans = sorted(bands.values())
+        for (_, right), (left, _) in itertools.pairwise(spans):
+            assert abs(left - right - BAND_GAP) < 1e-6, (d.lanes[n].device, left - right)
