@@ -70,3 +70,17 @@ def test_matrix_cells_that_changed_carry_both_values() -> None:
     diff = with_matrix(compare(memo.report(before), memo.report(after)), matrix(before), matrix(after))
     assert diff.cell("matrix", "buffer2", "in_state_dict") == (True, False)
     assert diff.cell("matrix", "buffer2", "moves_with_to") is None  # a buffer either way
+
+
+def test_a_member_added_before_a_restyled_one_leaves_its_changes_said() -> None:
+    """A custom module gains a member ahead of one whose style changes: the new member has no old
+    cells to compare, and the restyled one's still count."""
+    before = spec(preset="custom", styles={"a": "buffer"})
+    after = spec(preset="custom", styles={"n": "parameter", "a": "non_persistent_buffer"})
+    assert [r.member for r in matrix(after).rows][:2] == ["n", "a"]
+    diff = with_matrix(compare(memo.report(before), memo.report(after)), matrix(before), matrix(after))
+    state = dict(reference("custom", {"a": "buffer"}).state_dict())
+    restyled = dict(reference("custom", {"a": "non_persistent_buffer"}).state_dict())
+    assert ("a" in state, "a" in restyled) == (True, False)
+    assert diff.cell("matrix", "a", "in_state_dict") == (True, False)
+    assert "n" not in diff.matrix
