@@ -35,6 +35,7 @@ def well_placed(d: Diagram) -> None:
     one_label_row(d)
     state_label_placed(d)
     abutting(d)
+    tight_lines(d)
 
 
 # A text's extent in em, measured here and not by the app's metrics: a Latin character of the
@@ -169,3 +170,19 @@ def abutting(d: Diagram) -> None:
         spans = sorted(bands.values())
         for (_, right), (left, _) in itertools.pairwise(spans):
             assert abs(left - right - BAND_GAP) < 1e-6, (d.lanes[n].device, left - right)
+
+
+def tight_lines(d: Diagram) -> None:
+    """A lane's title line reads as one line (no hole of 1.6 em between its texts), and each lane
+    ends 0.3 em under the lowest thing in it."""
+    said = texts(d)
+    for lane in d.lanes:
+        inside_lane = [r for _, r, _ in said if r.y >= lane.rect.y and r.y + r.h <= lane.rect.y + lane.rect.h]
+        line = sorted(r.x for r in inside_lane if abs(r.y + ASCENT - lane.title_at[1]) < 1e-6)
+        ends = {r.x: r.x + r.w for r in inside_lane if abs(r.y + ASCENT - lane.title_at[1]) < 1e-6}
+        for left, right in itertools.pairwise(line):
+            assert right - ends[left] <= 1.6, (lane.device, right - ends[left])
+        things = [r.y + r.h for r in inside_lane]
+        things += [c.rect.y + c.rect.h for c in d.chips if c.rect in lane.rect]
+        things += [b.rect.y + b.rect.h for b in d.boxes if b.rect in lane.rect]
+        assert lane.rect.y + lane.rect.h - max(things) <= 0.3 + 1e-6, lane.device
