@@ -771,8 +771,8 @@ def _lane_of(item: Item, devices: Sequence[str]) -> int | None:
 def layout(
     report: LabReport,
     lang: str,
-    variant: str = WIDE,
-    prefix: str = "d",
+    variant: str,
+    prefix: str,
     ghosts: Sequence[Item] = (),
     moved_from: str = "",
 ) -> Diagram:
