@@ -29,8 +29,9 @@ from app.lab import codegen
 from app.lab.devices import device_ids
 from app.lab.experiments import run_experiment
 from app.lab.report import inspect
-from app.lab.spec import LabSpec, resolve
+from app.lab.spec import LabSpec, SpecError, from_query, resolve
 from app.lab.styles import STYLES
+from app.langs import ZH
 from app.main import create_app
 from tests.support.cases import CAP
 from tests.support.reference import attach
@@ -183,6 +184,12 @@ def test_a_lone_surrogate_is_refused_by_the_spec() -> None:
     for spec in ({"styles": {"\ud800": "buffer"}}, {"styles": {"w": "\udfff"}}, {"device": "\ud800"}):
         with pytest.raises(ValidationError, match=r"lone surrogate|unicode string"):
             LabSpec(preset="custom", **spec)
+    # Through a URL's query: the refusal names the field; the API keeps pydantic's words, a
+    # Chinese page says them inside its own sentence.
+    with pytest.raises(SpecError) as refused:
+        from_query([("preset", "custom"), ("style.\ud800", "buffer")])
+    assert refused.value.loc == ("query", "styles")
+    assert "lone surrogate" in refused.value.message and "无效（pydantic 原文）" in refused.value.text(ZH)
 
 
 # Every attribute and method an nn.Module has, as a member name, in every style.
