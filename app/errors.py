@@ -1,7 +1,8 @@
 """One refusal type. Every domain error derives from ``Refusal``: the HTTP status a face gives it,
 what it says in every language (a ``Text``), and the field at fault. The web faces render it once
 (``app.web.errors``): JSON for the API (in English), a page in the page's language otherwise;
-``mre`` prints it in the language asked for.
+``mre`` prints it in the language asked for. And ``out_of_memory``: whether an exception says
+memory ran out, which each feature refuses in its own words (413).
 """
 
 from __future__ import annotations
@@ -37,3 +38,9 @@ class Refusal(Exception):
         if self.loc and self.status == 422:
             return [{"loc": list(self.loc), "msg": self.message, "type": "value_error"}]
         return self.message
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Memory ran out (an address-space limit hit, most often): Python's MemoryError, torch's CPU
+    allocator in its words, or C++'s bad_alloc from code that allocates with new."""
+    return isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "bad_alloc" in str(exc)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from app.architectures.catalogue import Architecture, ArchitectureError, transformers_module
+from app.errors import out_of_memory
 from app.langs import Text, verbatim
 
 # What never changes the modules: where it came from, which transformers wrote it, its load dtype.
@@ -189,7 +190,7 @@ def build(config: dict, device: str = "meta") -> nn.Module:
     except (ArchitectureError, MemoryError):
         raise
     except Exception as exc:
-        if "bad_alloc" in str(exc) or "can't allocate memory" in str(exc):
+        if out_of_memory(exc):
             raise MemoryError(str(exc)) from None
         raise ConfigError(
             verbatim(f"{type(exc).__name__}: {exc}"[:600]), field=_field_of(exc, config)

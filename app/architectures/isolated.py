@@ -30,7 +30,7 @@ from app.architectures.module_tree import ModuleTree, module_tree
 from app.architectures.planner import Plan, checked, facts, plan
 from app.architectures.roundtrip import RoundTrip
 from app.architectures.saving import saving
-from app.errors import Refusal
+from app.errors import Refusal, out_of_memory
 from app.langs import Text, rendered, verbatim
 
 ROUND_TRIP_BYTES = 64 * 1000**2  # a pasted model this small also gets the round trip (built twice)
@@ -118,8 +118,7 @@ def answer(config: dict, asked: dict, devices: list) -> bytes:
 def _said(exc: Exception) -> bytes:
     if isinstance(exc, Refusal):
         return b"E" + json.dumps({"status": exc.status, "text": dict(exc.words)}).encode()
-    # The address-space limit hit: Python's MemoryError, or torch's allocator saying it in its words.
-    if isinstance(exc, MemoryError) or "bad_alloc" in str(exc) or "can't allocate memory" in str(exc):
+    if out_of_memory(exc):  # the address-space limit hit
         return b"M"
     said = dict(verbatim(f"{type(exc).__name__}: {exc}"[:800]))
     return b"E" + json.dumps({"status": 422, "text": said}).encode()

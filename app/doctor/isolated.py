@@ -35,7 +35,7 @@ from app.doctor.describe import bounded
 from app.doctor.examine import inspect_files
 from app.doctor.report import CheckpointError, Limits
 from app.doctor.targets import Target
-from app.errors import Refusal
+from app.errors import Refusal, out_of_memory
 from app.langs import Text, rendered
 
 READ = 1 << 20  # bytes per read from the pipe
@@ -102,10 +102,6 @@ def _die_with_parent() -> None:
             os._exit(1)
 
 
-def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "bad_alloc" in str(exc)
-
-
 @dataclass(frozen=True)
 class Job:
     """What one child does: ``run`` (a module-level function with its arguments: it is pickled to the
@@ -130,7 +126,7 @@ def _answer(job: Job, budget: Budget) -> bytes:
             422, Text("the file nests its values too deeply to be read (RecursionError in the inspector)")
         )
     except Exception as exc:
-        if _out_of_memory(exc):
+        if out_of_memory(exc):
             return _refusal(413, _memory_message(budget))
         error = f"{type(exc).__name__}: {exc}"[:2000]
         return _refusal(422, Text("the inspector could not read this file: {error}", error=error))
