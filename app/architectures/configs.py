@@ -100,10 +100,11 @@ def decode(param: str) -> dict:
     """The config of a ``c=`` parameter, read back and checked as a pasted one is."""
     if len(param) > MAX_PARAM or not re.fullmatch(r"[A-Za-z0-9_-]*", param):
         raise ConfigError(Text("not a config this server wrote (paste the config.json again)"), field="c")
+    inflate = zlib.decompressobj()
     try:
-        raw = zlib.decompressobj().decompress(
-            base64.urlsafe_b64decode(param + "=" * (-len(param) % 4)), MAX_TEXT
-        )
+        raw = inflate.decompress(base64.urlsafe_b64decode(param + "=" * (-len(param) % 4)), MAX_TEXT)
+        if not inflate.eof:  # cut short, or inflating past the cap: never inflated further
+            raise ValueError("not a whole stream within the cap")
         return read(raw.decode())
     except (ValueError, zlib.error, UnicodeDecodeError):
         raise ConfigError(
@@ -132,7 +133,12 @@ def architecture(config: dict, config_class: str = "") -> Architecture:
     auto_class = "AutoModel"
     if isinstance(names, list) and names and isinstance(names[0], str):
         auto_class = names[0]
-        if not hasattr(transformers_module(), auto_class):
+        transformers = transformers_module()
+        maker = getattr(transformers, auto_class, None)
+        # Named as AutoModel is when nothing is named; else a model class (not a config class, an
+        # Auto class of a head, a function or a module of transformers).
+        is_model = isinstance(maker, type) and issubclass(maker, transformers.PreTrainedModel)
+        if auto_class != "AutoModel" and not is_model:
             raise ConfigError(
                 Text("{name} is no model class of transformers", name=repr(auto_class)[:80]),
                 field="architectures",

@@ -19,9 +19,7 @@ from app.architectures import configs
 from app.architectures.catalogue import (
     ARCHITECTURES,
     Architecture,
-    ArchitectureError,
     build,
-    transformers_module,
 )
 from app.lab.presets import Member, Preset
 from app.langs import Text, verbatim
@@ -118,12 +116,6 @@ def config_preset(preset_id: str, config: dict, elements: int) -> Preset:
     """A checked config (``configs.read``) as a preset, built in this process: call it only for a
     config the isolated child built and counted within the lab's cap (``config_store`` does)."""
     arch = configs.architecture(config)
-    maker = configs.model_class(config)
-    if not issubclass(maker, transformers_module().PreTrainedModel):  # a transformers model class only
-        raise ArchitectureError(
-            422,
-            Text("{name} is no model class of transformers", name=repr(maker.__name__)[:80]),
-        )
     model = configs.build(config, "meta")
     title = verbatim(f"{type(model).__name__} · config.json {preset_id.partition(':')[2][:8]}")
     description = Text(

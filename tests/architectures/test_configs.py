@@ -3,7 +3,9 @@ same, built by transformers as transformers builds it when called directly."""
 
 from __future__ import annotations
 
+import base64
 import json
+import zlib
 
 import pytest
 import torch
@@ -38,6 +40,9 @@ def test_a_config_is_read_canonical_and_round_trips_through_the_url() -> None:
         ("{x", "config.json: not JSON: Expecting property name"),
         ("[1, 2]", "config.json: a JSON object is expected"),
         ('{"hidden_size": 64}', "model_type: missing"),
+        ('{"model_type": ""}', "model_type: missing"),
+        ('{"model_type": 7}', "model_type: missing"),
+        ('{"model_type": ["llama"]}', "model_type: missing"),
         ('{"model_type": "nope"}', "model_type: 'nope' is not a model type this transformers (5.23.0) knows"),
     ],
 )
@@ -52,11 +57,51 @@ def test_refusals_name_the_field(text: str, says: str) -> None:
         configs.decode("not%20base64")
 
 
+def test_a_link_cut_short_or_inflating_past_the_cap_is_not_ours() -> None:
+    # A c= of 4 KB can inflate to megabytes: it is read up to the cap and refused as not ours, never
+    # inflated whole and then measured. A link cut short (a copy that lost its end) is not ours either.
+    def link(config: dict) -> str:
+        return base64.urlsafe_b64encode(zlib.compress(json.dumps(config).encode(), 9)).decode().rstrip("=")
+
+    at_cap = {**LLAMA_CONFIG, "pad": ""}
+    at_cap["pad"] = " " * (configs.MAX_TEXT - len(json.dumps(at_cap).encode()))
+    assert len(json.dumps(at_cap).encode()) == configs.MAX_TEXT
+    assert configs.decode(link(at_cap)) == configs.read(json.dumps(at_cap))  # at the cap: read
+    over = {**at_cap, "pad": at_cap["pad"] + " "}
+    whole = configs.encode(configs.read(json.dumps(LLAMA_CONFIG)))
+    for param in (link(over), link({**LLAMA_CONFIG, "pad": " " * (30 * configs.MAX_TEXT)}), whole[:-8]):
+        assert len(param) <= configs.MAX_PARAM
+        with pytest.raises(ArchitectureError, match=r"^c: not a config this server wrote") as refused:
+            configs.decode(param)
+        assert refused.value.status == 422
+
+
 def test_the_config_class_refusal_names_its_field() -> None:
     with pytest.raises(ArchitectureError, match=r"(?s)^hidden_size: .*expected int"):
         configs.made_config(configs.read(json.dumps({**LLAMA_CONFIG, "hidden_size": "wide"})))
-    with pytest.raises(ArchitectureError, match=r"^architectures: 'NoSuchModel' is no model class"):
-        configs.architecture(configs.read(json.dumps({**LLAMA_CONFIG, "architectures": ["NoSuchModel"]})))
+    # What transformers has but builds no model: a config class, a head's Auto class, a function, a
+    # module, a string; and what it does not have.
+    for name in (
+        "NoSuchModel",
+        "LlamaConfig",
+        "AutoModelForCausalLM",
+        "is_torch_available",
+        "logging",
+        "__version__",
+    ):
+        with pytest.raises(
+            ArchitectureError, match=rf"^architectures: '{name}' is no model class"
+        ) as refused:
+            configs.architecture(configs.read(json.dumps({**LLAMA_CONFIG, "architectures": [name]})))
+        assert refused.value.status == 422
+    for name, made in (
+        ("LlamaModel", "LlamaModel"),
+        ("AutoModel", "LlamaModel"),
+        ("LlamaForCausalLM", "LlamaForCausalLM"),
+    ):
+        config = configs.read(json.dumps({**LLAMA_CONFIG, "architectures": [name]}))
+        assert configs.architecture(config).auto_class == name
+        assert configs.model_class(config) is getattr(transformers, made)
 
 
 @pytest.mark.parametrize(
