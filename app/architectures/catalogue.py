@@ -47,7 +47,7 @@ class Architecture:
     description: Text = field(hash=False)
     source: str = ""
 
-    def code(self, device: str = "meta") -> str:
+    def code(self, device: str) -> str:
         """A script that builds the same model with transformers alone."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         head = f"import torch\nfrom transformers import {self.auto_class}, {self.config_class}\n\n"

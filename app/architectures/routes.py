@@ -95,7 +95,7 @@ def list_architectures(settings: SettingsDep) -> list[ArchitectureOut]:
             title=a.title[EN],
             description=a.description[EN],
             devices=list(devices_for(a, settings.architecture_max_bytes)),
-            code=a.code(),
+            code=a.code("meta"),
             experiments=_fits(),
             translations={ZH: Text(title=a.title[ZH], description=a.description[ZH])},
             count_note=note[EN] if (note := count_note(a.id)) else None,

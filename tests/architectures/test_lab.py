@@ -67,6 +67,8 @@ def test_a_tiny_architectures_preset_builds_what_transformers_builds_and_says_so
     assert preset.class_name == "".join(w[:1].upper() + w[1:] for w in arch_id.split("_"))  # LlamaTiny
     assert preset.call == "model(x).logits" and not preset.custom
     assert preset.source == f"transformers {arch.auto_class}.from_config({arch.config_class}(...))"
+    # Its script builds it as the catalogue's does on the CPU, seeded, and leaves the device to the lab.
+    assert preset.make_code.splitlines()[-1] == f"model = {arch.auto_class}.from_config(config)"
     made, real = preset.make().eval(), direct(arch_id, "cpu").eval()  # eval: no dropout
     assert type(made) is type(real) and all(t.device.type == "cpu" for t in made.state_dict().values())
     assert made.state_dict().keys() == real.state_dict().keys()
