@@ -312,7 +312,9 @@ def _cards(devices: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     return [(f"{n} GB", n * GIB) for n in CARDS] + list(devices)
 
 
-def _fits(cards: list[tuple[str, int]], total: int, fixed: int, per_sample: int, floor: int) -> list[CardFit]:
+def card_fits(
+    cards: list[tuple[str, int]], total: int, fixed: int, per_sample: int, floor: int
+) -> list[CardFit]:
     found = []
     for name, capacity in cards:
         most = _largest(capacity, fixed, per_sample, floor)
@@ -444,7 +446,7 @@ def recipe_plan(
         per_sample=per_sample,
         total=total,
         arithmetic=[line[EN] for line in lines],
-        cards=_fits(cards, total, fixed, per_sample, floor),
+        cards=card_fits(cards, total, fixed, per_sample, floor),
         translations={
             ZH: RecipeWords(
                 title=recipe.title[ZH],

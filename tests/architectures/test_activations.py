@@ -101,3 +101,24 @@ def test_flops_and_shapes_are_torchs_own(arch_id: str) -> None:
         if by_path[path].shapes:
             assert by_path[path].shapes[0] == shape or shape in by_path[path].shapes, path
     assert list(out.logits.shape) in by_path[""].shapes
+
+
+def test_a_modules_output_shapes_are_the_tensors_it_returns_not_those_in_a_cache_it_returns() -> None:
+    class Inner(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    class Nested(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Inner()
+
+        def forward(self, x: torch.Tensor) -> dict:
+            y = self.inner(x)
+            # As a transformers model returns them: its output, and a cache of lists of tensors.
+            return {"out": y[:, :1], "cache": [y.sum(0), [y[:1]]]}
+
+    _, shapes = flops_and_shapes(Nested(), {"x": torch.ones(2, 3)})
+    by_path = {s.path: s for s in shapes}
+    assert by_path[""].shapes == [[2, 1]] and by_path[""].bytes == 2 * 4
+    assert by_path["inner"].shapes == [[2, 3]] and by_path["inner"].dtypes == ["float32"]

@@ -73,11 +73,14 @@ def test_over_the_cap_is_refused_naming_it_on_keeping_and_on_reading(tmp_path: P
 
 
 def test_an_unknown_or_malformed_or_altered_digest_is_a_404(tmp_path: Path) -> None:
-    store = ConfigStore(tmp_path)
-    for key in ("a" * 52, "not-a-digest", "../" + "a" * 49, ""):
+    store = ConfigStore(tmp_path, max_files=1234)
+    for key in ("a" * 52, "not-a-digest", "../" + "a" * 49, "", "b" * 500):
         with pytest.raises(UnknownPreset, match="no such config is kept here") as refused:
             store.preset(preset_id(key))
-        assert refused.value.status == 404 and "MRE_LAB_CONFIG_DIR" in refused.value.message
+        said = refused.value.message
+        assert refused.value.status == 404 and "MRE_LAB_CONFIG_DIR" in said
+        assert "keeps the last 1,234 configs" in said  # this server's cap
+        assert said.startswith(preset_id(key)[:80] + ": ")  # the id asked for, cut to 80 characters
     key = store.put(config(), 10)
     path = tmp_path / f"{key}.json"
     path.write_text(json.dumps({"config": config(hidden_size=128), "elements": 10}))

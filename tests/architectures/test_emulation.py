@@ -117,3 +117,27 @@ def test_it_is_this_threads_only_and_not_reentrant() -> None:
     with on_gpu(torch.bfloat16):
         assert torch.mm(x, x).dtype == torch.bfloat16
     assert torch.mm(x, x).dtype == torch.float32
+
+
+def test_fused_attention_takes_the_callers_mask_scale_and_causality() -> None:
+    # Real tensors: under the emulation, each way of calling scaled_dot_product_attention gives what
+    # torch gives outside it (a boolean mask, an additive one, a scale, causal), positionally or by name.
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 8, generator=gen) for _ in range(3))
+    allowed = torch.rand(5, 5, generator=gen) > 0.4
+    allowed[:, 0] = True  # every query row sees one key at least
+    additive = torch.randn(1, 2, 5, 5, generator=gen)
+    calls = [
+        ((q, k, v), {"attn_mask": allowed}),
+        ((q, k, v, allowed), {}),
+        ((q, k, v), {"attn_mask": additive}),
+        ((q, k, v), {"scale": 0.05}),
+        ((q, k, v), {"is_causal": True, "scale": 3.0}),
+    ]
+    plain = F.scaled_dot_product_attention(q, k, v)
+    for args, kwargs in calls:
+        expected = F.scaled_dot_product_attention(*args, **kwargs)
+        assert not torch.allclose(expected, plain, atol=1e-3)  # each call differs from the bare one
+        with on_gpu():
+            got = F.scaled_dot_product_attention(*args, **kwargs)
+        torch.testing.assert_close(got, expected, msg=lambda m, kw=kwargs: f"{sorted(kw)}: {m}")

@@ -12,6 +12,7 @@ import pytest
 from app.architectures import configs, isolated, memo
 from app.architectures.catalogue import ArchitectureError, real_bytes
 from app.architectures.planner import checked, facts, plan
+from app.lab.devices import Device
 from tests.support.architectures import LLAMA_CONFIG, direct
 
 
@@ -87,14 +88,26 @@ def test_a_budget_is_checked_before_the_cache_is_asked_and_a_round_trip_gets_it(
 @pytest.mark.parametrize(
     ("arch_id", "asked"), [("llama_tiny", {"tokens": 16, "context": 24}), ("resnet_tiny", {"image": 64})]
 )
-def test_a_plan_is_the_planners_own_for_the_model_built_on_meta_and_kept(arch_id: str, asked: dict) -> None:
+def test_a_plan_is_the_planners_own_for_the_model_built_on_meta_and_kept(
+    arch_id: str, asked: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This server's GPUs as the lab lists them: each CUDA device torch gives a size for is a card.
+    here = [
+        Device("cpu", "CPU (x86_64)", "cpu", 64 * 2**30),
+        Device("meta", "meta", "meta"),
+        Device("cuda:0", "Test GPU", "cuda", 3 * 10**6, 0),
+        Device("cuda:1", "Sizeless GPU", "cuda", None, None),
+    ]
+    monkeypatch.setattr(memo, "available", lambda: here)
+    assert memo.server_gpus() == [("cuda:0 Test GPU", 3 * 10**6)]
     memo.clear()
     spec = memo.plan_input(arch_id, 2, **asked)
     assert spec == checked(facts(direct(arch_id)), 2, **asked)
     for key, value in asked.items():
         assert getattr(spec, key) == value
     found = memo.arch_plan(arch_id, spec)
-    assert found == plan(arch_id, direct(arch_id), spec, memo.server_gpus())
+    assert found == plan(arch_id, direct(arch_id), spec, [("cuda:0 Test GPU", 3 * 10**6)])
+    assert found.recipes[0].cards[-1].name == "cuda:0 Test GPU"
     assert memo.arch_plan(arch_id, spec) is found
     assert memo.plan_json(arch_id, spec) == found.model_dump_json().encode()
     memo.clear()

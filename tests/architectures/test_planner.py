@@ -16,8 +16,10 @@ from app.architectures.activations import inference_forward, training_forward
 from app.architectures.catalogue import ArchitectureError, build
 from app.architectures.planner import (
     CARDS,
+    MAX_BATCH,
     RECIPES,
     PlanInput,
+    card_fits,
     checked,
     facts,
     inference_inputs,
@@ -25,6 +27,7 @@ from app.architectures.planner import (
     plan,
     training_inputs,
 )
+from app.langs import ZH
 from tests.support.architectures import TINY, direct, nbytes
 
 SPEC = {"text": PlanInput(batch=2, tokens=16, context=32), "vision": PlanInput(batch=2, image=32)}
@@ -146,6 +149,22 @@ def test_the_batch_grows_activations_linearly_and_the_largest_batch_is_the_arith
         assert small.arithmetic.startswith(f"({3 * 10**6 / 2**20:,.2f} MiB - ")  # under 1/16 GiB: MiB
 
 
+def test_each_cards_arithmetic_says_why_its_batch_is_what_it_is() -> None:
+    mib2, cards = 2**20, [("small", 10 * 2**20), ("big", 60 * 2**20)]
+    grows = card_fits(cards, total=50 * mib2, fixed=8 * mib2, per_sample=3 * mib2, floor=0)
+    assert [(c.largest_batch, c.fits) for c in grows] == [(0, False), (17, True)]
+    assert grows[0].arithmetic == "11.00 MiB for one sample > 10.00 MiB"  # fixed + one sample
+    assert grows[1].arithmetic == "(60.00 MiB - 8.00 MiB) / 3.00 MiB per sample = 17"
+    assert grows[0].translations[ZH] == "一个样本就需 11.00 MiB > 10.00 MiB"
+    # The step's temporaries (the floor) over the card, though fixed + one sample is under it.
+    floored = card_fits(cards[:1], total=0, fixed=1 * mib2, per_sample=1 * mib2, floor=12 * mib2)
+    assert floored[0].arithmetic == "12.00 MiB for one sample > 10.00 MiB"
+    flat = card_fits(cards, total=9 * mib2, fixed=9 * mib2, per_sample=0, floor=0)
+    assert [(c.largest_batch, c.arithmetic) for c in flat] == [
+        (MAX_BATCH * 1000, "nothing grows with the batch")
+    ] * 2
+
+
 def test_a_full_size_plan_on_meta() -> None:
     found = plan("gpt2", build("gpt2", "meta"), PlanInput(batch=8, tokens=512, context=1024))
     mixed = next(r for r in found.recipes if r.id == "bf16_mixed")
@@ -178,21 +197,24 @@ def test_a_model_fed_neither_token_ids_nor_pixels_is_refused_naming_its_input() 
     assert refused.value.status == 422
 
 
-def test_pixels_have_three_channels_where_the_config_names_none() -> None:
-    """A vision model whose config has no num_channels: the RGB images a 3-channel stem takes."""
+@pytest.mark.parametrize("channels", [None, 1, 4])
+def test_pixels_have_the_configs_channels_and_three_where_it_names_none(channels: int | None) -> None:
+    """A vision model whose config has no num_channels: the RGB images a 3-channel stem takes; else
+    as many channels as its config names (a grey-scale or an RGBA model)."""
 
     class Pixels(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.config = SimpleNamespace(image_size=32)
-            self.stem = torch.nn.Conv2d(3, 2, 3)
+            named = {} if channels is None else {"num_channels": channels}
+            self.config = SimpleNamespace(image_size=32, **named)
+            self.stem = torch.nn.Conv2d(channels or 3, 2, 3)
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             return self.stem(pixel_values)
 
     model = Pixels()
     inputs = training_inputs(model, 2, PlanInput(batch=2, image=32))
-    assert list(inputs) == ["pixel_values"] and inputs["pixel_values"].shape == (2, 3, 32, 32)
+    assert list(inputs) == ["pixel_values"] and inputs["pixel_values"].shape == (2, channels or 3, 32, 32)
     assert model(**inputs).shape == (2, 2, 30, 30)  # torch takes them
 
 

@@ -34,10 +34,14 @@ def test_meta_round_trip_flags_what_no_load_restores(arch_id: str) -> None:
     got = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
     assert sorted(trip.unequal_after_load) == sorted(n for n in got if not torch.equal(got[n], want[n]))
     assert set(trip.unequal_after_load) <= set(trip.not_restorable)
+    rows = {r.name: r for r in trip.rows}
+    assert {n: r.equal_after_load for n, r in rows.items()} == {n: torch.equal(got[n], want[n]) for n in got}
+    assert {n: r.in_state_dict for n, r in rows.items()} == {n: n in reference.state_dict() for n in got}
     with torch.no_grad():
         exec(trip.fix_code, {"model": model, "not_restorable": trip.not_restorable})
     got = dict(model.named_parameters(remove_duplicate=False)) | dict(model.named_buffers())
     assert all(torch.equal(got[n], want[n]) for n in want) and trip.unequal_after_fix == []
+    assert all(r.equal_after_fix for r in trip.rows)
     assert all(model.get_parameter(g[0]) is model.get_parameter(g[1]) for g in trip.tied_before)
     assert trip.tied_after_fix == trip.tied_before
 

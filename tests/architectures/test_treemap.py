@@ -4,11 +4,13 @@ are their bytes, inside the frame, without overlap."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
 from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.memo import tree
+from app.architectures.module_tree import ModuleNode
 from app.architectures.treemap import BLOCKS, blocks, squarify, treemap, unique_ends
 
 
@@ -61,3 +63,67 @@ def test_labels_carry_as_much_of_the_path_as_tells_tiles_apart() -> None:
     assert unique_ends(paths) == ["stages.0.layers.2", "stages.1.layers.2", "layers.31", "lm_head"]
     tiles = treemap(tree("resnet50").root)
     assert len({t.label for t in tiles}) == len(tiles)
+
+
+def aspect(w: float, h: float) -> float:
+    return max(w / h, h / w)
+
+
+def bruls(areas: list[float], w: float, h: float) -> list[tuple[float, float, float, float]]:
+    """Bruls et al.'s rule, from the rectangles themselves: a row laid along the shorter side of
+    what is left takes the next area while its most elongated rectangle gets no more elongated."""
+
+    def laid(row: list[float], side: float) -> list[tuple[float, float]]:
+        thick = sum(row) / side
+        return [(thick, a / thick) for a in row]
+
+    rects: list[tuple[float, float, float, float]] = []
+    x = y = 0.0
+    i = 0
+    while i < len(areas):
+        side, row = min(w, h), [areas[i]]
+        i += 1
+        while i < len(areas) and max(aspect(*r) for r in laid([*row, areas[i]], side)) <= max(
+            aspect(*r) for r in laid(row, side)
+        ):
+            row.append(areas[i])
+            i += 1
+        along = 0.0
+        for thick, length in laid(row, side):
+            rects.append((x, y + along, thick, length) if w >= h else (x + along, y, length, thick))
+            along += length
+        x, y, w, h = (x + thick, y, w - thick, h) if w >= h else (x, y + thick, w, h - thick)
+    return rects
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_squarify_grows_each_row_while_its_worst_aspect_ratio_does_not_grow(seed: int) -> None:
+    rng = random.Random(seed)
+    areas = sorted((rng.uniform(0.05, 1.0) ** 3 for _ in range(rng.randint(3, 24))), reverse=True)
+    w, h = (960.0, 360.0) if seed % 2 else (300.0, 500.0)
+    areas = [a * w * h / sum(areas) for a in areas]
+    got, want = squarify(areas, 0.0, 0.0, w, h), bruls(areas, w, h)
+    assert len(got) == len(want)
+    assert all(
+        math.isclose(g, e, rel_tol=1e-9, abs_tol=1e-9)
+        for r, q in zip(got, want, strict=True)
+        for g, e in zip(r, q, strict=True)
+    )
+
+
+def test_blocks_open_the_largest_first() -> None:
+    # No block shown whole that could be opened is larger than one that was opened.
+    for arch_id in ("llama_tiny", "gpt2", "resnet50", "bert_base"):
+        root = tree(arch_id).root
+        for wanted in (3, 6, BLOCKS):
+            shown = blocks(root, wanted)
+            # Opened: every module above a block shown (an opened module's own tensors are a block of it).
+            opened = {".".join(n.path.split(".")[:k]) for n, _ in shown for k in range(n.path.count(".") + 1)}
+            opened_bytes = [n.total.bytes for n in walk(root) if n.path in opened]
+            whole = [c.bytes for n, c in shown if c is n.total and any(k.total.bytes for k in n.children)]
+            assert opened_bytes and whole, (arch_id, wanted)
+            assert max(whole) <= min(opened_bytes), (arch_id, wanted)
+
+
+def walk(node: ModuleNode) -> list[ModuleNode]:
+    return [node, *(m for c in node.children for m in walk(c))]
