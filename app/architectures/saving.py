@@ -4,10 +4,11 @@
 
 * ``torch.save(model.state_dict(), f)`` stores every storage once (its whole storage), so a tied
   weight is written once and both names come back tied.
-* ``safetensors.torch.save_file(model.state_dict(), f)`` refuses tensors that share memory.
-* ``safetensors.torch.save_model(model, f)`` drops all names of a shared storage but one (the first
-  in sorted order among those covering the whole storage, as safetensors chooses), and
-  ``load_model`` re-ties them.
+* ``safetensors.torch.save_file(model.state_dict(), f)`` refuses tensors whose bytes overlap in one
+  storage (views of one storage side by side are written).
+* ``safetensors.torch.save_model(model, f)`` drops all names of such a group but one (the first in
+  sorted order among those covering the whole storage, as safetensors chooses), and refuses a group
+  where no name covers it (a lone slice of a larger tensor too); ``load_model`` re-ties them.
 * ``model.save_pretrained(d)`` drops the tied copies transformers knows (``_tied_weights_keys``,
   found by transformers' own ``remove_tied_weights_from_state_dict``); ``from_pretrained`` ties them
   again, but a strict ``load_state_dict`` of that file reports them missing.
@@ -48,6 +49,35 @@ def _complete(t: torch.Tensor) -> bool:
     return t.storage_offset() == 0 and t.numel() * t.element_size() == t.untyped_storage().nbytes()
 
 
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    """The bytes of its storage it spans, from its first element to past its last (as safetensors'
+    data_ptr and _end_ptr; read from offsets, so a meta tensor has one too)."""
+    start = t.storage_offset()
+    last = start + sum((n - 1) * step for n, step in zip(t.shape, t.stride(), strict=True))
+    return start * t.element_size(), ((last + 1) if t.numel() else start) * t.element_size()
+
+
+def overlapping(state: dict[str, torch.Tensor]) -> list[list[str]]:
+    """The names safetensors treats as one tensor (its _find_shared_tensors): those of one storage
+    whose bytes overlap, a name alone where nothing overlaps it; empty storages left out."""
+    storages: dict[int, list[str]] = {}
+    for name, t in state.items():
+        if t.untyped_storage().nbytes():
+            storages.setdefault(t.untyped_storage()._cdata, []).append(name)
+    groups: list[list[str]] = []
+    for names in storages.values():
+        areas = sorted((*_span(state[n]), n) for n in names)
+        stop = None
+        for start, end, name in areas:
+            if stop is not None and start < stop:
+                groups[-1].append(name)
+            else:
+                groups.append([name])
+            stop = end  # as safetensors does: the last area's end, not the furthest
+    order = {name: i for i, name in enumerate(state)}
+    return [sorted(g, key=order.__getitem__) for g in groups]  # each in state_dict() order
+
+
 def _way(way: str, writes: bool, size: int, dropped: dict[str, str], text: Text) -> SaveWay:
     return SaveWay(
         way=way, writes=writes, bytes=size, dropped=dropped, says=text[EN], translations={ZH: text[ZH]}
@@ -83,38 +113,48 @@ def saving(model: nn.Module) -> Saving:
             else Text("Writes every tensor: {size}.", size=_mb(stored)),
         )
     ]
-    names = ", ".join(" = ".join(g) for g in shared)
+    groups = overlapping(state)
+    together = [g for g in groups if len(g) > 1]
+    names = ", ".join(" = ".join(g) for g in together)
     ways.append(
         _way(
             "safetensors.torch.save_file(model.state_dict(), f)",
-            not shared,
-            0 if shared else listed,
+            not together,
+            0 if together else listed,
             {},
             Text("Refuses: tensors share memory ({names}); save_model drops the duplicates.", names=names)
-            if shared
+            if together
             else Text("Writes every tensor: {size}.", size=_mb(listed)),
         )
     )
+    uncovered = [g for g in groups if not any(_complete(state[n]) for n in g)]
     dropped: dict[str, str] = {}
-    for group in shared:
-        complete = sorted(n for n in group if _complete(state[n]))
-        kept = complete[0] if complete else sorted(group)[0]
+    for group in together:
+        kept = min((n for n in group if _complete(state[n])), default="")
         dropped |= {n: kept for n in sorted(group) if n != kept}
     size = sum(s for n, s in per_name.items() if n not in dropped)
+    if uncovered:
+        words = Text(
+            "Refuses: none of {names} covers the whole storage it is in; safetensors keeps only a name "
+            "that does.",
+            names=", ".join(" = ".join(sorted(g)) for g in uncovered),
+        )
+    elif dropped:
+        words = Text(
+            "Writes {size}, leaving out {names} (the name kept is the first in sorted order); "
+            "safetensors.torch.load_model ties them again.",
+            size=_mb(size),
+            names=", ".join(f"{n} (= {k})" for n, k in dropped.items()),
+        )
+    else:
+        words = Text("Writes every tensor: {size}.", size=_mb(size))
     ways.append(
         _way(
             "safetensors.torch.save_model(model, f)",
-            True,
-            size,
-            dropped,
-            Text(
-                "Writes {size}, leaving out {names} (the name kept is the first in sorted order); "
-                "safetensors.torch.load_model ties them again.",
-                size=_mb(size),
-                names=", ".join(f"{n} (= {k})" for n, k in dropped.items()),
-            )
-            if dropped
-            else Text("Writes every tensor: {size}.", size=_mb(size)),
+            not uncovered,
+            0 if uncovered else size,
+            {} if uncovered else dropped,
+            words,
         )
     )
     found = _save_pretrained(model, state)

@@ -113,6 +113,8 @@ def test_each_ways_sentence_is_the_one_for_what_it_does(arch_id: str) -> None:
         )
         names = ", ".join(pretrained.dropped)
         assert pretrained.says.startswith(f"Writes {size / 1e6:,.1f} MB without {names}: "), pretrained.says
+    else:
+        assert pretrained.says.startswith("Writes every tensor: "), pretrained.says
     if pretrained.renamed:
         first, name = next(iter(pretrained.renamed.items()))
         assert (
@@ -141,7 +143,9 @@ def test_experts_fused_in_memory_are_named_by_the_files_they_become(tmp_path: Pa
     """Mixtral holds its experts fused (experts.gate_up_proj); save_pretrained writes them apart
     under the original names (experts.0.w1.weight, ...): those names, each once, are what the way says."""
     config = configs.read(json.dumps(MIXTRAL))
-    said = {w.way.split("(")[0]: w for w in saving(configs.build(config)).ways}["model.save_pretrained"]
+    said = {w.way.split("(")[0]: w for w in saving(configs.build(config, "meta")).ways}[
+        "model.save_pretrained"
+    ]
     model = configs.build(config, "cpu")
     model.save_pretrained(tmp_path)
     written, _ = tensor_bytes(tmp_path / "model.safetensors")
@@ -150,3 +154,46 @@ def test_experts_fused_in_memory_are_named_by_the_files_they_become(tmp_path: Pa
     fused = {n: v for n, v in said.renamed.items() if "," in v}
     assert fused and made and all(set(v.split(", ")) == made for v in fused.values())
     assert set(said.renamed) | set(written) >= set(state) - set(said.dropped)
+
+
+def buffers(**named: torch.Tensor) -> torch.nn.Module:
+    module = torch.nn.Module()
+    for name, t in named.items():
+        module.register_buffer(name, t)
+    return module
+
+
+WHOLE = torch.arange(12.0)
+SHARING = {
+    # "a" views the end of "b"'s storage and comes first by name: "b" covers it and is kept.
+    "a view and its whole": lambda: (lambda w: buffers(b=w, a=w[2:]))(WHOLE.clone()),
+    "two halves side by side": lambda: (lambda w: buffers(a=w[:6], b=w[6:]))(WHOLE.clone()),
+    "two overlapping parts": lambda: (lambda w: buffers(a=w[:7], b=w[5:]))(WHOLE.clone()),
+    "a lone slice": lambda: buffers(a=WHOLE.clone()[:4]),
+    "a tied pair and a third": lambda: (lambda w: buffers(a=w, b=w, c=w[3:5]))(WHOLE.clone()),
+    "rows of a matrix": lambda: (lambda w: buffers(m=w, r=w[1]))(WHOLE.clone().view(3, 4)),
+    "nothing shared": lambda: buffers(a=WHOLE.clone(), b=WHOLE.clone()),
+}
+
+
+@pytest.mark.parametrize("case", list(SHARING))
+def test_safetensors_ways_say_what_safetensors_does_with_memory_shared(case: str, tmp_path: Path) -> None:
+    said = {w.way.split("(")[0]: w for w in saving(SHARING[case]()).ways}
+    state = SHARING[case]().state_dict()
+    plain = said["safetensors.torch.save_file"]
+    try:
+        save_file(state, tmp_path / "plain.safetensors")
+        assert plain.writes and plain.bytes == sum(tensor_bytes(tmp_path / "plain.safetensors")[0].values())
+    except RuntimeError as refused:
+        assert "share memory" in str(refused) and (plain.writes, plain.bytes) == (False, 0), case
+    deduped = said["safetensors.torch.save_model"]
+    try:
+        save_model(SHARING[case](), str(tmp_path / "model.safetensors"))
+    except RuntimeError as refused:
+        assert "None is covering the entire storage" in str(refused), case
+        assert (deduped.writes, deduped.bytes, deduped.dropped) == (False, 0, {}), case
+        assert deduped.says.startswith("Refuses: none of "), deduped.says
+        return
+    written, metadata = tensor_bytes(tmp_path / "model.safetensors")
+    assert deduped.writes and deduped.dropped == {k: v for k, v in metadata.items() if k in state}, case
+    assert deduped.bytes == sum(written.values()) and set(written) == set(state) - set(deduped.dropped)
