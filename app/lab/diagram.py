@@ -633,17 +633,21 @@ def _arrange(
     device_w, titles_w = titles(role)
     title_at = (LANE_PAD + INSET + 0.6, top + TOP + 0.35)
     lane_id = _id(pid + "l", devices[lane])
-    if empty and not main:  # a lane with nothing in it: one line that says so
-        width = titles_w - INSET - 0.6 + 2 * LANE_PAD + 1.0
+    if empty and not main:  # a lane with nothing in it: one line that says so (no module's title)
+        width = 2 * title_at[0] + device_w - 0.6  # as much room after the line as before it
         the_lane = Lane(lane_id, devices[lane], role, Rect(0.0, top, width, EMPTY_LANE), title_at, True, was)
         return _Part(width, EMPTY_LANE, the_lane, [], [], [])
     nothing = Text("(empty)")[lang]
     stubs = [t for t in OUTLINES if main and not plan.of(t)]  # tables that list none of the chips
     labels = {t: LABELS[t] + (MONO + text_width(nothing) if t in stubs else 0.0) for t in OUTLINES}
     bottom_row = [t for t in ("named_parameters", "named_buffers") if plan.of(t) or t in stubs]
-    need = sum(labels[t] for t in bottom_row) + 2 * LABEL_PAD + (1.0 if len(bottom_row) > 1 else 0.0)
+    # A label stands LABEL_PAD inside its outline's end, which stands OUTER outside the bands; a
+    # table listing nothing has no outline: its label stands LABEL_PAD inside the bands' end.
+    need = sum(labels[t] + LABEL_PAD - (OUTER if plan.of(t) else 0.0) for t in bottom_row)
+    need += 1.0 if len(bottom_row) > 1 else 0.0
     plan.min_inner = max(titles_w + 2 * LANE_PAD - 2 * plan.edge, need)
     plan.pack(limit)
+    labels_need = need  # what the labels' row needs of the bands, whatever the top line
 
     def position() -> float:
         x = plan.edge
@@ -664,7 +668,7 @@ def _arrange(
             if buffers:
                 buffers[-1].min_w = buffers[-1].w + short
             else:
-                plan.min_inner = inner + short
+                plan.min_inner = labels_need = inner + short
             inner = position()
     width = inner + 2 * plan.edge
     right = plan.edge + inner  # the bands' right end
@@ -683,6 +687,10 @@ def _arrange(
         if lane and len(devices) > 1:  # the target lane's "model.to(...)" gives way: its pill says it
             role = ""
             device_w, titles_w = titles(role)
+            # A shorter top line: the lane keeps only the width its bands and labels need.
+            plan.min_inner = max(titles_w + 2 * LANE_PAD - 2 * plan.edge, labels_need)
+            inner = position()
+            width, right = inner + 2 * plan.edge, plan.edge + inner
         label_row = 0.0 if clears() else LABEL
     body = line + 1.15 + label_row  # the first chips: below the top line's labels
 

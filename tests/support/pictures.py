@@ -36,6 +36,7 @@ def well_placed(d: Diagram) -> None:
     state_label_placed(d)
     abutting(d)
     tight_lines(d)
+    no_wider_than_needed(d)
 
 
 # A text's extent in em, measured here and not by the app's metrics: a Latin character of the
@@ -186,3 +187,18 @@ def tight_lines(d: Diagram) -> None:
         things += [c.rect.y + c.rect.h for c in d.chips if c.rect in lane.rect]
         things += [b.rect.y + b.rect.h for b in d.boxes if b.rect in lane.rect]
         assert lane.rect.y + lane.rect.h - max(things) <= 0.3 + 1e-6, lane.device
+
+
+def no_wider_than_needed(d: Diagram) -> None:
+    """The picture is as wide as its widest lane needs: in some lane, what stands furthest right (a
+    text, a chip, an outline) has no more room on its right than the lane gives on the left (its
+    title's start, or its first chip's)."""
+    said = texts(d)
+    spare = []
+    for n, lane in enumerate(d.lanes):
+        things = [r for _, r, _ in said if r in lane.rect]
+        things += [c.rect for c in d.chips if c.lane == n] + [o.rect for o in d.outlines if o.lane == n]
+        first = min((c.rect.x for c in d.chips if c.lane == n), default=lane.title_at[0])
+        right_room = lane.rect.x + lane.rect.w - max(r.x + r.w for r in things)
+        spare.append(right_room - (max(lane.title_at[0], first) - lane.rect.x))
+    assert min(spare) <= 1e-6, spare
