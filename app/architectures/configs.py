@@ -104,7 +104,7 @@ def decode(param: str) -> dict:
     try:
         raw = inflate.decompress(base64.urlsafe_b64decode(param + "=" * (-len(param) % 4)), MAX_TEXT)
         if not inflate.eof:  # cut short, or inflating past the cap: never inflated further
-            raise ValueError("not a whole stream within the cap")
+            raise ValueError  # said below, as any other link that is not ours
         return read(raw.decode())
     except (ValueError, zlib.error, UnicodeDecodeError):
         raise ConfigError(
@@ -145,12 +145,8 @@ def architecture(config: dict, config_class: str = "") -> Architecture:
             )
     kwargs = {k: v for k, v in config.items() if k != "model_type"}
     title = verbatim(f"{names[0] if names else config_class} · config.json")
-    about = Text(
-        "A config.json pasted here ({model_type}), built by transformers on meta in a child process with "
-        "time and memory limits.",
-        model_type=config["model_type"],
-    )
-    return Architecture("config", config["model_type"], config_class, auto_class, kwargs, False, title, about)
+    # Its title stands for its description too: the config's page and its lab preset say their own.
+    return Architecture("config", config["model_type"], config_class, auto_class, kwargs, False, title, title)
 
 
 def made_config(config: dict) -> object:
@@ -182,7 +178,7 @@ def model_class(config: dict) -> type:
         ) from None
 
 
-def build(config: dict, device: str = "meta") -> nn.Module:
+def build(config: dict, device: str) -> nn.Module:
     """The model of a checked config, built on meta (or, small ones, on the CPU, seeded)."""
     made = made_config(config)
     maker = model_class(config)._from_config

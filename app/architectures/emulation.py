@@ -251,15 +251,16 @@ def _autocast(name: str, op: torch._ops.OpOverload, running: _Running, args: tup
     category = running.policy.get(name) if running.dtype is not None else None
     dtype = running.dtype
     assert dtype is not None or category is None
+    # Tensors come positionally: no op of the policy takes one by keyword only (a test checks it).
     if category == LOWER:
-        return op, _cast(args, dtype, running), _cast(kwargs, dtype, running)  # type: ignore[arg-type]
+        return op, _cast(args, dtype, running), kwargs  # type: ignore[arg-type]
     if category == FP32:
-        return op, _cast(args, torch.float32, running), _cast(kwargs, torch.float32, running)
+        return op, _cast(args, torch.float32, running), kwargs
     if category == PROMOTE:
         widest = dtype
-        for t in _floating((*args, *kwargs.values())):
+        for t in _floating(args):
             widest = torch.promote_types(widest, t.dtype)  # type: ignore[arg-type]
-        return op, _cast(args, widest, running), _cast(kwargs, widest, running)  # type: ignore[arg-type]
+        return op, _cast(args, widest, running), kwargs  # type: ignore[arg-type]
     first = _first_tensor(args)
     if category == FP32_SET_OPT_DTYPE and first is not None and _eligible(first):
         names = [a.name for a in op._schema.arguments]

@@ -292,10 +292,10 @@ def inference_inputs(model: nn.Module, batch: int, spec: PlanInput) -> dict[str,
     return inputs
 
 
-def _bytes(tensors: Iterable[torch.Tensor], dtype: torch.dtype) -> int:
-    """Bytes after model.to(dtype): floating tensors cast, others (int64 counters) as they are."""
-    size = torch.empty((), dtype=dtype).element_size()
-    return sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in tensors)
+def _bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes as the model holds them, cast to its recipe's dtype (``plan`` casts it first): floating
+    tensors in that dtype, others (int64 counters) as they are."""
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _largest(capacity: int, fixed: int, per_sample: int, floor: int) -> int:
@@ -365,9 +365,9 @@ def recipe_plan(
     size = torch.empty((), dtype=recipe.dtype).element_size()
     n_params = f"{sum(p.numel() for p in params):,}"
     n_train = f"{sum(p.numel() for p in trainable):,}"
-    weights = _bytes(params, recipe.dtype)
-    buffers = _bytes(model.buffers(), recipe.dtype)
-    grads = _bytes(trainable, recipe.dtype) if recipe.training else 0
+    weights = _bytes(params)
+    buffers = _bytes(model.buffers())
+    grads = _bytes(trainable) if recipe.training else 0
     optimizer = 2 * grads
     temporaries = grads
     (b, b1), (a, a1) = at, measured

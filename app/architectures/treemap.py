@@ -92,7 +92,7 @@ def treemap(root: ModuleNode, width: float = 960, height: float = 360) -> list[T
             c.buffer_bytes,
             h * c.buffer_bytes / c.bytes,
             label,
-            path[: -len(label)].rstrip("."),
+            path[: -len(label)].removesuffix("."),
         )
         for path, label, (node, c), (x, y, w, h) in zip(
             paths, labels, shown, squarify(areas, 0, 0, width, height), strict=True

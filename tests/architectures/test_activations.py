@@ -122,3 +122,20 @@ def test_a_modules_output_shapes_are_the_tensors_it_returns_not_those_in_a_cache
     by_path = {s.path: s for s in shapes}
     assert by_path[""].shapes == [[2, 1]] and by_path[""].bytes == 2 * 4
     assert by_path["inner"].shapes == [[2, 3]] and by_path["inner"].dtypes == ["float32"]
+
+
+def test_returned_tensors_are_found_six_containers_deep_and_no_deeper() -> None:
+    class Deep(torch.nn.Module):
+        def __init__(self, depth: int) -> None:
+            super().__init__()
+            self.depth = depth
+
+        def forward(self, x: torch.Tensor) -> object:
+            out: object = x * 2
+            for _ in range(self.depth):
+                out = [out]
+            return out
+
+    x = torch.ones(4, 8)
+    assert inference_forward(Deep(6), {"x": x}).outputs == 4 * 8 * 4
+    assert inference_forward(Deep(7), {"x": x}).outputs == 0  # past the search's depth

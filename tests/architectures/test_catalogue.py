@@ -44,9 +44,13 @@ def test_refusals_name_the_problem() -> None:
     with pytest.raises(ArchitectureError, match="unknown architecture 'llama'") as unknown:
         build("llama")
     assert unknown.value.status == 404
-    with pytest.raises(ArchitectureError, match=r"meta only.*llama_tiny") as full:
+    with pytest.raises(ArchitectureError) as full:
         build("llama_8b", "cpu")
-    assert full.value.status == 422
+    assert full.value.status == 422 and str(full.value) == (
+        "device: llama_8b is built on meta only here: its weights and buffers take 32.12 GB in float32, "
+        "over the 2.00 GB of MRE_ARCHITECTURE_MAX_BYTES; its tiny config (llama_tiny) "
+        f"builds on {', '.join(device_ids())}"
+    )
     with pytest.raises(ArchitectureError, match="'cuda:9' is not a device here") as absent:
         build("llama_tiny", "cuda:9")
     assert absent.value.status == 422

@@ -58,6 +58,7 @@ def test_over_the_cap_is_refused_naming_it_on_keeping_and_on_reading(tmp_path: P
     with pytest.raises(ConfigTooLarge) as refused:
         store.put(config(), 1001)
     assert refused.value.status == 413 and list(tmp_path.iterdir()) == []
+    assert refused.value.loc == ("preset",)  # the lab spec's field, as the API's detail names it
     said = refused.value.message
     assert "1,001 elements" in said and "cap of 1,000 (MRE_LAB_CONFIG_MAX_ELEMENTS)" in said
     assert "MRE_LAB_CONFIG_MAX_ELEMENTS" in refused.value.text(ZH) and "上限 1,000" in refused.value.text(ZH)
@@ -109,7 +110,7 @@ def test_a_folder_others_may_write_is_refused(tmp_path: Path) -> None:
 def test_the_count_is_the_childs_parameters_and_buffers(tmp_path: Path) -> None:
     checked = config()
     report = isolated.report(checked, {}, [])
-    model = configs.build(checked)
+    model = configs.build(checked, "meta")
     assert elements(report) == sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for b in model.buffers()
     )

@@ -10,6 +10,8 @@ import zlib
 import pytest
 import torch
 import transformers
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from app.architectures import configs
 from app.architectures.catalogue import ArchitectureError
@@ -76,6 +78,40 @@ def test_a_link_cut_short_or_inflating_past_the_cap_is_not_ours() -> None:
         assert refused.value.status == 422
 
 
+class Devices(TorchDispatchMode):
+    """The devices of the tensors (more than one element) that ops make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.seen |= {
+            t.device.type for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.numel() > 1
+        }
+        return out
+
+
+def test_a_config_is_built_on_the_device_asked_and_on_meta_never_with_values() -> None:
+    config = configs.read(json.dumps(LLAMA_CONFIG))
+    for device in ("meta", "cpu"):
+        with Devices() as made:
+            model = configs.build(config, device)
+        assert {t.device.type for t in [*model.parameters(), *model.buffers()]} == {device}
+        assert made.seen == {device}  # on meta, no tensor with memory behind it, even for a moment
+
+
+def test_a_config_classs_long_refusal_is_cut_to_600_characters() -> None:
+    # transformers' own words quote the value: a long one makes them long.
+    long = {**LLAMA_CONFIG, "hidden_size": "y" * 2000}
+    with pytest.raises(ArchitectureError) as refused:
+        configs.made_config(configs.read(json.dumps(long)))
+    said = refused.value.message
+    assert refused.value.status == 422 and said.startswith("hidden_size: StrictDataclassFieldValidationError")
+    assert len(said) == len("hidden_size: ") + 600, said
+
+
 def test_the_config_class_refusal_names_its_field() -> None:
     with pytest.raises(ArchitectureError, match=r"(?s)^hidden_size: .*expected int"):
         configs.made_config(configs.read(json.dumps({**LLAMA_CONFIG, "hidden_size": "wide"})))
@@ -121,7 +157,7 @@ def test_the_config_class_refusal_names_its_field() -> None:
 )
 def test_a_models_own_refusal_names_the_key_it_speaks_of(config: dict, says: str) -> None:
     with pytest.raises(ArchitectureError, match=says) as refused:
-        configs.build(configs.read(json.dumps(config)))
+        configs.build(configs.read(json.dumps(config)), "meta")
     assert refused.value.status == 422
 
 
@@ -130,7 +166,7 @@ def test_it_builds_what_transformers_builds() -> None:
     direct = {k: v for k, v in LLAMA_CONFIG.items() if k not in ("model_type", "architectures")}
     with torch.device("meta"):
         reference = transformers.LlamaForCausalLM(transformers.LlamaConfig(**direct))
-    check_against_torch(module_tree(configs.build(config)), reference)
+    check_against_torch(module_tree(configs.build(config, "meta")), reference)
     arch = configs.architecture(config)
     assert (arch.config_class, arch.auto_class, arch.family) == ("LlamaConfig", "LlamaForCausalLM", "llama")
     real = configs.build(config, "cpu")

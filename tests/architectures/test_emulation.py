@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from app.architectures.catalogue import build
-from app.architectures.emulation import CUDA_POLICY, on_gpu
+from app.architectures.emulation import CUDA_POLICY, _overload, on_gpu
 from tests.support.architectures import FUSED_ON_CPU, TINY, cpu_policy, saved_and_outputs, tiny_inputs
 
 
@@ -32,6 +32,35 @@ def test_the_cpu_policy_of_the_tests_names_exactly_the_ops_torch_autocasts_on_cp
     assert {"linear", "matmul", "bmm", "conv2d", "scaled_dot_product_attention"} <= {
         op for op, category in policy.items() if category == "lower_precision_fp"
     }
+
+
+def test_no_op_of_the_policies_takes_a_tensor_by_keyword_only() -> None:
+    # The emulation casts positional tensors only: a torch that adds a keyword-only tensor to one of
+    # these ops fails here, not silently in a plan.
+    for name in CUDA_POLICY:
+        try:
+            op = _overload(name)
+        except (AttributeError, RuntimeError):  # an op this torch does not have
+            continue
+        keyword_only = [a.name for a in op._schema.arguments if a.kwarg_only and "Tensor" in str(a.type)]
+        assert keyword_only == [], name
+
+
+def test_promoted_ops_take_the_widest_type_where_torch_alone_refuses_a_mix() -> None:
+    # dot, index_put and scatter_add take one dtype only; under autocast they run in the widest one.
+    a, b = torch.randn(5), torch.randn(5).bfloat16()
+    grid, index = torch.zeros(3, 5), torch.tensor([[0, 1, 2, 0, 1]])
+    with on_gpu(torch.bfloat16):
+        dot, dot_back = torch.dot(a, b), torch.dot(b, a)  # the widest found whichever comes first
+        put = grid.index_put((torch.tensor([1]),), b)
+        added = grid.scatter_add(0, index, b.unsqueeze(0))
+    assert (dot.dtype, dot_back.dtype, put.dtype, added.dtype) == (torch.float32,) * 4
+    torch.testing.assert_close(dot, torch.dot(a, b.float()))
+    torch.testing.assert_close(dot_back, torch.dot(b.float(), a))
+    torch.testing.assert_close(put, grid.index_put((torch.tensor([1]),), b.float()))
+    torch.testing.assert_close(added, grid.scatter_add(0, index, b.float().unsqueeze(0)))
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.dot(a, b)  # without autocast: torch refuses the mix
 
 
 def test_casts_follow_the_policy_on_meta() -> None:

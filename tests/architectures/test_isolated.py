@@ -32,7 +32,7 @@ def test_the_childs_report_is_the_one_made_directly() -> None:
     )
     here = isolated.report(config, asked, [("cuda:9 test", 10**9)])
     assert got == here
-    model = configs.build(config)
+    model = configs.build(config, "meta")
     expected = module_tree(model)
     expected.saving = saving(model)
     assert got.tree == expected
@@ -152,3 +152,11 @@ def test_a_child_ended_by_something_else_is_said_with_its_status() -> None:
     (refused,) = outcome
     assert refused.status == 422
     assert refused.message == "config.json: the process building it ended (status -15) without an answer"
+
+
+def test_the_childs_address_space_is_read_as_the_kernel_counts_it() -> None:
+    # The child's memory ceiling starts from its address space: /proc/self/status' VmSize, which is
+    # statm's first field in pages.
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    assert isolated._vm_bytes() == pages * os.sysconf("SC_PAGE_SIZE")

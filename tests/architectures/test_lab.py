@@ -69,6 +69,7 @@ def test_a_tiny_architectures_preset_builds_what_transformers_builds_and_says_so
     assert preset.source == f"transformers {arch.auto_class}.from_config({arch.config_class}(...))"
     # Its script builds it as the catalogue's does on the CPU, seeded, and leaves the device to the lab.
     assert preset.make_code.splitlines()[-1] == f"model = {arch.auto_class}.from_config(config)"
+    assert "torch.manual_seed" not in preset.make_code  # the lab's script seeds once, for every preset
     made, real = preset.make().eval(), direct(arch_id, "cpu").eval()  # eval: no dropout
     assert type(made) is type(real) and all(t.device.type == "cpu" for t in made.state_dict().values())
     assert made.state_dict().keys() == real.state_dict().keys()
@@ -198,6 +199,18 @@ def test_a_small_pasted_config_opens_in_the_lab_as_transformers_builds_it(client
         # name a tensor of its own, and the report says so as torch does.
         tied = "lm_head.weight" not in [r["name"] for r in report["named_parameters"]]
         assert tied == (model.lm_head.weight is model.model.embed_tokens.weight) == (device == "cpu")
+    # Its title and description on the lab's page: transformers' class, the digest's first 8
+    # characters, the elements of its parameters (the tied one once) and of its buffers.
+    page = parse(client.get("/", params={"preset": preset_id}).text)
+    model = pasted_direct()
+    counted = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    said = " ".join(page.text.split())
+    assert f"LlamaForCausalLM · config.json {preset_id.removeprefix('config:')[:8]} " in said
+    assert (
+        f"A config.json pasted on the architectures page (llama): {counted:,} parameter and buffer "
+        "elements, built by transformers in this server with seeded values. Its own tensors are the "
+        "members: restyle them, move it, run the experiments."
+    ) in said
     # Listed nowhere: only its URL opens it. The checkpoint doctor (whose inspections run in a child
     # that knows the listed presets only) refuses it by name rather than failing in that child.
     assert preset_id not in {p["id"] for p in client.get("/api/presets").json()}

@@ -110,6 +110,11 @@ def test_identical_numbered_blocks_are_one_run_with_the_counts_of_all(arch_id: s
                 assert len(shapes) == 1  # the same tensors, shapes and names
                 assert item.total.trainable == sum(p.numel() for b in blocks for p in b.parameters())
                 assert item.total.buffers == sum(1 for b in blocks for _ in b.buffers())
+                held = [t for b in blocks for t in [*b.parameters(), *b.buffers()]]
+                by_dtype = {
+                    str(d)[6:]: sum(nbytes(t) for t in held if t.dtype == d) for d in {t.dtype for t in held}
+                }
+                assert item.total.bytes_by_dtype == by_dtype and item.total.bytes == sum(map(nbytes, held))
                 walk(item.first)
             else:
                 walk(item)

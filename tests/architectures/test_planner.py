@@ -17,6 +17,7 @@ from app.architectures.catalogue import ArchitectureError, build
 from app.architectures.planner import (
     CARDS,
     MAX_BATCH,
+    MAX_TOKENS,
     RECIPES,
     PlanInput,
     card_fits,
@@ -189,6 +190,27 @@ def test_the_input_is_checked_and_refusals_name_the_field() -> None:
         with pytest.raises(ArchitectureError, match=says.replace("(", r"\(")) as refused:
             call()
         assert refused.value.status == 422
+
+
+@pytest.mark.parametrize(
+    ("config", "most"),
+    [
+        ({"max_position_embeddings": 1}, 1),  # one position: one token, the least a model has
+        ({"max_position_embeddings": 0, "n_positions": 7}, 7),  # 0 names none: the next name is read
+        ({"max_position_embeddings": None, "max_seq_len": 9}, 9),
+        ({"max_position_embeddings": 5, "n_positions": 7, "seq_length": 3}, 5),  # the first name read
+        ({"n_positions": 2 * MAX_TOKENS}, MAX_TOKENS),  # the planner's own cap
+        ({"seq_length": "long"}, MAX_TOKENS),
+        ({}, MAX_TOKENS),
+    ],
+)
+def test_a_models_positions_bound_its_tokens(config: dict, most: int) -> None:
+    model = SimpleNamespace(config=SimpleNamespace(**config), main_input_name="input_ids")
+    found = facts(model)  # type: ignore[arg-type]
+    assert (found.kind, found.max_tokens, found.image) == ("text", most, None)
+    assert checked(found, 1, tokens=most, context=most).tokens == most
+    with pytest.raises(ArchitectureError, match=f"tokens: from 1 to {most} tokens"):
+        checked(found, 1, tokens=most + 1)
 
 
 def test_a_model_fed_neither_token_ids_nor_pixels_is_refused_naming_its_input() -> None:

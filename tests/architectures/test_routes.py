@@ -179,7 +179,7 @@ def test_a_pasted_config_gets_the_same_pages(client: TestClient) -> None:
     assert page.status_code == 200 and html.find(id="plan-table") and html.find(id="round-trip-rows")
     assert (
         html.find(id="total-parameters").text
-        == f"{sum(p.numel() for p in configs.build(config).parameters()):,}"
+        == f"{sum(p.numel() for p in configs.build(config, 'meta').parameters()):,}"
     )
     # Uploaded as a file, the same; the API gives the report behind the page.
     upload = client.post(

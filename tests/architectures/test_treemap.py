@@ -12,6 +12,7 @@ from app.architectures.catalogue import ARCHITECTURES
 from app.architectures.memo import tree
 from app.architectures.module_tree import ModuleNode
 from app.architectures.treemap import BLOCKS, blocks, squarify, treemap, unique_ends
+from tests.support.architectures import direct
 
 
 @pytest.mark.parametrize("areas", [[6.0, 6.0, 4.0, 3.0, 2.0, 2.0, 1.0], [1.0], [10.0, 0.5, 0.25], [1.0] * 30])
@@ -44,11 +45,14 @@ def test_each_tiles_area_is_its_bytes(arch_id: str) -> None:
     root = tree(arch_id).root
     tiles = treemap(root, 960, 360)
     total = root.total.bytes
+    model = direct(arch_id)
     assert sum(t.parameter_bytes + t.buffer_bytes for t in tiles) == total
     for t in tiles:
         assert math.isclose(t.w * t.h, 960 * 360 * (t.parameter_bytes + t.buffer_bytes) / total, rel_tol=1e-6)
         assert 0 <= t.buffer_h <= t.h + 1e-9
         assert t.path.endswith(t.label) and (t.parent + "." + t.label).strip(".") == t.path
+        module = model.get_submodule("" if t.path == "(model)" else t.path)
+        assert t.class_name == type(module).__name__, t.path
     labels = [t.label for t in tiles]
     assert len(set(labels)) == len(labels)  # no two tiles say the same
 
