@@ -257,7 +257,8 @@ def checked(
 
 
 def _labels(model: nn.Module, batch: int, tokens: int | None, device: torch.device) -> torch.Tensor:
-    per_sample = type(model).__name__.endswith(("ForSequenceClassification", "ForImageClassification"))
+    # One label per sample: a sequence's class, or an image's (no tokens: a vision model).
+    per_sample = type(model).__name__.endswith("ForSequenceClassification")
     if per_sample or tokens is None:
         return torch.zeros(batch, dtype=torch.long, device=device)
     return torch.zeros(batch, tokens, dtype=torch.long, device=device)

@@ -40,6 +40,11 @@ def test_the_digest_is_the_sha256_of_the_canonical_json() -> None:
     shuffled = dict(reversed(list({**LLAMA_CONFIG, "transformers_version": "4.0"}.items())))
     assert digest(configs.read(json.dumps(shuffled))) == expected
     assert len(preset_id(expected)) <= 64  # a lab preset id's length
+    # A nested object's keys keep the order pasted: the digest reads them sorted all the same.
+    scaling = {"rope_type": "linear", "factor": 2.0}
+    one = configs.read(json.dumps({**LLAMA_CONFIG, "rope_scaling": scaling}))
+    other = configs.read(json.dumps({**LLAMA_CONFIG, "rope_scaling": dict(reversed(scaling.items()))}))
+    assert list(one["rope_scaling"]) != list(other["rope_scaling"]) and digest(one) == digest(other)
 
 
 def test_kept_and_read_back_with_its_count(tmp_path: Path) -> None:

@@ -174,3 +174,13 @@ def test_frozen_parameters_and_both_kinds_of_buffer_are_counted_apart_at_every_l
     embeddings = report.root.children[0].children[0]
     assert embeddings.path == "bert.embeddings" and embeddings.total.trainable == 0
     assert embeddings.total.persistent_buffers == 1 and embeddings.total.non_persistent_buffers >= 1
+
+
+def test_a_run_of_the_models_own_children_is_named_without_a_leading_dot() -> None:
+    # nn.Sequential's children are "0", "1", ...: their run sits at the top, with no parent path.
+    model = torch.nn.Sequential(*(torch.nn.Linear(4, 4) for _ in range(3)), torch.nn.ReLU())
+    report = module_tree(model)
+    rows = {r.name: r for r in [*report.named_parameters, *report.named_buffers]}
+    found = runs(report.root.children, rows)
+    assert isinstance(found[0], Repeat) and (found[0].path, found[0].name) == ("{0..2}", "{0..2}")
+    assert [n.path for n in found[0].nodes] == ["0", "1", "2"] and found[1].path == "3"

@@ -271,3 +271,12 @@ def test_each_input_field_at_its_bounds() -> None:
         with pytest.raises(ArchitectureError, match=f"^{field}: ") as refused:
             call()
         assert refused.value.status == 422
+
+
+@pytest.mark.parametrize("arch_id", ["llama_tiny", "bert_tiny", "vit_tiny"])
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_the_batch_is_made_on_the_models_device(arch_id: str, device: str) -> None:
+    model = build(arch_id, device)
+    spec = spec_of(arch_id)
+    for made in (training_inputs(model, 2, spec), inference_inputs(model, 2, spec)):
+        assert {t.device.type for t in made.values() if isinstance(t, torch.Tensor)} == {device}, made
