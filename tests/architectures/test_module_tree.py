@@ -70,6 +70,15 @@ def test_memory_estimate_matches_a_real_adamw_step_and_cast() -> None:
     assert any("AdamW: 2 x 90,432 x 2 B" in line for line in bf16.arithmetic)
 
 
+def test_the_cast_estimate_keeps_an_integer_buffers_size() -> None:
+    # BERT's position_ids are int64: model.to(bfloat16) leaves them 8 bytes an element.
+    model = build("bert_tiny", "cpu")
+    bf16 = module_tree(model).memory[1]
+    assert any(b.dtype == torch.int64 for b in model.buffers())
+    model.to(torch.bfloat16)
+    assert bf16.inference == sum(nbytes(t) for t in [*model.parameters(), *model.buffers()])
+
+
 def test_the_estimate_names_a_unit_from_exactly_one_of_it() -> None:
     """1,000,000 bytes of weights: 1.00 MB, not 1,000.00 kB (decimal units, as disks and GPUs say)."""
     model = torch.nn.Embedding(1000, 250)  # 250,000 float32: 1,000,000 bytes
