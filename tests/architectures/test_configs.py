@@ -59,6 +59,14 @@ def test_refusals_name_the_field(text: str, says: str) -> None:
         configs.decode("not%20base64")
 
 
+def test_an_unknown_model_type_is_told_how_many_this_transformers_knows() -> None:
+    known = len(list(transformers.models.auto.configuration_auto.CONFIG_MAPPING.keys()))
+    with pytest.raises(ArchitectureError) as refused:
+        configs.read('{"model_type": "nope"}')
+    said = str(refused.value)
+    assert f"this transformers ({transformers.__version__}) knows; {known} are, e.g. llama" in said
+
+
 def test_a_link_cut_short_or_inflating_past_the_cap_is_not_ours() -> None:
     # A c= of 4 KB can inflate to megabytes: it is read up to the cap and refused as not ours, never
     # inflated whole and then measured. A link cut short (a copy that lost its end) is not ours either.
