@@ -18,6 +18,8 @@ Shared storages are found by ``StorageImpl`` (meta tensors have one too), so thi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
@@ -57,15 +59,12 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
     return start * t.element_size(), ((last + 1) if t.numel() else start) * t.element_size()
 
 
-def overlapping(state: dict[str, torch.Tensor]) -> list[list[str]]:
-    """The names safetensors treats as one tensor (its _find_shared_tensors): those of one storage
-    whose bytes overlap, a name alone where nothing overlaps it; empty storages left out."""
-    storages: dict[int, list[str]] = {}
-    for name, t in state.items():
-        if t.untyped_storage().nbytes():
-            storages.setdefault(t.untyped_storage()._cdata, []).append(name)
+def overlapping(state: dict[str, torch.Tensor], storages: Iterable[list[str]]) -> list[list[str]]:
+    """The names safetensors treats as one tensor (its _find_shared_tensors): of each storage's
+    names (``storages``), those whose bytes overlap, a name alone where nothing overlaps it (an empty
+    tensor spans no byte: it overlaps nothing, as safetensors leaves empty storages out)."""
     groups: list[list[str]] = []
-    for names in storages.values():
+    for names in storages:
         areas = sorted((*_span(state[n]), n) for n in names)
         stop = None
         for start, end, name in areas:
@@ -90,12 +89,12 @@ def _mb(n: int) -> str:
 
 def saving(model: nn.Module) -> Saving:
     state = model.state_dict()
-    groups: dict[int, list[str]] = {}
+    storages: dict[int, list[str]] = {}
     for name, t in state.items():
-        groups.setdefault(t.untyped_storage()._cdata, []).append(name)
-    shared = [names for names in groups.values() if len(names) > 1]
+        storages.setdefault(t.untyped_storage()._cdata, []).append(name)
+    shared = [names for names in storages.values() if len(names) > 1]
     per_name = {name: t.numel() * t.element_size() for name, t in state.items()}
-    stored = sum(state[names[0]].untyped_storage().nbytes() for names in groups.values())
+    stored = sum(state[names[0]].untyped_storage().nbytes() for names in storages.values())
     listed = sum(per_name.values())
     ways = [
         _way(
@@ -113,7 +112,7 @@ def saving(model: nn.Module) -> Saving:
             else Text("Writes every tensor: {size}.", size=_mb(stored)),
         )
     ]
-    groups = overlapping(state)
+    groups = overlapping(state, storages.values())
     together = [g for g in groups if len(g) > 1]
     names = ", ".join(" = ".join(g) for g in together)
     ways.append(
